@@ -1,0 +1,607 @@
+//! Callbacks: code that runs at the start and end of training, epochs and batches,
+//! with access to the logs and the model (Keras `keras/src/callbacks/`).
+//!
+//! Callbacks are plain structs passed by mutable reference to
+//! [`Sequential::fit_with_callbacks`], so their state (e.g.
+//! [`EarlyStopping::stopped_epoch`]) is there to read after `fit`, and they can
+//! be driven by hand in a loop of your own.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use ndarray::ArrayD;
+
+use crate::error::{Error, Result};
+use crate::model::{Logs, Sequential};
+
+/// What a callback sees: the model (weights, learning rate) and a way to stop.
+pub struct CallbackContext<'a> {
+    model: &'a mut Sequential,
+    stop: bool,
+}
+
+impl<'a> CallbackContext<'a> {
+    pub(crate) fn new(model: &'a mut Sequential) -> Self {
+        CallbackContext { model, stop: false }
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &Sequential {
+        self.model
+    }
+
+    /// The model being trained, mutably (weights, learning rate).
+    pub fn model_mut(&mut self) -> &mut Sequential {
+        self.model
+    }
+
+    /// Asks `fit` to stop after the current batch or epoch (Keras
+    /// `model.stop_training = TRUE`).
+    pub fn stop_training(&mut self) {
+        self.stop = true;
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop
+    }
+}
+
+/// Hooks called by `fit`. Every method has an empty default.
+///
+/// ```
+/// use horn::prelude::*;
+/// use horn::callbacks::{Callback, CallbackContext};
+///
+/// /// Stops once the training loss falls below a target.
+/// struct StopBelow(f32);
+/// impl Callback for StopBelow {
+///     fn on_epoch_end(&mut self, _epoch: usize, logs: &mut Logs, ctx: &mut CallbackContext<'_>)
+///         -> horn::Result<()> {
+///         if logs.get("loss").is_some_and(|l| l < self.0) { ctx.stop_training(); }
+///         Ok(())
+///     }
+/// }
+/// ```
+#[allow(unused_variables)]
+pub trait Callback {
+    /// Before the first epoch.
+    fn on_train_begin(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// After the last epoch, with the last epoch's logs.
+    fn on_train_end(&mut self, logs: &Logs, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Before each epoch (0-based).
+    fn on_epoch_begin(&mut self, epoch: usize, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// After each epoch, with its training and validation values; a callback may
+    /// add entries (e.g. `lr`).
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &mut Logs,
+        ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// Before each batch (0-based within the epoch).
+    fn on_batch_begin(&mut self, batch: usize, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// After each batch, with the epoch's running values.
+    fn on_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether a monitored quantity improves when it goes down or up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `max` for names ending in `acc`, `accuracy` or `auc`, else `min` (Keras).
+    Auto,
+    /// Lower is better.
+    Min,
+    /// Higher is better.
+    Max,
+}
+
+impl Mode {
+    fn maximize(self, monitor: &str) -> bool {
+        match self {
+            Mode::Max => true,
+            Mode::Min => false,
+            Mode::Auto => {
+                monitor.ends_with("acc")
+                    || monitor.ends_with("accuracy")
+                    || monitor.ends_with("auc")
+            }
+        }
+    }
+}
+
+fn monitored(logs: &Logs, monitor: &str) -> Result<f32> {
+    logs.get(monitor).ok_or_else(|| {
+        let keys: Vec<&str> = logs.iter().map(|(k, _)| k).collect();
+        Error::arg(
+            "monitor",
+            format!("one of the logged values ({})", keys.join(", ")),
+            monitor,
+        )
+    })
+}
+
+/// Stops training when a monitored value stops improving (Keras `EarlyStopping`).
+///
+/// Keras defaults: monitor `val_loss`, min_delta 0, patience 0, mode auto, no
+/// baseline, restore_best_weights false, start_from_epoch 0. As in Keras 3, with
+/// `restore_best_weights` the best weights are restored at the end of training
+/// even when stopping never fired.
+///
+/// ```
+/// use horn::callbacks::EarlyStopping;
+/// let es = EarlyStopping { patience: 3, restore_best_weights: true, ..Default::default() };
+/// assert_eq!(es.monitor, "val_loss");
+/// ```
+#[derive(Debug, Clone)]
+pub struct EarlyStopping {
+    /// The logged value to watch.
+    pub monitor: String,
+    /// Smallest change that counts as an improvement.
+    pub min_delta: f32,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// Whether lower or higher is better.
+    pub mode: Mode,
+    /// A value the monitor must beat for the wait to reset.
+    pub baseline: Option<f32>,
+    /// Restore the best epoch's weights at the end.
+    pub restore_best_weights: bool,
+    /// Epochs to train before watching.
+    pub start_from_epoch: usize,
+    /// The epoch at which training stopped (0 if it did not).
+    pub stopped_epoch: usize,
+    /// The best epoch seen.
+    pub best_epoch: usize,
+    /// The best value seen.
+    pub best: f32,
+    wait: usize,
+    best_weights: Option<Vec<ArrayD<f32>>>,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        EarlyStopping {
+            monitor: "val_loss".into(),
+            min_delta: 0.0,
+            patience: 0,
+            mode: Mode::Auto,
+            baseline: None,
+            restore_best_weights: false,
+            start_from_epoch: 0,
+            stopped_epoch: 0,
+            best_epoch: 0,
+            best: f32::INFINITY,
+            wait: 0,
+            best_weights: None,
+        }
+    }
+}
+
+impl EarlyStopping {
+    fn improves(&self, current: f32, reference: f32) -> bool {
+        let d = self.min_delta.abs();
+        if self.mode.maximize(&self.monitor) {
+            current - d > reference
+        } else {
+            current + d < reference
+        }
+    }
+}
+
+impl Callback for EarlyStopping {
+    fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_>) -> Result<()> {
+        if !self.min_delta.is_finite() {
+            return Err(Error::arg("min_delta", "a finite number", self.min_delta));
+        }
+        self.wait = 0;
+        self.stopped_epoch = 0;
+        self.best_epoch = 0;
+        self.best_weights = None;
+        self.best = if self.mode.maximize(&self.monitor) {
+            f32::NEG_INFINITY
+        } else {
+            f32::INFINITY
+        };
+        Ok(())
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &mut Logs,
+        ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        let current = monitored(logs, &self.monitor)?;
+        if epoch < self.start_from_epoch {
+            return Ok(());
+        }
+        if self.restore_best_weights && self.best_weights.is_none() {
+            self.best_weights = Some(ctx.model().get_weights()?);
+            self.best_epoch = epoch;
+        }
+        self.wait += 1;
+        if self.improves(current, self.best) {
+            self.best = current;
+            self.best_epoch = epoch;
+            if self.restore_best_weights {
+                self.best_weights = Some(ctx.model().get_weights()?);
+            }
+            if self.baseline.is_none_or(|b| self.improves(current, b)) {
+                self.wait = 0;
+            }
+            return Ok(());
+        }
+        if self.wait >= self.patience && epoch > 0 {
+            self.stopped_epoch = epoch;
+            ctx.stop_training();
+        }
+        Ok(())
+    }
+
+    fn on_train_end(&mut self, _logs: &Logs, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        if self.restore_best_weights {
+            if let Some(w) = self.best_weights.take() {
+                ctx.model_mut().set_weights(&w)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lowers the learning rate when a monitored value plateaus (Keras
+/// `ReduceLROnPlateau`); adds `lr` to the logs every epoch, so History shows it.
+///
+/// Keras defaults: monitor `val_loss`, factor 0.1, patience 10, mode auto,
+/// min_delta 1e-4, cooldown 0, min_lr 0.
+#[derive(Debug, Clone)]
+pub struct ReduceLrOnPlateau {
+    /// The logged value to watch.
+    pub monitor: String,
+    /// Multiplier applied to the rate, in `(0, 1)`.
+    pub factor: f32,
+    /// Epochs without improvement before reducing.
+    pub patience: usize,
+    /// Whether lower or higher is better.
+    pub mode: Mode,
+    /// Smallest change that counts as an improvement.
+    pub min_delta: f32,
+    /// Epochs to wait after a reduction.
+    pub cooldown: usize,
+    /// Lower bound on the rate.
+    pub min_lr: f32,
+    best: f32,
+    wait: usize,
+    cooldown_counter: usize,
+}
+
+impl Default for ReduceLrOnPlateau {
+    fn default() -> Self {
+        ReduceLrOnPlateau {
+            monitor: "val_loss".into(),
+            factor: 0.1,
+            patience: 10,
+            mode: Mode::Auto,
+            min_delta: 1e-4,
+            cooldown: 0,
+            min_lr: 0.0,
+            best: f32::INFINITY,
+            wait: 0,
+            cooldown_counter: 0,
+        }
+    }
+}
+
+impl Callback for ReduceLrOnPlateau {
+    fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_>) -> Result<()> {
+        if !(self.factor > 0.0 && self.factor < 1.0) {
+            return Err(Error::arg("factor", "a number in (0, 1)", self.factor));
+        }
+        if !(self.min_lr >= 0.0) {
+            return Err(Error::arg("min_lr", "a non-negative number", self.min_lr));
+        }
+        self.best = if self.mode.maximize(&self.monitor) {
+            f32::NEG_INFINITY
+        } else {
+            f32::INFINITY
+        };
+        self.wait = 0;
+        self.cooldown_counter = 0;
+        Ok(())
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        logs: &mut Logs,
+        ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        let lr = ctx
+            .model()
+            .learning_rate()
+            .ok_or(Error::NotCompiled("ReduceLrOnPlateau"))?;
+        logs.insert("lr", lr);
+        let current = monitored(logs, &self.monitor)?;
+        let better = if self.mode.maximize(&self.monitor) {
+            current > self.best + self.min_delta
+        } else {
+            current < self.best - self.min_delta
+        };
+        let in_cooldown = self.cooldown_counter > 0;
+        if in_cooldown {
+            self.cooldown_counter -= 1;
+            self.wait = 0;
+        }
+        if better {
+            self.best = current;
+            self.wait = 0;
+        } else if !in_cooldown {
+            self.wait += 1;
+            if self.wait >= self.patience && lr > self.min_lr {
+                ctx.model_mut()
+                    .set_learning_rate((lr * self.factor).max(self.min_lr))?;
+                self.cooldown_counter = self.cooldown;
+                self.wait = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets the learning rate at each epoch's start from `schedule(epoch, lr)` (Keras
+/// `LearningRateScheduler`); adds `lr` to the logs.
+pub struct LearningRateScheduler<F: FnMut(usize, f32) -> f32> {
+    /// `(epoch, current rate) -> new rate`.
+    pub schedule: F,
+}
+
+impl<F: FnMut(usize, f32) -> f32> LearningRateScheduler<F> {
+    /// A scheduler from a closure.
+    pub fn new(schedule: F) -> Self {
+        LearningRateScheduler { schedule }
+    }
+}
+
+impl<F: FnMut(usize, f32) -> f32> Callback for LearningRateScheduler<F> {
+    fn on_epoch_begin(&mut self, epoch: usize, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        let lr = ctx
+            .model()
+            .learning_rate()
+            .ok_or(Error::NotCompiled("LearningRateScheduler"))?;
+        let new = (self.schedule)(epoch, lr);
+        ctx.model_mut().set_learning_rate(new)
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        logs: &mut Logs,
+        ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        if let Some(lr) = ctx.model().learning_rate() {
+            logs.insert("lr", lr);
+        }
+        Ok(())
+    }
+}
+
+/// Stops training when a logged value becomes NaN or infinite (Keras
+/// `TerminateOnNaN`). A NaN *training* loss already ends `fit` with
+/// [`Error::Diverged`]; this callback also catches a non-finite validation loss
+/// and ends training cleanly instead.
+#[derive(Debug, Clone, Default)]
+pub struct TerminateOnNaN {
+    /// Whether it fired.
+    pub terminated: bool,
+}
+
+impl Callback for TerminateOnNaN {
+    fn on_batch_end(
+        &mut self,
+        _batch: usize,
+        logs: &Logs,
+        ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        if logs.get("loss").is_some_and(|l| !l.is_finite()) {
+            self.terminated = true;
+            ctx.stop_training();
+        }
+        Ok(())
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        logs: &mut Logs,
+        ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        if logs
+            .iter()
+            .any(|(k, v)| k.ends_with("loss") && !v.is_finite())
+        {
+            self.terminated = true;
+            ctx.stop_training();
+        }
+        Ok(())
+    }
+}
+
+/// Streams each epoch's logs to a CSV file (Keras `CSVLogger`): an `epoch`
+/// column, then the log keys sorted by name, one row per epoch.
+#[derive(Debug)]
+pub struct CsvLogger {
+    /// The file to write.
+    pub path: PathBuf,
+    /// Field separator (Keras default `,`).
+    pub separator: char,
+    /// Append to an existing file instead of truncating it (Keras default false).
+    pub append: bool,
+    writer: Option<BufWriter<File>>,
+    keys: Vec<String>,
+}
+
+impl CsvLogger {
+    /// A logger writing to `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        CsvLogger {
+            path: path.into(),
+            separator: ',',
+            append: false,
+            writer: None,
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl Callback for CsvLogger {
+    fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_>) -> Result<()> {
+        let existed = self.path.exists() && self.append;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(self.append)
+            .truncate(!self.append)
+            .open(&self.path)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.writer = Some(BufWriter::new(file));
+        self.keys.clear();
+        if existed {
+            // Keep appending under the existing header.
+            self.keys.push(String::new());
+        }
+        Ok(())
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &mut Logs,
+        _ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        let sep = self.separator.to_string();
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let path = self.path.clone();
+        let io = |e| Error::io(&path, e);
+        if self.keys.is_empty() {
+            let mut keys: Vec<String> = logs.iter().map(|(k, _)| k.to_string()).collect();
+            keys.sort();
+            writeln!(w, "epoch{sep}{}", keys.join(&sep)).map_err(io)?;
+            self.keys = keys;
+        } else if self.keys.len() == 1 && self.keys[0].is_empty() {
+            let mut keys: Vec<String> = logs.iter().map(|(k, _)| k.to_string()).collect();
+            keys.sort();
+            self.keys = keys;
+        }
+        let vals: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| logs.get(k).map_or(String::new(), |v| v.to_string()))
+            .collect();
+        writeln!(w, "{epoch}{sep}{}", vals.join(&sep)).map_err(io)?;
+        w.flush().map_err(io)
+    }
+
+    fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut CallbackContext<'_>) -> Result<()> {
+        if let Some(mut w) = self.writer.take() {
+            w.flush().map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+type EpochFn<'f> = Box<dyn FnMut(usize, &Logs) + 'f>;
+
+/// A callback made of closures (Keras `LambdaCallback`).
+///
+/// ```
+/// use horn::callbacks::LambdaCallback;
+/// let mut seen = Vec::new();
+/// let cb = LambdaCallback::default().on_epoch_end(|epoch, logs| seen.push((epoch, logs.get("loss"))));
+/// # drop(cb);
+/// ```
+#[derive(Default)]
+pub struct LambdaCallback<'f> {
+    epoch_begin: Option<Box<dyn FnMut(usize) + 'f>>,
+    epoch_end: Option<EpochFn<'f>>,
+    batch_end: Option<EpochFn<'f>>,
+    train_end: Option<Box<dyn FnMut(&Logs) + 'f>>,
+}
+
+impl<'f> LambdaCallback<'f> {
+    /// Runs `f(epoch)` before each epoch.
+    pub fn on_epoch_begin(mut self, f: impl FnMut(usize) + 'f) -> Self {
+        self.epoch_begin = Some(Box::new(f));
+        self
+    }
+    /// Runs `f(epoch, logs)` after each epoch.
+    pub fn on_epoch_end(mut self, f: impl FnMut(usize, &Logs) + 'f) -> Self {
+        self.epoch_end = Some(Box::new(f));
+        self
+    }
+    /// Runs `f(batch, logs)` after each batch.
+    pub fn on_batch_end(mut self, f: impl FnMut(usize, &Logs) + 'f) -> Self {
+        self.batch_end = Some(Box::new(f));
+        self
+    }
+    /// Runs `f(logs)` at the end of training.
+    pub fn on_train_end(mut self, f: impl FnMut(&Logs) + 'f) -> Self {
+        self.train_end = Some(Box::new(f));
+        self
+    }
+}
+
+impl Callback for LambdaCallback<'_> {
+    fn on_epoch_begin(&mut self, epoch: usize, _ctx: &mut CallbackContext<'_>) -> Result<()> {
+        if let Some(f) = &mut self.epoch_begin {
+            f(epoch);
+        }
+        Ok(())
+    }
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &mut Logs,
+        _ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        if let Some(f) = &mut self.epoch_end {
+            f(epoch, logs);
+        }
+        Ok(())
+    }
+    fn on_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        _ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        if let Some(f) = &mut self.batch_end {
+            f(batch, logs);
+        }
+        Ok(())
+    }
+    fn on_train_end(&mut self, logs: &Logs, _ctx: &mut CallbackContext<'_>) -> Result<()> {
+        if let Some(f) = &mut self.train_end {
+            f(logs);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! The crate's one error type.
+//!
+//! Messages follow Keras' shape: what was wrong, what was expected, and
+//! `Received: arg=value`, so that a user can fix the call without reading source.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in horn. Every public fallible function returns
+/// [`Result<T>`](crate::Result) with this error; no user input makes horn panic.
+///
+/// ```
+/// use horn::prelude::*;
+/// let mut model = Sequential::new().input(4).dense(0, Relu);
+/// let err = model.compile(Adam::default(), MeanSquaredError, &[] as &[Metric]).unwrap_err();
+/// assert!(err.to_string().contains("units"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument or option has a value outside its domain.
+    #[error("invalid value for `{name}`: expected {expected}. Received: {name}={received}")]
+    InvalidArgument {
+        /// The argument's name, as Keras spells it.
+        name: String,
+        /// What a valid value looks like.
+        expected: String,
+        /// What was passed.
+        received: String,
+    },
+    /// Arrays whose shapes do not fit the model or each other.
+    #[error("shape mismatch in {context}: expected {expected}. Received: {received}")]
+    Shape {
+        /// Which argument or step saw the mismatch.
+        context: String,
+        /// The expected shape.
+        expected: String,
+        /// The shape that was passed.
+        received: String,
+    },
+    /// NaN or infinite values in inputs or targets.
+    #[error("`{name}` contains a non-finite value ({value}) at row {row}, column {col}; clean or impute the data first")]
+    NonFinite {
+        /// The argument's name.
+        name: String,
+        /// Row of the first bad value.
+        row: usize,
+        /// Column of the first bad value.
+        col: usize,
+        /// The value itself (NaN or inf).
+        value: f32,
+    },
+    /// An argument that must hold at least one row was empty.
+    #[error("`{name}` is empty: expected at least one row")]
+    Empty {
+        /// The argument's name.
+        name: String,
+    },
+    /// A name (optimizer, loss, metric, activation, ...) that horn does not know.
+    #[error("unknown {kind} `{name}`; known names: {known}")]
+    UnknownName {
+        /// What kind of thing was asked for.
+        kind: &'static str,
+        /// The name that was given.
+        name: String,
+        /// The accepted names.
+        known: String,
+    },
+    /// A model method that needs `compile` first.
+    #[error("the model must be compiled before calling `{0}`; call `model.compile(optimizer, loss, metrics)` first")]
+    NotCompiled(&'static str),
+    /// A model whose layers cannot be built (no input size, no layers).
+    #[error("the model cannot be built: {0}")]
+    NotBuilt(String),
+    /// Training produced a NaN or infinite loss (Keras' TerminateOnNaN behaviour).
+    #[error("training diverged: the loss became {loss} at epoch {epoch}, batch {batch}; lower the learning rate or check the data")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 0-based batch within the epoch.
+        batch: usize,
+        /// The loss value seen.
+        loss: f32,
+        /// The history up to the last complete epoch.
+        history: Box<crate::History>,
+    },
+    /// An I/O error while reading or writing a file.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that is corrupt, truncated or of the wrong kind.
+    #[error("cannot read {path}: {reason}")]
+    Format {
+        /// The file (or a description of the source).
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A bad value in tabular data (unparsable number, unseen category, ...).
+    #[error("data error: {0}")]
+    Data(String),
+}
+
+impl Error {
+    /// Builds an [`Error::InvalidArgument`].
+    pub(crate) fn arg(
+        name: impl Into<String>,
+        expected: impl Into<String>,
+        received: impl std::fmt::Display,
+    ) -> Self {
+        Error::InvalidArgument {
+            name: name.into(),
+            expected: expected.into(),
+            received: received.to_string(),
+        }
+    }
+
+    /// Builds an [`Error::Shape`].
+    pub(crate) fn shape(
+        context: impl Into<String>,
+        expected: impl Into<String>,
+        received: impl Into<String>,
+    ) -> Self {
+        Error::Shape {
+            context: context.into(),
+            expected: expected.into(),
+            received: received.into(),
+        }
+    }
+
+    /// Builds an [`Error::Format`].
+    pub(crate) fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with horn's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,219 @@
+//! Weight initializers with Keras 3 formulas and defaults
+//! (`keras/src/initializers/random_initializers.py`).
+//!
+//! Fans follow Keras' `compute_fans`: a kernel of shape `(in, out)` has
+//! `fan_in = in`, `fan_out = out`; a 1-D shape `(n,)` has both equal to `n`.
+//! "Truncated normal" draws are re-drawn until they fall within two standard
+//! deviations, as Keras does; the variance-scaling normals divide the standard
+//! deviation by 0.87962566103423978 to make up for the truncation.
+
+use std::str::FromStr;
+
+use ndarray::{Array2, ArrayD, IxDyn};
+use ndarray_rand::rand_distr::{Distribution, StandardNormal};
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How a weight tensor is filled before training.
+///
+/// ```
+/// use horn::initializers::Initializer;
+/// use rand::SeedableRng;
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+/// let w = Initializer::GlorotUniform.sample(&[784, 512], &mut rng).unwrap();
+/// let limit = (6.0f32 / (784.0 + 512.0)).sqrt();
+/// assert!(w.iter().all(|v| v.abs() <= limit));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Initializer {
+    /// `U(-l, l)`, `l = sqrt(6 / (fan_in + fan_out))`; Keras' Dense kernel default.
+    GlorotUniform,
+    /// Truncated normal, `stddev = sqrt(2 / (fan_in + fan_out)) / 0.8796...`.
+    GlorotNormal,
+    /// `U(-l, l)`, `l = sqrt(6 / fan_in)`.
+    HeUniform,
+    /// Truncated normal, `stddev = sqrt(2 / fan_in) / 0.8796...`.
+    HeNormal,
+    /// `U(-l, l)`, `l = sqrt(3 / fan_in)`.
+    LecunUniform,
+    /// Truncated normal, `stddev = sqrt(1 / fan_in) / 0.8796...`.
+    LecunNormal,
+    /// `U(minval, maxval)`; Keras defaults -0.05, 0.05.
+    RandomUniform {
+        /// Lower bound.
+        minval: f32,
+        /// Upper bound.
+        maxval: f32,
+    },
+    /// `N(mean, stddev)`; Keras defaults 0, 0.05.
+    RandomNormal {
+        /// Mean.
+        mean: f32,
+        /// Standard deviation.
+        stddev: f32,
+    },
+    /// All zeros; Keras' Dense bias default.
+    Zeros,
+    /// All ones.
+    Ones,
+    /// Every value equal to the constant.
+    Constant(f32),
+    /// A (semi-)orthogonal matrix from the QR decomposition of a normal draw,
+    /// times `gain` (Keras default 1.0).
+    Orthogonal {
+        /// Multiplicative factor.
+        gain: f32,
+    },
+}
+
+impl FromStr for Initializer {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "glorot_uniform" => Initializer::GlorotUniform,
+            "glorot_normal" => Initializer::GlorotNormal,
+            "he_uniform" => Initializer::HeUniform,
+            "he_normal" => Initializer::HeNormal,
+            "lecun_uniform" => Initializer::LecunUniform,
+            "lecun_normal" => Initializer::LecunNormal,
+            "random_uniform" => Initializer::RandomUniform {
+                minval: -0.05,
+                maxval: 0.05,
+            },
+            "random_normal" => Initializer::RandomNormal {
+                mean: 0.0,
+                stddev: 0.05,
+            },
+            "zeros" => Initializer::Zeros,
+            "ones" => Initializer::Ones,
+            "orthogonal" => Initializer::Orthogonal { gain: 1.0 },
+            _ => {
+                return Err(Error::UnknownName {
+                    kind: "initializer",
+                    name: s.into(),
+                    known: "glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_uniform, lecun_normal, random_uniform, random_normal, zeros, ones, orthogonal".into(),
+                })
+            }
+        })
+    }
+}
+
+/// Keras' correction for a normal truncated at two standard deviations.
+const TRUNC_STD: f32 = 0.879_625_66;
+
+/// `(fan_in, fan_out)` as Keras' `compute_fans` gives them.
+pub fn compute_fans(shape: &[usize]) -> (f32, f32) {
+    match shape {
+        [] => (1.0, 1.0),
+        [n] => (*n as f32, *n as f32),
+        [a, b] => (*a as f32, *b as f32),
+        _ => {
+            let receptive: usize = shape[..shape.len() - 2].iter().product();
+            (
+                (shape[shape.len() - 2] * receptive) as f32,
+                (shape[shape.len() - 1] * receptive) as f32,
+            )
+        }
+    }
+}
+
+impl Initializer {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Initializer::RandomUniform { minval, maxval } if !(minval <= maxval) => Err(
+                Error::arg("maxval", format!("a number >= minval ({minval})"), maxval),
+            ),
+            Initializer::RandomNormal { stddev, .. } if !(stddev >= 0.0) => {
+                Err(Error::arg("stddev", "a non-negative number", stddev))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Draws a tensor of the given shape.
+    pub fn sample(&self, shape: &[usize], rng: &mut StdRng) -> Result<ArrayD<f32>> {
+        self.validate()?;
+        let n: usize = shape.iter().product();
+        let (fan_in, fan_out) = compute_fans(shape);
+        let fan_avg = (fan_in + fan_out) / 2.0;
+        let uniform = |rng: &mut StdRng, limit: f32| -> Vec<f32> {
+            (0..n).map(|_| rng.random_range(-limit..=limit)).collect()
+        };
+        let truncated = |rng: &mut StdRng, stddev: f32| -> Vec<f32> {
+            (0..n).map(|_| truncated_normal(rng) * stddev).collect()
+        };
+        let data = match *self {
+            Initializer::GlorotUniform => uniform(rng, (3.0 / fan_avg).sqrt()),
+            Initializer::HeUniform => uniform(rng, (6.0 / fan_in).sqrt()),
+            Initializer::LecunUniform => uniform(rng, (3.0 / fan_in).sqrt()),
+            Initializer::GlorotNormal => truncated(rng, (1.0 / fan_avg).sqrt() / TRUNC_STD),
+            Initializer::HeNormal => truncated(rng, (2.0 / fan_in).sqrt() / TRUNC_STD),
+            Initializer::LecunNormal => truncated(rng, (1.0 / fan_in).sqrt() / TRUNC_STD),
+            Initializer::RandomUniform { minval, maxval } => (0..n)
+                .map(|_| minval + (maxval - minval) * rng.random::<f32>())
+                .collect(),
+            Initializer::RandomNormal { mean, stddev } => (0..n)
+                .map(|_| {
+                    let v: f64 = StandardNormal.sample(rng);
+                    mean + stddev * v as f32
+                })
+                .collect::<Vec<f32>>(),
+            Initializer::Zeros => vec![0.0; n],
+            Initializer::Ones => vec![1.0; n],
+            Initializer::Constant(c) => vec![c; n],
+            Initializer::Orthogonal { gain } => orthogonal(shape, gain, rng),
+        };
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .map_err(|e| Error::shape("initializer", format!("{shape:?}"), e.to_string()))
+    }
+}
+
+/// A standard normal draw re-drawn until it lies within two standard deviations.
+fn truncated_normal(rng: &mut StdRng) -> f32 {
+    loop {
+        let v: f64 = StandardNormal.sample(rng);
+        if v.abs() <= 2.0 {
+            return v as f32;
+        }
+    }
+}
+
+/// Keras' orthogonal initializer: QR of a `(max, min)` normal draw, signs fixed by
+/// the diagonal of R, transposed when the kernel is wide.
+fn orthogonal(shape: &[usize], gain: f32, rng: &mut StdRng) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    if n == 0 {
+        return Vec::new();
+    }
+    let cols = *shape.last().unwrap_or(&1);
+    let rows = n / cols.max(1);
+    let (tall, short) = (rows.max(cols), rows.min(cols));
+    let mut a = Array2::<f64>::zeros((tall, short));
+    a.mapv_inplace(|_| StandardNormal.sample(rng));
+    // Modified Gram-Schmidt on the columns gives Q with a positive R diagonal,
+    // which equals numpy's Q * sign(diag(R)).
+    for j in 0..short {
+        for k in 0..j {
+            let dot: f64 = (0..tall).map(|i| a[[i, j]] * a[[i, k]]).sum();
+            for i in 0..tall {
+                a[[i, j]] -= dot * a[[i, k]];
+            }
+        }
+        let norm = (0..tall)
+            .map(|i| a[[i, j]] * a[[i, j]])
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-30);
+        for i in 0..tall {
+            a[[i, j]] /= norm;
+        }
+    }
+    let q = if rows < cols { a.t().to_owned() } else { a };
+    q.iter().map(|&v| v as f32 * gain).collect()
+}

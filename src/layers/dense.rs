@@ -1,0 +1,311 @@
+//! `Dense`: `y = activation(x K + b)`, with the bias add and the activation fused
+//! into one pass over the output.
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
+use rand::rngs::StdRng;
+use rayon::prelude::*;
+
+use super::{ForwardContext, Layer, ParamView};
+use crate::activations::Activation;
+use crate::error::{Error, Result};
+use crate::initializers::Initializer;
+use crate::kernels::gemm;
+use crate::regularizers::Regularizer;
+use crate::saving::LayerConfig;
+
+/// A fully connected layer (Keras `Dense`).
+///
+/// Keras defaults: kernel `glorot_uniform`, bias `zeros`, `use_bias` true,
+/// activation `linear`, no regularizers. The kernel has shape `(input_dim, units)`
+/// as Keras stores it, so `y = x K + b`.
+///
+/// ```
+/// use horn::prelude::*;
+/// let layer = Dense::new(16, Relu)
+///     .kernel_initializer(Initializer::HeNormal)
+///     .kernel_regularizer(Regularizer::l2(1e-4));
+/// let model = Sequential::new().input(8).add(layer).dense(1, Sigmoid);
+/// # let _ = model;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Dense {
+    pub(crate) units: usize,
+    pub(crate) activation: Activation,
+    pub(crate) use_bias: bool,
+    pub(crate) kernel_initializer: Initializer,
+    pub(crate) bias_initializer: Initializer,
+    pub(crate) kernel_regularizer: Option<Regularizer>,
+    pub(crate) bias_regularizer: Option<Regularizer>,
+    /// `(input_dim, units)`; empty until built.
+    pub(crate) kernel: Array2<f32>,
+    pub(crate) bias: Vec<f32>,
+    /// Keep `z = xK + b` for a fused loss even when the activation's gradient does not need it.
+    pub(crate) keep_z: bool,
+}
+
+impl Dense {
+    /// A dense layer with `units` outputs and the given activation.
+    pub fn new(units: usize, activation: Activation) -> Self {
+        Dense {
+            units,
+            activation,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            kernel_regularizer: None,
+            bias_regularizer: None,
+            kernel: Array2::zeros((0, units)),
+            bias: Vec::new(),
+            keep_z: false,
+        }
+    }
+
+    /// Whether to add a bias (Keras default true).
+    pub fn use_bias(mut self, use_bias: bool) -> Self {
+        self.use_bias = use_bias;
+        self
+    }
+    /// Kernel initializer (Keras default `glorot_uniform`).
+    pub fn kernel_initializer(mut self, init: Initializer) -> Self {
+        self.kernel_initializer = init;
+        self
+    }
+    /// Bias initializer (Keras default `zeros`).
+    pub fn bias_initializer(mut self, init: Initializer) -> Self {
+        self.bias_initializer = init;
+        self
+    }
+    /// Penalty on the kernel.
+    pub fn kernel_regularizer(mut self, r: Regularizer) -> Self {
+        self.kernel_regularizer = Some(r);
+        self
+    }
+    /// Penalty on the bias.
+    pub fn bias_regularizer(mut self, r: Regularizer) -> Self {
+        self.bias_regularizer = Some(r);
+        self
+    }
+
+    /// Number of output units.
+    pub fn units(&self) -> usize {
+        self.units
+    }
+
+    /// The layer's activation.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    /// The kernel, `(input_dim, units)`.
+    pub fn kernel(&self) -> ArrayView2<'_, f32> {
+        self.kernel.view()
+    }
+
+    /// The bias (empty without `use_bias`).
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+}
+
+/// Rows per parallel task in the fused bias + activation pass.
+const ROWS_PER_TASK: usize = 32;
+
+impl Layer for Dense {
+    fn class_name(&self) -> &str {
+        "Dense"
+    }
+
+    fn build(&mut self, input_dim: usize, rng: &mut StdRng) -> Result<usize> {
+        if self.units == 0 {
+            return Err(Error::arg("units", "a positive integer", self.units));
+        }
+        self.activation.validate()?;
+        for r in [self.kernel_regularizer, self.bias_regularizer]
+            .into_iter()
+            .flatten()
+        {
+            r.validate()?;
+        }
+        let k = self
+            .kernel_initializer
+            .sample(&[input_dim, self.units], rng)?;
+        self.kernel = k
+            .into_dimensionality()
+            .map_err(|e| Error::shape("Dense kernel", "2-D", e.to_string()))?;
+        self.bias = if self.use_bias {
+            self.bias_initializer
+                .sample(&[self.units], rng)?
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(self.units)
+    }
+
+    fn aux_width(&self, _input_dim: usize) -> usize {
+        if self.keep_z || self.activation.backward_needs_input() {
+            self.units
+        } else {
+            0
+        }
+    }
+
+    fn forward(
+        &self,
+        x: ArrayView2<f32>,
+        mut y: ArrayViewMut2<f32>,
+        mut aux: ArrayViewMut2<f32>,
+        _ctx: &mut ForwardContext<'_>,
+    ) {
+        gemm(1.0, x, self.kernel.view(), 0.0, y.view_mut());
+        let units = self.units;
+        let act = self.activation;
+        let bias = &self.bias[..];
+        let keep_z = aux.ncols() == units;
+        let finish = |yc: &mut [f32], zc: Option<&mut [f32]>| {
+            if !bias.is_empty() {
+                for row in yc.chunks_exact_mut(units) {
+                    for (v, &b) in row.iter_mut().zip(bias) {
+                        *v += b;
+                    }
+                }
+            }
+            if let Some(zc) = zc {
+                zc.copy_from_slice(yc);
+            }
+            act.forward_block(yc, units);
+        };
+        let ys = y.as_slice_mut().expect("workspace buffers are contiguous");
+        let chunk = ROWS_PER_TASK * units;
+        let parallel = ys.len() >= 1 << 14;
+        if keep_z {
+            let zs = aux
+                .as_slice_mut()
+                .expect("workspace buffers are contiguous");
+            if parallel {
+                ys.par_chunks_mut(chunk)
+                    .zip(zs.par_chunks_mut(chunk))
+                    .for_each(|(yc, zc)| finish(yc, Some(zc)));
+            } else {
+                finish(ys, Some(zs));
+            }
+        } else if parallel {
+            ys.par_chunks_mut(chunk).for_each(|yc| finish(yc, None));
+        } else {
+            finish(ys, None);
+        }
+    }
+
+    fn backward(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        aux: ArrayView2<f32>,
+        mut dy: ArrayViewMut2<f32>,
+        dx: Option<ArrayViewMut2<f32>>,
+        grads: &mut [Vec<f32>],
+        dy_is_preactivation: bool,
+    ) {
+        let units = self.units;
+        if !dy_is_preactivation {
+            let z = aux.to_slice().unwrap_or(&[]);
+            let ys = y.to_slice().expect("workspace buffers are contiguous");
+            let ds = dy.as_slice_mut().expect("workspace buffers are contiguous");
+            self.activation.backward(z, ys, ds, units);
+        }
+        let dz = dy.view();
+        // dK = x^T dz: split over the kernel's rows, each summing the batch in order.
+        {
+            let gk = ArrayViewMut2::from_shape((x.ncols(), units), &mut grads[0][..])
+                .expect("gradient buffer matches the kernel");
+            gemm(1.0, x.t(), dz, 0.0, gk);
+        }
+        if self.use_bias {
+            let gb = &mut grads[1];
+            gb.fill(0.0);
+            for row in dz.axis_iter(Axis(0)) {
+                for (g, &d) in gb.iter_mut().zip(row.iter()) {
+                    *g += d;
+                }
+            }
+        }
+        if let Some(dx) = dx {
+            gemm(1.0, dz, self.kernel.t(), 0.0, dx);
+        }
+    }
+
+    fn params(&self) -> Vec<ParamView<'_>> {
+        let mut v = vec![ParamView {
+            name: "kernel",
+            shape: vec![self.kernel.nrows(), self.kernel.ncols()],
+            values: self.kernel.as_slice().expect("kernel is contiguous"),
+        }];
+        if self.use_bias {
+            v.push(ParamView {
+                name: "bias",
+                shape: vec![self.bias.len()],
+                values: &self.bias,
+            });
+        }
+        v
+    }
+
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut [f32])) {
+        f(self.kernel.as_slice_mut().expect("kernel is contiguous"));
+        if self.use_bias {
+            f(&mut self.bias);
+        }
+    }
+
+    fn output_activation(&self) -> Option<Activation> {
+        Some(self.activation)
+    }
+
+    fn keep_preactivation(&mut self, keep: bool) {
+        self.keep_z = keep;
+    }
+
+    fn preactivation<'a>(
+        &self,
+        _x: ArrayView2<'a, f32>,
+        aux: ArrayView2<'a, f32>,
+    ) -> Option<ArrayView2<'a, f32>> {
+        (aux.ncols() == self.units && aux.ncols() > 0).then_some(aux)
+    }
+
+    fn regularization_penalty(&self) -> f32 {
+        let mut p = 0.0;
+        if let Some(r) = self.kernel_regularizer {
+            p += r.penalty(self.kernel.as_slice().expect("kernel is contiguous"));
+        }
+        if let (Some(r), true) = (self.bias_regularizer, self.use_bias) {
+            p += r.penalty(&self.bias);
+        }
+        p
+    }
+
+    fn add_regularization_gradient(&self, grads: &mut [Vec<f32>]) {
+        if let Some(r) = self.kernel_regularizer {
+            r.add_gradient(
+                self.kernel.as_slice().expect("kernel is contiguous"),
+                &mut grads[0],
+            );
+        }
+        if let (Some(r), true) = (self.bias_regularizer, self.use_bias) {
+            r.add_gradient(&self.bias, &mut grads[1]);
+        }
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        Some(LayerConfig::Dense {
+            units: self.units,
+            activation: self.activation,
+            use_bias: self.use_bias,
+            kernel_initializer: self.kernel_initializer,
+            bias_initializer: self.bias_initializer,
+            kernel_regularizer: self.kernel_regularizer,
+            bias_regularizer: self.bias_regularizer,
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! # horn: Keras-style deep learning in pure Rust
+//!
+//! Build a [`Sequential`] model, `compile` it with an optimizer, a loss and
+//! metrics, then `fit`, `evaluate` and `predict`, exactly as in Keras, on
+//! [`ndarray`] arrays. No Python, no C++ runtime, no GPU driver.
+//!
+//! ```
+//! use horn::prelude::*;
+//! use ndarray::Array2;
+//!
+//! # fn main() -> horn::Result<()> {
+//! // Two noisy blobs, a two-class problem.
+//! let x = Array2::<f32>::from_shape_fn((200, 2), |(i, j)| {
+//!     let c = (i % 2) as f32 * 2.0 - 1.0;
+//!     c + ((i * 31 + j * 17) % 13) as f32 / 13.0 - 0.5
+//! });
+//! let y = Array2::<f32>::from_shape_fn((200, 2), |(i, j)| (i % 2 == j) as u8 as f32);
+//!
+//! let mut model = Sequential::new()
+//!     .seed(42)
+//!     .input(2)
+//!     .dense(16, Relu)
+//!     .dense(2, Softmax);
+//! model.compile(RmsProp::default(), CategoricalCrossentropy::default(), &[Metric::Accuracy])?;
+//! let history = model.fit(&x, &y, FitOptions { epochs: 5, batch_size: 16,
+//!     validation_split: 0.25, verbose: 0, ..Default::default() })?;
+//! println!("{history}");
+//! let scores = model.evaluate(&x, &y)?;
+//! assert!(scores["accuracy"] > 0.9);
+//! let probs = model.predict(&x)?;
+//! assert_eq!(probs.dim(), (200, 2));
+//! # Ok(()) }
+//! ```
+//!
+//! ## Where things live
+//! - [`model`]: [`Sequential`] (builder, `compile`, weights), the training engine
+//!   (`fit`), inference (`predict`, `evaluate`), [`History`], progress output and
+//!   `summary()`.
+//! - [`layers`]: the [`Layer`](layers::Layer) trait, [`Dense`](layers::Dense),
+//!   [`Dropout`](layers::Dropout), [`ActivationLayer`](layers::ActivationLayer).
+//! - [`activations`], [`losses`], [`metrics`], [`optimizers`], [`initializers`],
+//!   [`regularizers`], [`callbacks`]: the Keras catalogue, with Keras 3 names,
+//!   defaults and formulas (each item's docs give its formula).
+//! - [`saving`]: model files (safetensors + JSON architecture).
+//! - [`datasets`] and [`preprocessing`]: MNIST IDX files, CSV tables, scaling,
+//!   one-hot encoding, stratified splits.
+//! - `kernels` (private): the parallel, deterministic matrix products.
+//!
+//! ## Design of one training step
+//! `fit` allocates one workspace sized for the batch: the gathered input rows,
+//! each layer's output, each layer's auxiliary values (pre-activations where the
+//! activation's derivative needs them, dropout masks), two ping-pong gradient
+//! buffers and one gradient buffer per weight tensor. A step then
+//! 1. gathers the batch's rows (shuffled indices) into the input buffer;
+//! 2. runs each layer forward: `Dense` does one matrix product, then a single
+//!    fused pass adds the bias and applies the activation;
+//! 3. computes per-sample losses and their gradients; softmax (or sigmoid) +
+//!    cross-entropy are fused into `p - y` from the logits, as Keras does on its
+//!    TensorFlow backend;
+//! 4. runs each layer backward (`dK = x^T dz`, `db = sum dz`, `dx = dz K^T`);
+//! 5. applies the optimizer: clipping, weight decay, then the update rule in one
+//!    pass over each tensor and its interleaved slot variables.
+//! A partial last batch uses the first rows of the same buffers: nothing is
+//! allocated per batch in steady state.
+//!
+//! ## Parallelism and determinism
+//! Work is split into blocks whose boundaries depend only on the shapes: the
+//! matrix products split their *output* into row or column blocks (so no output
+//! element is ever summed across threads), elementwise passes split rows, and
+//! every sum over the batch (bias gradients, losses, metrics) runs in row order.
+//! A seeded `fit` therefore gives bit-identical weights and History with any
+//! number of rayon threads (`RAYON_NUM_THREADS=1` or `2`, tested).
+//! Random streams (weight initialisation, shuffling, dropout) come from
+//! `rand::rngs::StdRng`, seeded from the model seed, the epoch and the step; the
+//! stream is fixed for a given `rand` version (pinned by `Cargo.lock`).
+//!
+//! ## Differences from Keras, on purpose
+//! - Layer names are numbered per model (`dense`, `dense_1`), not per session.
+//! - A NaN or infinite training loss stops `fit` with [`Error::Diverged`]
+//!   (Keras' `TerminateOnNaN` behaviour) instead of training on garbage.
+//! - Progress lines use the Keras 2 ASCII format, which reads well in logs.
+#![warn(missing_docs)]
+
+pub mod activations;
+pub mod callbacks;
+pub mod datasets;
+mod error;
+pub mod initializers;
+mod kernels;
+pub mod layers;
+pub mod losses;
+pub mod metrics;
+pub mod model;
+pub mod optimizers;
+pub mod preprocessing;
+pub mod regularizers;
+pub mod saving;
+
+pub use error::{Error, Result};
+pub use model::{EvaluateOptions, FitOptions, History, HistoryParams, Logs, Sequential};
+
+/// Everything a model script needs: `use horn::prelude::*;`.
+pub mod prelude {
+    pub use crate::activations::Activation::{self, *};
+    pub use crate::activations::GELU;
+    pub use crate::callbacks::{
+        Callback, CallbackContext, CsvLogger, EarlyStopping, LambdaCallback, LearningRateScheduler,
+        ReduceLrOnPlateau, TerminateOnNaN,
+    };
+    pub use crate::initializers::Initializer;
+    pub use crate::layers::{ActivationLayer, Dense, Dropout, Layer};
+    pub use crate::losses::{
+        BinaryCrossentropy, CategoricalCrossentropy, Huber, Loss, MeanAbsoluteError,
+        MeanSquaredError, SparseCategoricalCrossentropy,
+    };
+    pub use crate::metrics::Metric;
+    pub use crate::optimizers::{
+        Adadelta, Adagrad, Adam, AdamW, Adamax, LearningRateSchedule, Lion, Nadam, Optimizer,
+        RmsProp, Sgd,
+    };
+    pub use crate::regularizers::Regularizer;
+    pub use crate::{Error, EvaluateOptions, FitOptions, History, Logs, Result, Sequential};
+}

@@ -1,0 +1,451 @@
+//! Metrics, accumulated over an epoch as Keras' stateful metrics are.
+//!
+//! Mean-type metrics (accuracies, errors) average a per-sample value over the
+//! epoch: `total += sum_i w_i v_i; count += sum_i w_i` (Keras `MeanMetricWrapper`).
+//! Confusion-type metrics (precision, recall, AUC) accumulate counts; R2 and RMSE
+//! accumulate sums. `Metric::Accuracy` is resolved at compile time from the loss
+//! and output width, as Keras resolves `"accuracy"`.
+
+use std::str::FromStr;
+
+use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::losses::Loss;
+
+/// A metric to report during `fit` and `evaluate`.
+///
+/// ```
+/// use horn::prelude::*;
+/// let mut model = Sequential::new().input(4).dense(3, Softmax);
+/// model.compile(Adam::default(), CategoricalCrossentropy::default(),
+///               &[Metric::Accuracy, Metric::TopKCategoricalAccuracy { k: 2 }]).unwrap();
+/// // Keras names work as well:
+/// model.compile("adam", "categorical_crossentropy", &["accuracy", "precision"]).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Metric {
+    /// Keras `"accuracy"`: binary accuracy when the model has one output,
+    /// sparse categorical accuracy for the sparse loss, categorical otherwise.
+    /// Note (Keras' rule): sigmoid outputs with more than one column and
+    /// `binary_crossentropy` resolve to *categorical* accuracy; use
+    /// [`Metric::BinaryAccuracy`] for multi-label models.
+    Accuracy,
+    /// `mean(y == (p > threshold))`; Keras default threshold 0.5.
+    BinaryAccuracy {
+        /// Decision threshold.
+        threshold: f32,
+    },
+    /// `argmax(y) == argmax(p)` (first maximum wins).
+    CategoricalAccuracy,
+    /// `y == argmax(p)` for class-index targets.
+    SparseCategoricalAccuracy,
+    /// Whether the true class is among the `k` largest predictions (Keras default k 5).
+    TopKCategoricalAccuracy {
+        /// How many top predictions count.
+        k: usize,
+    },
+    /// `mean |p - y|`.
+    MeanAbsoluteError,
+    /// `mean (p - y)^2`.
+    MeanSquaredError,
+    /// `sqrt(total squared error / count)` over the epoch.
+    RootMeanSquaredError,
+    /// `100 * mean |y - p| / max(|y|, 1e-7)`.
+    MeanAbsolutePercentageError,
+    /// `TP / (TP + FP)` at threshold 0.5, over every output.
+    Precision,
+    /// `TP / (TP + FN)` at threshold 0.5, over every output.
+    Recall,
+    /// Area under the ROC curve, Keras' 200 thresholds and trapezoidal interpolation.
+    Auc,
+    /// Coefficient of determination, averaged over outputs (Keras `R2Score`).
+    R2Score,
+}
+
+/// Anything `compile` accepts as a metric: a [`Metric`] or a Keras name.
+pub trait IntoMetric {
+    /// Converts into a [`Metric`], failing on unknown names.
+    fn into_metric(self) -> Result<Metric>;
+}
+
+impl IntoMetric for Metric {
+    fn into_metric(self) -> Result<Metric> {
+        Ok(self)
+    }
+}
+impl IntoMetric for &Metric {
+    fn into_metric(self) -> Result<Metric> {
+        Ok(*self)
+    }
+}
+impl IntoMetric for &str {
+    fn into_metric(self) -> Result<Metric> {
+        self.parse()
+    }
+}
+impl IntoMetric for &&str {
+    fn into_metric(self) -> Result<Metric> {
+        self.parse()
+    }
+}
+impl IntoMetric for &String {
+    fn into_metric(self) -> Result<Metric> {
+        self.parse()
+    }
+}
+
+impl FromStr for Metric {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Metric> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "accuracy" | "acc" => Metric::Accuracy,
+            "binary_accuracy" => Metric::BinaryAccuracy { threshold: 0.5 },
+            "categorical_accuracy" => Metric::CategoricalAccuracy,
+            "sparse_categorical_accuracy" => Metric::SparseCategoricalAccuracy,
+            "top_k_categorical_accuracy" => Metric::TopKCategoricalAccuracy { k: 5 },
+            "mean_absolute_error" | "mae" => Metric::MeanAbsoluteError,
+            "mean_squared_error" | "mse" => Metric::MeanSquaredError,
+            "root_mean_squared_error" | "rmse" => Metric::RootMeanSquaredError,
+            "mean_absolute_percentage_error" | "mape" => Metric::MeanAbsolutePercentageError,
+            "precision" => Metric::Precision,
+            "recall" => Metric::Recall,
+            "auc" => Metric::Auc,
+            "r2_score" | "r2" => Metric::R2Score,
+            _ => {
+                return Err(Error::UnknownName {
+                    kind: "metric",
+                    name: s.to_string(),
+                    known: Metric::NAMES.into(),
+                })
+            }
+        })
+    }
+}
+
+impl Metric {
+    /// The Keras names horn accepts.
+    pub const NAMES: &'static str = "accuracy (acc), binary_accuracy, categorical_accuracy, sparse_categorical_accuracy, top_k_categorical_accuracy, mean_absolute_error (mae), mean_squared_error (mse), root_mean_squared_error (rmse), mean_absolute_percentage_error (mape), precision, recall, auc, r2_score";
+
+    /// The key under which the metric appears in logs and History (Keras' names).
+    pub fn name(&self) -> String {
+        match self {
+            Metric::Accuracy => "accuracy".into(),
+            Metric::BinaryAccuracy { .. } => "binary_accuracy".into(),
+            Metric::CategoricalAccuracy => "categorical_accuracy".into(),
+            Metric::SparseCategoricalAccuracy => "sparse_categorical_accuracy".into(),
+            Metric::TopKCategoricalAccuracy { k } => {
+                if *k == 5 {
+                    "top_k_categorical_accuracy".into()
+                } else {
+                    format!("top_{k}_categorical_accuracy")
+                }
+            }
+            Metric::MeanAbsoluteError => "mae".into(),
+            Metric::MeanSquaredError => "mse".into(),
+            Metric::RootMeanSquaredError => "root_mean_squared_error".into(),
+            Metric::MeanAbsolutePercentageError => "mape".into(),
+            Metric::Precision => "precision".into(),
+            Metric::Recall => "recall".into(),
+            Metric::Auc => "auc".into(),
+            Metric::R2Score => "r2_score".into(),
+        }
+    }
+
+    /// Checks parameters.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Metric::TopKCategoricalAccuracy { k: 0 } => {
+                Err(Error::arg("k", "a positive integer", 0))
+            }
+            Metric::BinaryAccuracy { threshold } if !threshold.is_finite() => {
+                Err(Error::arg("threshold", "a finite number", threshold))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves `Accuracy` to its concrete form for this loss and output width
+    /// (Keras `compile_utils.get_metric`).
+    pub fn resolve(&self, loss: &Loss, output_dim: usize) -> Metric {
+        match self {
+            Metric::Accuracy => {
+                if loss.is_sparse() {
+                    Metric::SparseCategoricalAccuracy
+                } else if output_dim == 1 {
+                    Metric::BinaryAccuracy { threshold: 0.5 }
+                } else {
+                    Metric::CategoricalAccuracy
+                }
+            }
+            m => *m,
+        }
+    }
+
+    /// Computes the metric over one batch, as a fresh Keras metric's
+    /// `update_state` then `result` would.
+    ///
+    /// ```
+    /// use horn::metrics::Metric;
+    /// use ndarray::array;
+    /// let acc = Metric::CategoricalAccuracy
+    ///     .compute(array![[0.0, 1.0], [1.0, 0.0]].view(), array![[0.2, 0.8], [0.3, 0.7]].view())
+    ///     .unwrap();
+    /// assert_eq!(acc, 0.5);
+    /// ```
+    pub fn compute(&self, y_true: ArrayView2<f32>, y_pred: ArrayView2<f32>) -> Result<f32> {
+        self.validate()?;
+        if y_true.nrows() != y_pred.nrows() {
+            return Err(Error::shape(
+                "metric",
+                format!("y_true with {} rows", y_pred.nrows()),
+                format!("{} rows", y_true.nrows()),
+            ));
+        }
+        let sparse = matches!(self, Metric::SparseCategoricalAccuracy);
+        if !sparse && y_true.ncols() != y_pred.ncols() {
+            return Err(Error::shape(
+                "metric",
+                format!("y_true with {} columns", y_pred.ncols()),
+                format!("{} columns", y_true.ncols()),
+            ));
+        }
+        let loss = if sparse || y_true.ncols() == 1 && y_pred.ncols() > 1 {
+            Loss::SparseCategoricalCrossentropy { from_logits: false }
+        } else {
+            Loss::MeanSquaredError
+        };
+        let m = self.resolve(&loss, y_pred.ncols());
+        let mut state = MetricState::new(m);
+        let t = y_true.as_standard_layout();
+        let p = y_pred.as_standard_layout();
+        state.update(t.view(), p.view(), None);
+        Ok(state.result())
+    }
+}
+
+/// Accumulated state of one metric over an epoch.
+#[derive(Debug, Clone)]
+pub struct MetricState {
+    metric: Metric,
+    total: f64,
+    count: f64,
+    // Confusion counts: precision/recall use [tp, fp, fn]; AUC uses per-threshold arrays.
+    tp: Vec<f64>,
+    fp: Vec<f64>,
+    fnn: Vec<f64>,
+    tn: Vec<f64>,
+    // R2: per column sum y, sum y^2, sum residual^2, weight count.
+    r2: Vec<[f64; 4]>,
+}
+
+/// Keras' AUC default number of thresholds.
+const AUC_THRESHOLDS: usize = 200;
+
+impl MetricState {
+    /// A fresh state for a resolved metric.
+    pub fn new(metric: Metric) -> Self {
+        let n = match metric {
+            Metric::Auc => AUC_THRESHOLDS,
+            Metric::Precision | Metric::Recall => 1,
+            _ => 0,
+        };
+        MetricState {
+            metric,
+            total: 0.0,
+            count: 0.0,
+            tp: vec![0.0; n],
+            fp: vec![0.0; n],
+            fnn: vec![0.0; n],
+            tn: vec![0.0; n],
+            r2: Vec::new(),
+        }
+    }
+
+    /// Clears the state (Keras `reset_state`).
+    pub fn reset(&mut self) {
+        *self = MetricState::new(self.metric);
+    }
+
+    /// Adds one batch. Arrays are row-major, one row per sample; `weights`
+    /// are optional per-sample weights.
+    pub fn update(
+        &mut self,
+        y_true: ArrayView2<f32>,
+        y_pred: ArrayView2<f32>,
+        weights: Option<&[f32]>,
+    ) {
+        let c = y_pred.ncols();
+        let w = |i: usize| weights.map_or(1.0, |w| w[i] as f64);
+        for i in 0..y_pred.nrows() {
+            let p = y_pred.row(i);
+            let p = p.to_slice().expect("standard layout");
+            let t = y_true.row(i);
+            let t = t.to_slice().expect("standard layout");
+            let wi = w(i);
+            let value: Option<f64> = match self.metric {
+                Metric::Accuracy | Metric::CategoricalAccuracy => {
+                    Some((argmax(t) == argmax(p)) as u8 as f64)
+                }
+                Metric::SparseCategoricalAccuracy => {
+                    Some((t[0] as usize == argmax(p)) as u8 as f64)
+                }
+                Metric::BinaryAccuracy { threshold } => Some(
+                    p.iter()
+                        .zip(t)
+                        .filter(|(&pv, &tv)| ((pv > threshold) as u8 as f32) == tv)
+                        .count() as f64
+                        / c as f64,
+                ),
+                Metric::TopKCategoricalAccuracy { k } => {
+                    let target = if t.len() == 1 && c > 1 {
+                        t[0] as usize
+                    } else {
+                        argmax(t)
+                    };
+                    let pt = p.get(target).copied().unwrap_or(f32::NEG_INFINITY);
+                    let larger = p.iter().filter(|&&v| v > pt).count();
+                    Some((larger < k) as u8 as f64)
+                }
+                Metric::MeanAbsoluteError => Some(
+                    p.iter()
+                        .zip(t)
+                        .map(|(a, b)| (a - b).abs() as f64)
+                        .sum::<f64>()
+                        / c as f64,
+                ),
+                Metric::MeanSquaredError | Metric::RootMeanSquaredError => Some(
+                    p.iter()
+                        .zip(t)
+                        .map(|(a, b)| ((a - b) as f64).powi(2))
+                        .sum::<f64>()
+                        / c as f64,
+                ),
+                Metric::MeanAbsolutePercentageError => Some(
+                    p.iter()
+                        .zip(t)
+                        .map(|(a, b)| 100.0 * ((b - a).abs() / b.abs().max(1e-7)) as f64)
+                        .sum::<f64>()
+                        / c as f64,
+                ),
+                Metric::Precision | Metric::Recall => {
+                    for (&pv, &tv) in p.iter().zip(t) {
+                        let pred = pv > 0.5;
+                        let actual = tv > 0.5;
+                        match (pred, actual) {
+                            (true, true) => self.tp[0] += wi,
+                            (true, false) => self.fp[0] += wi,
+                            (false, true) => self.fnn[0] += wi,
+                            (false, false) => self.tn[0] += wi,
+                        }
+                    }
+                    None
+                }
+                Metric::Auc => {
+                    for (&pv, &tv) in p.iter().zip(t) {
+                        let actual = tv > 0.5;
+                        for (k, th) in auc_thresholds().enumerate() {
+                            let pred = pv > th;
+                            match (pred, actual) {
+                                (true, true) => self.tp[k] += wi,
+                                (true, false) => self.fp[k] += wi,
+                                (false, true) => self.fnn[k] += wi,
+                                (false, false) => self.tn[k] += wi,
+                            }
+                        }
+                    }
+                    None
+                }
+                Metric::R2Score => {
+                    if self.r2.len() != c {
+                        self.r2 = vec![[0.0; 4]; c];
+                    }
+                    for j in 0..c {
+                        let y = t[j] as f64;
+                        let r = (t[j] - p[j]) as f64;
+                        let s = &mut self.r2[j];
+                        s[0] += wi * y;
+                        s[1] += wi * y * y;
+                        s[2] += wi * r * r;
+                        s[3] += wi;
+                    }
+                    None
+                }
+            };
+            if let Some(v) = value {
+                self.total += wi * v;
+                self.count += wi;
+            }
+        }
+    }
+
+    /// The metric's value so far (0 when nothing was seen).
+    pub fn result(&self) -> f32 {
+        let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        (match self.metric {
+            Metric::RootMeanSquaredError => div(self.total, self.count).sqrt(),
+            Metric::Precision => div(self.tp[0], self.tp[0] + self.fp[0]),
+            Metric::Recall => div(self.tp[0], self.tp[0] + self.fnn[0]),
+            Metric::Auc => {
+                let tpr: Vec<f64> = (0..AUC_THRESHOLDS)
+                    .map(|k| div(self.tp[k], self.tp[k] + self.fnn[k]))
+                    .collect();
+                let fpr: Vec<f64> = (0..AUC_THRESHOLDS)
+                    .map(|k| div(self.fp[k], self.fp[k] + self.tn[k]))
+                    .collect();
+                (0..AUC_THRESHOLDS - 1)
+                    .map(|k| (fpr[k] - fpr[k + 1]) * (tpr[k] + tpr[k + 1]) / 2.0)
+                    .sum()
+            }
+            Metric::R2Score => {
+                if self.r2.is_empty() {
+                    0.0
+                } else {
+                    let scores: f64 = self
+                        .r2
+                        .iter()
+                        .map(|s| {
+                            let mean = div(s[0], s[3]);
+                            let ss_tot = s[1] - s[3] * mean * mean;
+                            if ss_tot > 0.0 {
+                                1.0 - s[2] / ss_tot
+                            } else {
+                                0.0
+                            }
+                        })
+                        .sum();
+                    scores / self.r2.len() as f64
+                }
+            }
+            _ => div(self.total, self.count),
+        }) as f32
+    }
+}
+
+/// Keras' AUC thresholds: `0 - eps`, `i / (n - 1)` for the inner ones, `1 + eps`.
+fn auc_thresholds() -> impl Iterator<Item = f32> {
+    (0..AUC_THRESHOLDS).map(|i| {
+        if i == 0 {
+            -1e-7
+        } else if i == AUC_THRESHOLDS - 1 {
+            1.0 + 1e-7
+        } else {
+            i as f32 / (AUC_THRESHOLDS - 1) as f32
+        }
+    })
+}
+
+/// Index of the first maximum.
+#[inline]
+pub(crate) fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}

@@ -1,0 +1,459 @@
+//! `fit`: the epoch loop.
+//!
+//! One training step, for a batch of `nb` row indices:
+//! 1. gather the rows of `x`, `y` and the sample weights into the workspace;
+//! 2. forward through every layer (dropout draws from a stream seeded by
+//!    `(seed, epoch, step)`);
+//! 3. per-sample losses and their gradients (fused softmax/sigmoid +
+//!    cross-entropy gives `p - y` directly), scaled by `w_i / nb`;
+//! 4. backward through every layer into the parameter gradients;
+//! 5. one optimizer pass over each weight tensor.
+//!
+//! The matrix products split their output into blocks fixed by the shapes, and
+//! every other reduction runs in row order, so the result does not depend on the
+//! number of rayon threads.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ndarray::{Array2, ArrayView2, AsArray, Ix2};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::history::{History, HistoryParams, Logs};
+use super::infer::gather_rows;
+use super::progress::Progress;
+use super::validate;
+use super::workspace::{view, view_mut, Workspace};
+use super::Sequential;
+use crate::callbacks::{Callback, CallbackContext};
+use crate::error::{Error, Result};
+use crate::layers::ForwardContext;
+use crate::losses::Loss;
+use crate::metrics::{argmax, MetricState};
+
+/// Options of [`Sequential::fit`], with Keras' names and defaults.
+///
+/// ```
+/// use horn::FitOptions;
+/// let opts = FitOptions { epochs: 10, batch_size: 128, validation_split: 0.25, ..Default::default() };
+/// assert!(opts.shuffle);
+/// ```
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// Passes over the training data (Keras default 1).
+    pub epochs: usize,
+    /// Rows per gradient step (Keras default 32). The last batch may be smaller.
+    pub batch_size: usize,
+    /// Fraction of rows held out for validation, taken from the *end* of the data
+    /// before any shuffling: the first `floor(n * (1 - split))` rows train.
+    /// Must be in `[0, 1)`; 0 (the default) means none.
+    pub validation_split: f32,
+    /// Explicit validation `(x, y)`; overrides `validation_split`.
+    pub validation_data: Option<(Array2<f32>, Array2<f32>)>,
+    /// Rows per validation batch (defaults to `batch_size`; results do not depend on it).
+    pub validation_batch_size: Option<usize>,
+    /// Shuffle the training rows before each epoch (Keras default true).
+    pub shuffle: bool,
+    /// Seed of shuffling and dropout; defaults to the model's seed.
+    pub seed: Option<u64>,
+    /// Epoch to start from (to resume a run; Keras default 0).
+    pub initial_epoch: usize,
+    /// 0 silent, 1 progress bar, 2 one line per epoch (Keras default 1, "auto").
+    pub verbose: u8,
+    /// Per-sample weights multiplying each sample's loss; the mean still divides
+    /// by the number of samples (Keras).
+    pub sample_weight: Option<Vec<f32>>,
+    /// Weight per class index (one-hot argmax, sparse index, or 0/1 for one
+    /// output); classes not listed weigh 1.
+    pub class_weight: Option<BTreeMap<usize, f32>>,
+    /// Set to true from any thread to stop after the current batch.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            validation_split: 0.0,
+            validation_data: None,
+            validation_batch_size: None,
+            shuffle: true,
+            seed: None,
+            initial_epoch: 0,
+            verbose: 1,
+            sample_weight: None,
+            class_weight: None,
+            cancel: None,
+        }
+    }
+}
+
+pub(crate) fn check_sample_weight(w: &[f32], n: usize) -> Result<()> {
+    if w.len() != n {
+        return Err(Error::shape(
+            "`sample_weight`",
+            format!("{n} weights, one per row"),
+            format!("{} weights", w.len()),
+        ));
+    }
+    if let Some((i, &v)) = w
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+    {
+        return Err(Error::arg(
+            format!("sample_weight[{i}]"),
+            "a finite, non-negative weight",
+            v,
+        ));
+    }
+    Ok(())
+}
+
+/// The class of a target row, for class weights and the single-class warning.
+fn class_of(loss: &Loss, row: &[f32]) -> usize {
+    if loss.is_sparse() || row.len() == 1 {
+        row[0].round().max(0.0) as usize
+    } else {
+        argmax(row)
+    }
+}
+
+/// A 64-bit mix (SplitMix64) of the run seed with the epoch and step.
+pub(crate) fn stream_seed(seed: u64, epoch: u64, step: u64) -> u64 {
+    let mut z =
+        seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Sequential {
+    /// Trains the model (Keras `fit`) and returns the per-epoch [`History`].
+    ///
+    /// `x` is `(samples, features)`; `y` is one-hot (or any target) rows of the
+    /// output width, or one column of class indices for the sparse loss.
+    pub fn fit<'a, 'b>(
+        &mut self,
+        x: impl AsArray<'a, f32, Ix2>,
+        y: impl AsArray<'b, f32, Ix2>,
+        options: FitOptions,
+    ) -> Result<History> {
+        self.fit_with_callbacks(x, y, options, &mut [])
+    }
+
+    /// [`Sequential::fit`] with callbacks, which keep their state afterwards (e.g.
+    /// `EarlyStopping::stopped_epoch`).
+    pub fn fit_with_callbacks<'a, 'b>(
+        &mut self,
+        x: impl AsArray<'a, f32, Ix2>,
+        y: impl AsArray<'b, f32, Ix2>,
+        options: FitOptions,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
+        let (x, y) = (x.into(), y.into());
+        let compiled = self.compiled().ok_or(Error::NotCompiled("fit"))?;
+        let loss = compiled.loss;
+        let fused = compiled.fused;
+        let o = &options;
+        validate::check_batch_size(o.batch_size)?;
+        if let Some(vb) = o.validation_batch_size {
+            validate::check_batch_size(vb)
+                .map_err(|_| Error::arg("validation_batch_size", "a positive integer", vb))?;
+        }
+        if o.verbose > 2 {
+            return Err(Error::arg("verbose", "0, 1 or 2", o.verbose));
+        }
+        if !(0.0..1.0).contains(&o.validation_split) {
+            return Err(Error::arg(
+                "validation_split",
+                "a number in [0, 1) (the fraction of rows held out)",
+                o.validation_split,
+            ));
+        }
+        let input_dim = self.input_dim().unwrap_or(0);
+        let out_dim = self.output_dim();
+        validate::check_inputs(x, input_dim, "x")?;
+        validate::check_targets(&loss, y, out_dim, "y")?;
+        validate::check_rows(x, y, "x", "y")?;
+        let n = x.nrows();
+        if let Some(w) = &o.sample_weight {
+            check_sample_weight(w, n)?;
+        }
+        if let Some(cw) = &o.class_weight {
+            if let Some((k, v)) = cw.iter().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+                return Err(Error::arg(
+                    format!("class_weight[{k}]"),
+                    "a finite, non-negative weight",
+                    v,
+                ));
+            }
+        }
+
+        // Validation rows: explicit data, or the last fraction before shuffling.
+        let (n_train, val): (usize, Option<(ArrayView2<f32>, ArrayView2<f32>)>) = if let Some((
+            vx,
+            vy,
+        )) =
+            &o.validation_data
+        {
+            validate::check_inputs(vx.view(), input_dim, "validation_data.x")?;
+            validate::check_targets(&loss, vy.view(), out_dim, "validation_data.y")?;
+            validate::check_rows(
+                vx.view(),
+                vy.view(),
+                "validation_data.x",
+                "validation_data.y",
+            )?;
+            (n, Some((vx.view(), vy.view())))
+        } else if o.validation_split > 0.0 {
+            let split_at = (n as f64 * (1.0 - o.validation_split as f64)).floor() as usize;
+            if split_at == 0 || split_at == n {
+                return Err(Error::arg(
+                        "validation_split",
+                        format!(
+                            "a fraction that leaves rows on both sides ({n} rows give {split_at} for training and {} for validation)",
+                            n - split_at
+                        ),
+                        o.validation_split,
+                    ));
+            }
+            let vx = x.slice(ndarray::s![split_at.., ..]);
+            let vy = y.slice(ndarray::s![split_at.., ..]);
+            if matches!(
+                loss,
+                Loss::CategoricalCrossentropy { .. }
+                    | Loss::SparseCategoricalCrossentropy { .. }
+                    | Loss::BinaryCrossentropy { .. }
+            ) && vy.ncols() >= 1
+            {
+                let first = class_of(&loss, vy.row(0).to_vec().as_slice());
+                if vy.nrows() > 1
+                    && vy
+                        .rows()
+                        .into_iter()
+                        .all(|r| class_of(&loss, r.to_vec().as_slice()) == first)
+                {
+                    eprintln!(
+                            "warning: validation_split takes the last {} rows, and all of them are class {first}; \
+                             validation accuracy will be misleading. Shuffle the data before fit (Keras splits before shuffling).",
+                            vy.nrows()
+                        );
+                }
+            }
+            (split_at, Some((vx, vy)))
+        } else {
+            (n, None)
+        };
+
+        // Per-row weights: sample_weight times class_weight.
+        let weights: Option<Vec<f32>> = if o.sample_weight.is_some() || o.class_weight.is_some() {
+            Some(
+                (0..n)
+                    .map(|i| {
+                        let sw = o.sample_weight.as_ref().map_or(1.0, |w| w[i]);
+                        let cw = o.class_weight.as_ref().map_or(1.0, |cw| {
+                            let row = y.row(i).to_vec();
+                            *cw.get(&class_of(&loss, &row)).unwrap_or(&1.0)
+                        });
+                        sw * cw
+                    })
+                    .collect(),
+            )
+        } else {
+            None
+        };
+
+        let seed = o.seed.unwrap_or(self.default_seed());
+        let bs = o.batch_size.min(n_train);
+        let steps = n_train.div_ceil(bs);
+        let val_bs = o.validation_batch_size.unwrap_or(o.batch_size);
+        let mut history = History::default();
+        history.params = HistoryParams {
+            epochs: o.epochs,
+            steps,
+            verbose: o.verbose,
+        };
+        let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), bs, true, y.ncols());
+        let resolved = self
+            .compiled()
+            .map(|c| c.resolved.clone())
+            .unwrap_or_default();
+        let metric_names: Vec<String> = self.metrics().iter().map(|m| m.name()).collect();
+        let mut states: Vec<MetricState> = resolved.iter().map(|m| MetricState::new(*m)).collect();
+        let mut progress = Progress::new(o.verbose, steps);
+        let mut order: Vec<usize> = (0..n_train).collect();
+
+        let mut ctx = CallbackContext::new(self);
+        for cb in callbacks.iter_mut() {
+            cb.on_train_begin(&mut ctx)?;
+        }
+        let mut stop = ctx.stop_requested();
+        let mut last_logs = Logs::default();
+
+        for epoch in o.initial_epoch..o.epochs {
+            if stop {
+                break;
+            }
+            let mut ctx = CallbackContext::new(self);
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_begin(epoch, &mut ctx)?;
+            }
+            stop |= ctx.stop_requested();
+            progress.epoch_begin(epoch, o.epochs);
+            if o.shuffle {
+                order.sort_unstable();
+                let mut rng = StdRng::seed_from_u64(stream_seed(seed, epoch as u64, u64::MAX));
+                order.shuffle(&mut rng);
+            }
+            for s in &mut states {
+                s.reset();
+            }
+            let mut loss_total = 0.0f64;
+            let mut seen = 0usize;
+            let mut logs = Logs::default();
+            for step in 0..steps {
+                let start = step * bs;
+                let end = (start + bs).min(n_train);
+                let nb = end - start;
+                let rows = &order[start..end];
+                if !callbacks.is_empty() {
+                    let mut ctx = CallbackContext::new(self);
+                    for cb in callbacks.iter_mut() {
+                        cb.on_batch_begin(step, &mut ctx)?;
+                    }
+                    stop |= ctx.stop_requested();
+                }
+
+                // 1. gather
+                gather_rows(x, rows, ws.input_mut(nb));
+                let tc = ws.target_cols;
+                gather_rows(y, rows, &mut ws.targets[..nb * tc]);
+                for (k, &r) in rows.iter().enumerate() {
+                    ws.sample_weights[k] = weights.as_ref().map_or(1.0, |w| w[r]);
+                }
+                // 2. forward
+                let mut rng = StdRng::seed_from_u64(stream_seed(seed, epoch as u64, step as u64));
+                let mut fctx = ForwardContext {
+                    training: true,
+                    rng: &mut rng,
+                };
+                ws.forward(&self.layers, nb, &mut fctx);
+                // 3. loss and its gradient
+                let batch_loss = {
+                    let out_w = *ws.widths.last().expect("at least one layer");
+                    let mut grad = std::mem::take(&mut ws.grad_a);
+                    let mut losses = std::mem::take(&mut ws.losses);
+                    {
+                        let logits = if fused {
+                            ws.logits(&self.layers, nb)
+                        } else {
+                            None
+                        };
+                        let targets = view(&ws.targets, nb, tc);
+                        loss.per_sample(
+                            ws.output(nb),
+                            targets,
+                            logits,
+                            &mut losses[..nb],
+                            Some(view_mut(&mut grad, nb, out_w)),
+                        );
+                    }
+                    let inv = 1.0 / nb as f32;
+                    let mut total = 0.0f64;
+                    for (k, row) in grad[..nb * out_w].chunks_exact_mut(out_w).enumerate() {
+                        let w = ws.sample_weights[k];
+                        total += (losses[k] * w) as f64;
+                        let f = w * inv;
+                        row.iter_mut().for_each(|g| *g *= f);
+                    }
+                    ws.grad_a = grad;
+                    ws.losses = losses;
+                    (total / nb as f64) as f32 + self.regularization_penalty()
+                };
+                if !batch_loss.is_finite() {
+                    if o.verbose > 0 {
+                        println!();
+                    }
+                    return Err(Error::Diverged {
+                        epoch: epoch + 1,
+                        batch: step,
+                        loss: batch_loss,
+                        history: Box::new(history),
+                    });
+                }
+                {
+                    let targets = view(&ws.targets, nb, tc);
+                    let w = weights.as_ref().map(|_| &ws.sample_weights[..nb]);
+                    for s in &mut states {
+                        s.update(targets, ws.output(nb), w);
+                    }
+                }
+                loss_total += batch_loss as f64 * nb as f64;
+                seen += nb;
+                // 4. backward
+                ws.backward(&self.layers, nb, fused);
+                // 5. optimizer
+                {
+                    let compiled = self.compiled.as_mut().expect("compiled above");
+                    let opt = &mut compiled.optimizer;
+                    let norm =
+                        opt.begin_step(ws.param_grads.iter().flatten().map(|g| g.as_slice()));
+                    let mut idx = 0;
+                    for (l, layer) in self.layers.iter_mut().enumerate() {
+                        let grads = &mut ws.param_grads[l];
+                        let mut j = 0;
+                        layer.visit_params_mut(&mut |p| {
+                            opt.update_tensor(idx, p, &mut grads[j], norm);
+                            idx += 1;
+                            j += 1;
+                        });
+                    }
+                    opt.finish_step();
+                }
+                logs = Logs::default();
+                logs.insert("loss", (loss_total / seen as f64) as f32);
+                for (name, s) in metric_names.iter().zip(&states) {
+                    logs.insert(name.clone(), s.result());
+                }
+                progress.batch_end(step + 1, &logs);
+                if !callbacks.is_empty() {
+                    let mut ctx = CallbackContext::new(self);
+                    for cb in callbacks.iter_mut() {
+                        cb.on_batch_end(step, &logs, &mut ctx)?;
+                    }
+                    stop |= ctx.stop_requested();
+                }
+                if o.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    stop = true;
+                }
+                if stop {
+                    break;
+                }
+            }
+            if let Some((vx, vy)) = val {
+                let vl = self.evaluate_unchecked(vx, vy, None, val_bs, "val_");
+                for (k, v) in vl.iter() {
+                    logs.insert(k, v);
+                }
+            }
+            let mut ctx = CallbackContext::new(self);
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_end(epoch, &mut logs, &mut ctx)?;
+            }
+            stop |= ctx.stop_requested();
+            progress.epoch_end(&logs);
+            history.push(epoch, &logs);
+            last_logs = logs;
+        }
+        let mut ctx = CallbackContext::new(self);
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(&last_logs, &mut ctx)?;
+        }
+        Ok(history)
+    }
+}

@@ -1,0 +1,196 @@
+//! `predict` and `evaluate`: forward passes over large blocks of rows.
+//!
+//! Each row's output depends only on that row (the matrix products never sum
+//! across rows), so the block size changes speed, not results: blocks are at least
+//! `MIN_BLOCK` rows whatever `batch_size` says. Loss and metric totals are summed
+//! in row order in f64, so `evaluate` gives the same numbers for any batch size.
+
+use ndarray::{Array2, ArrayView2, AsArray, Ix2};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rayon::prelude::*;
+
+use super::history::Logs;
+use super::validate;
+use super::workspace::Workspace;
+use super::Sequential;
+use crate::error::{Error, Result};
+use crate::layers::ForwardContext;
+use crate::metrics::MetricState;
+
+const MIN_BLOCK: usize = 512;
+
+/// Options of [`Sequential::evaluate_with`] (Keras `evaluate` arguments).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluateOptions {
+    /// Rows per batch (Keras default 32). Results do not depend on it.
+    pub batch_size: usize,
+    /// Per-sample weights multiplying each sample's loss and metric value.
+    pub sample_weight: Option<Vec<f32>>,
+}
+
+impl Default for EvaluateOptions {
+    fn default() -> Self {
+        EvaluateOptions {
+            batch_size: 32,
+            sample_weight: None,
+        }
+    }
+}
+
+/// Copies rows `rows` of `x` into the contiguous buffer `dst`.
+pub(crate) fn gather_rows(x: ArrayView2<f32>, rows: &[usize], dst: &mut [f32]) {
+    let w = x.ncols();
+    if w == 0 {
+        return;
+    }
+    let copy = |(d, &r): (&mut [f32], &usize)| {
+        let src = x.row(r);
+        match src.as_slice() {
+            Some(s) => d.copy_from_slice(s),
+            None => d.iter_mut().zip(src.iter()).for_each(|(o, &v)| *o = v),
+        }
+    };
+    if rows.len() * w >= 1 << 16 {
+        dst[..rows.len() * w]
+            .par_chunks_mut(w)
+            .zip(rows.par_iter())
+            .for_each(copy);
+    } else {
+        dst[..rows.len() * w]
+            .chunks_mut(w)
+            .zip(rows.iter())
+            .for_each(copy);
+    }
+}
+
+impl Sequential {
+    /// Predictions for every row of `x` (Keras `predict`), one output row per
+    /// input row. Works on owned arrays and views; runs in parallel blocks.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let model = Sequential::new().seed(1).input(3).dense(2, Softmax);
+    /// let p = model.predict(&ndarray::Array2::<f32>::zeros((5, 3))).unwrap();
+    /// assert_eq!(p.dim(), (5, 2));
+    /// assert!((p.row(0).sum() - 1.0).abs() < 1e-6);
+    /// ```
+    pub fn predict<'a>(&self, x: impl AsArray<'a, f32, Ix2>) -> Result<Array2<f32>> {
+        let x = x.into();
+        self.ensure_built()?;
+        let input_dim = self.input_dim().unwrap_or(0);
+        validate::check_inputs(x, input_dim, "x")?;
+        let n = x.nrows();
+        let out_dim = self.output_dim();
+        let block = n.min(MIN_BLOCK.max(1024));
+        let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), block, false, 0);
+        let mut out = Array2::<f32>::zeros((n, out_dim));
+        let mut rng = StdRng::seed_from_u64(0);
+        let rows: Vec<usize> = (0..n).collect();
+        for start in (0..n).step_by(block) {
+            let end = (start + block).min(n);
+            let nb = end - start;
+            gather_rows(x, &rows[start..end], ws.input_mut(nb));
+            let mut ctx = ForwardContext {
+                training: false,
+                rng: &mut rng,
+            };
+            ws.forward(self.layers(), nb, &mut ctx);
+            out.slice_mut(ndarray::s![start..end, ..])
+                .assign(&ws.output(nb));
+        }
+        Ok(out)
+    }
+
+    /// Loss and metrics on `(x, y)` in inference mode (Keras `evaluate` with
+    /// `return_dict = TRUE`): `{"loss": .., "accuracy": ..}`. The loss includes
+    /// regularization penalties, as in Keras.
+    pub fn evaluate<'a, 'b>(
+        &self,
+        x: impl AsArray<'a, f32, Ix2>,
+        y: impl AsArray<'b, f32, Ix2>,
+    ) -> Result<Logs> {
+        self.evaluate_with(x, y, EvaluateOptions::default())
+    }
+
+    /// [`Sequential::evaluate`] with options.
+    pub fn evaluate_with<'a, 'b>(
+        &self,
+        x: impl AsArray<'a, f32, Ix2>,
+        y: impl AsArray<'b, f32, Ix2>,
+        options: EvaluateOptions,
+    ) -> Result<Logs> {
+        let (x, y) = (x.into(), y.into());
+        let c = self.compiled().ok_or(Error::NotCompiled("evaluate"))?;
+        validate::check_batch_size(options.batch_size)?;
+        validate::check_inputs(x, self.input_dim().unwrap_or(0), "x")?;
+        validate::check_targets(&c.loss, y, self.output_dim(), "y")?;
+        validate::check_rows(x, y, "x", "y")?;
+        if let Some(w) = &options.sample_weight {
+            super::fit::check_sample_weight(w, x.nrows())?;
+        }
+        Ok(self.evaluate_unchecked(
+            x,
+            y,
+            options.sample_weight.as_deref(),
+            options.batch_size,
+            "",
+        ))
+    }
+
+    /// `evaluate` without argument checks (`fit` checks its data once up front).
+    pub(crate) fn evaluate_unchecked(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        weights: Option<&[f32]>,
+        batch_size: usize,
+        prefix: &str,
+    ) -> Logs {
+        let c = self.compiled().expect("checked by the caller");
+        let n = x.nrows();
+        let block = n.min(batch_size.max(MIN_BLOCK));
+        let input_dim = self.input_dim().unwrap_or(0);
+        let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), block, false, 0);
+        let mut states: Vec<MetricState> =
+            c.resolved.iter().map(|m| MetricState::new(*m)).collect();
+        let mut rng = StdRng::seed_from_u64(0);
+        let rows: Vec<usize> = (0..n).collect();
+        let mut total = 0.0f64;
+        for start in (0..n).step_by(block) {
+            let end = (start + block).min(n);
+            let nb = end - start;
+            gather_rows(x, &rows[start..end], ws.input_mut(nb));
+            let mut ctx = ForwardContext {
+                training: false,
+                rng: &mut rng,
+            };
+            ws.forward(self.layers(), nb, &mut ctx);
+            let yb = y.slice(ndarray::s![start..end, ..]);
+            let yb = yb.as_standard_layout();
+            let mut losses = std::mem::take(&mut ws.losses);
+            let logits = if c.fused {
+                ws.logits(self.layers(), nb)
+            } else {
+                None
+            };
+            c.loss
+                .per_sample(ws.output(nb), yb.view(), logits, &mut losses[..nb], None);
+            let wb = weights.map(|w| &w[start..end]);
+            for (i, &l) in losses[..nb].iter().enumerate() {
+                total += l as f64 * wb.map_or(1.0, |w| w[i] as f64);
+            }
+            ws.losses = losses;
+            for s in &mut states {
+                s.update(yb.view(), ws.output(nb), wb);
+            }
+        }
+        let mut logs = Logs::default();
+        let loss = (total / n as f64) as f32 + self.regularization_penalty();
+        logs.insert(format!("{prefix}loss"), loss);
+        for (m, s) in c.metrics.iter().zip(&states) {
+            logs.insert(format!("{prefix}{}", m.name()), s.result());
+        }
+        logs
+    }
+}

@@ -1,0 +1,461 @@
+//! The `Sequential` model: building, compiling, weights, and the training engine.
+//!
+//! - `mod.rs`: the builder, `compile`, weights in Keras order.
+//! - `fit.rs`: the epoch loop (splitting, shuffling, batching, callbacks, History).
+//! - `infer.rs`: `predict` and `evaluate` on large blocks.
+//! - `workspace.rs`: the reusable buffers and the forward/backward passes.
+//! - `validate.rs`: argument checks with Keras-style messages.
+//! - `history.rs`, `progress.rs`, `summary.rs`: what the user sees.
+
+mod fit;
+mod history;
+mod infer;
+mod progress;
+mod summary;
+pub(crate) mod validate;
+pub(crate) mod workspace;
+
+pub use fit::FitOptions;
+pub use history::{History, HistoryParams, Logs};
+pub use infer::EvaluateOptions;
+
+use std::fmt;
+
+use ndarray::{ArrayD, IxDyn};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::activations::Activation;
+use crate::error::{Error, Result};
+use crate::layers::{ActivationLayer, Dense, Dropout, Layer};
+use crate::losses::{IntoLoss, Loss};
+use crate::metrics::{IntoMetric, Metric};
+use crate::optimizers::{IntoOptimizer, Optimizer};
+
+/// What `compile` binds to a model.
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled {
+    pub optimizer: Optimizer,
+    pub loss: Loss,
+    /// As the user named them (history keys use these names).
+    pub metrics: Vec<Metric>,
+    /// `Accuracy` resolved to its concrete form.
+    pub resolved: Vec<Metric>,
+    /// Loss fused with the output softmax/sigmoid.
+    pub fused: bool,
+}
+
+/// A linear stack of layers, built and trained the Keras way.
+///
+/// ```
+/// use horn::prelude::*;
+/// use ndarray::Array2;
+///
+/// # fn main() -> horn::Result<()> {
+/// let mut model = Sequential::new()
+///     .seed(42)
+///     .input(4)
+///     .dense(8, Relu)
+///     .dropout(0.1)
+///     .dense(3, Softmax);
+/// model.compile(RmsProp::default(), CategoricalCrossentropy::default(), &[Metric::Accuracy])?;
+/// let x = Array2::<f32>::from_shape_fn((30, 4), |(i, j)| ((i * 7 + j) % 5) as f32 / 5.0);
+/// let y = Array2::<f32>::from_shape_fn((30, 3), |(i, j)| (i % 3 == j) as u8 as f32);
+/// let history = model.fit(&x, &y, FitOptions { epochs: 2, batch_size: 8, verbose: 0,
+///                                              ..Default::default() })?;
+/// assert_eq!(history.get("loss").unwrap().len(), 2);
+/// let scores = model.evaluate(&x, &y)?;
+/// assert!(scores["accuracy"] >= 0.0);
+/// let probs = model.predict(&x)?;
+/// assert_eq!(probs.dim(), (30, 3));
+/// # Ok(()) }
+/// ```
+pub struct Sequential {
+    name: String,
+    input_dim: Option<usize>,
+    layers: Vec<Box<dyn Layer>>,
+    names: Vec<String>,
+    /// Output width of each built layer (`dims.len()` layers are built).
+    dims: Vec<usize>,
+    seed: u64,
+    rng: StdRng,
+    pending: Option<Error>,
+    compiled: Option<Compiled>,
+}
+
+impl Default for Sequential {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Sequential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sequential")
+            .field("name", &self.name)
+            .field("input_dim", &self.input_dim)
+            .field("layers", &self.names)
+            .field("compiled", &self.compiled.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Display for Sequential {
+    /// The `summary()` table.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+impl Sequential {
+    /// An empty model named `sequential`. Weights are initialised from a random
+    /// seed unless [`Sequential::seed`] fixes one.
+    pub fn new() -> Self {
+        let seed = rand::random::<u64>();
+        Sequential {
+            name: "sequential".into(),
+            input_dim: None,
+            layers: Vec::new(),
+            names: Vec::new(),
+            dims: Vec::new(),
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            pending: None,
+            compiled: None,
+        }
+    }
+
+    /// Sets the model's name (shown by `summary()`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Fixes the seed of weight initialisation (and the default seed of `fit`):
+    /// the same seed and layers give the same weights, whatever the order of the
+    /// builder calls.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self.rebuild();
+        self
+    }
+
+    /// The input width (Keras `input_shape = c(n)`).
+    pub fn input(mut self, dim: usize) -> Self {
+        if dim == 0 {
+            self.pending
+                .get_or_insert(Error::arg("input_shape", "a positive width", 0));
+        }
+        self.input_dim = Some(dim);
+        self.rebuild();
+        self
+    }
+
+    /// Adds `Dense(units, activation)` with Keras' default initializers.
+    pub fn dense(self, units: usize, activation: Activation) -> Self {
+        self.add(Dense::new(units, activation))
+    }
+
+    /// Adds `Dropout(rate)`.
+    pub fn dropout(self, rate: f32) -> Self {
+        self.add(Dropout::new(rate))
+    }
+
+    /// Adds a separate `Activation` layer.
+    pub fn activation(self, activation: Activation) -> Self {
+        self.add(ActivationLayer::new(activation))
+    }
+
+    /// Adds any layer, built-in or your own.
+    pub fn add(mut self, layer: impl Layer + 'static) -> Self {
+        let base = snake_case(layer.class_name());
+        let count = self
+            .layers
+            .iter()
+            .filter(|l| snake_case(l.class_name()) == base)
+            .count();
+        self.names.push(if count == 0 {
+            base
+        } else {
+            format!("{base}_{count}")
+        });
+        self.layers.push(Box::new(layer));
+        self.compiled = None;
+        self.build_pending();
+        self
+    }
+
+    /// Re-initialises every layer from the seed.
+    fn rebuild(&mut self) {
+        self.rng = StdRng::seed_from_u64(self.seed);
+        self.dims.clear();
+        self.build_pending();
+    }
+
+    /// Builds the layers not built yet, when the input width is known.
+    fn build_pending(&mut self) {
+        let Some(input) = self.input_dim else { return };
+        if self.pending.is_some() || input == 0 {
+            return;
+        }
+        while self.dims.len() < self.layers.len() {
+            let i = self.dims.len();
+            let in_dim = if i == 0 { input } else { self.dims[i - 1] };
+            match self.layers[i].build(in_dim, &mut self.rng) {
+                Ok(d) => self.dims.push(d),
+                Err(e) => {
+                    self.pending = Some(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Checks that every layer is built.
+    pub(crate) fn ensure_built(&self) -> Result<()> {
+        if let Some(e) = &self.pending {
+            // Errors are not Clone (io::Error); report the message faithfully.
+            return Err(match e {
+                Error::InvalidArgument {
+                    name,
+                    expected,
+                    received,
+                } => Error::InvalidArgument {
+                    name: name.clone(),
+                    expected: expected.clone(),
+                    received: received.clone(),
+                },
+                other => Error::NotBuilt(other.to_string()),
+            });
+        }
+        if self.layers.is_empty() {
+            return Err(Error::NotBuilt(
+                "it has no layers; add one with `.dense(units, activation)`".into(),
+            ));
+        }
+        if self.input_dim.is_none() {
+            return Err(Error::NotBuilt(
+                "its input width is unknown; start the model with `.input(n_features)`".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Binds an optimizer, a loss and metrics, as Keras' `compile`. Accepts typed
+    /// values or Keras names:
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let mut model = Sequential::new().input(10).dense(1, Sigmoid);
+    /// model.compile(Adam::default(), BinaryCrossentropy::default(), &[Metric::Accuracy]).unwrap();
+    /// model.compile("rmsprop", "binary_crossentropy", &["accuracy"]).unwrap();
+    /// assert!(model.compile("rmsprop", "binary_crossentropy", &["accurracy"]).is_err());
+    /// ```
+    ///
+    /// Compiling again replaces the optimizer (and its state) but keeps the weights.
+    pub fn compile<M: IntoMetric + Clone>(
+        &mut self,
+        optimizer: impl IntoOptimizer,
+        loss: impl IntoLoss,
+        metrics: &[M],
+    ) -> Result<()> {
+        self.ensure_built()?;
+        let optimizer = optimizer.into_optimizer()?;
+        optimizer.validate()?;
+        let loss = loss.into_loss()?;
+        loss.validate()?;
+        let metrics = metrics
+            .iter()
+            .cloned()
+            .map(|m| {
+                let m = m.into_metric()?;
+                m.validate()?;
+                Ok(m)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self.output_dim();
+        let resolved = metrics.iter().map(|m| m.resolve(&loss, out)).collect();
+        let last = self.layers.len() - 1;
+        let fused = self.layers[last]
+            .output_activation()
+            .is_some_and(|a| loss.fuses_with(a));
+        self.layers[last].keep_preactivation(fused);
+        self.compiled = Some(Compiled {
+            optimizer,
+            loss,
+            metrics,
+            resolved,
+            fused,
+        });
+        Ok(())
+    }
+
+    /// The model's output width.
+    pub fn output_dim(&self) -> usize {
+        self.dims.last().copied().unwrap_or(0)
+    }
+
+    /// The input width, if set.
+    pub fn input_dim(&self) -> Option<usize> {
+        self.input_dim
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+
+    /// The layer names (`dense`, `dense_1`, `dropout`, ...). horn numbers layers
+    /// per model; Keras numbers them per session, so a second Keras model starts
+    /// at `dense_2`.
+    pub fn layer_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The compiled optimizer, if any.
+    pub fn optimizer(&self) -> Option<&Optimizer> {
+        self.compiled.as_ref().map(|c| &c.optimizer)
+    }
+
+    /// The compiled loss, if any.
+    pub fn loss(&self) -> Option<&Loss> {
+        self.compiled.as_ref().map(|c| &c.loss)
+    }
+
+    /// The compiled metrics, as given to `compile`.
+    pub fn metrics(&self) -> &[Metric] {
+        self.compiled.as_ref().map_or(&[], |c| &c.metrics)
+    }
+
+    /// The optimizer's current learning rate.
+    pub fn learning_rate(&self) -> Option<f32> {
+        self.optimizer().map(|o| o.learning_rate())
+    }
+
+    /// Sets the optimizer's learning rate (between steps, e.g. from a callback).
+    pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        match &mut self.compiled {
+            Some(c) => c.optimizer.set_learning_rate(lr),
+            None => Err(Error::NotCompiled("set_learning_rate")),
+        }
+    }
+
+    /// Total number of weights (Keras `count_params()`).
+    pub fn count_params(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.params().iter().map(|p| p.values.len()).sum::<usize>())
+            .sum()
+    }
+
+    /// Copies of all weights in Keras order: for each layer, kernel `(in, units)`
+    /// then bias `(units)`.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let mut model = Sequential::new().input(3).dense(2, Relu);
+    /// let w = model.get_weights().unwrap();
+    /// assert_eq!(w[0].shape(), &[3, 2]);
+    /// assert_eq!(w[1].shape(), &[2]);
+    /// model.set_weights(&w).unwrap();
+    /// ```
+    pub fn get_weights(&self) -> Result<Vec<ArrayD<f32>>> {
+        self.ensure_built()?;
+        let mut out = Vec::new();
+        for l in &self.layers {
+            for p in l.params() {
+                out.push(
+                    ArrayD::from_shape_vec(IxDyn(&p.shape), p.values.to_vec()).map_err(|e| {
+                        Error::shape("get_weights", format!("{:?}", p.shape), e.to_string())
+                    })?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces all weights, in the order of [`Sequential::get_weights`]. Checks
+    /// the count and every shape before changing anything.
+    pub fn set_weights(&mut self, weights: &[ArrayD<f32>]) -> Result<()> {
+        self.ensure_built()?;
+        let shapes: Vec<(String, Vec<usize>)> = self
+            .layers
+            .iter()
+            .zip(&self.names)
+            .flat_map(|(l, n)| {
+                l.params()
+                    .into_iter()
+                    .map(|p| (format!("{n}/{}", p.name), p.shape))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if shapes.len() != weights.len() {
+            return Err(Error::shape(
+                "set_weights",
+                format!("{} arrays (kernel and bias per Dense layer)", shapes.len()),
+                format!("{} arrays", weights.len()),
+            ));
+        }
+        for ((name, shape), w) in shapes.iter().zip(weights) {
+            if w.shape() != shape.as_slice() {
+                return Err(Error::shape(
+                    format!("set_weights for `{name}`"),
+                    format!("{shape:?}"),
+                    format!("{:?}", w.shape()),
+                ));
+            }
+        }
+        let mut it = weights.iter();
+        for l in &mut self.layers {
+            l.visit_params_mut(&mut |p| {
+                if let Some(w) = it.next() {
+                    for (dst, &src) in p.iter_mut().zip(w.iter()) {
+                        *dst = src;
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The sum of the layers' regularization penalties.
+    pub(crate) fn regularization_penalty(&self) -> f32 {
+        self.layers.iter().map(|l| l.regularization_penalty()).sum()
+    }
+
+    pub(crate) fn compiled(&self) -> Option<&Compiled> {
+        self.compiled.as_ref()
+    }
+
+    pub(crate) fn compiled_mut(&mut self) -> Option<&mut Compiled> {
+        self.compiled.as_mut()
+    }
+
+    pub(crate) fn default_seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub(crate) fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn dims(&self) -> &[usize] {
+        &self.dims
+    }
+}
+
+/// `Dense` -> `dense`, `BatchNormalization` -> `batch_normalization`.
+fn snake_case(s: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if ch.is_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.extend(ch.to_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}

@@ -1,0 +1,171 @@
+//! Keras 2 style progress output (`utils/generic_utils.py` `Progbar`, width 30).
+//!
+//! verbose 1: `Epoch 1/10`, then `352/352 [==============================] - 2s 5ms/step - loss: 0.2928 - ...`,
+//! redrawn in place while the epoch runs when stdout is a terminal, one line per
+//! epoch otherwise (logs and CI stay readable). verbose 2: one line per epoch,
+//! `352/352 - 2s - loss: ... - 2s/epoch - 5ms/step`. verbose 0: silent.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use super::history::Logs;
+
+const WIDTH: usize = 30;
+const REDRAW: Duration = Duration::from_millis(50);
+
+pub(crate) struct Progress {
+    verbose: u8,
+    tty: bool,
+    steps: usize,
+    start: Instant,
+    first_step: Option<Duration>,
+    last_draw: Instant,
+}
+
+/// A value the way Keras prints it: `%.4f`, or `%.4e` for tiny magnitudes.
+pub(crate) fn format_value(v: f32) -> String {
+    if v.abs() > 1e-3 || v == 0.0 || !v.is_finite() {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.4e}")
+    }
+}
+
+fn format_step_time(secs: f64) -> String {
+    if secs >= 1.0 {
+        format!("{secs:.0}s/step")
+    } else if secs >= 1e-3 {
+        format!("{:.0}ms/step", secs * 1e3)
+    } else {
+        format!("{:.0}us/step", secs * 1e6)
+    }
+}
+
+fn format_eta(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
+    } else if s >= 60 {
+        format!("{}:{:02}", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+impl Progress {
+    pub fn new(verbose: u8, steps: usize) -> Self {
+        let now = Instant::now();
+        Progress {
+            verbose,
+            tty: std::io::stdout().is_terminal(),
+            steps,
+            start: now,
+            first_step: None,
+            last_draw: now,
+        }
+    }
+
+    pub fn epoch_begin(&mut self, epoch: usize, epochs: usize) {
+        self.start = Instant::now();
+        self.first_step = None;
+        if self.verbose > 0 {
+            println!("Epoch {}/{}", epoch + 1, epochs);
+        }
+    }
+
+    /// Keras ignores the first step (compilation, warm-up) in the per-step time.
+    fn step_time(&self, done: usize) -> f64 {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        match (self.first_step, done) {
+            (Some(first), d) if d > 1 => (elapsed - first.as_secs_f64()) / (d - 1) as f64,
+            _ => elapsed / done.max(1) as f64,
+        }
+    }
+
+    fn bar(&self, current: usize) -> String {
+        let digits = self.steps.to_string().len();
+        let mut s = format!("{current:>digits$}/{} [", self.steps);
+        let filled = if self.steps > 0 {
+            WIDTH * current / self.steps
+        } else {
+            WIDTH
+        };
+        if filled > 0 {
+            s.push_str(&"=".repeat(filled - 1));
+            s.push(if current < self.steps { '>' } else { '=' });
+        }
+        s.push_str(&".".repeat(WIDTH - filled));
+        s.push(']');
+        s
+    }
+
+    pub fn batch_end(&mut self, step: usize, logs: &Logs) {
+        if self.first_step.is_none() {
+            self.first_step = Some(self.start.elapsed());
+        }
+        if self.verbose != 1 || !self.tty || step == self.steps {
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last_draw) < REDRAW {
+            return;
+        }
+        self.last_draw = now;
+        let eta = self.step_time(step) * (self.steps - step) as f64;
+        let mut line = format!("\r{} - ETA: {}", self.bar(step), format_eta(eta));
+        for (k, v) in logs.iter() {
+            line.push_str(&format!(" - {k}: {}", format_value(v)));
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{line}\x1b[K");
+        let _ = out.flush();
+    }
+
+    pub fn epoch_end(&mut self, logs: &Logs) {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let step = self.step_time(self.steps);
+        let mut vals = String::new();
+        for (k, v) in logs.iter() {
+            vals.push_str(&format!(" - {k}: {}", format_value(v)));
+        }
+        match self.verbose {
+            1 => {
+                let prefix = if self.tty { "\r" } else { "" };
+                let clear = if self.tty { "\x1b[K" } else { "" };
+                println!(
+                    "{prefix}{} - {:.0}s {}{vals}{clear}",
+                    self.bar(self.steps),
+                    elapsed.floor(),
+                    format_step_time(step)
+                );
+            }
+            2 => println!(
+                "{}/{} - {:.0}s{vals} - {:.0}s/epoch - {}",
+                self.steps,
+                self.steps,
+                elapsed.floor(),
+                elapsed.floor(),
+                format_step_time(step)
+            ),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_matches_keras() {
+        let p = Progress::new(1, 352);
+        assert_eq!(p.bar(352), format!("352/352 [{}]", "=".repeat(30)));
+        assert_eq!(
+            p.bar(176),
+            format!("176/352 [{}>{}]", "=".repeat(14), ".".repeat(15))
+        );
+        assert_eq!(format_value(0.29281), "0.2928");
+        assert_eq!(format_value(0.0001234), "1.2340e-4");
+        assert_eq!(format_step_time(0.005), "5ms/step");
+    }
+}

@@ -1,0 +1,103 @@
+//! Argument checks shared by `fit`, `evaluate`, `predict` and the losses.
+
+use ndarray::{ArrayView2, Axis};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::losses::Loss;
+
+/// Fails on the first NaN or infinity, naming its row and column.
+pub(crate) fn check_finite(a: ArrayView2<f32>, name: &str) -> Result<()> {
+    let bad = a
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .find_first(|(_, row)| row.iter().any(|v| !v.is_finite()));
+    if let Some((r, row)) = bad {
+        let (c, &v) = row
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .expect("the row has a non-finite value");
+        return Err(Error::NonFinite {
+            name: name.into(),
+            row: r,
+            col: c,
+            value: v,
+        });
+    }
+    Ok(())
+}
+
+/// Inputs: at least one row, the model's width, finite.
+pub(crate) fn check_inputs(x: ArrayView2<f32>, input_dim: usize, name: &str) -> Result<()> {
+    if x.nrows() == 0 {
+        return Err(Error::Empty { name: name.into() });
+    }
+    if x.ncols() != input_dim {
+        return Err(Error::shape(
+            format!("`{name}`"),
+            format!("(n, {input_dim}) to match the model's input width"),
+            format!("{:?}", x.shape()),
+        ));
+    }
+    check_finite(x, name)
+}
+
+/// Targets: the model's output width (one column of class indices for the sparse
+/// loss, each an integer in range), finite.
+pub(crate) fn check_targets(
+    loss: &Loss,
+    y: ArrayView2<f32>,
+    out_dim: usize,
+    name: &str,
+) -> Result<()> {
+    if loss.is_sparse() {
+        if y.ncols() != 1 {
+            return Err(Error::shape(
+                format!("`{name}` for sparse_categorical_crossentropy"),
+                "(n, 1): one class index per row",
+                format!("{:?}", y.shape()),
+            ));
+        }
+        for (i, &v) in y.iter().enumerate() {
+            if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0 && (v as usize) < out_dim) {
+                return Err(Error::arg(
+                    format!("{name}[{i}]"),
+                    format!("a class index in 0..{out_dim}"),
+                    v,
+                ));
+            }
+        }
+        Ok(())
+    } else {
+        if y.ncols() != out_dim {
+            return Err(Error::shape(
+                format!("`{name}`"),
+                format!("(n, {out_dim}) to match the model's output width"),
+                format!("{:?}", y.shape()),
+            ));
+        }
+        check_finite(y, name)
+    }
+}
+
+/// `x` and `y` have the same number of rows.
+pub(crate) fn check_rows(x: ArrayView2<f32>, y: ArrayView2<f32>, xn: &str, yn: &str) -> Result<()> {
+    if x.nrows() != y.nrows() {
+        return Err(Error::shape(
+            format!("`{xn}` and `{yn}`"),
+            format!("the same number of rows ({} in `{xn}`)", x.nrows()),
+            format!("{} rows in `{yn}`", y.nrows()),
+        ));
+    }
+    Ok(())
+}
+
+/// A batch size of at least one.
+pub(crate) fn check_batch_size(b: usize) -> Result<()> {
+    if b == 0 {
+        return Err(Error::arg("batch_size", "a positive integer", 0));
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The reusable buffers of a forward/backward pass, and the passes themselves.
+//!
+//! One `Workspace` is sized for a number of rows (the batch size) when `fit`,
+//! `evaluate` or `predict` starts, and every batch works inside it: gathering the
+//! batch's rows, each layer's output and auxiliary values, the two ping-pong
+//! gradient buffers and the parameter gradients. A partial last batch uses the
+//! first rows of the same buffers. Nothing is allocated per batch.
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::layers::{ForwardContext, Layer};
+
+pub(crate) struct Workspace {
+    /// `widths[0]` is the input width, `widths[i + 1]` layer `i`'s output width.
+    pub widths: Vec<usize>,
+    pub aux_widths: Vec<usize>,
+    /// `acts[0]` holds the gathered input rows, `acts[i + 1]` layer `i`'s output.
+    pub acts: Vec<Vec<f32>>,
+    pub aux: Vec<Vec<f32>>,
+    /// Training only: gradient buffers and per-sample values.
+    pub grad_a: Vec<f32>,
+    pub grad_b: Vec<f32>,
+    pub param_grads: Vec<Vec<Vec<f32>>>,
+    pub targets: Vec<f32>,
+    pub target_cols: usize,
+    pub sample_weights: Vec<f32>,
+    pub losses: Vec<f32>,
+}
+
+pub(crate) fn view(buf: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((rows, cols), &buf[..rows * cols]).expect("buffer sized for the batch")
+}
+
+pub(crate) fn view_mut(buf: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols])
+        .expect("buffer sized for the batch")
+}
+
+impl Workspace {
+    /// Buffers for `cap` rows through `layers`; `training` adds the gradient buffers.
+    pub fn new(
+        layers: &[Box<dyn Layer>],
+        input_dim: usize,
+        dims: &[usize],
+        cap: usize,
+        training: bool,
+        target_cols: usize,
+    ) -> Self {
+        let mut widths = vec![input_dim];
+        widths.extend_from_slice(dims);
+        let aux_widths: Vec<usize> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.aux_width(widths[i]))
+            .collect();
+        let acts = widths.iter().map(|&w| vec![0.0; cap * w]).collect();
+        let aux = aux_widths.iter().map(|&w| vec![0.0; cap * w]).collect();
+        let max_w = widths.iter().copied().max().unwrap_or(0);
+        let (grad_a, grad_b, param_grads) = if training {
+            (
+                vec![0.0; cap * max_w],
+                vec![0.0; cap * max_w],
+                layers
+                    .iter()
+                    .map(|l| {
+                        l.params()
+                            .iter()
+                            .map(|p| vec![0.0; p.values.len()])
+                            .collect()
+                    })
+                    .collect(),
+            )
+        } else {
+            (Vec::new(), Vec::new(), Vec::new())
+        };
+        Workspace {
+            widths,
+            aux_widths,
+            acts,
+            aux,
+            grad_a,
+            grad_b,
+            param_grads,
+            targets: if training {
+                vec![0.0; cap * target_cols]
+            } else {
+                Vec::new()
+            },
+            target_cols,
+            sample_weights: if training { vec![0.0; cap] } else { Vec::new() },
+            losses: vec![0.0; cap],
+        }
+    }
+
+    /// The first `n` rows of the input buffer, to gather a batch into.
+    pub fn input_mut(&mut self, n: usize) -> &mut [f32] {
+        let w = self.widths[0];
+        &mut self.acts[0][..n * w]
+    }
+
+    /// The model's output for the first `n` rows.
+    pub fn output(&self, n: usize) -> ArrayView2<'_, f32> {
+        let l = self.widths.len() - 1;
+        view(&self.acts[l], n, self.widths[l])
+    }
+
+    /// Runs every layer forward on the first `n` rows of the input buffer.
+    pub fn forward(&mut self, layers: &[Box<dyn Layer>], n: usize, ctx: &mut ForwardContext<'_>) {
+        for (i, layer) in layers.iter().enumerate() {
+            let (before, after) = self.acts.split_at_mut(i + 1);
+            let x = view(&before[i], n, self.widths[i]);
+            let y = view_mut(&mut after[0], n, self.widths[i + 1]);
+            let aux = view_mut(&mut self.aux[i], n, self.aux_widths[i]);
+            layer.forward(x, y, aux, ctx);
+        }
+    }
+
+    /// The last layer's pre-activation values, when it keeps them.
+    pub fn logits<'a>(
+        &'a self,
+        layers: &[Box<dyn Layer>],
+        n: usize,
+    ) -> Option<ArrayView2<'a, f32>> {
+        let l = layers.len() - 1;
+        let x = view(&self.acts[l], n, self.widths[l]);
+        let aux = view(&self.aux[l], n, self.aux_widths[l]);
+        layers[l].preactivation(x, aux)
+    }
+
+    /// Back-propagates `grad_a` (the loss gradient for the first `n` rows) through
+    /// every layer, filling `param_grads`.
+    pub fn backward(&mut self, layers: &[Box<dyn Layer>], n: usize, fused: bool) {
+        let last = layers.len() - 1;
+        for (i, layer) in layers.iter().enumerate().rev() {
+            let x = view(&self.acts[i], n, self.widths[i]);
+            let y = view(&self.acts[i + 1], n, self.widths[i + 1]);
+            let aux = view(&self.aux[i], n, self.aux_widths[i]);
+            let dy = view_mut(&mut self.grad_a, n, self.widths[i + 1]);
+            let dx = (i > 0).then(|| view_mut(&mut self.grad_b, n, self.widths[i]));
+            layer.backward(
+                x,
+                y,
+                aux,
+                dy,
+                dx,
+                &mut self.param_grads[i],
+                fused && i == last,
+            );
+            layer.add_regularization_gradient(&mut self.param_grads[i]);
+            std::mem::swap(&mut self.grad_a, &mut self.grad_b);
+        }
+    }
+}

@@ -1,0 +1,1040 @@
+//! Optimizers with Keras 3 defaults and update rules.
+//!
+//! The split mirrors Keras' base optimizer: [`Optimizer`] owns what every
+//! optimizer shares (learning rate or schedule, gradient clipping, weight decay,
+//! the iteration count and the slot variables) and applies it in Keras' order:
+//! clip the gradients (`clipnorm` per tensor, else `global_clipnorm`, else
+//! `clipvalue`), apply weight decay `w -= w * weight_decay * lr`, run the
+//! optimizer's own update, then `iterations += 1`. The typed configurations
+//! ([`Sgd`], [`RmsProp`], [`Adam`], ...) carry only their own hyper-parameters.
+//!
+//! Slot variables start at zero (Adagrad: at `initial_accumulator_value`) and are
+//! stored interleaved per parameter element, so one pass over memory updates a
+//! weight and all its slots. Large tensors are updated in fixed-size parallel
+//! chunks; every element's arithmetic is independent, so results do not depend on
+//! the number of threads.
+
+mod schedules;
+
+pub use schedules::LearningRateSchedule;
+
+use std::str::FromStr;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Stochastic gradient descent (Keras `SGD`): `m = momentum * m - lr * g`, then
+/// `w += m`, or with Nesterov `w += momentum * m - lr * g`. Defaults: lr 0.01,
+/// momentum 0, nesterov false.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sgd {
+    /// Step size (Keras default 0.01).
+    pub learning_rate: f32,
+    /// Momentum factor in `[0, 1]` (default 0).
+    pub momentum: f32,
+    /// Nesterov momentum (default false).
+    pub nesterov: bool,
+}
+
+impl Default for Sgd {
+    fn default() -> Self {
+        Sgd {
+            learning_rate: 0.01,
+            momentum: 0.0,
+            nesterov: false,
+        }
+    }
+}
+
+/// RMSprop (Keras 3 form, epsilon inside the square root):
+/// `v = rho v + (1 - rho) g^2`; `w -= lr g / sqrt(v + eps)`. Centered:
+/// `a = rho a + (1 - rho) g` and the denominator is `sqrt(v - a^2 + eps)`. With
+/// momentum: `m = momentum m + lr g / sqrt(...)`, `w -= m`.
+/// Defaults: lr 0.001, rho 0.9, momentum 0, epsilon 1e-7, centered false.
+///
+/// Note: the legacy tf.keras RMSprop (TF <= 2.10) put epsilon outside the root.
+#[doc(alias = "RMSprop")]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RmsProp {
+    /// Step size (default 0.001).
+    pub learning_rate: f32,
+    /// Decay of the squared-gradient average (default 0.9).
+    pub rho: f32,
+    /// Momentum (default 0).
+    pub momentum: f32,
+    /// Fuzz factor (default 1e-7).
+    pub epsilon: f32,
+    /// Normalise by the gradient's variance instead of its second moment (default false).
+    pub centered: bool,
+}
+
+impl Default for RmsProp {
+    fn default() -> Self {
+        RmsProp {
+            learning_rate: 0.001,
+            rho: 0.9,
+            momentum: 0.0,
+            epsilon: 1e-7,
+            centered: false,
+        }
+    }
+}
+
+/// Adam (Keras form, "epsilon hat"): `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
+/// `alpha = lr sqrt(1 - b2^t) / (1 - b1^t)`, `w -= alpha m / (sqrt(v) + eps)`,
+/// `t = iterations + 1`. AMSGrad uses the running maximum of `v`.
+/// Defaults: lr 0.001, beta_1 0.9, beta_2 0.999, epsilon 1e-7, amsgrad false.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Adam {
+    /// Step size (default 0.001).
+    pub learning_rate: f32,
+    /// First-moment decay (default 0.9).
+    pub beta_1: f32,
+    /// Second-moment decay (default 0.999).
+    pub beta_2: f32,
+    /// Fuzz factor (default 1e-7).
+    pub epsilon: f32,
+    /// Use AMSGrad (default false).
+    pub amsgrad: bool,
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Adam {
+            learning_rate: 0.001,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+            amsgrad: false,
+        }
+    }
+}
+
+/// AdamW: Adam with decoupled weight decay `w -= w * weight_decay * lr` before each
+/// update. Defaults as [`Adam`] plus weight_decay 0.004 (Keras).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamW {
+    /// Step size (default 0.001).
+    pub learning_rate: f32,
+    /// Decoupled weight decay (default 0.004).
+    pub weight_decay: f32,
+    /// First-moment decay (default 0.9).
+    pub beta_1: f32,
+    /// Second-moment decay (default 0.999).
+    pub beta_2: f32,
+    /// Fuzz factor (default 1e-7).
+    pub epsilon: f32,
+    /// Use AMSGrad (default false).
+    pub amsgrad: bool,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW {
+            learning_rate: 0.001,
+            weight_decay: 0.004,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+            amsgrad: false,
+        }
+    }
+}
+
+/// Adagrad: `acc += g^2`, `w -= lr g / sqrt(acc + eps)`.
+/// Defaults: lr 0.001, initial_accumulator_value 0.1, epsilon 1e-7.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Adagrad {
+    /// Step size (default 0.001).
+    pub learning_rate: f32,
+    /// Starting accumulator (default 0.1).
+    pub initial_accumulator_value: f32,
+    /// Fuzz factor (default 1e-7).
+    pub epsilon: f32,
+}
+
+impl Default for Adagrad {
+    fn default() -> Self {
+        Adagrad {
+            learning_rate: 0.001,
+            initial_accumulator_value: 0.1,
+            epsilon: 1e-7,
+        }
+    }
+}
+
+/// Adadelta: `a = rho a + (1 - rho) g^2`, `d = -g sqrt(D + eps) / sqrt(a + eps)`,
+/// `D = rho D + (1 - rho) d^2`, `w += lr d`. Defaults: lr 0.001, rho 0.95, epsilon 1e-7.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Adadelta {
+    /// Step size (default 0.001).
+    pub learning_rate: f32,
+    /// Decay (default 0.95).
+    pub rho: f32,
+    /// Fuzz factor (default 1e-7).
+    pub epsilon: f32,
+}
+
+impl Default for Adadelta {
+    fn default() -> Self {
+        Adadelta {
+            learning_rate: 0.001,
+            rho: 0.95,
+            epsilon: 1e-7,
+        }
+    }
+}
+
+/// Adamax: `m += (g - m)(1 - b1)`, `u = max(b2 u, |g|)`,
+/// `w -= lr / (1 - b1^t) * m / (u + eps)`. Defaults: lr 0.001, 0.9, 0.999, 1e-7.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Adamax {
+    /// Step size (default 0.001).
+    pub learning_rate: f32,
+    /// First-moment decay (default 0.9).
+    pub beta_1: f32,
+    /// Infinity-norm decay (default 0.999).
+    pub beta_2: f32,
+    /// Fuzz factor (default 1e-7).
+    pub epsilon: f32,
+}
+
+impl Default for Adamax {
+    fn default() -> Self {
+        Adamax {
+            learning_rate: 0.001,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+        }
+    }
+}
+
+/// Nadam (Keras 3): Adam with Nesterov momentum and the momentum schedule
+/// `u_t = b1 (1 - 0.5 * 0.96^(0.004 t))`. Defaults: lr 0.001, 0.9, 0.999, 1e-7.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Nadam {
+    /// Step size (default 0.001).
+    pub learning_rate: f32,
+    /// First-moment decay (default 0.9).
+    pub beta_1: f32,
+    /// Second-moment decay (default 0.999).
+    pub beta_2: f32,
+    /// Fuzz factor (default 1e-7).
+    pub epsilon: f32,
+}
+
+impl Default for Nadam {
+    fn default() -> Self {
+        Nadam {
+            learning_rate: 0.001,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+        }
+    }
+}
+
+/// Lion: `w -= lr sign(b1 m + (1 - b1) g)`, then `m = b2 m + (1 - b2) g`.
+/// Defaults (Keras): lr 0.001, beta_1 0.9, beta_2 0.99.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Lion {
+    /// Step size (default 0.001).
+    pub learning_rate: f32,
+    /// Interpolation factor for the update direction (default 0.9).
+    pub beta_1: f32,
+    /// Momentum decay (default 0.99).
+    pub beta_2: f32,
+}
+
+impl Default for Lion {
+    fn default() -> Self {
+        Lion {
+            learning_rate: 0.001,
+            beta_1: 0.9,
+            beta_2: 0.99,
+        }
+    }
+}
+
+/// The update rule and its own hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum Rule {
+    /// See [`Sgd`].
+    Sgd {
+        /// Momentum.
+        momentum: f32,
+        /// Nesterov.
+        nesterov: bool,
+    },
+    /// See [`RmsProp`].
+    RmsProp {
+        /// rho.
+        rho: f32,
+        /// Momentum.
+        momentum: f32,
+        /// epsilon.
+        epsilon: f32,
+        /// Centered.
+        centered: bool,
+    },
+    /// See [`Adam`].
+    Adam {
+        /// beta_1.
+        beta_1: f32,
+        /// beta_2.
+        beta_2: f32,
+        /// epsilon.
+        epsilon: f32,
+        /// AMSGrad.
+        amsgrad: bool,
+    },
+    /// See [`Adagrad`].
+    Adagrad {
+        /// Starting accumulator.
+        initial_accumulator_value: f32,
+        /// epsilon.
+        epsilon: f32,
+    },
+    /// See [`Adadelta`].
+    Adadelta {
+        /// rho.
+        rho: f32,
+        /// epsilon.
+        epsilon: f32,
+    },
+    /// See [`Adamax`].
+    Adamax {
+        /// beta_1.
+        beta_1: f32,
+        /// beta_2.
+        beta_2: f32,
+        /// epsilon.
+        epsilon: f32,
+    },
+    /// See [`Nadam`].
+    Nadam {
+        /// beta_1.
+        beta_1: f32,
+        /// beta_2.
+        beta_2: f32,
+        /// epsilon.
+        epsilon: f32,
+    },
+    /// See [`Lion`].
+    Lion {
+        /// beta_1.
+        beta_1: f32,
+        /// beta_2.
+        beta_2: f32,
+    },
+}
+
+impl Rule {
+    /// Slot variables per weight.
+    fn slots(&self) -> usize {
+        match *self {
+            Rule::Sgd { momentum, .. } => (momentum > 0.0) as usize,
+            Rule::RmsProp {
+                momentum, centered, ..
+            } => 1 + (momentum > 0.0) as usize + centered as usize,
+            Rule::Adam { amsgrad, .. } => 2 + amsgrad as usize,
+            Rule::Adagrad { .. } | Rule::Lion { .. } => 1,
+            Rule::Adadelta { .. } | Rule::Adamax { .. } | Rule::Nadam { .. } => 2,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Rule::Sgd { .. } => "sgd",
+            Rule::RmsProp { .. } => "rmsprop",
+            Rule::Adam { .. } => "adam",
+            Rule::Adagrad { .. } => "adagrad",
+            Rule::Adadelta { .. } => "adadelta",
+            Rule::Adamax { .. } => "adamax",
+            Rule::Nadam { .. } => "nadam",
+            Rule::Lion { .. } => "lion",
+        }
+    }
+}
+
+/// A configured optimizer with its state: what `compile` takes.
+///
+/// Build one from a typed configuration and add the shared options:
+///
+/// ```
+/// use horn::prelude::*;
+/// let opt = Optimizer::from(Sgd { learning_rate: 0.1, ..Default::default() })
+///     .with_clipnorm(1.0)
+///     .with_weight_decay(1e-4);
+/// assert_eq!(opt.learning_rate(), 0.1);
+/// let named: Optimizer = "rmsprop".parse().unwrap();
+/// assert_eq!(named.learning_rate(), 0.001);
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Optimizer {
+    rule: Rule,
+    learning_rate: f32,
+    schedule: Option<LearningRateSchedule>,
+    weight_decay: Option<f32>,
+    clipnorm: Option<f32>,
+    clipvalue: Option<f32>,
+    global_clipnorm: Option<f32>,
+    iterations: u64,
+    /// Nadam's running product of momentum factors.
+    u_product: f64,
+    #[serde(skip)]
+    slots: Vec<Vec<f32>>,
+}
+
+macro_rules! optimizer_from {
+    ($t:ident, |$v:ident| $rule:expr, $wd:expr) => {
+        impl From<$t> for Optimizer {
+            fn from($v: $t) -> Optimizer {
+                let mut o = Optimizer::new($rule, $v.learning_rate);
+                o.weight_decay = $wd;
+                o
+            }
+        }
+    };
+}
+
+optimizer_from!(
+    Sgd,
+    |v| Rule::Sgd {
+        momentum: v.momentum,
+        nesterov: v.nesterov
+    },
+    None
+);
+optimizer_from!(
+    RmsProp,
+    |v| Rule::RmsProp {
+        rho: v.rho,
+        momentum: v.momentum,
+        epsilon: v.epsilon,
+        centered: v.centered
+    },
+    None
+);
+optimizer_from!(
+    Adam,
+    |v| Rule::Adam {
+        beta_1: v.beta_1,
+        beta_2: v.beta_2,
+        epsilon: v.epsilon,
+        amsgrad: v.amsgrad
+    },
+    None
+);
+optimizer_from!(
+    AdamW,
+    |v| Rule::Adam {
+        beta_1: v.beta_1,
+        beta_2: v.beta_2,
+        epsilon: v.epsilon,
+        amsgrad: v.amsgrad
+    },
+    Some(v.weight_decay)
+);
+optimizer_from!(
+    Adagrad,
+    |v| Rule::Adagrad {
+        initial_accumulator_value: v.initial_accumulator_value,
+        epsilon: v.epsilon
+    },
+    None
+);
+optimizer_from!(
+    Adadelta,
+    |v| Rule::Adadelta {
+        rho: v.rho,
+        epsilon: v.epsilon
+    },
+    None
+);
+optimizer_from!(
+    Adamax,
+    |v| Rule::Adamax {
+        beta_1: v.beta_1,
+        beta_2: v.beta_2,
+        epsilon: v.epsilon
+    },
+    None
+);
+optimizer_from!(
+    Nadam,
+    |v| Rule::Nadam {
+        beta_1: v.beta_1,
+        beta_2: v.beta_2,
+        epsilon: v.epsilon
+    },
+    None
+);
+optimizer_from!(
+    Lion,
+    |v| Rule::Lion {
+        beta_1: v.beta_1,
+        beta_2: v.beta_2
+    },
+    None
+);
+
+/// Anything `compile` accepts as an optimizer: a typed configuration, an
+/// [`Optimizer`], or a Keras name (`"rmsprop"`, `"adam"`, ...).
+pub trait IntoOptimizer {
+    /// Converts, failing on unknown names.
+    fn into_optimizer(self) -> Result<Optimizer>;
+}
+
+impl<T: Into<Optimizer>> IntoOptimizer for T {
+    fn into_optimizer(self) -> Result<Optimizer> {
+        Ok(self.into())
+    }
+}
+impl IntoOptimizer for &str {
+    fn into_optimizer(self) -> Result<Optimizer> {
+        self.parse()
+    }
+}
+impl IntoOptimizer for String {
+    fn into_optimizer(self) -> Result<Optimizer> {
+        self.parse()
+    }
+}
+
+impl FromStr for Optimizer {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Optimizer> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "sgd" => Sgd::default().into(),
+            "rmsprop" => RmsProp::default().into(),
+            "adam" => Adam::default().into(),
+            "adamw" => AdamW::default().into(),
+            "adagrad" => Adagrad::default().into(),
+            "adadelta" => Adadelta::default().into(),
+            "adamax" => Adamax::default().into(),
+            "nadam" => Nadam::default().into(),
+            "lion" => Lion::default().into(),
+            _ => {
+                return Err(Error::UnknownName {
+                    kind: "optimizer",
+                    name: s.into(),
+                    known: "sgd, rmsprop, adam, adamw, adagrad, adadelta, adamax, nadam, lion"
+                        .into(),
+                })
+            }
+        })
+    }
+}
+
+/// Elements per parallel task in an update (fixed, so splits do not depend on threads).
+const CHUNK: usize = 1 << 14;
+
+/// Per-step scalars shared by every tensor.
+#[derive(Clone, Copy)]
+struct StepScalars {
+    lr: f32,
+    /// Adam: lr * sqrt(1 - b2^t) / (1 - b1^t); Adamax: lr / (1 - b1^t).
+    alpha: f32,
+    // Nadam terms.
+    u_t: f32,
+    u_t_1: f32,
+    u_prod_t: f32,
+    u_prod_t_1: f32,
+    b2_power: f32,
+}
+
+impl Optimizer {
+    fn new(rule: Rule, learning_rate: f32) -> Self {
+        Optimizer {
+            rule,
+            learning_rate,
+            schedule: None,
+            weight_decay: None,
+            clipnorm: None,
+            clipvalue: None,
+            global_clipnorm: None,
+            iterations: 0,
+            u_product: 1.0,
+            slots: Vec::new(),
+        }
+    }
+
+    /// Clips each gradient tensor to this L2 norm (Keras `clipnorm`).
+    pub fn with_clipnorm(mut self, v: f32) -> Self {
+        self.clipnorm = Some(v);
+        self
+    }
+    /// Clips every gradient element to `[-v, v]` (Keras `clipvalue`).
+    pub fn with_clipvalue(mut self, v: f32) -> Self {
+        self.clipvalue = Some(v);
+        self
+    }
+    /// Clips all gradients together to this global L2 norm (Keras `global_clipnorm`).
+    pub fn with_global_clipnorm(mut self, v: f32) -> Self {
+        self.global_clipnorm = Some(v);
+        self
+    }
+    /// Decoupled weight decay `w -= w * v * lr` before each update (Keras `weight_decay`).
+    pub fn with_weight_decay(mut self, v: f32) -> Self {
+        self.weight_decay = Some(v);
+        self
+    }
+    /// Replaces the constant learning rate by a schedule evaluated per step.
+    pub fn with_schedule(mut self, s: LearningRateSchedule) -> Self {
+        self.schedule = Some(s);
+        self
+    }
+
+    /// The optimizer's Keras name.
+    pub fn name(&self) -> &'static str {
+        self.rule.name()
+    }
+
+    /// The update rule and its hyper-parameters.
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// Steps taken so far (Keras `iterations`).
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    /// The learning rate the next step will use.
+    pub fn learning_rate(&self) -> f32 {
+        match &self.schedule {
+            Some(s) => s.at(self.iterations),
+            None => self.learning_rate,
+        }
+    }
+
+    /// Sets a constant learning rate. Fails on an optimizer driven by a schedule,
+    /// as Keras does, and on a negative or non-finite value.
+    pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::arg(
+                "learning_rate",
+                "a finite, non-negative number",
+                lr,
+            ));
+        }
+        if self.schedule.is_some() {
+            return Err(Error::arg(
+                "learning_rate",
+                "an optimizer with a constant learning rate (this one follows a schedule)",
+                lr,
+            ));
+        }
+        self.learning_rate = lr;
+        Ok(())
+    }
+
+    /// Checks every hyper-parameter.
+    pub fn validate(&self) -> Result<()> {
+        let nonneg = |name: &str, v: f32| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::arg(name, "a finite, non-negative number", v))
+            }
+        };
+        let unit = |name: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::arg(name, "a number in [0, 1]", v))
+            }
+        };
+        nonneg("learning_rate", self.learning_rate)?;
+        if let Some(s) = &self.schedule {
+            s.validate()?;
+        }
+        for (n, v) in [
+            ("weight_decay", self.weight_decay),
+            ("clipvalue", self.clipvalue),
+        ] {
+            if let Some(v) = v {
+                nonneg(n, v)?;
+            }
+        }
+        for (n, v) in [
+            ("clipnorm", self.clipnorm),
+            ("global_clipnorm", self.global_clipnorm),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(Error::arg(n, "a positive number", v));
+                }
+            }
+        }
+        if self.clipnorm.is_some() && self.global_clipnorm.is_some() {
+            return Err(Error::arg(
+                "global_clipnorm",
+                "at most one of `clipnorm` and `global_clipnorm`",
+                "both set",
+            ));
+        }
+        match self.rule {
+            Rule::Sgd { momentum, .. } => unit("momentum", momentum),
+            Rule::RmsProp {
+                rho,
+                momentum,
+                epsilon,
+                ..
+            } => {
+                unit("rho", rho)?;
+                unit("momentum", momentum)?;
+                nonneg("epsilon", epsilon)
+            }
+            Rule::Adam {
+                beta_1,
+                beta_2,
+                epsilon,
+                ..
+            }
+            | Rule::Adamax {
+                beta_1,
+                beta_2,
+                epsilon,
+            }
+            | Rule::Nadam {
+                beta_1,
+                beta_2,
+                epsilon,
+            } => {
+                unit("beta_1", beta_1)?;
+                unit("beta_2", beta_2)?;
+                nonneg("epsilon", epsilon)
+            }
+            Rule::Adagrad {
+                initial_accumulator_value,
+                epsilon,
+            } => {
+                nonneg("initial_accumulator_value", initial_accumulator_value)?;
+                nonneg("epsilon", epsilon)
+            }
+            Rule::Adadelta { rho, epsilon } => {
+                unit("rho", rho)?;
+                nonneg("epsilon", epsilon)
+            }
+            Rule::Lion { beta_1, beta_2 } => {
+                unit("beta_1", beta_1)?;
+                unit("beta_2", beta_2)
+            }
+        }
+    }
+
+    /// Forgets all slot variables and the step count (a fresh optimizer).
+    pub fn reset(&mut self) {
+        self.slots.clear();
+        self.iterations = 0;
+        self.u_product = 1.0;
+    }
+
+    /// Slot variables of parameter `i`, interleaved (`[element][slot]`).
+    pub(crate) fn slots(&self) -> &[Vec<f32>] {
+        &self.slots
+    }
+
+    /// Restores slot variables and the step count (used by model loading).
+    pub(crate) fn restore_state(&mut self, iterations: u64, u_product: f64, slots: Vec<Vec<f32>>) {
+        self.iterations = iterations;
+        self.u_product = u_product;
+        self.slots = slots;
+    }
+
+    /// Nadam's running product, saved with the state.
+    pub(crate) fn u_product(&self) -> f64 {
+        self.u_product
+    }
+
+    /// Number of slot variables per weight element for this rule.
+    pub fn slots_per_weight(&self) -> usize {
+        self.rule.slots()
+    }
+
+    /// One optimizer step over all parameters: `params[i]` is updated from
+    /// `grads[i]` (which are clipped in place). Parameters are identified by their
+    /// position, so call it with the same tensors in the same order every step.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// // Keras' RMSprop docstring: lr 0.1, w = 10, loss = w^2 / 2 -> 9.683772
+    /// let mut opt = Optimizer::from(RmsProp { learning_rate: 0.1, ..Default::default() });
+    /// let mut w = vec![10.0f32];
+    /// let mut g = vec![10.0f32];
+    /// opt.apply(&mut [&mut w[..]], &mut [&mut g[..]]).unwrap();
+    /// assert!((w[0] - 9.683772).abs() < 1e-5);
+    /// ```
+    pub fn apply(&mut self, params: &mut [&mut [f32]], grads: &mut [&mut [f32]]) -> Result<()> {
+        if params.len() != grads.len() {
+            return Err(Error::shape(
+                "optimizer step",
+                format!("{} gradients", params.len()),
+                format!("{} gradients", grads.len()),
+            ));
+        }
+        for (i, (p, g)) in params.iter().zip(grads.iter()).enumerate() {
+            if p.len() != g.len() {
+                return Err(Error::shape(
+                    format!("optimizer step, tensor {i}"),
+                    format!("{} gradient values", p.len()),
+                    format!("{}", g.len()),
+                ));
+            }
+        }
+        let norm = self.begin_step(grads.iter().map(|g| &**g));
+        for (i, (p, g)) in params.iter_mut().zip(grads.iter_mut()).enumerate() {
+            self.update_tensor(i, p, g, norm);
+        }
+        self.finish_step();
+        Ok(())
+    }
+
+    /// Start of a step: returns the global gradient norm when
+    /// `global_clipnorm` needs it.
+    pub(crate) fn begin_step<'a>(&self, grads: impl Iterator<Item = &'a [f32]>) -> Option<f32> {
+        self.global_clipnorm.map(|_| {
+            let mut s = 0.0f64;
+            for g in grads {
+                s += sum_squares(g);
+            }
+            s.sqrt() as f32
+        })
+    }
+
+    fn scalars(&self) -> StepScalars {
+        let lr = self.learning_rate();
+        let t = (self.iterations + 1) as f64;
+        let mut s = StepScalars {
+            lr,
+            alpha: lr,
+            u_t: 0.0,
+            u_t_1: 0.0,
+            u_prod_t: 0.0,
+            u_prod_t_1: 0.0,
+            b2_power: 0.0,
+        };
+        match self.rule {
+            Rule::Adam { beta_1, beta_2, .. } => {
+                s.alpha = (lr as f64 * (1.0 - (beta_2 as f64).powf(t)).sqrt()
+                    / (1.0 - (beta_1 as f64).powf(t))) as f32;
+            }
+            Rule::Adamax { beta_1, .. } => {
+                s.alpha = (lr as f64 / (1.0 - (beta_1 as f64).powf(t))) as f32;
+            }
+            Rule::Nadam { beta_1, beta_2, .. } => {
+                let b1 = beta_1 as f64;
+                let u_t = b1 * (1.0 - 0.5 * 0.96f64.powf(0.004 * t));
+                let u_t_1 = b1 * (1.0 - 0.5 * 0.96f64.powf(0.004 * (t + 1.0)));
+                let u_prod_t = self.u_product * u_t;
+                s.u_t = u_t as f32;
+                s.u_t_1 = u_t_1 as f32;
+                s.u_prod_t = u_prod_t as f32;
+                s.u_prod_t_1 = (u_prod_t * u_t_1) as f32;
+                s.b2_power = (beta_2 as f64).powf(t) as f32;
+            }
+            _ => {}
+        }
+        s
+    }
+
+    /// Clips, decays and updates parameter tensor `i`.
+    pub(crate) fn update_tensor(
+        &mut self,
+        i: usize,
+        p: &mut [f32],
+        g: &mut [f32],
+        global_norm: Option<f32>,
+    ) {
+        // 1. clip
+        if let Some(c) = self.clipnorm {
+            let n = sum_squares(g).sqrt() as f32;
+            if n > c {
+                let f = c / n;
+                g.iter_mut().for_each(|v| *v *= f);
+            }
+        } else if let (Some(c), Some(n)) = (self.global_clipnorm, global_norm) {
+            if n > c {
+                let f = c / n;
+                g.iter_mut().for_each(|v| *v *= f);
+            }
+        } else if let Some(c) = self.clipvalue {
+            g.iter_mut().for_each(|v| *v = v.clamp(-c, c));
+        }
+        let s = self.scalars();
+        // 2. decoupled weight decay
+        if let Some(wd) = self.weight_decay {
+            if wd > 0.0 {
+                let f = wd * s.lr;
+                p.iter_mut().for_each(|w| *w -= *w * f);
+            }
+        }
+        // 3. the rule's update
+        let k = self.rule.slots();
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, Vec::new());
+        }
+        if self.slots[i].len() != p.len() * k {
+            let mut init = vec![0.0f32; p.len() * k];
+            if let Rule::Adagrad {
+                initial_accumulator_value,
+                ..
+            } = self.rule
+            {
+                init.fill(initial_accumulator_value);
+            }
+            self.slots[i] = init;
+        }
+        let rule = self.rule;
+        let slots = &mut self.slots[i];
+        if k == 0 {
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(pc, gc)| update_chunk(rule, s, pc, gc, &mut []));
+        } else {
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(slots.par_chunks_mut(CHUNK * k))
+                .for_each(|((pc, gc), sc)| update_chunk(rule, s, pc, gc, sc));
+        }
+    }
+
+    /// End of a step: `iterations += 1` (and Nadam's momentum product).
+    pub(crate) fn finish_step(&mut self) {
+        if let Rule::Nadam { .. } = self.rule {
+            self.u_product = self.scalars().u_prod_t as f64;
+        }
+        self.iterations += 1;
+    }
+}
+
+fn sum_squares(g: &[f32]) -> f64 {
+    g.iter().map(|&v| (v as f64) * (v as f64)).sum()
+}
+
+/// The rule's arithmetic over one chunk; `s` holds the slots interleaved.
+#[inline]
+fn update_chunk(rule: Rule, sc: StepScalars, p: &mut [f32], g: &[f32], s: &mut [f32]) {
+    let lr = sc.lr;
+    match rule {
+        Rule::Sgd { momentum, nesterov } => {
+            if momentum > 0.0 {
+                for ((w, &gi), m) in p.iter_mut().zip(g).zip(s.iter_mut()) {
+                    *m = momentum * *m - lr * gi;
+                    if nesterov {
+                        *w += momentum * *m - lr * gi;
+                    } else {
+                        *w += *m;
+                    }
+                }
+            } else {
+                for (w, &gi) in p.iter_mut().zip(g) {
+                    *w -= lr * gi;
+                }
+            }
+        }
+        Rule::RmsProp {
+            rho,
+            momentum,
+            epsilon,
+            centered,
+        } => {
+            let k = 1 + (momentum > 0.0) as usize + centered as usize;
+            for ((w, &gi), st) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(k)) {
+                st[0] = rho * st[0] + (1.0 - rho) * gi * gi;
+                let denom = if centered {
+                    let a = &mut st[k - 1];
+                    *a = rho * *a + (1.0 - rho) * gi;
+                    st[0] - st[k - 1] * st[k - 1] + epsilon
+                } else {
+                    st[0] + epsilon
+                };
+                let inc = lr * gi / denom.sqrt();
+                if momentum > 0.0 {
+                    st[1] = momentum * st[1] + inc;
+                    *w -= st[1];
+                } else {
+                    *w -= inc;
+                }
+            }
+        }
+        Rule::Adam {
+            beta_1,
+            beta_2,
+            epsilon,
+            amsgrad,
+        } => {
+            let k = 2 + amsgrad as usize;
+            for ((w, &gi), st) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(k)) {
+                st[0] += (gi - st[0]) * (1.0 - beta_1);
+                st[1] += (gi * gi - st[1]) * (1.0 - beta_2);
+                let v = if amsgrad {
+                    st[2] = st[2].max(st[1]);
+                    st[2]
+                } else {
+                    st[1]
+                };
+                *w -= sc.alpha * st[0] / (v.sqrt() + epsilon);
+            }
+        }
+        Rule::Adagrad { epsilon, .. } => {
+            for ((w, &gi), acc) in p.iter_mut().zip(g).zip(s.iter_mut()) {
+                *acc += gi * gi;
+                *w -= lr * gi / (*acc + epsilon).sqrt();
+            }
+        }
+        Rule::Adadelta { rho, epsilon } => {
+            for ((w, &gi), st) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(2)) {
+                st[0] = rho * st[0] + (1.0 - rho) * gi * gi;
+                let delta = -gi * (st[1] + epsilon).sqrt() / (st[0] + epsilon).sqrt();
+                st[1] = rho * st[1] + (1.0 - rho) * delta * delta;
+                *w += lr * delta;
+            }
+        }
+        Rule::Adamax {
+            beta_1,
+            beta_2,
+            epsilon,
+        } => {
+            for ((w, &gi), st) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(2)) {
+                st[0] += (gi - st[0]) * (1.0 - beta_1);
+                st[1] = (beta_2 * st[1]).max(gi.abs());
+                *w -= sc.alpha * st[0] / (st[1] + epsilon);
+            }
+        }
+        Rule::Nadam {
+            beta_1,
+            beta_2,
+            epsilon,
+        } => {
+            for ((w, &gi), st) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(2)) {
+                st[0] += (gi - st[0]) * (1.0 - beta_1);
+                st[1] += (gi * gi - st[1]) * (1.0 - beta_2);
+                let m_hat = sc.u_t_1 * st[0] / (1.0 - sc.u_prod_t_1)
+                    + (1.0 - sc.u_t) * gi / (1.0 - sc.u_prod_t);
+                let v_hat = st[1] / (1.0 - sc.b2_power);
+                *w -= lr * m_hat / (v_hat.sqrt() + epsilon);
+            }
+        }
+        Rule::Lion { beta_1, beta_2 } => {
+            for ((w, &gi), m) in p.iter_mut().zip(g).zip(s.iter_mut()) {
+                let d = beta_1 * *m + (1.0 - beta_1) * gi;
+                let sign = if d > 0.0 {
+                    1.0
+                } else if d < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                };
+                *w -= lr * sign;
+                *m = beta_2 * *m + (1.0 - beta_2) * gi;
+            }
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! Tabular data and preprocessing: CSV tables with `NA`, stratified splits, a
+//! standard scaler, a one-hot encoder and `to_categorical`, the pieces of a
+//! tidymodels-style recipe.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::error::{Error, Result};
+
+/// One-hot rows from 0-based class indices (Keras `to_categorical`). With
+/// `num_classes = None` the count is `max + 1`.
+///
+/// ```
+/// use horn::preprocessing::to_categorical;
+/// let y = to_categorical(&[0, 2, 1], None).unwrap();
+/// assert_eq!(y.row(1).to_vec(), vec![0.0, 0.0, 1.0]);
+/// assert!(to_categorical(&[3], Some(3)).is_err());
+/// ```
+pub fn to_categorical(labels: &[usize], num_classes: Option<usize>) -> Result<Array2<f32>> {
+    let k = match num_classes {
+        Some(0) => return Err(Error::arg("num_classes", "a positive integer", 0)),
+        Some(k) => k,
+        None => labels.iter().max().map_or(0, |m| m + 1),
+    };
+    let mut out = Array2::zeros((labels.len(), k));
+    for (i, &l) in labels.iter().enumerate() {
+        if l >= k {
+            return Err(Error::arg(
+                format!("labels[{i}]"),
+                format!("a class index in 0..{k}"),
+                l,
+            ));
+        }
+        out[[i, l]] = 1.0;
+    }
+    Ok(out)
+}
+
+/// A column of a [`Table`]: numbers or strings, `None` for missing values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    /// Every present value parsed as a number.
+    Numeric(Vec<Option<f64>>),
+    /// Text values.
+    Categorical(Vec<Option<String>>),
+}
+
+impl Column {
+    fn len(&self) -> usize {
+        match self {
+            Column::Numeric(v) => v.len(),
+            Column::Categorical(v) => v.len(),
+        }
+    }
+    fn is_missing(&self, i: usize) -> bool {
+        match self {
+            Column::Numeric(v) => v[i].is_none(),
+            Column::Categorical(v) => v[i].is_none(),
+        }
+    }
+    fn select(&self, rows: &[usize]) -> Column {
+        match self {
+            Column::Numeric(v) => Column::Numeric(rows.iter().map(|&r| v[r]).collect()),
+            Column::Categorical(v) => {
+                Column::Categorical(rows.iter().map(|&r| v[r].clone()).collect())
+            }
+        }
+    }
+}
+
+/// A table read from CSV, with typed columns (R's `read.csv` with `na = "NA"`).
+///
+/// ```
+/// use horn::preprocessing::Table;
+/// let t = Table::from_csv_str("a,b\n1,x\nNA,y\n3,x\n").unwrap();
+/// assert_eq!(t.nrows(), 3);
+/// let t = t.drop_na();
+/// assert_eq!(t.numeric("a").unwrap(), vec![1.0, 3.0]);
+/// assert_eq!(t.categorical("b").unwrap(), vec!["x", "x"]);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    names: Vec<String>,
+    columns: Vec<Column>,
+}
+
+impl Table {
+    /// Reads a CSV file with a header row; `NA` and empty fields are missing.
+    pub fn read_csv(path: impl AsRef<Path>) -> Result<Table> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_csv_str(&text).map_err(|e| match e {
+            Error::Data(m) => Error::format(path, m),
+            other => other,
+        })
+    }
+
+    /// Parses CSV text with a header row.
+    pub fn from_csv_str(text: &str) -> Result<Table> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(text.as_bytes());
+        let names: Vec<String> = rdr
+            .headers()
+            .map_err(|e| Error::Data(format!("bad CSV header: {e}")))?
+            .iter()
+            .map(|s| s.trim().to_string())
+            .collect();
+        if names.is_empty() || names.iter().all(|n| n.is_empty()) {
+            return Err(Error::Data("the CSV has no header".into()));
+        }
+        let mut raw: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
+        for (line, rec) in rdr.records().enumerate() {
+            let rec = rec.map_err(|e| Error::Data(format!("bad CSV record {}: {e}", line + 2)))?;
+            if rec.len() != names.len() {
+                return Err(Error::Data(format!(
+                    "CSV row {} has {} fields, the header has {}",
+                    line + 2,
+                    rec.len(),
+                    names.len()
+                )));
+            }
+            for (c, field) in rec.iter().enumerate() {
+                let f = field.trim();
+                raw[c].push(if f.is_empty() || f == "NA" {
+                    None
+                } else {
+                    Some(f.to_string())
+                });
+            }
+        }
+        let columns = raw
+            .into_iter()
+            .map(|vals| {
+                let numeric: Option<Vec<Option<f64>>> = vals
+                    .iter()
+                    .map(|v| match v {
+                        None => Some(None),
+                        Some(s) => s.parse::<f64>().ok().map(Some),
+                    })
+                    .collect();
+                match numeric {
+                    Some(n) if vals.iter().any(|v| v.is_some()) => Column::Numeric(n),
+                    _ => Column::Categorical(vals),
+                }
+            })
+            .collect();
+        Ok(Table { names, columns })
+    }
+
+    /// Number of rows.
+    pub fn nrows(&self) -> usize {
+        self.columns.first().map_or(0, |c| c.len())
+    }
+
+    /// Column names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// A column by name.
+    pub fn column(&self, name: &str) -> Result<&Column> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &self.columns[i])
+            .ok_or_else(|| {
+                Error::Data(format!(
+                    "no column `{name}`; columns: {}",
+                    self.names.join(", ")
+                ))
+            })
+    }
+
+    /// The rows without any missing value (R's `drop_na()`).
+    pub fn drop_na(&self) -> Table {
+        let keep: Vec<usize> = (0..self.nrows())
+            .filter(|&i| self.columns.iter().all(|c| !c.is_missing(i)))
+            .collect();
+        self.select_rows(&keep)
+    }
+
+    /// The given rows, in that order.
+    pub fn select_rows(&self, rows: &[usize]) -> Table {
+        Table {
+            names: self.names.clone(),
+            columns: self.columns.iter().map(|c| c.select(rows)).collect(),
+        }
+    }
+
+    /// A numeric column with no missing values.
+    pub fn numeric(&self, name: &str) -> Result<Vec<f64>> {
+        match self.column(name)? {
+            Column::Numeric(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    x.ok_or_else(|| {
+                        Error::Data(format!(
+                            "column `{name}` is missing a value in row {i}; drop_na() first"
+                        ))
+                    })
+                })
+                .collect(),
+            Column::Categorical(_) => Err(Error::Data(format!("column `{name}` is not numeric"))),
+        }
+    }
+
+    /// A text column with no missing values (numbers are given as text too).
+    pub fn categorical(&self, name: &str) -> Result<Vec<String>> {
+        let missing = |i| {
+            Error::Data(format!(
+                "column `{name}` is missing a value in row {i}; drop_na() first"
+            ))
+        };
+        match self.column(name)? {
+            Column::Categorical(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.clone().ok_or_else(|| missing(i)))
+                .collect(),
+            Column::Numeric(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.map(|f| f.to_string()).ok_or_else(|| missing(i)))
+                .collect(),
+        }
+    }
+
+    /// Numeric columns side by side as an f32 matrix (rows x columns).
+    pub fn numeric_matrix(&self, names: &[&str]) -> Result<Array2<f32>> {
+        let cols: Vec<Vec<f64>> = names
+            .iter()
+            .map(|n| self.numeric(n))
+            .collect::<Result<_>>()?;
+        Ok(Array2::from_shape_fn(
+            (self.nrows(), names.len()),
+            |(i, j)| cols[j][i] as f32,
+        ))
+    }
+}
+
+/// Train and test row indices with each class in the same proportion as in the
+/// whole data (rsample's `initial_split(strata = )`): per class,
+/// `round(n_c * test_fraction)` rows go to the test set, chosen at random with
+/// the seed. Both index lists are shuffled.
+///
+/// ```
+/// use horn::preprocessing::stratified_split;
+/// let labels = [0, 0, 0, 0, 1, 1, 1, 1];
+/// let (train, test) = stratified_split(&labels, 0.25, 7).unwrap();
+/// assert_eq!((train.len(), test.len()), (6, 2));
+/// assert_eq!(test.iter().filter(|&&i| labels[i] == 0).count(), 1);
+/// ```
+pub fn stratified_split(
+    labels: &[usize],
+    test_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    if !(test_fraction > 0.0 && test_fraction < 1.0) {
+        return Err(Error::arg(
+            "test_fraction",
+            "a number in (0, 1)",
+            test_fraction,
+        ));
+    }
+    if labels.is_empty() {
+        return Err(Error::Empty {
+            name: "labels".into(),
+        });
+    }
+    let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, &l) in labels.iter().enumerate() {
+        by_class.entry(l).or_default().push(i);
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for (_, mut idx) in by_class {
+        idx.shuffle(&mut rng);
+        let k = ((idx.len() as f64) * test_fraction).round() as usize;
+        test.extend_from_slice(&idx[..k]);
+        train.extend_from_slice(&idx[k..]);
+    }
+    if train.is_empty() || test.is_empty() {
+        return Err(Error::arg(
+            "test_fraction",
+            format!(
+                "a fraction that leaves rows on both sides ({} rows)",
+                labels.len()
+            ),
+            test_fraction,
+        ));
+    }
+    train.shuffle(&mut rng);
+    test.shuffle(&mut rng);
+    Ok((train, test))
+}
+
+/// Centers and scales columns to mean 0 and *sample* standard deviation 1
+/// (n - 1 in the denominator, as R's recipes `step_normalize`). Fit it on the
+/// training rows only, then transform both sets.
+///
+/// ```
+/// use horn::preprocessing::StandardScaler;
+/// use ndarray::array;
+/// let train = array![[1.0f32, 10.0], [3.0, 30.0]];
+/// let s = StandardScaler::fit(train.view()).unwrap();
+/// let z = s.transform(train.view()).unwrap();
+/// assert!((z[[0, 0]] + 0.70710677).abs() < 1e-6);
+/// let back = s.inverse_transform(z.view()).unwrap();
+/// assert!((back[[1, 1]] - 30.0).abs() < 1e-4);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandardScaler {
+    /// Column means of the training rows.
+    pub mean: Array1<f32>,
+    /// Column sample standard deviations (1 where a column is constant).
+    pub std: Array1<f32>,
+}
+
+impl StandardScaler {
+    /// Learns the means and standard deviations.
+    pub fn fit(x: ArrayView2<f32>) -> Result<Self> {
+        if x.nrows() < 2 {
+            return Err(Error::arg(
+                "x",
+                "at least 2 rows to estimate a standard deviation",
+                x.nrows(),
+            ));
+        }
+        crate::model::validate::check_finite(x, "x")?;
+        let n = x.nrows() as f64;
+        let mut mean = Array1::zeros(x.ncols());
+        let mut std = Array1::zeros(x.ncols());
+        for (j, col) in x.axis_iter(Axis(1)).enumerate() {
+            let m = col.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = col.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (n - 1.0);
+            mean[j] = m as f32;
+            std[j] = if var > 0.0 { var.sqrt() as f32 } else { 1.0 };
+        }
+        Ok(StandardScaler { mean, std })
+    }
+
+    fn check(&self, x: ArrayView2<f32>) -> Result<()> {
+        if x.ncols() != self.mean.len() {
+            return Err(Error::shape(
+                "StandardScaler",
+                format!("{} columns", self.mean.len()),
+                format!("{} columns", x.ncols()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `(x - mean) / std`.
+    pub fn transform(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
+        self.check(x)?;
+        Ok((&x - &self.mean) / &self.std)
+    }
+
+    /// `z * std + mean`.
+    pub fn inverse_transform(&self, z: ArrayView2<f32>) -> Result<Array2<f32>> {
+        self.check(z)?;
+        Ok(&z * &self.std + &self.mean)
+    }
+}
+
+/// One column per category seen at fit time (sorted), 1 where a row has it.
+/// A category not seen at fit time is an error, not a silent all-zero row.
+///
+/// ```
+/// use horn::preprocessing::OneHotEncoder;
+/// let enc = OneHotEncoder::fit(&["b", "a", "b"]);
+/// assert_eq!(enc.categories(), &["a", "b"]);
+/// let m = enc.transform(&["b"]).unwrap();
+/// assert_eq!(m.row(0).to_vec(), vec![0.0, 1.0]);
+/// assert!(enc.transform(&["c"]).is_err());
+/// assert_eq!(enc.inverse_transform(m.view()), vec!["b"]);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneHotEncoder {
+    categories: Vec<String>,
+}
+
+impl OneHotEncoder {
+    /// Learns the categories (sorted, unique).
+    pub fn fit<S: AsRef<str>>(values: &[S]) -> Self {
+        let mut categories: Vec<String> = values.iter().map(|v| v.as_ref().to_string()).collect();
+        categories.sort();
+        categories.dedup();
+        OneHotEncoder { categories }
+    }
+
+    /// The learned categories, in column order.
+    pub fn categories(&self) -> &[String] {
+        &self.categories
+    }
+
+    /// Index of each value's category.
+    pub fn indices<S: AsRef<str>>(&self, values: &[S]) -> Result<Vec<usize>> {
+        values
+            .iter()
+            .map(|v| {
+                let v = v.as_ref();
+                self.categories
+                    .binary_search_by(|c| c.as_str().cmp(v))
+                    .map_err(|_| {
+                        Error::Data(format!(
+                            "category `{v}` was not seen when the encoder was fitted (known: {})",
+                            self.categories.join(", ")
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    /// One-hot rows.
+    pub fn transform<S: AsRef<str>>(&self, values: &[S]) -> Result<Array2<f32>> {
+        to_categorical(&self.indices(values)?, Some(self.categories.len().max(1)))
+    }
+
+    /// The category of each row's largest entry.
+    pub fn inverse_transform(&self, rows: ArrayView2<f32>) -> Vec<String> {
+        rows.axis_iter(Axis(0))
+            .map(|r| {
+                let i = crate::metrics::argmax(r.to_slice().unwrap_or(&r.to_vec()));
+                self.categories.get(i).cloned().unwrap_or_default()
+            })
+            .collect()
+    }
+}
