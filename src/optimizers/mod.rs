@@ -213,7 +213,7 @@ impl Default for Adamax {
 }
 
 /// Nadam (Keras 3): Adam with Nesterov momentum and the momentum schedule
-/// `u_t = b1 (1 - 0.5 * 0.96^(0.004 t))`. Defaults: lr 0.001, 0.9, 0.999, 1e-7.
+/// `u_t = b1 (1 - 0.5 * 0.96^t)`. Defaults: lr 0.001, 0.9, 0.999, 1e-7.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Nadam {
     /// Step size (default 0.001).
@@ -830,8 +830,8 @@ impl Optimizer {
             }
             Rule::Nadam { beta_1, beta_2, .. } => {
                 let b1 = beta_1 as f64;
-                let u_t = b1 * (1.0 - 0.5 * 0.96f64.powf(0.004 * t));
-                let u_t_1 = b1 * (1.0 - 0.5 * 0.96f64.powf(0.004 * (t + 1.0)));
+                let u_t = b1 * (1.0 - 0.5 * 0.96f64.powf(t));
+                let u_t_1 = b1 * (1.0 - 0.5 * 0.96f64.powf(t + 1.0));
                 let u_prod_t = self.u_product * u_t;
                 s.u_t = u_t as f32;
                 s.u_t_1 = u_t_1 as f32;
