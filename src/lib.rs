@@ -119,5 +119,5 @@ pub mod prelude {
         RmsProp, Sgd,
     };
     pub use crate::regularizers::Regularizer;
-    pub use crate::{Error, EvaluateOptions, FitOptions, History, Logs, Result, Sequential};
+    pub use crate::{Error, EvaluateOptions, FitOptions, History, Logs, Sequential};
 }
