@@ -1,0 +1,34 @@
+//! Small synthetic data shared by the integration tests.
+#![allow(dead_code)]
+
+use ndarray::Array2;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// `n` rows of `d` features in three classes whose centres differ, with one-hot targets.
+pub fn blobs(n: usize, d: usize, seed: u64) -> (Array2<f32>, Array2<f32>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut x = Array2::zeros((n, d));
+    let mut y = Array2::zeros((n, 3));
+    for i in 0..n {
+        let c = rng.random_range(0..3);
+        y[[i, c]] = 1.0;
+        for j in 0..d {
+            let centre = if j % 3 == c { 1.5 } else { 0.0 };
+            x[[i, j]] = centre + rng.random_range(-1.0f32..1.0);
+        }
+    }
+    (x, y)
+}
+
+/// Bitwise fingerprint of a model's weights.
+pub fn fingerprint(model: &horn::Sequential) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for w in model.get_weights().unwrap() {
+        for v in w.iter() {
+            h ^= v.to_bits() as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
