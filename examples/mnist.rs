@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use horn::callbacks::{Callback, CallbackContext};
 use horn::datasets::mnist;
-use horn::preprocessing::to_categorical;
 use horn::prelude::*;
+use horn::preprocessing::to_categorical;
 
 struct Args {
     epochs: usize,
@@ -31,7 +31,9 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         epochs: 10,
         batch_size: 128,
-        threads: std::env::var("ANCHOR_THREADS").ok().and_then(|v| v.parse().ok()),
+        threads: std::env::var("ANCHOR_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
         seed: 1,
         json: false,
         limit: None,
@@ -42,13 +44,37 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
-            "--epochs" => a.epochs = val("--epochs")?.parse().map_err(|e| format!("--epochs: {e}"))?,
-            "--batch-size" => a.batch_size = val("--batch-size")?.parse().map_err(|e| format!("--batch-size: {e}"))?,
-            "--threads" => a.threads = Some(val("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?),
+            "--epochs" => {
+                a.epochs = val("--epochs")?
+                    .parse()
+                    .map_err(|e| format!("--epochs: {e}"))?
+            }
+            "--batch-size" => {
+                a.batch_size = val("--batch-size")?
+                    .parse()
+                    .map_err(|e| format!("--batch-size: {e}"))?
+            }
+            "--threads" => {
+                a.threads = Some(
+                    val("--threads")?
+                        .parse()
+                        .map_err(|e| format!("--threads: {e}"))?,
+                )
+            }
             "--seed" => a.seed = val("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
-            "--limit" => a.limit = Some(val("--limit")?.parse().map_err(|e| format!("--limit: {e}"))?),
+            "--limit" => {
+                a.limit = Some(
+                    val("--limit")?
+                        .parse()
+                        .map_err(|e| format!("--limit: {e}"))?,
+                )
+            }
             "--history-csv" => a.history_csv = Some(val("--history-csv")?),
-            "--verbose" => a.verbose = val("--verbose")?.parse().map_err(|e| format!("--verbose: {e}"))?,
+            "--verbose" => {
+                a.verbose = val("--verbose")?
+                    .parse()
+                    .map_err(|e| format!("--verbose: {e}"))?
+            }
             "--json" => a.json = true,
             "-h" | "--help" => {
                 println!("usage: mnist [--epochs N] [--batch-size N] [--threads N] [--seed N] [--limit N] [--history-csv FILE] [--verbose 0|1|2] [--json]");
@@ -67,11 +93,20 @@ struct EpochTimer {
 }
 
 impl Callback for EpochTimer {
-    fn on_epoch_begin(&mut self, _epoch: usize, _ctx: &mut CallbackContext<'_>) -> horn::Result<()> {
+    fn on_epoch_begin(
+        &mut self,
+        _epoch: usize,
+        _ctx: &mut CallbackContext<'_>,
+    ) -> horn::Result<()> {
         self.start = Some(Instant::now());
         Ok(())
     }
-    fn on_epoch_end(&mut self, _e: usize, _logs: &mut Logs, _ctx: &mut CallbackContext<'_>) -> horn::Result<()> {
+    fn on_epoch_end(
+        &mut self,
+        _e: usize,
+        _logs: &mut Logs,
+        _ctx: &mut CallbackContext<'_>,
+    ) -> horn::Result<()> {
         if let Some(s) = self.start {
             self.times.push(s.elapsed().as_secs_f64());
         }
@@ -83,9 +118,11 @@ fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -93,7 +130,9 @@ fn peak_rss_mib() -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     if let Some(t) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()?;
     }
 
     // dataset_mnist(), array_reshape(x, c(n, 784)) / 255, to_categorical(y, 10)
@@ -109,13 +148,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let y_test = to_categorical(&data.test.labels(), Some(10))?;
     drop(data);
 
-    let mut model = Sequential::new().seed(args.seed).input(784).dense(512, Relu).dense(10, Softmax);
-    model.compile(RmsProp::default(), CategoricalCrossentropy::default(), &[Metric::Accuracy])?;
+    let mut model = Sequential::new()
+        .seed(args.seed)
+        .input(784)
+        .dense(512, Relu)
+        .dense(10, Softmax);
+    model.compile(
+        RmsProp::default(),
+        CategoricalCrossentropy::default(),
+        &[Metric::Accuracy],
+    )?;
     if !args.json {
         println!("{}", model.summary());
     }
 
-    let mut timer = EpochTimer { start: None, times: Vec::new() };
+    let mut timer = EpochTimer {
+        start: None,
+        times: Vec::new(),
+    };
     let fit_start = Instant::now();
     let history = model.fit_with_callbacks(
         &x_train,
@@ -155,7 +205,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.json {
         let mut later: Vec<f64> = timer.times.iter().skip(1).copied().collect();
         later.sort_by(|a, b| a.total_cmp(b));
-        let median = if later.is_empty() { timer.times.first().copied().unwrap_or(0.0) } else { later[later.len() / 2] };
+        let median = if later.is_empty() {
+            timer.times.first().copied().unwrap_or(0.0)
+        } else {
+            later[later.len() / 2]
+        };
         println!(
             "{}",
             serde_json::json!({
@@ -173,8 +227,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     } else {
         println!("{history}");
-        println!("Test loss: {:.4} - test accuracy: {:.4}", scores["loss"], scores["accuracy"]);
-        println!("Fit took {fit_s:.1} s ({:.2} s per epoch)", fit_s / args.epochs.max(1) as f64);
+        println!(
+            "Test loss: {:.4} - test accuracy: {:.4}",
+            scores["loss"], scores["accuracy"]
+        );
+        println!(
+            "Fit took {fit_s:.1} s ({:.2} s per epoch)",
+            fit_s / args.epochs.max(1) as f64
+        );
     }
     Ok(())
 }

@@ -147,7 +147,7 @@ fn monitored(logs: &Logs, monitor: &str) -> Result<f32> {
 ///
 /// ```
 /// use horn::callbacks::EarlyStopping;
-/// let es = EarlyStopping { patience: 3, restore_best_weights: true, ..Default::default() };
+/// let es = EarlyStopping::default().patience(3).restore_best_weights(true);
 /// assert_eq!(es.monitor, "val_loss");
 /// ```
 #[derive(Debug, Clone)]
@@ -196,6 +196,42 @@ impl Default for EarlyStopping {
 }
 
 impl EarlyStopping {
+    /// Watches `monitor` (default `val_loss`).
+    pub fn monitor(mut self, monitor: impl Into<String>) -> Self {
+        self.monitor = monitor.into();
+        self
+    }
+    /// Smallest change that counts as an improvement (default 0).
+    pub fn min_delta(mut self, v: f32) -> Self {
+        self.min_delta = v;
+        self
+    }
+    /// Epochs without improvement before stopping (default 0).
+    pub fn patience(mut self, v: usize) -> Self {
+        self.patience = v;
+        self
+    }
+    /// Direction of improvement (default auto).
+    pub fn mode(mut self, v: Mode) -> Self {
+        self.mode = v;
+        self
+    }
+    /// A value the monitor must beat (default none).
+    pub fn baseline(mut self, v: f32) -> Self {
+        self.baseline = Some(v);
+        self
+    }
+    /// Restore the best weights at the end (default false).
+    pub fn restore_best_weights(mut self, v: bool) -> Self {
+        self.restore_best_weights = v;
+        self
+    }
+    /// Epochs to train before watching (default 0).
+    pub fn start_from_epoch(mut self, v: usize) -> Self {
+        self.start_from_epoch = v;
+        self
+    }
+
     fn improves(&self, current: f32, reference: f32) -> bool {
         let d = self.min_delta.abs();
         if self.mode.maximize(&self.monitor) {
@@ -306,6 +342,44 @@ impl Default for ReduceLrOnPlateau {
             wait: 0,
             cooldown_counter: 0,
         }
+    }
+}
+
+impl ReduceLrOnPlateau {
+    /// Watches `monitor` (default `val_loss`).
+    pub fn monitor(mut self, monitor: impl Into<String>) -> Self {
+        self.monitor = monitor.into();
+        self
+    }
+    /// Rate multiplier in `(0, 1)` (default 0.1).
+    pub fn factor(mut self, v: f32) -> Self {
+        self.factor = v;
+        self
+    }
+    /// Epochs without improvement before reducing (default 10).
+    pub fn patience(mut self, v: usize) -> Self {
+        self.patience = v;
+        self
+    }
+    /// Direction of improvement (default auto).
+    pub fn mode(mut self, v: Mode) -> Self {
+        self.mode = v;
+        self
+    }
+    /// Smallest change that counts as an improvement (default 1e-4).
+    pub fn min_delta(mut self, v: f32) -> Self {
+        self.min_delta = v;
+        self
+    }
+    /// Epochs to wait after a reduction (default 0).
+    pub fn cooldown(mut self, v: usize) -> Self {
+        self.cooldown = v;
+        self
+    }
+    /// Lower bound on the rate (default 0).
+    pub fn min_lr(mut self, v: f32) -> Self {
+        self.min_lr = v;
+        self
     }
 }
 

@@ -7,10 +7,33 @@ use horn::prelude::*;
 
 fn train() -> (u64, Vec<f32>) {
     let (x, y) = common::blobs(600, 96, 3);
-    let mut model = Sequential::new().seed(11).input(96).dense(256, Relu).dropout(0.2).dense(128, Tanh).dense(3, Softmax);
-    model.compile(RmsProp::default(), CategoricalCrossentropy::default(), &[Metric::Accuracy]).unwrap();
+    let mut model = Sequential::new()
+        .seed(11)
+        .input(96)
+        .dense(256, Relu)
+        .dropout(0.2)
+        .dense(128, Tanh)
+        .dense(3, Softmax);
+    model
+        .compile(
+            RmsProp::default(),
+            CategoricalCrossentropy::default(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
     let h = model
-        .fit(&x, &y, FitOptions { epochs: 3, batch_size: 256, validation_split: 0.2, seed: Some(5), verbose: 0, ..Default::default() })
+        .fit(
+            &x,
+            &y,
+            FitOptions {
+                epochs: 3,
+                batch_size: 256,
+                validation_split: 0.2,
+                seed: Some(5),
+                verbose: 0,
+                ..Default::default()
+            },
+        )
         .unwrap();
     let mut hist = h.get("loss").unwrap().to_vec();
     hist.extend_from_slice(h.get("val_loss").unwrap());
@@ -19,8 +42,16 @@ fn train() -> (u64, Vec<f32>) {
 
 #[test]
 fn same_result_on_one_and_four_threads() {
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(train);
-    let four = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap().install(train);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(train);
+    let four = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap()
+        .install(train);
     assert_eq!(one.0, four.0, "weights differ between 1 and 4 threads");
     assert_eq!(
         one.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -28,9 +59,34 @@ fn same_result_on_one_and_four_threads() {
     );
     // A different seed gives different weights: the fingerprint is sensitive.
     let (x, y) = common::blobs(600, 96, 3);
-    let mut other = Sequential::new().seed(12).input(96).dense(256, Relu).dropout(0.2).dense(128, Tanh).dense(3, Softmax);
-    other.compile(RmsProp::default(), CategoricalCrossentropy::default(), &[Metric::Accuracy]).unwrap();
-    other.fit(&x, &y, FitOptions { epochs: 3, batch_size: 256, validation_split: 0.2, seed: Some(5), verbose: 0, ..Default::default() }).unwrap();
+    let mut other = Sequential::new()
+        .seed(12)
+        .input(96)
+        .dense(256, Relu)
+        .dropout(0.2)
+        .dense(128, Tanh)
+        .dense(3, Softmax);
+    other
+        .compile(
+            RmsProp::default(),
+            CategoricalCrossentropy::default(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+    other
+        .fit(
+            &x,
+            &y,
+            FitOptions {
+                epochs: 3,
+                batch_size: 256,
+                validation_split: 0.2,
+                seed: Some(5),
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_ne!(common::fingerprint(&other), one.0);
 }
 
@@ -41,7 +97,10 @@ fn child_print_fingerprint() {
         return;
     }
     let (fp, hist) = train();
-    println!("FINGERPRINT {fp} {:?}", hist.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    println!(
+        "FINGERPRINT {fp} {:?}",
+        hist.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -49,13 +108,21 @@ fn rayon_num_threads_env_1_vs_2() {
     let exe = std::env::current_exe().unwrap();
     let run = |threads: &str| {
         let out = std::process::Command::new(&exe)
-            .args(["--exact", "child_print_fingerprint", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "child_print_fingerprint",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("HORN_DETERMINISM_CHILD", "1")
             .env("RAYON_NUM_THREADS", threads)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let at = text.find("FINGERPRINT").unwrap_or_else(|| panic!("no fingerprint in {text}"));
+        let at = text
+            .find("FINGERPRINT")
+            .unwrap_or_else(|| panic!("no fingerprint in {text}"));
         text[at..].lines().next().unwrap().to_string()
     };
     assert_eq!(run("1"), run("2"));

@@ -7,10 +7,36 @@ use horn::prelude::*;
 use ndarray::{Array2, ArrayD};
 
 /// Analytic gradient from one full-batch SGD step with learning rate 1.
-fn analytic(model: &mut Sequential, loss: Loss, x: &Array2<f32>, y: &Array2<f32>) -> Vec<ArrayD<f32>> {
-    model.compile(Sgd { learning_rate: 1.0, ..Default::default() }, loss, &[] as &[Metric]).unwrap();
+fn analytic(
+    model: &mut Sequential,
+    loss: Loss,
+    x: &Array2<f32>,
+    y: &Array2<f32>,
+) -> Vec<ArrayD<f32>> {
+    model
+        .compile(
+            Sgd {
+                learning_rate: 1.0,
+                ..Default::default()
+            },
+            loss,
+            &[] as &[Metric],
+        )
+        .unwrap();
     let before = model.get_weights().unwrap();
-    model.fit(x, y, FitOptions { epochs: 1, batch_size: x.nrows(), shuffle: false, verbose: 0, ..Default::default() }).unwrap();
+    model
+        .fit(
+            x,
+            y,
+            FitOptions {
+                epochs: 1,
+                batch_size: x.nrows(),
+                shuffle: false,
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let after = model.get_weights().unwrap();
     model.set_weights(&before).unwrap();
     before.iter().zip(&after).map(|(b, a)| b - a).collect()
@@ -51,17 +77,27 @@ fn every_activation_backpropagates_correctly() {
     for name in Activation::NAMES.split(", ") {
         let act: Activation = name.parse().unwrap();
         // Keep inputs of relu-like kinks away from 0 by a random init; exponential stays small.
-        let model = Sequential::new().seed(7).input(4).dense(5, act).dense(3, Linear);
+        let model = Sequential::new()
+            .seed(7)
+            .input(4)
+            .dense(5, act)
+            .dense(3, Linear);
         check(model, Loss::MeanSquaredError, &x, &y, name);
     }
-    let approx = Sequential::new().seed(7).input(4).dense(5, Gelu { approximate: true }).dense(3, Linear);
+    let approx = Sequential::new()
+        .seed(7)
+        .input(4)
+        .dense(5, Gelu { approximate: true })
+        .dense(3, Linear);
     check(approx, Loss::MeanSquaredError, &x, &y, "gelu approximate");
 }
 
 #[test]
 fn every_loss_backpropagates_correctly() {
     let (x, onehot) = common::blobs(10, 4, 2);
-    let sparse = Array2::from_shape_fn((10, 1), |(i, _)| (0..3).find(|&c| onehot[[i, c]] == 1.0).unwrap() as f32);
+    let sparse = Array2::from_shape_fn((10, 1), |(i, _)| {
+        (0..3).find(|&c| onehot[[i, c]] == 1.0).unwrap() as f32
+    });
     let soft = onehot.mapv(|v| v * 0.8 + 0.2 / 3.0);
     let binary = Array2::from_shape_fn((10, 3), |(i, j)| ((i * 3 + j) % 2) as f32);
     let real = Array2::from_shape_fn((10, 3), |(i, j)| 0.2 + ((i + 2 * j) % 5) as f32 * 0.4);
@@ -69,15 +105,47 @@ fn every_loss_backpropagates_correctly() {
     let soft_binary = binary.mapv(|v| v * 0.5 + 0.25);
     let cases: Vec<(Loss, Activation, &Array2<f32>)> = vec![
         (CategoricalCrossentropy::default().into(), Softmax, &onehot),
-        (CategoricalCrossentropy { from_logits: false, label_smoothing: 0.1 }.into(), Softmax, &onehot),
+        (
+            CategoricalCrossentropy {
+                from_logits: false,
+                label_smoothing: 0.1,
+            }
+            .into(),
+            Softmax,
+            &onehot,
+        ),
         (CategoricalCrossentropy::default().into(), Sigmoid, &soft),
-        (CategoricalCrossentropy { from_logits: true, label_smoothing: 0.0 }.into(), Linear, &onehot),
-        (SparseCategoricalCrossentropy::default().into(), Softmax, &sparse),
-        (SparseCategoricalCrossentropy { from_logits: true }.into(), Linear, &sparse),
+        (
+            CategoricalCrossentropy {
+                from_logits: true,
+                label_smoothing: 0.0,
+            }
+            .into(),
+            Linear,
+            &onehot,
+        ),
+        (
+            SparseCategoricalCrossentropy::default().into(),
+            Softmax,
+            &sparse,
+        ),
+        (
+            SparseCategoricalCrossentropy { from_logits: true }.into(),
+            Linear,
+            &sparse,
+        ),
         (BinaryCrossentropy::default().into(), Sigmoid, &binary),
         (BinaryCrossentropy::default().into(), Sigmoid, &soft_binary),
         (BinaryCrossentropy::default().into(), HardSigmoid, &binary),
-        (BinaryCrossentropy { from_logits: true, label_smoothing: 0.1 }.into(), Linear, &binary),
+        (
+            BinaryCrossentropy {
+                from_logits: true,
+                label_smoothing: 0.1,
+            }
+            .into(),
+            Linear,
+            &binary,
+        ),
         (Loss::MeanSquaredError, Linear, &real),
         (Loss::MeanAbsoluteError, Linear, &real),
         (Loss::MeanAbsolutePercentageError, Linear, &real),
@@ -92,7 +160,11 @@ fn every_loss_backpropagates_correctly() {
         (Loss::CosineSimilarity, Linear, &real),
     ];
     for (loss, act, y) in cases {
-        let model = Sequential::new().seed(3).input(4).dense(6, Tanh).dense(3, act);
+        let model = Sequential::new()
+            .seed(3)
+            .input(4)
+            .dense(6, Tanh)
+            .dense(3, act);
         check(model, loss, &x, y, &format!("{} after {act}", loss.name()));
     }
 }
