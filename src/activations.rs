@@ -458,6 +458,7 @@ fn chunk_len(len: usize, cols: usize) -> usize {
 
 /// The error function, to about 1e-15 relative error (W. J. Cody's rational
 /// approximations, as used by most libm implementations).
+#[allow(clippy::excessive_precision)]
 pub(crate) fn erf(x: f64) -> f64 {
     if x.is_nan() {
         return x;

@@ -388,7 +388,7 @@ impl Callback for ReduceLrOnPlateau {
         if !(self.factor > 0.0 && self.factor < 1.0) {
             return Err(Error::arg("factor", "a number in (0, 1)", self.factor));
         }
-        if !(self.min_lr >= 0.0) {
+        if self.min_lr.is_nan() || self.min_lr < 0.0 {
             return Err(Error::arg("min_lr", "a non-negative number", self.min_lr));
         }
         self.best = if self.mode.maximize(&self.monitor) {
@@ -603,6 +603,7 @@ impl Callback for CsvLogger {
 }
 
 type EpochFn<'f> = Box<dyn FnMut(usize, &Logs) + 'f>;
+type TrainEndFn<'f> = Box<dyn FnMut(&Logs) + 'f>;
 
 /// A callback made of closures (Keras `LambdaCallback`).
 ///
@@ -617,7 +618,7 @@ pub struct LambdaCallback<'f> {
     epoch_begin: Option<Box<dyn FnMut(usize) + 'f>>,
     epoch_end: Option<EpochFn<'f>>,
     batch_end: Option<EpochFn<'f>>,
-    train_end: Option<Box<dyn FnMut(&Logs) + 'f>>,
+    train_end: Option<TrainEndFn<'f>>,
 }
 
 impl<'f> LambdaCallback<'f> {

@@ -104,7 +104,7 @@ impl FromStr for Initializer {
 }
 
 /// Keras' correction for a normal truncated at two standard deviations.
-const TRUNC_STD: f32 = 0.879_625_66;
+const TRUNC_STD: f32 = 0.879_625_7;
 
 /// `(fan_in, fan_out)` as Keras' `compute_fans` gives them.
 pub fn compute_fans(shape: &[usize]) -> (f32, f32) {
@@ -126,10 +126,10 @@ impl Initializer {
     /// Checks the parameters.
     pub fn validate(&self) -> Result<()> {
         match *self {
-            Initializer::RandomUniform { minval, maxval } if !(minval <= maxval) => Err(
+            Initializer::RandomUniform { minval, maxval } if minval.is_nan() || maxval.is_nan() || minval > maxval => Err(
                 Error::arg("maxval", format!("a number >= minval ({minval})"), maxval),
             ),
-            Initializer::RandomNormal { stddev, .. } if !(stddev >= 0.0) => {
+            Initializer::RandomNormal { stddev, .. } if stddev.is_nan() || stddev < 0.0 => {
                 Err(Error::arg("stddev", "a non-negative number", stddev))
             }
             _ => Ok(()),

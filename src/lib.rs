@@ -60,6 +60,7 @@
 //! 4. runs each layer backward (`dK = x^T dz`, `db = sum dz`, `dx = dz K^T`);
 //! 5. applies the optimizer: clipping, weight decay, then the update rule in one
 //!    pass over each tensor and its interleaved slot variables.
+//!
 //! A partial last batch uses the first rows of the same buffers: nothing is
 //! allocated per batch in steady state.
 //!

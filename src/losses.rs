@@ -324,6 +324,7 @@ impl Loss {
     /// when `logits` is given for a fused loss, `d l_i / d logits`).
     ///
     /// All arrays are in standard layout, one row per sample.
+    #[allow(clippy::needless_range_loop)]
     pub(crate) fn per_sample(
         &self,
         pred: ArrayView2<f32>,

@@ -124,8 +124,8 @@ fn bad_fit_options() {
     // One row: floor(1 * 0.5) = 0 rows left for training.
     let e = msg(m
         .fit(
-            &x.slice(ndarray::s![..1, ..]),
-            &y.slice(ndarray::s![..1, ..]),
+            x.slice(ndarray::s![..1, ..]),
+            y.slice(ndarray::s![..1, ..]),
             FitOptions {
                 validation_split: 0.5,
                 ..quiet()

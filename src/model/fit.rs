@@ -34,6 +34,9 @@ use crate::layers::ForwardContext;
 use crate::losses::Loss;
 use crate::metrics::{argmax, MetricState};
 
+/// Inputs and targets, side by side.
+type XyView<'a> = (ArrayView2<'a, f32>, ArrayView2<'a, f32>);
+
 /// Options of [`Sequential::fit`], with Keras' names and defaults.
 ///
 /// ```
@@ -195,7 +198,7 @@ impl Sequential {
         }
 
         // Validation rows: explicit data, or the last fraction before shuffling.
-        let (n_train, val): (usize, Option<(ArrayView2<f32>, ArrayView2<f32>)>) = if let Some((
+        let (n_train, val): (usize, Option<XyView>) = if let Some((
             vx,
             vy,
         )) =

@@ -166,7 +166,8 @@ impl Sequential {
         self.add(ActivationLayer::new(activation))
     }
 
-    /// Adds any layer, built-in or your own.
+    /// Adds any layer, built-in or your own (Keras `model.add`).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, layer: impl Layer + 'static) -> Self {
         let base = snake_case(layer.class_name());
         let count = self

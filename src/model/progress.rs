@@ -85,11 +85,7 @@ impl Progress {
     fn bar(&self, current: usize) -> String {
         let digits = self.steps.to_string().len();
         let mut s = format!("{current:>digits$}/{} [", self.steps);
-        let filled = if self.steps > 0 {
-            WIDTH * current / self.steps
-        } else {
-            WIDTH
-        };
+        let filled = (WIDTH * current).checked_div(self.steps).unwrap_or(WIDTH);
         if filled > 0 {
             s.push_str(&"=".repeat(filled - 1));
             s.push(if current < self.steps { '>' } else { '=' });
