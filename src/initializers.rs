@@ -126,9 +126,15 @@ impl Initializer {
     /// Checks the parameters.
     pub fn validate(&self) -> Result<()> {
         match *self {
-            Initializer::RandomUniform { minval, maxval } if minval.is_nan() || maxval.is_nan() || minval > maxval => Err(
-                Error::arg("maxval", format!("a number >= minval ({minval})"), maxval),
-            ),
+            Initializer::RandomUniform { minval, maxval }
+                if minval.is_nan() || maxval.is_nan() || minval > maxval =>
+            {
+                Err(Error::arg(
+                    "maxval",
+                    format!("a number >= minval ({minval})"),
+                    maxval,
+                ))
+            }
             Initializer::RandomNormal { stddev, .. } if stddev.is_nan() || stddev < 0.0 => {
                 Err(Error::arg("stddev", "a non-negative number", stddev))
             }

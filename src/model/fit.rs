@@ -198,12 +198,7 @@ impl Sequential {
         }
 
         // Validation rows: explicit data, or the last fraction before shuffling.
-        let (n_train, val): (usize, Option<XyView>) = if let Some((
-            vx,
-            vy,
-        )) =
-            &o.validation_data
-        {
+        let (n_train, val): (usize, Option<XyView>) = if let Some((vx, vy)) = &o.validation_data {
             validate::check_inputs(vx.view(), input_dim, "validation_data.x")?;
             validate::check_targets(&loss, vy.view(), out_dim, "validation_data.y")?;
             validate::check_rows(
