@@ -42,8 +42,14 @@ impl<'a> CallbackContext<'a> {
         self.stop = true;
     }
 
-    pub(crate) fn stop_requested(&self) -> bool {
+    /// Whether a callback asked to stop.
+    pub fn stop_requested(&self) -> bool {
         self.stop
+    }
+
+    /// A context for driving callbacks by hand from a training loop of your own.
+    pub fn manual(model: &'a mut Sequential) -> Self {
+        Self::new(model)
     }
 }
 
@@ -677,6 +683,119 @@ impl Callback for LambdaCallback<'_> {
         if let Some(f) = &mut self.train_end {
             f(logs);
         }
+        Ok(())
+    }
+}
+
+/// Saves the model (or only its weights) after epochs (Keras `ModelCheckpoint`).
+///
+/// `filepath` may hold Keras placeholders: `{epoch}` / `{epoch:02d}` (1-based, as
+/// Keras), and any log key as `{val_loss}` or `{val_loss:.4f}`. Keras defaults:
+/// monitor `val_loss`, save_best_only false, save_weights_only false, mode auto.
+///
+/// ```
+/// use horn::callbacks::ModelCheckpoint;
+/// let cp = ModelCheckpoint::new("model-{epoch:02d}-{val_loss:.3f}.safetensors").save_best_only(true);
+/// assert_eq!(cp.monitor, "val_loss");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ModelCheckpoint {
+    /// Path template.
+    pub filepath: String,
+    /// The logged value compared with `save_best_only`.
+    pub monitor: String,
+    /// Save only when the monitored value improves.
+    pub save_best_only: bool,
+    /// Write weights only ([`Sequential::save_weights`]) instead of the whole model.
+    pub save_weights_only: bool,
+    /// Whether lower or higher is better.
+    pub mode: Mode,
+    /// Paths written so far.
+    pub saved: Vec<PathBuf>,
+    best: Option<f32>,
+}
+
+impl ModelCheckpoint {
+    /// A checkpoint writing to `filepath` after every epoch.
+    pub fn new(filepath: impl Into<String>) -> Self {
+        ModelCheckpoint {
+            filepath: filepath.into(),
+            monitor: "val_loss".into(),
+            save_best_only: false,
+            save_weights_only: false,
+            mode: Mode::Auto,
+            saved: Vec::new(),
+            best: None,
+        }
+    }
+    /// Watches `monitor` (default `val_loss`).
+    pub fn monitor(mut self, monitor: impl Into<String>) -> Self {
+        self.monitor = monitor.into();
+        self
+    }
+    /// Save only improvements (default false).
+    pub fn save_best_only(mut self, v: bool) -> Self {
+        self.save_best_only = v;
+        self
+    }
+    /// Save weights only (default false).
+    pub fn save_weights_only(mut self, v: bool) -> Self {
+        self.save_weights_only = v;
+        self
+    }
+    /// Direction of improvement (default auto).
+    pub fn mode(mut self, v: Mode) -> Self {
+        self.mode = v;
+        self
+    }
+
+    /// The path for an epoch, placeholders filled in.
+    pub fn path_for(&self, epoch: usize, logs: &Logs) -> PathBuf {
+        let mut p = self
+            .filepath
+            .replace("{epoch:02d}", &format!("{:02}", epoch + 1));
+        p = p.replace("{epoch}", &(epoch + 1).to_string());
+        for (k, v) in logs.iter() {
+            p = p.replace(&format!("{{{k}}}"), &v.to_string());
+            for d in 0..=8 {
+                p = p.replace(&format!("{{{k}:.{d}f}}"), &format!("{v:.d$}"));
+            }
+        }
+        PathBuf::from(p)
+    }
+}
+
+impl Callback for ModelCheckpoint {
+    fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.best = None;
+        Ok(())
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &mut Logs,
+        ctx: &mut CallbackContext<'_>,
+    ) -> Result<()> {
+        if self.save_best_only {
+            let current = monitored(logs, &self.monitor)?;
+            let better = match self.best {
+                None => true,
+                Some(b) if self.mode.maximize(&self.monitor) => current > b,
+                Some(b) => current < b,
+            };
+            if !better {
+                return Ok(());
+            }
+            self.best = Some(current);
+        }
+        let path = self.path_for(epoch, logs);
+        if self.save_weights_only {
+            ctx.model().save_weights(&path)?;
+        } else {
+            ctx.model().save(&path)?;
+        }
+        self.saved.push(path);
         Ok(())
     }
 }

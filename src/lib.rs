@@ -106,7 +106,7 @@ pub mod prelude {
     pub use crate::activations::GELU;
     pub use crate::callbacks::{
         Callback, CallbackContext, CsvLogger, EarlyStopping, LambdaCallback, LearningRateScheduler,
-        ReduceLrOnPlateau, TerminateOnNaN,
+        ModelCheckpoint, ReduceLrOnPlateau, TerminateOnNaN,
     };
     pub use crate::initializers::Initializer;
     pub use crate::layers::{ActivationLayer, Dense, Dropout, Layer};
