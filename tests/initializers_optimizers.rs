@@ -103,11 +103,11 @@ fn lion_matches_the_formula() {
     // Step 1 (m = 0): w = 1 - 0.001 * sign(0.1 * 0.5) = 0.999; m = 0.01 * 0.5 = 0.005.
     // Step 2 with g = -0.2: d = 0.9 * 0.005 + 0.1 * (-0.2) = -0.0155 -> w = 0.999 + 0.001 = 1.0.
     let mut opt = Optimizer::from(Lion::default());
-    let mut w = vec![1.0f32];
-    opt.apply(&mut [&mut w[..]], &mut [&mut vec![0.5f32][..]])
+    let mut w = [1.0f32];
+    opt.apply(&mut [&mut w[..]], &mut [&mut [0.5f32][..]])
         .unwrap();
     assert!((w[0] - 0.999).abs() < 1e-7);
-    opt.apply(&mut [&mut w[..]], &mut [&mut vec![-0.2f32][..]])
+    opt.apply(&mut [&mut w[..]], &mut [&mut [-0.2f32][..]])
         .unwrap();
     assert!((w[0] - 1.0).abs() < 1e-7);
 }
@@ -120,8 +120,8 @@ fn clipvalue_and_global_clipnorm_follow_keras_order() {
         ..Default::default()
     })
     .with_clipvalue(0.5);
-    let mut w = vec![1.0f32];
-    opt.apply(&mut [&mut w[..]], &mut [&mut vec![3.0f32][..]])
+    let mut w = [1.0f32];
+    opt.apply(&mut [&mut w[..]], &mut [&mut [3.0f32][..]])
         .unwrap();
     assert!((w[0] - 0.95).abs() < 1e-7);
     // global_clipnorm 1 on gradients (3) and (4): norm 5 -> (0.6) and (0.8).
@@ -130,10 +130,10 @@ fn clipvalue_and_global_clipnorm_follow_keras_order() {
         ..Default::default()
     })
     .with_global_clipnorm(1.0);
-    let (mut a, mut b) = (vec![0.0f32], vec![0.0f32]);
+    let (mut a, mut b) = ([0.0f32], [0.0f32]);
     opt.apply(
         &mut [&mut a[..], &mut b[..]],
-        &mut [&mut vec![3.0f32][..], &mut vec![4.0f32][..]],
+        &mut [&mut [3.0f32][..], &mut [4.0f32][..]],
     )
     .unwrap();
     assert!((a[0] + 0.6).abs() < 1e-6 && (b[0] + 0.8).abs() < 1e-6);
@@ -143,8 +143,8 @@ fn clipvalue_and_global_clipnorm_follow_keras_order() {
         ..Default::default()
     })
     .with_weight_decay(0.1);
-    let mut w = vec![1.0f32];
-    opt.apply(&mut [&mut w[..]], &mut [&mut vec![0.0f32][..]])
+    let mut w = [1.0f32];
+    opt.apply(&mut [&mut w[..]], &mut [&mut [0.0f32][..]])
         .unwrap();
     assert!((w[0] - 0.95).abs() < 1e-7);
 }
@@ -189,9 +189,9 @@ fn schedules_match_the_formulas() {
     // A schedule drives the optimizer's rate by step.
     let mut opt = Optimizer::from(Sgd::default()).with_schedule(pw);
     assert!(opt.set_learning_rate(0.3).is_err());
-    let mut w = vec![0.0f32];
+    let mut w = [0.0f32];
     for _ in 0..12 {
-        opt.apply(&mut [&mut w[..]], &mut [&mut vec![1.0f32][..]])
+        opt.apply(&mut [&mut w[..]], &mut [&mut [1.0f32][..]])
             .unwrap();
     }
     // 11 steps at 1.0 (steps 0..=10) and one at 0.5.
