@@ -282,9 +282,9 @@ impl MetricState {
         let w = |i: usize| weights.map_or(1.0, |w| w[i] as f64);
         for i in 0..y_pred.nrows() {
             let p = y_pred.row(i);
-            let p = p.to_slice().expect("standard layout");
+            let p = p.to_slice().expect("standard layout: converted above");
             let t = y_true.row(i);
-            let t = t.to_slice().expect("standard layout");
+            let t = t.to_slice().expect("standard layout: converted above");
             let wi = w(i);
             let value: Option<f64> = match self.metric {
                 Metric::Accuracy | Metric::CategoricalAccuracy => {
