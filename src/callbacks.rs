@@ -120,6 +120,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The starting "best" value: worse than anything the monitor can report.
+    fn worst(self, monitor: &str) -> f32 {
+        if self.maximize(monitor) {
+            f32::NEG_INFINITY
+        } else {
+            f32::INFINITY
+        }
+    }
+
     fn maximize(self, monitor: &str) -> bool {
         match self {
             Mode::Max => true,
@@ -257,11 +266,7 @@ impl Callback for EarlyStopping {
         self.stopped_epoch = 0;
         self.best_epoch = 0;
         self.best_weights = None;
-        self.best = if self.mode.maximize(&self.monitor) {
-            f32::NEG_INFINITY
-        } else {
-            f32::INFINITY
-        };
+        self.best = self.mode.worst(&self.monitor);
         Ok(())
     }
 
@@ -397,11 +402,7 @@ impl Callback for ReduceLrOnPlateau {
         if self.min_lr.is_nan() || self.min_lr < 0.0 {
             return Err(Error::arg("min_lr", "a non-negative number", self.min_lr));
         }
-        self.best = if self.mode.maximize(&self.monitor) {
-            f32::NEG_INFINITY
-        } else {
-            f32::INFINITY
-        };
+        self.best = self.mode.worst(&self.monitor);
         self.wait = 0;
         self.cooldown_counter = 0;
         Ok(())

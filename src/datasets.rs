@@ -32,9 +32,9 @@ impl MnistSplit {
     /// ```
     pub fn flat_scaled(&self) -> Array2<f32> {
         let (n, h, w) = self.x.dim();
-        let flat = self.x.as_standard_layout();
-        let v: Vec<f32> = flat.iter().map(|&p| p as f32 / 255.0).collect();
-        Array2::from_shape_vec((n, h * w), v).expect("n * h * w values")
+        Array2::from_shape_fn((n, h * w), |(i, j)| {
+            self.x[[i, j / w, j % w]] as f32 / 255.0
+        })
     }
 
     /// Labels as `usize` class indices.

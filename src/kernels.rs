@@ -67,3 +67,17 @@ fn block_len(len: usize) -> usize {
     let blocks = len.div_ceil(BLOCK).min(16);
     len.div_ceil(blocks).next_multiple_of(16)
 }
+
+/// The values of a row-major block. Every block the model hands to a layer or a
+/// loss is a view of one of its own contiguous workspace buffers (the documented
+/// `Layer` contract), so a strided view here is a bug in the caller, not bad data.
+pub(crate) fn values(a: ArrayView2<'_, f32>) -> &'_ [f32] {
+    a.to_slice()
+        .expect("Layer contract: blocks are standard-layout views")
+}
+
+/// Mutable values of a row-major block; see [`values`].
+pub(crate) fn values_mut(a: ArrayViewMut2<'_, f32>) -> &'_ mut [f32] {
+    a.into_slice()
+        .expect("Layer contract: blocks are standard-layout views")
+}

@@ -324,29 +324,29 @@ impl Loss {
     /// when `logits` is given for a fused loss, `d l_i / d logits`).
     ///
     /// All arrays are in standard layout, one row per sample.
-    #[allow(clippy::needless_range_loop)]
     pub(crate) fn per_sample(
         &self,
         pred: ArrayView2<f32>,
         truth: ArrayView2<f32>,
         logits: Option<ArrayView2<f32>>,
         losses: &mut [f32],
-        mut grad: Option<ArrayViewMut2<f32>>,
+        grad: Option<ArrayViewMut2<f32>>,
     ) {
+        use crate::kernels::{values, values_mut};
         let c = pred.ncols();
+        if c == 0 {
+            return;
+        }
         let cf = c as f32;
-        for i in 0..pred.nrows() {
-            let p = pred.row(i);
-            let p = p.as_slice().expect("standard layout");
-            let t = truth.row(i);
-            let t = t.as_slice().expect("standard layout");
-            let g = grad
-                .as_mut()
-                .map(|g| g.row_mut(i).into_slice().expect("standard layout"));
-            let z = logits
-                .as_ref()
-                .map(|z| z.row(i).to_slice().expect("standard layout"));
-            losses[i] = self.row(p, t, z, g, c, cf);
+        let tc = truth.ncols().max(1);
+        let preds = values(pred).chunks_exact(c);
+        let truths = values(truth).chunks_exact(tc);
+        let mut grads = grad.map(|g| values_mut(g).chunks_exact_mut(c));
+        let mut zs = logits.map(|z| values(z).chunks_exact(c));
+        for ((l, p), t) in losses.iter_mut().zip(preds).zip(truths) {
+            let g = grads.as_mut().and_then(|it| it.next());
+            let z = zs.as_mut().and_then(|it| it.next());
+            *l = self.row(p, t, z, g, c, cf);
         }
     }
 

@@ -199,7 +199,8 @@ impl Sequential {
             });
         }
         let mut tensors = self.weight_tensors();
-        let compile = self.optimizer().map(|opt| {
+        let compile = self.compiled().map(|c| {
+            let opt = &c.optimizer;
             let slots = opt.slots();
             let k = opt.slots_per_weight();
             let has_state = k > 0 && !slots.is_empty();
@@ -210,8 +211,8 @@ impl Sequential {
             }
             CompileEntry {
                 optimizer: opt.clone(),
-                loss: *self.loss().expect("compiled"),
-                metrics: self.metrics().to_vec(),
+                loss: c.loss,
+                metrics: c.metrics.clone(),
                 optimizer_state: has_state,
             }
         });

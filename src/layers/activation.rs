@@ -6,6 +6,7 @@ use rand::rngs::StdRng;
 use super::{ForwardContext, Layer};
 use crate::activations::Activation;
 use crate::error::Result;
+use crate::kernels::{values, values_mut};
 use crate::saving::LayerConfig;
 
 /// An activation applied as a separate layer (Keras `Activation`).
@@ -45,9 +46,8 @@ impl Layer for ActivationLayer {
         _ctx: &mut ForwardContext<'_>,
     ) {
         let cols = x.ncols();
-        let xs = x.to_slice().expect("workspace buffers are contiguous");
-        let ys = y.as_slice_mut().expect("workspace buffers are contiguous");
-        self.activation.forward(xs, ys, cols);
+        self.activation
+            .forward(values(x), values_mut(y.view_mut()), cols);
     }
 
     fn backward(
@@ -62,10 +62,8 @@ impl Layer for ActivationLayer {
     ) {
         let cols = x.ncols();
         if !dy_is_preactivation {
-            let xs = x.to_slice().expect("workspace buffers are contiguous");
-            let ys = y.to_slice().expect("workspace buffers are contiguous");
-            let ds = dy.as_slice_mut().expect("workspace buffers are contiguous");
-            self.activation.backward(xs, ys, ds, cols);
+            self.activation
+                .backward(values(x), values(y), values_mut(dy.view_mut()), cols);
         }
         if let Some(mut dx) = dx {
             dx.assign(&dy);

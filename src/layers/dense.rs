@@ -9,7 +9,7 @@ use super::{ForwardContext, Layer, ParamView};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
-use crate::kernels::gemm;
+use crate::kernels::{gemm, values, values_mut};
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
 
@@ -101,11 +101,20 @@ impl Dense {
         self.kernel.view()
     }
 
+    /// The kernel's values, row-major.
+    fn kernel_values(&self) -> &[f32] {
+        self.kernel.as_slice().expect(KERNEL_LAYOUT)
+    }
+
     /// The bias (empty without `use_bias`).
     pub fn bias(&self) -> &[f32] {
         &self.bias
     }
 }
+
+/// The kernel is only ever created by `build` (a fresh standard-layout array) and
+/// written in place, so it is always contiguous.
+const KERNEL_LAYOUT: &str = "the kernel is created contiguous by build";
 
 /// Rows per parallel task in the fused bias + activation pass.
 const ROWS_PER_TASK: usize = 32;
@@ -155,7 +164,7 @@ impl Layer for Dense {
         &self,
         x: ArrayView2<f32>,
         mut y: ArrayViewMut2<f32>,
-        mut aux: ArrayViewMut2<f32>,
+        aux: ArrayViewMut2<f32>,
         _ctx: &mut ForwardContext<'_>,
     ) {
         gemm(1.0, x, self.kernel.view(), 0.0, y.view_mut());
@@ -176,13 +185,11 @@ impl Layer for Dense {
             }
             act.forward_block(yc, units);
         };
-        let ys = y.as_slice_mut().expect("workspace buffers are contiguous");
+        let ys = values_mut(y);
         let chunk = ROWS_PER_TASK * units;
         let parallel = ys.len() >= 1 << 14;
         if keep_z {
-            let zs = aux
-                .as_slice_mut()
-                .expect("workspace buffers are contiguous");
+            let zs = values_mut(aux);
             if parallel {
                 ys.par_chunks_mut(chunk)
                     .zip(zs.par_chunks_mut(chunk))
@@ -210,15 +217,14 @@ impl Layer for Dense {
         let units = self.units;
         if !dy_is_preactivation {
             let z = aux.to_slice().unwrap_or(&[]);
-            let ys = y.to_slice().expect("workspace buffers are contiguous");
-            let ds = dy.as_slice_mut().expect("workspace buffers are contiguous");
-            self.activation.backward(z, ys, ds, units);
+            self.activation
+                .backward(z, values(y), values_mut(dy.view_mut()), units);
         }
         let dz = dy.view();
         // dK = x^T dz: split over the kernel's rows, each summing the batch in order.
         {
             let gk = ArrayViewMut2::from_shape((x.ncols(), units), &mut grads[0][..])
-                .expect("gradient buffer matches the kernel");
+                .expect("Layer contract: grads[0] has one value per kernel weight");
             gemm(1.0, x.t(), dz, 0.0, gk);
         }
         if self.use_bias {
@@ -239,7 +245,7 @@ impl Layer for Dense {
         let mut v = vec![ParamView {
             name: "kernel",
             shape: vec![self.kernel.nrows(), self.kernel.ncols()],
-            values: self.kernel.as_slice().expect("kernel is contiguous"),
+            values: self.kernel_values(),
         }];
         if self.use_bias {
             v.push(ParamView {
@@ -252,7 +258,7 @@ impl Layer for Dense {
     }
 
     fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut [f32])) {
-        f(self.kernel.as_slice_mut().expect("kernel is contiguous"));
+        f(self.kernel.as_slice_mut().expect(KERNEL_LAYOUT));
         if self.use_bias {
             f(&mut self.bias);
         }
@@ -277,7 +283,7 @@ impl Layer for Dense {
     fn regularization_penalty(&self) -> f32 {
         let mut p = 0.0;
         if let Some(r) = self.kernel_regularizer {
-            p += r.penalty(self.kernel.as_slice().expect("kernel is contiguous"));
+            p += r.penalty(self.kernel_values());
         }
         if let (Some(r), true) = (self.bias_regularizer, self.use_bias) {
             p += r.penalty(&self.bias);
@@ -287,10 +293,7 @@ impl Layer for Dense {
 
     fn add_regularization_gradient(&self, grads: &mut [Vec<f32>]) {
         if let Some(r) = self.kernel_regularizer {
-            r.add_gradient(
-                self.kernel.as_slice().expect("kernel is contiguous"),
-                &mut grads[0],
-            );
+            r.add_gradient(self.kernel_values(), &mut grads[0]);
         }
         if let (Some(r), true) = (self.bias_regularizer, self.use_bias) {
             r.add_gradient(&self.bias, &mut grads[1]);

@@ -6,6 +6,7 @@ use rand::Rng;
 
 use super::{ForwardContext, Layer};
 use crate::error::{Error, Result};
+use crate::kernels::{values, values_mut};
 use crate::saving::LayerConfig;
 
 /// Inverted dropout (Keras `Dropout`): in training each value is kept with
@@ -68,9 +69,7 @@ impl Layer for Dropout {
         }
         let keep = 1.0 - self.rate;
         let scale = if keep > 0.0 { 1.0 / keep } else { 0.0 };
-        let mask = aux
-            .as_slice_mut()
-            .expect("workspace buffers are contiguous");
+        let mask = values_mut(aux.view_mut());
         for m in mask.iter_mut() {
             *m = if ctx.rng.random::<f32>() < keep {
                 scale
@@ -78,9 +77,11 @@ impl Layer for Dropout {
                 0.0
             };
         }
-        let ys = y.as_slice_mut().expect("workspace buffers are contiguous");
-        let xs = x.to_slice().expect("workspace buffers are contiguous");
-        for ((o, &i), &m) in ys.iter_mut().zip(xs).zip(mask.iter()) {
+        for ((o, &i), &m) in values_mut(y.view_mut())
+            .iter_mut()
+            .zip(values(x))
+            .zip(mask.iter())
+        {
             *o = i * m;
         }
     }
@@ -95,11 +96,12 @@ impl Layer for Dropout {
         _grads: &mut [Vec<f32>],
         _dy_is_preactivation: bool,
     ) {
-        if let Some(mut dx) = dx {
-            let out = dx.as_slice_mut().expect("workspace buffers are contiguous");
-            let d = dy.as_slice().expect("workspace buffers are contiguous");
-            let m = aux.to_slice().expect("workspace buffers are contiguous");
-            for ((o, &g), &k) in out.iter_mut().zip(d).zip(m) {
+        if let Some(dx) = dx {
+            for ((o, &g), &k) in values_mut(dx)
+                .iter_mut()
+                .zip(values(dy.view()))
+                .zip(values(aux))
+            {
                 *o = g * k;
             }
         }

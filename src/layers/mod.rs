@@ -108,6 +108,10 @@ pub trait Layer: Send + Sync + fmt::Debug {
 
     /// Computes `y` from `x` (both `rows x width`, standard layout). `aux` has
     /// `aux_width()` columns for the same rows.
+    ///
+    /// # Panics
+    /// The model always passes contiguous, standard-layout views of its own
+    /// buffers; the built-in layers panic when called by hand with strided views.
     fn forward(
         &self,
         x: ArrayView2<f32>,

@@ -343,7 +343,7 @@ impl Sequential {
                 ws.forward(&self.layers, nb, &mut fctx);
                 // 3. loss and its gradient
                 let batch_loss = {
-                    let out_w = *ws.widths.last().expect("at least one layer");
+                    let out_w = out_dim;
                     let mut grad = std::mem::take(&mut ws.grad_a);
                     let mut losses = std::mem::take(&mut ws.losses);
                     {
@@ -397,7 +397,8 @@ impl Sequential {
                 ws.backward(&self.layers, nb, fused);
                 // 5. optimizer
                 {
-                    let compiled = self.compiled.as_mut().expect("compiled above");
+                    // Callbacks may recompile the model but cannot uncompile it.
+                    let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
                     let opt = &mut compiled.optimizer;
                     let norm =
                         opt.begin_step(ws.param_grads.iter().flatten().map(|g| g.as_slice()));
@@ -434,7 +435,8 @@ impl Sequential {
                 }
             }
             if let Some((vx, vy)) = val {
-                let vl = self.evaluate_unchecked(vx, vy, None, val_bs, "val_");
+                let c = self.compiled().ok_or(Error::NotCompiled("fit"))?;
+                let vl = self.evaluate_unchecked(c, vx, vy, None, val_bs, "val_");
                 for (k, v) in vl.iter() {
                     logs.insert(k, v);
                 }

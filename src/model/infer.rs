@@ -13,12 +13,15 @@ use rayon::prelude::*;
 use super::history::Logs;
 use super::validate;
 use super::workspace::Workspace;
-use super::Sequential;
+use super::{Compiled, Sequential};
 use crate::error::{Error, Result};
 use crate::layers::ForwardContext;
 use crate::metrics::MetricState;
 
+/// Smallest block `evaluate` runs, whatever `batch_size` says.
 const MIN_BLOCK: usize = 512;
+/// Rows per block in `predict`.
+const PREDICT_BLOCK: usize = 1024;
 
 /// Options of [`Sequential::evaluate_with`] (Keras `evaluate` arguments).
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +37,19 @@ impl Default for EvaluateOptions {
         EvaluateOptions {
             batch_size: 32,
             sample_weight: None,
+        }
+    }
+}
+
+/// Copies the rows of `x` into the contiguous buffer `dst` (one memcpy when
+/// `x` is already row-major).
+fn copy_block(x: ArrayView2<f32>, dst: &mut [f32]) {
+    match x.as_slice() {
+        Some(s) => dst[..s.len()].copy_from_slice(s),
+        None => {
+            for (d, v) in dst.iter_mut().zip(x.iter()) {
+                *d = *v;
+            }
         }
     }
 }
@@ -65,6 +81,34 @@ pub(crate) fn gather_rows(x: ArrayView2<f32>, rows: &[usize], dst: &mut [f32]) {
 }
 
 impl Sequential {
+    /// Runs the model forward over `x` in blocks of `block` rows, calling
+    /// `each(start, rows, workspace)` after each block. Inference draws no random
+    /// numbers, so the stream handed to the layers is a fixed dummy.
+    fn forward_blocks(
+        &self,
+        x: ArrayView2<f32>,
+        block: usize,
+        mut each: impl FnMut(usize, usize, &Workspace),
+    ) {
+        let n = x.nrows();
+        let input_dim = self.input_dim().unwrap_or(0);
+        let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), block, false, 0);
+        let mut rng = StdRng::seed_from_u64(0);
+        for start in (0..n).step_by(block.max(1)) {
+            let nb = block.min(n - start);
+            copy_block(
+                x.slice(ndarray::s![start..start + nb, ..]),
+                ws.input_mut(nb),
+            );
+            let mut ctx = ForwardContext {
+                training: false,
+                rng: &mut rng,
+            };
+            ws.forward(self.layers(), nb, &mut ctx);
+            each(start, nb, &ws);
+        }
+    }
+
     /// Predictions for every row of `x` (Keras `predict`), one output row per
     /// input row. Works on owned arrays and views; runs in parallel blocks.
     ///
@@ -78,27 +122,13 @@ impl Sequential {
     pub fn predict<'a>(&self, x: impl AsArray<'a, f32, Ix2>) -> Result<Array2<f32>> {
         let x = x.into();
         self.ensure_built()?;
-        let input_dim = self.input_dim().unwrap_or(0);
-        validate::check_inputs(x, input_dim, "x")?;
+        validate::check_inputs(x, self.input_dim().unwrap_or(0), "x")?;
         let n = x.nrows();
-        let out_dim = self.output_dim();
-        let block = n.min(MIN_BLOCK.max(1024));
-        let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), block, false, 0);
-        let mut out = Array2::<f32>::zeros((n, out_dim));
-        let mut rng = StdRng::seed_from_u64(0);
-        let rows: Vec<usize> = (0..n).collect();
-        for start in (0..n).step_by(block) {
-            let end = (start + block).min(n);
-            let nb = end - start;
-            gather_rows(x, &rows[start..end], ws.input_mut(nb));
-            let mut ctx = ForwardContext {
-                training: false,
-                rng: &mut rng,
-            };
-            ws.forward(self.layers(), nb, &mut ctx);
-            out.slice_mut(ndarray::s![start..end, ..])
+        let mut out = Array2::<f32>::zeros((n, self.output_dim()));
+        self.forward_blocks(x, n.min(PREDICT_BLOCK), |start, nb, ws| {
+            out.slice_mut(ndarray::s![start..start + nb, ..])
                 .assign(&ws.output(nb));
-        }
+        });
         Ok(out)
     }
 
@@ -130,6 +160,7 @@ impl Sequential {
             super::fit::check_sample_weight(w, x.nrows())?;
         }
         Ok(self.evaluate_unchecked(
+            c,
             x,
             y,
             options.sample_weight.as_deref(),
@@ -141,34 +172,22 @@ impl Sequential {
     /// `evaluate` without argument checks (`fit` checks its data once up front).
     pub(crate) fn evaluate_unchecked(
         &self,
+        c: &Compiled,
         x: ArrayView2<f32>,
         y: ArrayView2<f32>,
         weights: Option<&[f32]>,
         batch_size: usize,
         prefix: &str,
     ) -> Logs {
-        let c = self.compiled().expect("checked by the caller");
         let n = x.nrows();
         let block = n.min(batch_size.max(MIN_BLOCK));
-        let input_dim = self.input_dim().unwrap_or(0);
-        let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), block, false, 0);
         let mut states: Vec<MetricState> =
             c.resolved.iter().map(|m| MetricState::new(*m)).collect();
-        let mut rng = StdRng::seed_from_u64(0);
-        let rows: Vec<usize> = (0..n).collect();
+        let mut losses = vec![0.0f32; block];
         let mut total = 0.0f64;
-        for start in (0..n).step_by(block) {
-            let end = (start + block).min(n);
-            let nb = end - start;
-            gather_rows(x, &rows[start..end], ws.input_mut(nb));
-            let mut ctx = ForwardContext {
-                training: false,
-                rng: &mut rng,
-            };
-            ws.forward(self.layers(), nb, &mut ctx);
-            let yb = y.slice(ndarray::s![start..end, ..]);
+        self.forward_blocks(x, block, |start, nb, ws| {
+            let yb = y.slice(ndarray::s![start..start + nb, ..]);
             let yb = yb.as_standard_layout();
-            let mut losses = std::mem::take(&mut ws.losses);
             let logits = if c.fused {
                 ws.logits(self.layers(), nb)
             } else {
@@ -176,15 +195,14 @@ impl Sequential {
             };
             c.loss
                 .per_sample(ws.output(nb), yb.view(), logits, &mut losses[..nb], None);
-            let wb = weights.map(|w| &w[start..end]);
+            let wb = weights.map(|w| &w[start..start + nb]);
             for (i, &l) in losses[..nb].iter().enumerate() {
                 total += l as f64 * wb.map_or(1.0, |w| w[i] as f64);
             }
-            ws.losses = losses;
             for s in &mut states {
                 s.update(yb.view(), ws.output(nb), wb);
             }
-        }
+        });
         let mut logs = Logs::default();
         let loss = (total / n as f64) as f32 + self.regularization_penalty();
         logs.insert(format!("{prefix}loss"), loss);

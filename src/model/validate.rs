@@ -12,18 +12,18 @@ pub(crate) fn check_finite(a: ArrayView2<f32>, name: &str) -> Result<()> {
         .axis_iter(Axis(0))
         .into_par_iter()
         .enumerate()
-        .find_first(|(_, row)| row.iter().any(|v| !v.is_finite()));
-    if let Some((r, row)) = bad {
-        let (c, &v) = row
-            .iter()
-            .enumerate()
-            .find(|(_, v)| !v.is_finite())
-            .expect("the row has a non-finite value");
+        .find_map_first(|(r, row)| {
+            row.iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite())
+                .map(|(c, &v)| (r, c, v))
+        });
+    if let Some((row, col, value)) = bad {
         return Err(Error::NonFinite {
             name: name.into(),
-            row: r,
-            col: c,
-            value: v,
+            row,
+            col,
+            value,
         });
     }
     Ok(())

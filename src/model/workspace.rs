@@ -27,6 +27,9 @@ pub(crate) struct Workspace {
     pub losses: Vec<f32>,
 }
 
+// Every buffer is allocated for `cap` rows of its width and every pass uses at
+// most `cap` rows, so the shapes below always fit: the `expect`s are unreachable.
+
 pub(crate) fn view(buf: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
     ArrayView2::from_shape((rows, cols), &buf[..rows * cols]).expect("buffer sized for the batch")
 }
