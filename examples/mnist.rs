@@ -6,7 +6,7 @@
 //! cargo run --release --example mnist -- --epochs 3 --batch-size 128 --threads 2 --seed 1 --json
 //! ```
 //! `--limit N` trains on the first N training rows (quick runs), `--history-csv F`
-//! writes the History, `--json` ends with one line of timings in the format of the
+//! writes the History, `--plot history.svg` plots it (R's `plot(history)`), `--json` ends with one line of timings in the format of the
 //! reference scripts in `../shared/bench/` (for `compare.sh`).
 
 use std::time::Instant;
@@ -24,6 +24,7 @@ struct Args {
     json: bool,
     limit: Option<usize>,
     history_csv: Option<String>,
+    plot: Option<String>,
     verbose: u8,
 }
 
@@ -38,6 +39,7 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         limit: None,
         history_csv: None,
+        plot: None,
         verbose: 1,
     };
     let mut it = std::env::args().skip(1);
@@ -70,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--history-csv" => a.history_csv = Some(val("--history-csv")?),
+            "--plot" => a.plot = Some(val("--plot")?),
             "--verbose" => {
                 a.verbose = val("--verbose")?
                     .parse()
@@ -77,7 +80,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--json" => a.json = true,
             "-h" | "--help" => {
-                println!("usage: mnist [--epochs N] [--batch-size N] [--threads N] [--seed N] [--limit N] [--history-csv FILE] [--verbose 0|1|2] [--json]");
+                println!("usage: mnist [--epochs N] [--batch-size N] [--threads N] [--seed N] [--limit N] [--history-csv FILE] [--plot history.svg] [--verbose 0|1|2] [--json]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -200,6 +203,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if let Some(path) = &args.history_csv {
         std::fs::write(path, history.to_csv())?;
+    }
+    if let Some(path) = &args.plot {
+        history.write_svg(path)?;
     }
 
     if args.json {

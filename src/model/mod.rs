@@ -10,6 +10,7 @@
 mod fit;
 mod history;
 mod infer;
+mod plot;
 mod progress;
 mod summary;
 pub(crate) mod validate;

@@ -1,0 +1,131 @@
+//! History output: CSV, JSON and the SVG plot.
+
+mod common;
+
+use horn::prelude::*;
+
+fn history() -> History {
+    let (x, y) = common::blobs(120, 6, 3);
+    let mut m = Sequential::new()
+        .seed(2)
+        .input(6)
+        .dense(16, Relu)
+        .dense(3, Softmax);
+    m.compile("adam", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    m.fit(
+        &x,
+        &y,
+        FitOptions {
+            epochs: 6,
+            batch_size: 16,
+            validation_split: 0.25,
+            verbose: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn svg_has_one_panel_per_metric_and_both_splits() {
+    let h = history();
+    let svg = h.to_svg();
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    let panels: Vec<_> = root
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("panel"))
+        .collect();
+    let names: Vec<&str> = panels
+        .iter()
+        .map(|p| p.attribute("data-metric").unwrap())
+        .collect();
+    assert_eq!(names, ["loss", "accuracy"]);
+    for panel in &panels {
+        let series: Vec<_> = panel
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("series"))
+            .collect();
+        let splits: Vec<&str> = series
+            .iter()
+            .map(|s| s.attribute("data-split").unwrap())
+            .collect();
+        assert_eq!(splits, ["training", "validation"]);
+        for s in &series {
+            // One point per epoch, inside the panel's rectangle.
+            let pts: Vec<(f64, f64)> = s
+                .attribute("points")
+                .unwrap()
+                .split(' ')
+                .map(|p| {
+                    let (a, b) = p.split_once(',').unwrap();
+                    (a.parse().unwrap(), b.parse().unwrap())
+                })
+                .collect();
+            assert_eq!(pts.len(), 6);
+            let rect = panel
+                .children()
+                .find(|n| n.tag_name().name() == "rect")
+                .unwrap();
+            let num = |k: &str| rect.attribute(k).unwrap().parse::<f64>().unwrap();
+            let (x0, y0, w, hgt) = (num("x"), num("y"), num("width"), num("height"));
+            assert!(pts
+                .iter()
+                .all(|&(x, y)| x >= x0 - 1e-6 && x <= x0 + w + 1e-6 && y >= y0 && y <= y0 + hgt));
+            // x increases with the epoch: the first epoch at the left edge, the last at the right.
+            assert!((pts[0].0 - x0).abs() < 1e-6 && (pts[5].0 - (x0 + w)).abs() < 1e-6);
+        }
+        // Sensible axes: y tick labels are numbers in increasing order, x ticks are epochs 1..=6.
+        let yt: Vec<f64> = panel
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("ytick"))
+            .map(|n| n.next_sibling().unwrap().text().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            yt.len() >= 3 && yt.windows(2).all(|w| w[0] < w[1]),
+            "{yt:?}"
+        );
+        let xt: Vec<f64> = panel
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("xtick"))
+            .map(|n| n.next_sibling().unwrap().text().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            xt.iter()
+                .all(|&e| (1.0..=6.0).contains(&e) && e.fract() == 0.0)
+                && xt.len() >= 3,
+            "{xt:?}"
+        );
+    }
+    // The loss panel's y range covers the recorded losses.
+    let loss = h.get("loss").unwrap();
+    let yt: Vec<f64> = panels[0]
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("ytick"))
+        .map(|n| n.next_sibling().unwrap().text().unwrap().parse().unwrap())
+        .collect();
+    let (lo, hi) = loss
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    assert!(yt[0] <= hi as f64 && *yt.last().unwrap() >= lo as f64);
+}
+
+#[test]
+fn csv_and_json_hold_every_epoch() {
+    let h = history();
+    let csv = h.to_csv();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "epoch,loss,accuracy,val_loss,val_accuracy");
+    assert_eq!(lines.len(), 7);
+    let json: serde_json::Value = serde_json::from_str(&h.to_json()).unwrap();
+    assert_eq!(json["history"]["val_loss"].as_array().unwrap().len(), 6);
+    assert_eq!(json["params"]["epochs"], 6);
+    assert_eq!(json["epoch"][5], 5);
+    let path = std::env::temp_dir().join(format!("horn-history-{}.svg", std::process::id()));
+    h.write_svg(&path).unwrap();
+    assert!(std::fs::read_to_string(&path).unwrap().starts_with("<svg"));
+}
