@@ -28,7 +28,9 @@ use crate::error::{Error, Result};
 /// # let _ = model;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case")]
+// Adjacent tagging, because some variants carry a bare number:
+// {"name": "relu"}, {"name": "elu", "config": 1.0}, {"name": "gelu", "config": {"approximate": true}}.
+#[serde(tag = "name", content = "config", rename_all = "snake_case")]
 pub enum Activation {
     /// `y = z` (Keras `linear`, the `Dense` default).
     Linear,

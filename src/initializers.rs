@@ -28,7 +28,9 @@ use crate::error::{Error, Result};
 /// assert!(w.iter().all(|v| v.abs() <= limit));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case")]
+// Adjacent tagging, because some variants carry a bare number:
+// {"name": "relu"}, {"name": "elu", "config": 1.0}, {"name": "gelu", "config": {"approximate": true}}.
+#[serde(tag = "name", content = "config", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Initializer {
     /// `U(-l, l)`, `l = sqrt(6 / (fan_in + fan_out))`; Keras' Dense kernel default.

@@ -209,3 +209,54 @@ fn bad_files_give_clear_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn every_layer_option_survives_a_round_trip() {
+    let (x, y) = common::blobs(40, 6, 4);
+    let mut m = Sequential::new()
+        .seed(5)
+        .input(6)
+        .add(
+            Dense::new(8, Elu(0.5))
+                .kernel_initializer(Initializer::Constant(0.1))
+                .bias_initializer(Initializer::RandomUniform {
+                    minval: -0.1,
+                    maxval: 0.1,
+                })
+                .kernel_regularizer(Regularizer::l1_l2(1e-3, 1e-4)),
+        )
+        .dense(8, LeakyRelu(0.1))
+        .add(Dense::new(8, Gelu { approximate: true }).use_bias(false))
+        .dropout(0.3)
+        .dense(3, Linear)
+        .activation(Softmax);
+    m.compile(
+        Optimizer::from(Sgd {
+            learning_rate: 0.05,
+            momentum: 0.9,
+            nesterov: true,
+        })
+        .with_clipnorm(1.0),
+        CategoricalCrossentropy {
+            from_logits: false,
+            label_smoothing: 0.1,
+        },
+        &[Metric::Accuracy, Metric::TopKCategoricalAccuracy { k: 2 }],
+    )
+    .unwrap();
+    m.fit(&x, &y, opts(2, 0)).unwrap();
+    let path = tmp("options.safetensors");
+    m.save(&path).unwrap();
+    let loaded = Sequential::load(&path).unwrap();
+    assert_eq!(m.predict(&x).unwrap(), loaded.predict(&x).unwrap());
+    assert_eq!(loaded.metrics(), m.metrics());
+    assert_eq!(loaded.loss(), m.loss());
+    assert_eq!(
+        format!("{:?}", loaded.optimizer().unwrap().rule()),
+        format!("{:?}", m.optimizer().unwrap().rule())
+    );
+    assert_eq!(
+        m.evaluate(&x, &y).unwrap(),
+        loaded.evaluate(&x, &y).unwrap()
+    );
+}
