@@ -4,8 +4,8 @@
 //! `safetensors.numpy.load_file`:
 //! - tensors `"{layer}/kernel"` `(in, units)` and `"{layer}/bias"` `(units)`, f32,
 //!   named as Keras names them (`dense/kernel`, `dense_1/bias`, ...);
-//! - optionally `"optimizer/{i}"` `(n, slots)`: the slot variables of weight
-//!   tensor `i`, interleaved per element;
+//! - optionally `"optimizer/{i}"` `(slots, n)`: the slot variables of weight
+//!   tensor `i`, one row per slot (e.g. Adam's `m` then `v`);
 //! - metadata `"format" = "horn"`, `"format_version" = "1"` and `"model"`, a JSON
 //!   document with the model name, seed, input width, every layer's
 //!   configuration, the compile settings and the optimizer's iteration count.
@@ -206,7 +206,7 @@ impl Sequential {
             let has_state = k > 0 && !slots.is_empty();
             if has_state {
                 for (i, s) in slots.iter().enumerate() {
-                    tensors.push((format!("optimizer/{i}"), vec![s.len() / k, k], to_bytes(s)));
+                    tensors.push((format!("optimizer/{i}"), vec![k, s.len() / k], to_bytes(s)));
                 }
             }
             CompileEntry {
@@ -311,7 +311,7 @@ impl Sequential {
                 let k = c.optimizer.slots_per_weight();
                 let mut slots = Vec::new();
                 for (i, w) in weights.iter().enumerate() {
-                    slots.push(tensor(&st, &format!("optimizer/{i}"), &[w.len(), k], path)?);
+                    slots.push(tensor(&st, &format!("optimizer/{i}"), &[k, w.len()], path)?);
                 }
                 opt_state = Some(slots);
             }

@@ -9,8 +9,8 @@
 //! ([`Sgd`], [`RmsProp`], [`Adam`], ...) carry only their own hyper-parameters.
 //!
 //! Slot variables start at zero (Adagrad: at `initial_accumulator_value`) and are
-//! stored interleaved per parameter element, so one pass over memory updates a
-//! weight and all its slots. Large tensors are updated in fixed-size parallel
+//! stored planar per tensor (slot 0 of every element, then slot 1, ...), so each
+//! update is one branch-free, vectorized pass over plain slices. Large tensors are updated in fixed-size parallel
 //! chunks; every element's arithmetic is independent, so results do not depend on
 //! the number of threads.
 
@@ -736,7 +736,7 @@ impl Optimizer {
         self.u_product = 1.0;
     }
 
-    /// Slot variables of parameter `i`, interleaved (`[element][slot]`).
+    /// Slot variables of each parameter tensor, planar (`[slot][element]`).
     pub(crate) fn slots(&self) -> &[Vec<f32>] {
         &self.slots
     }
@@ -892,16 +892,27 @@ impl Optimizer {
             self.slots[i] = init;
         }
         let rule = self.rule;
-        let slots = &mut self.slots[i];
-        if k == 0 {
-            p.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(pc, gc)| update_chunk(rule, s, pc, gc, &mut []));
-        } else {
-            p.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .zip(slots.par_chunks_mut(CHUNK * k))
-                .for_each(|((pc, gc), sc)| update_chunk(rule, s, pc, gc, sc));
+        let n = p.len();
+        // Planar slots: plane j holds slot j of every element, so each loop below
+        // walks plain slices and vectorizes.
+        let (s0, rest) = self.slots[i].split_at_mut(if k >= 1 { n } else { 0 });
+        let (s1, s2) = rest.split_at_mut(if k >= 2 { n } else { 0 });
+        let parts = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
+        match k {
+            0 => parts
+                .for_each(|(pc, gc)| update_chunk(rule, s, pc, gc, [&mut [], &mut [], &mut []])),
+            1 => parts
+                .zip(s0.par_chunks_mut(CHUNK))
+                .for_each(|((pc, gc), a)| update_chunk(rule, s, pc, gc, [a, &mut [], &mut []])),
+            2 => parts
+                .zip(s0.par_chunks_mut(CHUNK))
+                .zip(s1.par_chunks_mut(CHUNK))
+                .for_each(|(((pc, gc), a), b)| update_chunk(rule, s, pc, gc, [a, b, &mut []])),
+            _ => parts
+                .zip(s0.par_chunks_mut(CHUNK))
+                .zip(s1.par_chunks_mut(CHUNK))
+                .zip(s2.par_chunks_mut(CHUNK))
+                .for_each(|((((pc, gc), a), b), c)| update_chunk(rule, s, pc, gc, [a, b, c])),
         }
     }
 
@@ -918,24 +929,33 @@ fn sum_squares(g: &[f32]) -> f64 {
     g.iter().map(|&v| (v as f64) * (v as f64)).sum()
 }
 
-/// The rule's arithmetic over one chunk; `s` holds the slots interleaved.
+/// The rule's arithmetic over one chunk. `slots[j]` is slot `j` of each element
+/// (empty when the rule has fewer slots). Every configuration gets its own
+/// branch-free loop over equal-length slices, which the compiler vectorizes.
+// Index loops over slices re-cut to one length let the compiler drop the bounds
+// checks and vectorize, which iterator zips over five slices do not always get.
+#[allow(clippy::needless_range_loop)]
 #[inline]
-fn update_chunk(rule: Rule, sc: StepScalars, p: &mut [f32], g: &[f32], s: &mut [f32]) {
+fn update_chunk(rule: Rule, sc: StepScalars, p: &mut [f32], g: &[f32], slots: [&mut [f32]; 3]) {
     let lr = sc.lr;
+    let n = p.len();
+    let g = &g[..n];
+    let [s0, s1, s2] = slots;
     match rule {
         Rule::Sgd { momentum, nesterov } => {
             if momentum > 0.0 {
-                for ((w, &gi), m) in p.iter_mut().zip(g).zip(s.iter_mut()) {
-                    *m = momentum * *m - lr * gi;
-                    if nesterov {
-                        *w += momentum * *m - lr * gi;
+                let m = &mut s0[..n];
+                for i in 0..n {
+                    m[i] = momentum * m[i] - lr * g[i];
+                    p[i] += if nesterov {
+                        momentum * m[i] - lr * g[i]
                     } else {
-                        *w += *m;
-                    }
+                        m[i]
+                    };
                 }
             } else {
-                for (w, &gi) in p.iter_mut().zip(g) {
-                    *w -= lr * gi;
+                for i in 0..n {
+                    p[i] -= lr * g[i];
                 }
             }
         }
@@ -945,22 +965,42 @@ fn update_chunk(rule: Rule, sc: StepScalars, p: &mut [f32], g: &[f32], s: &mut [
             epsilon,
             centered,
         } => {
-            let k = 1 + (momentum > 0.0) as usize + centered as usize;
-            for ((w, &gi), st) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(k)) {
-                st[0] = rho * st[0] + (1.0 - rho) * gi * gi;
-                let denom = if centered {
-                    let a = &mut st[k - 1];
-                    *a = rho * *a + (1.0 - rho) * gi;
-                    st[0] - st[k - 1] * st[k - 1] + epsilon
-                } else {
-                    st[0] + epsilon
-                };
-                let inc = lr * gi / denom.sqrt();
-                if momentum > 0.0 {
-                    st[1] = momentum * st[1] + inc;
-                    *w -= st[1];
-                } else {
-                    *w -= inc;
+            let v = &mut s0[..n];
+            // Slot order: v, then the momentum if any, then the centred average if any.
+            let (m, a) = match (momentum > 0.0, centered) {
+                (true, true) => (Some(&mut s1[..n]), Some(&mut s2[..n])),
+                (true, false) => (Some(&mut s1[..n]), None),
+                (false, true) => (None, Some(&mut s1[..n])),
+                (false, false) => (None, None),
+            };
+            match (m, a) {
+                (None, None) => {
+                    for i in 0..n {
+                        v[i] = rho * v[i] + (1.0 - rho) * g[i] * g[i];
+                        p[i] -= lr * g[i] / (v[i] + epsilon).sqrt();
+                    }
+                }
+                (m, a) => {
+                    let mut m = m;
+                    let mut a = a;
+                    for i in 0..n {
+                        v[i] = rho * v[i] + (1.0 - rho) * g[i] * g[i];
+                        let denom = match a.as_deref_mut() {
+                            Some(a) => {
+                                a[i] = rho * a[i] + (1.0 - rho) * g[i];
+                                v[i] - a[i] * a[i] + epsilon
+                            }
+                            None => v[i] + epsilon,
+                        };
+                        let inc = lr * g[i] / denom.sqrt();
+                        match m.as_deref_mut() {
+                            Some(m) => {
+                                m[i] = momentum * m[i] + inc;
+                                p[i] -= m[i];
+                            }
+                            None => p[i] -= inc,
+                        }
+                    }
                 }
             }
         }
@@ -970,31 +1010,37 @@ fn update_chunk(rule: Rule, sc: StepScalars, p: &mut [f32], g: &[f32], s: &mut [
             epsilon,
             amsgrad,
         } => {
-            let k = 2 + amsgrad as usize;
-            for ((w, &gi), st) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(k)) {
-                st[0] += (gi - st[0]) * (1.0 - beta_1);
-                st[1] += (gi * gi - st[1]) * (1.0 - beta_2);
-                let v = if amsgrad {
-                    st[2] = st[2].max(st[1]);
-                    st[2]
-                } else {
-                    st[1]
-                };
-                *w -= sc.alpha * st[0] / (v.sqrt() + epsilon);
+            let (m, v) = (&mut s0[..n], &mut s1[..n]);
+            if amsgrad {
+                let vmax = &mut s2[..n];
+                for i in 0..n {
+                    m[i] += (g[i] - m[i]) * (1.0 - beta_1);
+                    v[i] += (g[i] * g[i] - v[i]) * (1.0 - beta_2);
+                    vmax[i] = vmax[i].max(v[i]);
+                    p[i] -= sc.alpha * m[i] / (vmax[i].sqrt() + epsilon);
+                }
+            } else {
+                for i in 0..n {
+                    m[i] += (g[i] - m[i]) * (1.0 - beta_1);
+                    v[i] += (g[i] * g[i] - v[i]) * (1.0 - beta_2);
+                    p[i] -= sc.alpha * m[i] / (v[i].sqrt() + epsilon);
+                }
             }
         }
         Rule::Adagrad { epsilon, .. } => {
-            for ((w, &gi), acc) in p.iter_mut().zip(g).zip(s.iter_mut()) {
-                *acc += gi * gi;
-                *w -= lr * gi / (*acc + epsilon).sqrt();
+            let acc = &mut s0[..n];
+            for i in 0..n {
+                acc[i] += g[i] * g[i];
+                p[i] -= lr * g[i] / (acc[i] + epsilon).sqrt();
             }
         }
         Rule::Adadelta { rho, epsilon } => {
-            for ((w, &gi), st) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(2)) {
-                st[0] = rho * st[0] + (1.0 - rho) * gi * gi;
-                let delta = -gi * (st[1] + epsilon).sqrt() / (st[0] + epsilon).sqrt();
-                st[1] = rho * st[1] + (1.0 - rho) * delta * delta;
-                *w += lr * delta;
+            let (ag, ad) = (&mut s0[..n], &mut s1[..n]);
+            for i in 0..n {
+                ag[i] = rho * ag[i] + (1.0 - rho) * g[i] * g[i];
+                let delta = -g[i] * (ad[i] + epsilon).sqrt() / (ag[i] + epsilon).sqrt();
+                ad[i] = rho * ad[i] + (1.0 - rho) * delta * delta;
+                p[i] += lr * delta;
             }
         }
         Rule::Adamax {
@@ -1002,10 +1048,11 @@ fn update_chunk(rule: Rule, sc: StepScalars, p: &mut [f32], g: &[f32], s: &mut [
             beta_2,
             epsilon,
         } => {
-            for ((w, &gi), st) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(2)) {
-                st[0] += (gi - st[0]) * (1.0 - beta_1);
-                st[1] = (beta_2 * st[1]).max(gi.abs());
-                *w -= sc.alpha * st[0] / (st[1] + epsilon);
+            let (m, u) = (&mut s0[..n], &mut s1[..n]);
+            for i in 0..n {
+                m[i] += (g[i] - m[i]) * (1.0 - beta_1);
+                u[i] = (beta_2 * u[i]).max(g[i].abs());
+                p[i] -= sc.alpha * m[i] / (u[i] + epsilon);
             }
         }
         Rule::Nadam {
@@ -1013,18 +1060,20 @@ fn update_chunk(rule: Rule, sc: StepScalars, p: &mut [f32], g: &[f32], s: &mut [
             beta_2,
             epsilon,
         } => {
-            for ((w, &gi), st) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(2)) {
-                st[0] += (gi - st[0]) * (1.0 - beta_1);
-                st[1] += (gi * gi - st[1]) * (1.0 - beta_2);
-                let m_hat = sc.u_t_1 * st[0] / (1.0 - sc.u_prod_t_1)
-                    + (1.0 - sc.u_t) * gi / (1.0 - sc.u_prod_t);
-                let v_hat = st[1] / (1.0 - sc.b2_power);
-                *w -= lr * m_hat / (v_hat.sqrt() + epsilon);
+            let (m, v) = (&mut s0[..n], &mut s1[..n]);
+            for i in 0..n {
+                m[i] += (g[i] - m[i]) * (1.0 - beta_1);
+                v[i] += (g[i] * g[i] - v[i]) * (1.0 - beta_2);
+                let m_hat = sc.u_t_1 * m[i] / (1.0 - sc.u_prod_t_1)
+                    + (1.0 - sc.u_t) * g[i] / (1.0 - sc.u_prod_t);
+                let v_hat = v[i] / (1.0 - sc.b2_power);
+                p[i] -= lr * m_hat / (v_hat.sqrt() + epsilon);
             }
         }
         Rule::Lion { beta_1, beta_2 } => {
-            for ((w, &gi), m) in p.iter_mut().zip(g).zip(s.iter_mut()) {
-                let d = beta_1 * *m + (1.0 - beta_1) * gi;
+            let m = &mut s0[..n];
+            for i in 0..n {
+                let d = beta_1 * m[i] + (1.0 - beta_1) * g[i];
                 let sign = if d > 0.0 {
                     1.0
                 } else if d < 0.0 {
@@ -1032,8 +1081,8 @@ fn update_chunk(rule: Rule, sc: StepScalars, p: &mut [f32], g: &[f32], s: &mut [
                 } else {
                     0.0
                 };
-                *w -= lr * sign;
-                *m = beta_2 * *m + (1.0 - beta_2) * gi;
+                p[i] -= lr * sign;
+                m[i] = beta_2 * m[i] + (1.0 - beta_2) * g[i];
             }
         }
     }
