@@ -272,10 +272,9 @@ impl Activation {
         match *self {
             Linear => {}
             Relu => {
+                // A select, not a branch, so the loop vectorizes.
                 for (d, &o) in dy.iter_mut().zip(y) {
-                    if o <= 0.0 {
-                        *d = 0.0;
-                    }
+                    *d = if o > 0.0 { *d } else { 0.0 };
                 }
             }
             Sigmoid => {

@@ -6,24 +6,32 @@
 //! ever summed across blocks, so each one is computed by the same sequence of
 //! floating-point operations however rayon schedules the blocks: a seeded `fit`
 //! gives bit-identical weights with 1 thread or 16.
+//!
+//! The single-threaded GEMM is horn's own on x86-64 CPUs with AVX2 and FMA
+//! (detected at run time; see [`avx2`]): a packed 6x16 micro-kernel in the
+//! style of BLIS. Each output element is accumulated over `k` in a fixed order
+//! (blocks of `KC`, FMA within a block), whatever the block of `C` it belongs to,
+//! so the split above cannot change a single bit. Elsewhere (other CPUs, other
+//! architectures) ndarray's `general_mat_mul` (matrixmultiply) does the work.
+//! `benches/gemm_shapes.rs` compares the kernels at the model's shapes.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
-/// Below this many multiply-adds a product runs on the calling thread.
-const PAR_MIN_FLOPS: usize = 1 << 18;
-/// Preferred block edge (a multiple of the micro-kernel sizes).
+/// Below this many multiply-adds a product runs on the calling thread: waking a
+/// second worker costs tens of microseconds, as much as such a product takes.
+const PAR_MIN_FLOPS: usize = 1 << 20;
+/// Preferred block edge of the parallel split.
 const BLOCK: usize = 64;
 
-/// `C = alpha * A B + beta * C`, split over `C` in fixed blocks run in parallel.
-pub fn gemm(
-    alpha: f32,
-    a: ArrayView2<f32>,
-    b: ArrayView2<f32>,
-    beta: f32,
-    mut c: ArrayViewMut2<f32>,
-) {
+/// `C = A B`, in parallel for large products, bit-identical for any number of
+/// threads.
+///
+/// With the AVX2 kernel, `B` is packed once and the rows of `C` are split into a
+/// shape-determined number of tasks. Otherwise `C` is split
+/// into fixed row or column blocks, each a single-threaded matrixmultiply call.
+pub fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
     let (m, k) = a.dim();
     let n = b.ncols();
     debug_assert_eq!(b.nrows(), k);
@@ -32,11 +40,20 @@ pub fn gemm(
         return;
     }
     if k == 0 {
-        c.mapv_inplace(|v| v * beta);
+        c.fill(0.0);
         return;
     }
-    if m * n * k < PAR_MIN_FLOPS {
-        general_mat_mul(alpha, &a, &b, beta, &mut c);
+    let parallel = m * n * k >= PAR_MIN_FLOPS;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2::usable(&c) {
+            // SAFETY: `usable` checked AVX2, FMA and the unit column stride of `c`.
+            unsafe { avx2::gemm(a, b, c, parallel) };
+            return;
+        }
+    }
+    if !parallel {
+        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
         return;
     }
     // Split the longer side of C into blocks of BLOCK (or more, for at most 16 blocks).
@@ -47,8 +64,7 @@ pub fn gemm(
             .enumerate()
             .for_each(|(i, mut cb)| {
                 let r0 = i * rows;
-                let ab = a.slice(s![r0..r0 + cb.nrows(), ..]);
-                general_mat_mul(alpha, &ab, &b, beta, &mut cb);
+                general_mat_mul(1.0, &a.slice(s![r0..r0 + cb.nrows(), ..]), &b, 0.0, &mut cb);
             });
     } else {
         let cols = block_len(n);
@@ -57,8 +73,7 @@ pub fn gemm(
             .enumerate()
             .for_each(|(i, mut cb)| {
                 let c0 = i * cols;
-                let bb = b.slice(s![.., c0..c0 + cb.ncols()]);
-                general_mat_mul(alpha, &a, &bb, beta, &mut cb);
+                general_mat_mul(1.0, &a, &b.slice(s![.., c0..c0 + cb.ncols()]), 0.0, &mut cb);
             });
     }
 }
@@ -66,6 +81,27 @@ pub fn gemm(
 fn block_len(len: usize) -> usize {
     let blocks = len.div_ceil(BLOCK).min(16);
     len.div_ceil(blocks).next_multiple_of(16)
+}
+
+/// `C = A B` on the calling thread, with the best kernel this CPU has.
+///
+/// ```
+/// use ndarray::array;
+/// let a = array![[1.0f32, 2.0], [3.0, 4.0]];
+/// let mut c = ndarray::Array2::zeros((2, 2));
+/// horn::kernels::gemm_serial(a.view(), a.view(), c.view_mut());
+/// assert_eq!(c, array![[7.0, 10.0], [15.0, 22.0]]);
+/// ```
+pub fn gemm_serial(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2::usable(&c) {
+            // SAFETY: `usable` checked AVX2, FMA and the unit column stride of `c`.
+            unsafe { avx2::gemm(a, b, c, false) };
+            return;
+        }
+    }
+    general_mat_mul(1.0, &a, &b, 0.0, &mut c);
 }
 
 /// The values of a row-major block. Every block the model hands to a layer or a
@@ -80,4 +116,380 @@ pub(crate) fn values(a: ArrayView2<'_, f32>) -> &'_ [f32] {
 pub(crate) fn values_mut(a: ArrayViewMut2<'_, f32>) -> &'_ mut [f32] {
     a.into_slice()
         .expect("Layer contract: blocks are standard-layout views")
+}
+
+/// The AVX2 + FMA single-precision GEMM.
+///
+/// BLIS-style blocking: `B` is packed once into `KC`-deep slices of `NR`-column
+/// panels (in parallel, shared read-only by all tasks), each `MC x KC` block of
+/// `A` into `MR`-row panels (kept in L2), and the micro-kernel multiplies one `A`
+/// panel by one `B` panel into a 6x16 tile of `C` held in twelve `ymm`
+/// registers. Panels are zero-padded at the edges, and partial tiles go through
+/// a small buffer, so every tile runs the same arithmetic.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+
+    use ndarray::{ArrayView2, ArrayViewMut2};
+    use rayon::prelude::*;
+
+    const MR: usize = 6;
+    const NR: usize = 16;
+    const KC: usize = 256;
+    const MC: usize = 96;
+
+    thread_local! {
+        /// The packed `B`, owned by the thread that runs the product.
+        static BPACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+        /// The packed block of `A`, one per worker thread.
+        static APACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Whether this CPU and this output can use the kernel.
+    pub fn usable(c: &ArrayViewMut2<f32>) -> bool {
+        c.strides()[1] == 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    /// A pointer shared by tasks that write disjoint parts of one buffer.
+    #[derive(Clone, Copy)]
+    struct SharedPtr(*mut f32);
+    // SAFETY: every task writes a disjoint range (panels of the packed `B`, or
+    // rows of `C`), and the buffer outlives the tasks.
+    unsafe impl Send for SharedPtr {}
+    unsafe impl Sync for SharedPtr {}
+
+    impl SharedPtr {
+        /// The pointer (a method, so closures capture the whole `Send` wrapper).
+        fn get(self) -> *mut f32 {
+            self.0
+        }
+    }
+
+    /// `C = A B`. All of `B` is packed first (`KC`-deep slices of `NR`-column
+    /// panels), then the rows of `C` are split into tasks whose number depends
+    /// only on `m`; each task walks the `KC` slices in order, so every element's
+    /// arithmetic is the same with one task or many.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA, and `c` must have a column stride of 1
+    /// (see [`usable`]).
+    pub unsafe fn gemm(
+        a: ArrayView2<f32>,
+        b: ArrayView2<f32>,
+        mut c: ArrayViewMut2<f32>,
+        parallel: bool,
+    ) {
+        let (m, k) = a.dim();
+        let n = b.ncols();
+        let n_pad = n.next_multiple_of(NR);
+        let panels = n_pad / NR;
+        let slices = k.div_ceil(KC);
+        let (brs, bcs) = (b.strides()[0], b.strides()[1]);
+        let ldc = c.strides()[0];
+        let out = SharedPtr(c.as_mut_ptr());
+        let tasks = if parallel { m.div_ceil(MC) } else { 1 };
+        let rows_per_task = m.div_ceil(tasks).next_multiple_of(MR);
+        BPACK.with(|bpack| {
+            let mut bpack = bpack.borrow_mut();
+            bpack.resize(k * n_pad, 0.0);
+            let dst = SharedPtr(bpack.as_mut_ptr());
+            let bptr = SharedPtr(b.as_ptr() as *mut f32);
+            // Slice `s` starts at row s*KC, so its panels start at s*KC*n_pad.
+            let pack = |job: usize| {
+                let (s, jr) = (job / panels, job % panels);
+                let pc = s * KC;
+                let kc = KC.min(k - pc);
+                let j0 = jr * NR;
+                // SAFETY: panel (s, jr) is the disjoint range
+                // [pc*n_pad + j0*kc, + kc*NR) of the buffer sized k*n_pad above,
+                // and the reads stay inside `b` (k x n).
+                unsafe {
+                    let panel = std::slice::from_raw_parts_mut(
+                        dst.get().add(pc * n_pad + j0 * kc),
+                        kc * NR,
+                    );
+                    pack_b_panel(bptr.get(), brs, bcs, pc, kc, j0, NR.min(n - j0), panel);
+                }
+            };
+            if parallel {
+                (0..slices * panels).into_par_iter().for_each(pack);
+            } else {
+                (0..slices * panels).for_each(pack);
+            }
+            let packed_b: &[f32] = &bpack;
+            let run = |t: usize| {
+                let r0 = t * rows_per_task;
+                let r1 = m.min(r0 + rows_per_task);
+                if r0 < r1 {
+                    // SAFETY: AVX2/FMA were checked by the caller; the task writes
+                    // only rows r0..r1 of `c`.
+                    unsafe { row_block(a, n, packed_b, n_pad, out, ldc, r0, r1) };
+                }
+            };
+            if tasks > 1 {
+                (0..tasks).into_par_iter().for_each(run);
+            } else {
+                run(0);
+            }
+        });
+    }
+
+    /// Rows `r0..r1` of `C`: for each `KC` slice in order, pack the `A` panels
+    /// and run the kernel against every packed `B` panel.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn row_block(
+        a: ArrayView2<f32>,
+        n: usize,
+        packed_b: &[f32],
+        n_pad: usize,
+        out: SharedPtr,
+        ldc: isize,
+        r0: usize,
+        r1: usize,
+    ) {
+        let k = a.ncols();
+        let (ars, acs) = (a.strides()[0], a.strides()[1]);
+        APACK.with(|apack| {
+            let mut apack = apack.borrow_mut();
+            apack.resize(MC * KC, 0.0);
+            // KC slices outermost, so one slice of the packed `B` stays in cache
+            // for every row block of this task.
+            let row_major = acs == 1;
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let bslice = packed_b.as_ptr().add(pc * n_pad);
+                for ic in (r0..r1).step_by(MC) {
+                    let mc = MC.min(r1 - ic);
+                    // SAFETY (pointer use below): indices stay inside `a` (m x k),
+                    // `c` (m x n) and the packed buffers; rows past `mr` point at a
+                    // valid row and their results are discarded.
+                    if !row_major {
+                        pack_a(a.as_ptr(), ars, acs, ic, mc, pc, kc, &mut apack);
+                    }
+                    for jr in (0..n).step_by(NR) {
+                        let nr = NR.min(n - jr);
+                        let bpanel = bslice.add(jr * kc);
+                        for ir in (0..mc).step_by(MR) {
+                            let mr = MR.min(mc - ir);
+                            let (rows, step) = if row_major {
+                                let base =
+                                    a.as_ptr().offset((ic + ir) as isize * ars + pc as isize);
+                                (
+                                    std::array::from_fn(|r| {
+                                        base.offset(r.min(mr - 1) as isize * ars)
+                                    }),
+                                    1,
+                                )
+                            } else {
+                                let panel = apack.as_ptr().add(ir * kc);
+                                (std::array::from_fn(|r| panel.add(r)), MR)
+                            };
+                            let ctile = out.get().offset((ic + ir) as isize * ldc + jr as isize);
+                            kernel(kc, rows, step, bpanel, ctile, ldc, mr, nr, pc == 0);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Packs the panel `B[pc..pc+kc, j0..j0+w]` as `kc` rows of `NR` values,
+    /// zero-padded past `w`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn pack_b_panel(
+        b: *const f32,
+        rs: isize,
+        cs: isize,
+        pc: usize,
+        kc: usize,
+        j0: usize,
+        w: usize,
+        out: &mut [f32],
+    ) {
+        for p in 0..kc {
+            let row = b.offset((pc + p) as isize * rs + j0 as isize * cs);
+            let o = p * NR;
+            if cs == 1 && w == NR {
+                std::ptr::copy_nonoverlapping(row, out.as_mut_ptr().add(o), NR);
+            } else {
+                for j in 0..NR {
+                    out[o + j] = if j < w {
+                        *row.offset(j as isize * cs)
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+
+    /// Packs `A[ic..ic+mc, pc..pc+kc]` into `MR`-row panels, `kc x MR` each
+    /// (`MR` values of one column after another), zero-padded past `mc`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn pack_a(
+        a: *const f32,
+        rs: isize,
+        cs: isize,
+        ic: usize,
+        mc: usize,
+        pc: usize,
+        kc: usize,
+        out: &mut [f32],
+    ) {
+        let mut o = 0;
+        for i0 in (0..mc).step_by(MR) {
+            let h = MR.min(mc - i0);
+            let base = a.offset((ic + i0) as isize * rs + pc as isize * cs);
+            for p in 0..kc {
+                let col = base.offset(p as isize * cs);
+                for i in 0..MR {
+                    out[o + i] = if i < h {
+                        *col.offset(i as isize * rs)
+                    } else {
+                        0.0
+                    };
+                }
+                o += MR;
+            }
+        }
+    }
+
+    /// One 6x16 tile: `acc = sum_p a[p] b[p]` over a packed `B` panel, then
+    /// `C = acc` on the first `KC` slice or `C += acc` after it. Row `r` of the `A`
+    /// tile is read at `rows[r] + p * step`: from a packed panel (`step = MR`) or
+    /// straight from a row-major `A` (`step = 1`); either way the same FMAs run
+    /// in the same order.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn kernel(
+        kc: usize,
+        rows: [*const f32; MR],
+        step: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: isize,
+        mr: usize,
+        nr: usize,
+        first: bool,
+    ) {
+        let mut acc = [_mm256_setzero_ps(); 2 * MR];
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(p * NR));
+            let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+            for r in 0..MR {
+                let av = _mm256_broadcast_ss(&*rows[r].add(p * step));
+                acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
+                acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
+            }
+        }
+        if mr == MR && nr == NR {
+            for r in 0..MR {
+                let row = c.offset(r as isize * ldc);
+                let (lo, hi) = if first {
+                    (acc[2 * r], acc[2 * r + 1])
+                } else {
+                    (
+                        _mm256_add_ps(_mm256_loadu_ps(row), acc[2 * r]),
+                        _mm256_add_ps(_mm256_loadu_ps(row.add(8)), acc[2 * r + 1]),
+                    )
+                };
+                _mm256_storeu_ps(row, lo);
+                _mm256_storeu_ps(row.add(8), hi);
+            }
+        } else {
+            // SAFETY: `[__m256; 12]` and `[f32; 96]` have the same size, and
+            // acc[2r], acc[2r + 1] hold columns 0-7 and 8-15 of row r.
+            let tile: [f32; MR * NR] = std::mem::transmute(acc);
+            for r in 0..mr {
+                let row = c.offset(r as isize * ldc);
+                for j in 0..nr {
+                    let v = tile[r * NR + j];
+                    *row.add(j) = if first { v } else { *row.add(j) + v };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    fn naive(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
+        let mut c = Array2::zeros((a.nrows(), b.ncols()));
+        for i in 0..a.nrows() {
+            for j in 0..b.ncols() {
+                c[[i, j]] = (0..a.ncols())
+                    .map(|p| a[[i, p]] as f64 * b[[p, j]] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    fn data(r: usize, c: usize, seed: usize) -> Array2<f32> {
+        Array2::from_shape_fn((r, c), |(i, j)| {
+            (((i * 31 + j * 17 + seed) % 23) as f32 - 11.0) / 7.0
+        })
+    }
+
+    #[test]
+    fn matches_a_naive_product_on_odd_and_strided_shapes() {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (7, 5, 3),
+            (37, 300, 53),
+            (128, 784, 40),
+            (13, 257, 129),
+            (200, 20, 1),
+        ] {
+            let a = data(m, k, 1);
+            let b = data(k, n, 2);
+            let bt = data(n, k, 3);
+            let at = data(k, m, 4);
+            for (av, bv) in [
+                (a.view(), b.view()),
+                (at.t(), b.view()),
+                (a.view(), bt.t()),
+                (at.t(), bt.t()),
+            ] {
+                let expect = naive(av, bv);
+                let mut c = Array2::from_elem((m, n), f32::NAN);
+                gemm(av, bv, c.view_mut());
+                for (x, y) in c.iter().zip(expect.iter()) {
+                    assert!(
+                        (x - y).abs() <= 1e-3 * (1.0 + y.abs()),
+                        "{m}x{k}x{n}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_of_c_give_bit_identical_values() {
+        let a = data(150, 700, 5);
+        let b = data(700, 90, 6);
+        let mut whole = Array2::zeros((150, 90));
+        gemm_serial(a.view(), b.view(), whole.view_mut());
+        let mut pieces = Array2::zeros((150, 90));
+        for (r0, r1) in [(0, 7), (7, 64), (64, 150)] {
+            for (c0, c1) in [(0, 16), (16, 35), (35, 90)] {
+                gemm_serial(
+                    a.slice(s![r0..r1, ..]),
+                    b.slice(s![.., c0..c1]),
+                    pieces.slice_mut(s![r0..r1, c0..c1]),
+                );
+            }
+        }
+        assert!(whole
+            .iter()
+            .zip(pieces.iter())
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
 }

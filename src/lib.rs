@@ -87,7 +87,7 @@ pub mod callbacks;
 pub mod datasets;
 mod error;
 pub mod initializers;
-mod kernels;
+pub mod kernels;
 pub mod layers;
 pub mod losses;
 pub mod metrics;

@@ -167,7 +167,7 @@ impl Layer for Dense {
         aux: ArrayViewMut2<f32>,
         _ctx: &mut ForwardContext<'_>,
     ) {
-        gemm(1.0, x, self.kernel.view(), 0.0, y.view_mut());
+        gemm(x, self.kernel.view(), y.view_mut());
         let units = self.units;
         let act = self.activation;
         let bias = &self.bias[..];
@@ -225,7 +225,7 @@ impl Layer for Dense {
         {
             let gk = ArrayViewMut2::from_shape((x.ncols(), units), &mut grads[0][..])
                 .expect("Layer contract: grads[0] has one value per kernel weight");
-            gemm(1.0, x.t(), dz, 0.0, gk);
+            gemm(x.t(), dz, gk);
         }
         if self.use_bias {
             let gb = &mut grads[1];
@@ -237,7 +237,7 @@ impl Layer for Dense {
             }
         }
         if let Some(dx) = dx {
-            gemm(1.0, dz, self.kernel.t(), 0.0, dx);
+            gemm(dz, self.kernel.t(), dx);
         }
     }
 

@@ -1,0 +1,92 @@
+//! GEMM throughput at the MNIST model's training-step shapes: horn's own kernel,
+//! ndarray's matrixmultiply and the `gemm` crate, each on one thread (horn splits
+//! the output over threads itself), then horn's parallel split on all threads.
+//!
+//! `cargo bench --bench gemm_shapes`
+
+use std::time::Instant;
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+
+fn gemm_crate(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            c.strides()[1],
+            c.strides()[0],
+            false,
+            a.as_ptr(),
+            a.strides()[1],
+            a.strides()[0],
+            b.as_ptr(),
+            b.strides()[1],
+            b.strides()[0],
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Best of 7 rounds of 10 calls: the machines are shared, and the minimum is the
+/// figure least disturbed by other work.
+fn time(mut f: impl FnMut()) -> f64 {
+    f();
+    (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..10 {
+                f();
+            }
+            t.elapsed().as_secs_f64() / 10.0
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let x = Array2::<f32>::from_shape_fn((128, 784), |(i, j)| ((i * 7 + j) % 13) as f32 * 0.01);
+    let w1 = Array2::<f32>::from_shape_fn((784, 512), |(i, j)| ((i + j * 3) % 11) as f32 * 0.01);
+    let dh = Array2::<f32>::from_shape_fn((128, 512), |(i, j)| ((i * 5 + j) % 7) as f32 * 0.01);
+    let h = dh.clone();
+    let w2 = Array2::<f32>::from_shape_fn((512, 10), |(i, j)| ((i + j) % 5) as f32 * 0.01);
+    let dy = Array2::<f32>::from_shape_fn((128, 10), |(i, j)| ((i + 2 * j) % 3) as f32 * 0.01);
+    let xt = Array2::<f32>::from_shape_fn((10000, 784), |(i, j)| ((i * 7 + j) % 13) as f32 * 0.01);
+    let cases: Vec<(&str, ArrayView2<f32>, ArrayView2<f32>)> = vec![
+        ("X[128x784] @ W1[784x512]", x.view(), w1.view()),
+        ("X^T[784x128] @ dH[128x512]", x.t(), dh.view()),
+        ("dH[128x512] @ W1^T[512x784]", dh.view(), w1.t()),
+        ("H[128x512] @ W2[512x10]", h.view(), w2.view()),
+        ("H^T[512x128] @ dY[128x10]", h.t(), dy.view()),
+        ("dY[128x10] @ W2^T[10x512]", dy.view(), w2.t()),
+        ("X[10000x784] @ W1[784x512]", xt.view(), w1.view()),
+    ];
+    println!(
+        "{:<30} {:>14} {:>16} {:>14} {:>18}",
+        "GFLOP/s", "horn 1 thread", "matrixmultiply", "gemm crate", "horn all threads"
+    );
+    for (name, a, b) in cases {
+        let mut c = Array2::<f32>::zeros((a.nrows(), b.ncols()));
+        let flops = 2.0 * (a.nrows() * a.ncols() * b.ncols()) as f64;
+        let t_mm = time(|| general_mat_mul(1.0, &a, &b, 0.0, &mut c));
+        let t_g = time(|| gemm_crate(a, b, c.view_mut()));
+        let t_h = time(|| horn::kernels::gemm_serial(a, b, c.view_mut()));
+        let t_p = time(|| horn::kernels::gemm(a, b, c.view_mut()));
+        let g = |t: f64| flops / t / 1e9;
+        println!(
+            "{name:<30} {:>14.1} {:>16.1} {:>14.1} {:>18.1}",
+            g(t_h),
+            g(t_mm),
+            g(t_g),
+            g(t_p)
+        );
+    }
+}
