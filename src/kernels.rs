@@ -139,7 +139,12 @@ mod avx2 {
     const KC: usize = 256;
     const MC: usize = 96;
 
+    /// Products with at most this many rows skip packing (see [`few_rows`]).
+    const FEW_ROWS: usize = 4;
+
     thread_local! {
+        /// Per-slice accumulators of [`few_rows`].
+        static ROWACC: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         /// The packed `B`, owned by the thread that runs the product.
         static BPACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         /// The packed block of `A`, one per worker thread.
@@ -182,6 +187,10 @@ mod avx2 {
     ) {
         let (m, k) = a.dim();
         let n = b.ncols();
+        if m <= FEW_ROWS && b.strides()[1] == 1 {
+            few_rows(a, b, c);
+            return;
+        }
         let n_pad = n.next_multiple_of(NR);
         let panels = n_pad / NR;
         let slices = k.div_ceil(KC);
@@ -231,6 +240,59 @@ mod avx2 {
                 (0..tasks).into_par_iter().for_each(run);
             } else {
                 run(0);
+            }
+        });
+    }
+
+    /// `C = A B` for a handful of rows (a single-sample `predict`) and a row-major
+    /// `B`: streams each row of `B` once per row of `A` instead of packing all of
+    /// `B`. The arithmetic is the kernel's: per `KC` slice, an FMA chain over `p`
+    /// from zero, then `C = acc` or `C += acc`, so a row gets the same bits
+    /// whatever the batch it is predicted in.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn few_rows(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
+        let (m, k) = a.dim();
+        let n = b.ncols();
+        let (ars, acs) = (a.strides()[0], a.strides()[1]);
+        let brs = b.strides()[0];
+        let ldc = c.strides()[0];
+        let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        let vec_n = n - n % 8;
+        ROWACC.with(|acc| {
+            let mut acc = acc.borrow_mut();
+            acc.resize(n, 0.0);
+            // SAFETY (pointer use below): i < m, p < k and j < n stay inside
+            // `a` (m x k), `b` (k x n, unit column stride) and `c` (m x n).
+            for i in 0..m {
+                let crow = cp.offset(i as isize * ldc);
+                for pc in (0..k).step_by(KC) {
+                    acc.fill(0.0);
+                    for p in pc..KC.min(k - pc) + pc {
+                        let av = *ap.offset(i as isize * ars + p as isize * acs);
+                        let bv = _mm256_set1_ps(av);
+                        let brow = bp.offset(p as isize * brs);
+                        let mut j = 0;
+                        while j < vec_n {
+                            let t = acc.as_mut_ptr().add(j);
+                            _mm256_storeu_ps(
+                                t,
+                                _mm256_fmadd_ps(
+                                    bv,
+                                    _mm256_loadu_ps(brow.add(j)),
+                                    _mm256_loadu_ps(t),
+                                ),
+                            );
+                            j += 8;
+                        }
+                        for j in vec_n..n {
+                            acc[j] = av.mul_add(*brow.add(j), acc[j]);
+                        }
+                    }
+                    for (j, &v) in acc.iter().enumerate() {
+                        let out = crow.add(j);
+                        *out = if pc == 0 { v } else { *out + v };
+                    }
+                }
             }
         });
     }
@@ -442,6 +504,7 @@ mod tests {
     fn matches_a_naive_product_on_odd_and_strided_shapes() {
         for &(m, k, n) in &[
             (1, 1, 1),
+            (3, 300, 53),
             (7, 5, 3),
             (37, 300, 53),
             (128, 784, 40),
@@ -491,5 +554,22 @@ mod tests {
             .iter()
             .zip(pieces.iter())
             .all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+
+    #[test]
+    fn a_row_gets_the_same_bits_alone_or_in_a_batch() {
+        let a = data(40, 700, 7);
+        let b = data(700, 37, 8);
+        let mut batch = Array2::zeros((40, 37));
+        gemm(a.view(), b.view(), batch.view_mut());
+        for r in [0, 13, 39] {
+            let mut one = Array2::zeros((1, 37));
+            gemm(a.slice(s![r..r + 1, ..]), b.view(), one.view_mut());
+            assert!(one
+                .row(0)
+                .iter()
+                .zip(batch.row(r).iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
     }
 }

@@ -8,16 +8,21 @@ use crate::losses::Loss;
 
 /// Fails on the first NaN or infinity, naming its row and column.
 pub(crate) fn check_finite(a: ArrayView2<f32>, name: &str) -> Result<()> {
-    let bad = a
-        .axis_iter(Axis(0))
-        .into_par_iter()
-        .enumerate()
-        .find_map_first(|(r, row)| {
-            row.iter()
-                .enumerate()
-                .find(|(_, v)| !v.is_finite())
-                .map(|(c, &v)| (r, c, v))
-        });
+    let first_bad = |(r, row): (usize, ndarray::ArrayView1<f32>)| {
+        row.iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(c, &v)| (r, c, v))
+    };
+    // Small inputs (a single-sample predict) are checked without waking rayon.
+    let bad = if a.len() < 1 << 15 {
+        a.axis_iter(Axis(0)).enumerate().find_map(first_bad)
+    } else {
+        a.axis_iter(Axis(0))
+            .into_par_iter()
+            .enumerate()
+            .find_map_first(first_bad)
+    };
     if let Some((row, col, value)) = bad {
         return Err(Error::NonFinite {
             name: name.into(),
