@@ -201,7 +201,11 @@ mod avx2 {
         let rows_per_task = m.div_ceil(tasks).next_multiple_of(MR);
         BPACK.with(|bpack| {
             let mut bpack = bpack.borrow_mut();
-            bpack.resize(k * n_pad, 0.0);
+            // Grow only: shrinking and growing back would re-zero the buffer on
+            // every product of a different shape.
+            if bpack.len() < k * n_pad {
+                bpack.resize(k * n_pad, 0.0);
+            }
             let dst = SharedPtr(bpack.as_mut_ptr());
             let bptr = SharedPtr(b.as_ptr() as *mut f32);
             // Slice `s` starts at row s*KC, so its panels start at s*KC*n_pad.
@@ -315,7 +319,9 @@ mod avx2 {
         let (ars, acs) = (a.strides()[0], a.strides()[1]);
         APACK.with(|apack| {
             let mut apack = apack.borrow_mut();
-            apack.resize(MC * KC, 0.0);
+            if apack.len() < MC * KC {
+                apack.resize(MC * KC, 0.0);
+            }
             // KC slices outermost, so one slice of the packed `B` stays in cache
             // for every row block of this task.
             let row_major = acs == 1;

@@ -126,6 +126,18 @@ fn class_of(loss: &Loss, row: &[f32]) -> usize {
     }
 }
 
+/// What one training step reads, besides the model and its workspace.
+struct StepContext<'a> {
+    x: ArrayView2<'a, f32>,
+    y: ArrayView2<'a, f32>,
+    rows: &'a [usize],
+    weights: Option<&'a [f32]>,
+    /// Seed of this step's dropout stream.
+    seed: u64,
+    loss: Loss,
+    fused: bool,
+}
+
 /// A 64-bit mix (SplitMix64) of the run seed with the epoch and step.
 pub(crate) fn stream_seed(seed: u64, epoch: u64, step: u64) -> u64 {
     let mut z =
@@ -327,52 +339,19 @@ impl Sequential {
                     stop |= ctx.stop_requested();
                 }
 
-                // 1. gather
-                gather_rows(x, rows, ws.input_mut(nb));
-                let tc = ws.target_cols;
-                gather_rows(y, rows, &mut ws.targets[..nb * tc]);
-                for (k, &r) in rows.iter().enumerate() {
-                    ws.sample_weights[k] = weights.as_ref().map_or(1.0, |w| w[r]);
-                }
-                // 2. forward
-                let mut rng = StdRng::seed_from_u64(stream_seed(seed, epoch as u64, step as u64));
-                let mut fctx = ForwardContext {
-                    training: true,
-                    rng: &mut rng,
+                let step_ctx = StepContext {
+                    x,
+                    y,
+                    rows,
+                    weights: weights.as_deref(),
+                    seed: stream_seed(seed, epoch as u64, step as u64),
+                    loss,
+                    fused,
                 };
-                ws.forward(&self.layers, nb, &mut fctx);
-                // 3. loss and its gradient
-                let batch_loss = {
-                    let out_w = out_dim;
-                    let mut grad = std::mem::take(&mut ws.grad_a);
-                    let mut losses = std::mem::take(&mut ws.losses);
-                    {
-                        let logits = if fused {
-                            ws.logits(&self.layers, nb)
-                        } else {
-                            None
-                        };
-                        let targets = view(&ws.targets, nb, tc);
-                        loss.per_sample(
-                            ws.output(nb),
-                            targets,
-                            logits,
-                            &mut losses[..nb],
-                            Some(view_mut(&mut grad, nb, out_w)),
-                        );
-                    }
-                    let inv = 1.0 / nb as f32;
-                    let mut total = 0.0f64;
-                    for (k, row) in grad[..nb * out_w].chunks_exact_mut(out_w).enumerate() {
-                        let w = ws.sample_weights[k];
-                        total += (losses[k] * w) as f64;
-                        let f = w * inv;
-                        row.iter_mut().for_each(|g| *g *= f);
-                    }
-                    ws.grad_a = grad;
-                    ws.losses = losses;
-                    (total / nb as f64) as f32 + self.regularization_penalty()
-                };
+                // The whole step runs inside the pool, so its parallel parts hand
+                // work between rayon's workers instead of waking this thread.
+                let batch_loss =
+                    rayon::scope(|_| self.train_step(&mut ws, &mut states, &step_ctx))?;
                 if !batch_loss.is_finite() {
                     if o.verbose > 0 {
                         println!();
@@ -384,36 +363,8 @@ impl Sequential {
                         history: Box::new(history),
                     });
                 }
-                {
-                    let targets = view(&ws.targets, nb, tc);
-                    let w = weights.as_ref().map(|_| &ws.sample_weights[..nb]);
-                    for s in &mut states {
-                        s.update(targets, ws.output(nb), w);
-                    }
-                }
                 loss_total += batch_loss as f64 * nb as f64;
                 seen += nb;
-                // 4. backward
-                ws.backward(&self.layers, nb, fused);
-                // 5. optimizer
-                {
-                    // Callbacks may recompile the model but cannot uncompile it.
-                    let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
-                    let opt = &mut compiled.optimizer;
-                    let norm =
-                        opt.begin_step(ws.param_grads.iter().flatten().map(|g| g.as_slice()));
-                    let mut idx = 0;
-                    for (l, layer) in self.layers.iter_mut().enumerate() {
-                        let grads = &mut ws.param_grads[l];
-                        let mut j = 0;
-                        layer.visit_params_mut(&mut |p| {
-                            opt.update_tensor(idx, p, &mut grads[j], norm);
-                            idx += 1;
-                            j += 1;
-                        });
-                    }
-                    opt.finish_step();
-                }
                 logs = Logs::default();
                 logs.insert("loss", (loss_total / seen as f64) as f32);
                 for (name, s) in metric_names.iter().zip(&states) {
@@ -455,5 +406,94 @@ impl Sequential {
             cb.on_train_end(&last_logs, &mut ctx)?;
         }
         Ok(history)
+    }
+
+    /// One training step on the rows `c.rows`: gather, forward, loss and its
+    /// gradient, metrics, backward, optimizer. Returns the batch loss; a
+    /// non-finite loss returns before any weight changes.
+    fn train_step(
+        &mut self,
+        ws: &mut Workspace,
+        states: &mut [MetricState],
+        c: &StepContext<'_>,
+    ) -> Result<f32> {
+        let nb = c.rows.len();
+        // 1. gather
+        gather_rows(c.x, c.rows, ws.input_mut(nb));
+        let tc = ws.target_cols;
+        gather_rows(c.y, c.rows, &mut ws.targets[..nb * tc]);
+        for (k, &r) in c.rows.iter().enumerate() {
+            ws.sample_weights[k] = c.weights.map_or(1.0, |w| w[r]);
+        }
+        // 2. forward
+        let mut rng = StdRng::seed_from_u64(c.seed);
+        let mut fctx = ForwardContext {
+            training: true,
+            rng: &mut rng,
+        };
+        ws.forward(&self.layers, nb, &mut fctx);
+        // 3. loss and its gradient
+        let batch_loss = {
+            let out_w = self.output_dim();
+            let mut grad = std::mem::take(&mut ws.grad_a);
+            let mut losses = std::mem::take(&mut ws.losses);
+            {
+                let logits = if c.fused {
+                    ws.logits(&self.layers, nb)
+                } else {
+                    None
+                };
+                let targets = view(&ws.targets, nb, tc);
+                c.loss.per_sample(
+                    ws.output(nb),
+                    targets,
+                    logits,
+                    &mut losses[..nb],
+                    Some(view_mut(&mut grad, nb, out_w)),
+                );
+            }
+            let inv = 1.0 / nb as f32;
+            let mut total = 0.0f64;
+            for (k, row) in grad[..nb * out_w].chunks_exact_mut(out_w).enumerate() {
+                let w = ws.sample_weights[k];
+                total += (losses[k] * w) as f64;
+                let f = w * inv;
+                row.iter_mut().for_each(|g| *g *= f);
+            }
+            ws.grad_a = grad;
+            ws.losses = losses;
+            (total / nb as f64) as f32 + self.regularization_penalty()
+        };
+        if !batch_loss.is_finite() {
+            return Ok(batch_loss);
+        }
+        {
+            let targets = view(&ws.targets, nb, tc);
+            let w = c.weights.map(|_| &ws.sample_weights[..nb]);
+            for s in states.iter_mut() {
+                s.update(targets, ws.output(nb), w);
+            }
+        }
+        // 4. backward
+        ws.backward(&self.layers, nb, c.fused);
+        // 5. optimizer
+        {
+            // Callbacks may recompile the model but cannot uncompile it.
+            let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
+            let opt = &mut compiled.optimizer;
+            let norm = opt.begin_step(ws.param_grads.iter().flatten().map(|g| g.as_slice()));
+            let mut idx = 0;
+            for (l, layer) in self.layers.iter_mut().enumerate() {
+                let grads = &mut ws.param_grads[l];
+                let mut j = 0;
+                layer.visit_params_mut(&mut |p| {
+                    opt.update_tensor(idx, p, &mut grads[j], norm);
+                    idx += 1;
+                    j += 1;
+                });
+            }
+            opt.finish_step();
+        }
+        Ok(batch_loss)
     }
 }

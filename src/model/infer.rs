@@ -19,9 +19,9 @@ use crate::layers::ForwardContext;
 use crate::metrics::MetricState;
 
 /// Smallest block `evaluate` runs, whatever `batch_size` says.
-const MIN_BLOCK: usize = 512;
+const MIN_BLOCK: usize = 2048;
 /// Rows per block in `predict`.
-const PREDICT_BLOCK: usize = 1024;
+const PREDICT_BLOCK: usize = 2048;
 
 /// Options of [`Sequential::evaluate_with`] (Keras `evaluate` arguments).
 #[derive(Debug, Clone, PartialEq)]
