@@ -44,7 +44,8 @@
 //! - [`saving`]: model files (safetensors + JSON architecture).
 //! - [`datasets`] and [`preprocessing`]: MNIST IDX files, CSV tables, scaling,
 //!   one-hot encoding, stratified splits.
-//! - `kernels` (private): the parallel, deterministic matrix products.
+//! - [`kernels`]: the parallel, deterministic matrix products (horn's own AVX2 + FMA
+//!   kernel, chosen at run time, with matrixmultiply as the portable fallback).
 //!
 //! ## Design of one training step
 //! `fit` allocates one workspace sized for the batch: the gathered input rows,
@@ -53,7 +54,8 @@
 //! buffers and one gradient buffer per weight tensor. A step then
 //! 1. gathers the batch's rows (shuffled indices) into the input buffer;
 //! 2. runs each layer forward: `Dense` does one matrix product, then a single
-//!    fused pass adds the bias and applies the activation;
+//!    fused pass adds the bias and applies the activation (the whole step runs
+//!    inside the rayon pool, so its parallel parts pass work between workers);
 //! 3. computes per-sample losses and their gradients; softmax (or sigmoid) +
 //!    cross-entropy are fused into `p - y` from the logits, as Keras does on its
 //!    TensorFlow backend;
@@ -66,8 +68,9 @@
 //!
 //! ## Parallelism and determinism
 //! Work is split into blocks whose boundaries depend only on the shapes: the
-//! matrix products split their *output* into row or column blocks (so no output
-//! element is ever summed across threads), elementwise passes split rows, and
+//! matrix products split the rows (or blocks) of their *output* (so no output
+//! element is ever summed across threads, and each is accumulated over `k` in
+//! one fixed order), elementwise passes split rows, and
 //! every sum over the batch (bias gradients, losses, metrics) runs in row order.
 //! A seeded `fit` therefore gives bit-identical weights and History with any
 //! number of rayon threads (`RAYON_NUM_THREADS=1` or `2`, tested).

@@ -270,8 +270,10 @@ impl MetricState {
         *self = MetricState::new(self.metric);
     }
 
-    /// Adds one batch. Arrays are row-major, one row per sample; `weights`
-    /// are optional per-sample weights.
+    /// Adds one batch: `y_true` and `y_pred` hold one row per sample (one column
+    /// of class indices for the sparse metrics); `weights` are optional
+    /// per-sample weights. [`Metric::compute`] checks shapes; this low-level
+    /// method, called per batch by `fit`, counts the rows both arrays have.
     pub fn update(
         &mut self,
         y_true: ArrayView2<f32>,
@@ -279,8 +281,10 @@ impl MetricState {
         weights: Option<&[f32]>,
     ) {
         let c = y_pred.ncols();
-        let w = |i: usize| weights.map_or(1.0, |w| w[i] as f64);
-        for i in 0..y_pred.nrows() {
+        // Rows beyond either array, or beyond `weights`, are not counted twice or
+        // read out of bounds: extra rows are ignored, missing weights count 1.
+        let w = |i: usize| weights.and_then(|w| w.get(i)).map_or(1.0, |&v| v as f64);
+        for i in 0..y_pred.nrows().min(y_true.nrows()) {
             let p = y_pred.row(i);
             let p = p.to_slice().expect("standard layout: converted above");
             let t = y_true.row(i);
