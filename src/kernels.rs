@@ -8,7 +8,7 @@
 //! gives bit-identical weights with 1 thread or 16.
 //!
 //! The single-threaded GEMM is horn's own on x86-64 CPUs with AVX2 and FMA
-//! (detected at run time; see [`avx2`]): a packed 6x16 micro-kernel in the
+//! (detected at run time): a packed 6x16 micro-kernel in the
 //! style of BLIS. Each output element is accumulated over `k` in a fixed order
 //! (blocks of `KC`, FMA within a block), whatever the block of `C` it belongs to,
 //! so the split above cannot change a single bit. Elsewhere (other CPUs, other
