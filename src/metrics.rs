@@ -394,14 +394,17 @@ impl MetricState {
             Metric::Precision => div(self.tp[0], self.tp[0] + self.fp[0]),
             Metric::Recall => div(self.tp[0], self.tp[0] + self.fnn[0]),
             Metric::Auc => {
-                let tpr: Vec<f64> = (0..AUC_THRESHOLDS)
-                    .map(|k| div(self.tp[k], self.tp[k] + self.fnn[k]))
-                    .collect();
-                let fpr: Vec<f64> = (0..AUC_THRESHOLDS)
-                    .map(|k| div(self.fp[k], self.fp[k] + self.tn[k]))
-                    .collect();
+                let rate = |k: usize| {
+                    (
+                        div(self.fp[k], self.fp[k] + self.tn[k]),
+                        div(self.tp[k], self.tp[k] + self.fnn[k]),
+                    )
+                };
                 (0..AUC_THRESHOLDS - 1)
-                    .map(|k| (fpr[k] - fpr[k + 1]) * (tpr[k] + tpr[k + 1]) / 2.0)
+                    .map(|k| {
+                        let ((fpr0, tpr0), (fpr1, tpr1)) = (rate(k), rate(k + 1));
+                        (fpr0 - fpr1) * (tpr0 + tpr1) / 2.0
+                    })
                     .sum()
             }
             Metric::R2Score => {

@@ -365,10 +365,10 @@ impl Sequential {
                 }
                 loss_total += batch_loss as f64 * nb as f64;
                 seen += nb;
-                logs = Logs::default();
-                logs.insert("loss", (loss_total / seen as f64) as f32);
+                // Updated in place: no allocation per batch once the keys exist.
+                logs.set("loss", (loss_total / seen as f64) as f32);
                 for (name, s) in metric_names.iter().zip(&states) {
-                    logs.insert(name.clone(), s.result());
+                    logs.set(name, s.result());
                 }
                 progress.batch_end(step + 1, &logs);
                 if !callbacks.is_empty() {

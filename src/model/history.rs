@@ -33,6 +33,15 @@ impl Logs {
         }
     }
 
+    /// Sets a key without allocating when it is already present (the per-batch
+    /// running values of `fit`).
+    pub(crate) fn set(&mut self, key: &str, value: f32) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(e) => e.1 = value,
+            None => self.0.push((key.to_string(), value)),
+        }
+    }
+
     /// Key-value pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f32)> {
         self.0.iter().map(|(k, v)| (k.as_str(), *v))
