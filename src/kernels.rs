@@ -197,8 +197,20 @@ mod avx2 {
         let (brs, bcs) = (b.strides()[0], b.strides()[1]);
         let ldc = c.strides()[0];
         let out = SharedPtr(c.as_mut_ptr());
-        let tasks = if parallel { m.div_ceil(MC) } else { 1 };
-        let rows_per_task = m.div_ceil(tasks).next_multiple_of(MR);
+        // An even number of tasks (when parallel) with boundaries at the nearest
+        // multiple of MR keeps two workers equally busy; the count depends only on m.
+        let tasks = if parallel {
+            m.div_ceil(MC).next_multiple_of(2).min(m.div_ceil(MR))
+        } else {
+            1
+        };
+        let boundary = |t: usize| {
+            if t >= tasks {
+                m
+            } else {
+                ((t * m + tasks * MR / 2) / (tasks * MR) * MR).min(m)
+            }
+        };
         BPACK.with(|bpack| {
             let mut bpack = bpack.borrow_mut();
             // Grow only: shrinking and growing back would re-zero the buffer on
@@ -232,8 +244,7 @@ mod avx2 {
             }
             let packed_b: &[f32] = &bpack;
             let run = |t: usize| {
-                let r0 = t * rows_per_task;
-                let r1 = m.min(r0 + rows_per_task);
+                let (r0, r1) = (boundary(t), boundary(t + 1));
                 if r0 < r1 {
                     // SAFETY: AVX2/FMA were checked by the caller; the task writes
                     // only rows r0..r1 of `c`.
