@@ -88,24 +88,35 @@ impl Sequential {
         &self,
         x: ArrayView2<f32>,
         block: usize,
-        mut each: impl FnMut(usize, usize, &Workspace),
+        mut each: impl FnMut(usize, usize, &Workspace) + Send,
     ) {
         let n = x.nrows();
         let input_dim = self.input_dim().unwrap_or(0);
-        let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), block, false, 0);
-        let mut rng = StdRng::seed_from_u64(0);
-        for start in (0..n).step_by(block.max(1)) {
-            let nb = block.min(n - start);
-            copy_block(
-                x.slice(ndarray::s![start..start + nb, ..]),
-                ws.input_mut(nb),
-            );
-            let mut ctx = ForwardContext {
-                training: false,
-                rng: &mut rng,
-            };
-            ws.forward(self.layers(), nb, &mut ctx);
-            each(start, nb, &ws);
+        let mut run = || {
+            let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), block, false, 0);
+            let mut rng = StdRng::seed_from_u64(0);
+            for start in (0..n).step_by(block.max(1)) {
+                let nb = block.min(n - start);
+                copy_block(
+                    x.slice(ndarray::s![start..start + nb, ..]),
+                    ws.input_mut(nb),
+                );
+                let mut ctx = ForwardContext {
+                    training: false,
+                    rng: &mut rng,
+                };
+                ws.forward(self.layers(), nb, &mut ctx);
+                each(start, nb, &ws);
+            }
+        };
+        // A large input runs inside the pool, so that the parallel products
+        // hand work between workers instead of waking this thread each time;
+        // a few rows stay on the calling thread (entering the pool would cost
+        // more than their whole forward pass).
+        if n * input_dim >= 1 << 16 {
+            rayon::scope(|_| run());
+        } else {
+            run();
         }
     }
 
