@@ -147,6 +147,9 @@ mod avx2 {
     const KC: usize = 256;
     const MC: usize = 96;
 
+    /// Values past the last packed `A` panel that [`pack_a`] may overwrite.
+    const PACK_SLACK: usize = 8;
+
     /// Products with at most this many rows skip packing (see [`few_rows`]).
     const FEW_ROWS: usize = 4;
 
@@ -155,10 +158,33 @@ mod avx2 {
         static ROWACC: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         /// The packed `B`, owned by the thread that runs the product.
         static BPACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+        /// A task's slice of the packed `B` in [`col_block`], one per worker thread.
+        static BSLICE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         /// The packed block of `A`, one per worker thread.
         static APACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         /// The column positions of the packed `A` panels (see [`pack_a`]).
         static AIDX: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `f` on this thread's buffer `key`, grown to at least `len` values
+    /// (grow only: shrinking and growing back would re-zero it for every product
+    /// of a different shape). A thread that waits inside a parallel product may
+    /// run a job of another product (another thread's `predict`) whose buffer it
+    /// already holds; that job gets a fresh buffer.
+    fn with_buf<T: Copy + Default, R>(
+        key: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+        len: usize,
+        f: impl FnOnce(&mut [T]) -> R,
+    ) -> R {
+        key.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                if buf.len() < len {
+                    buf.resize(len, T::default());
+                }
+                f(&mut buf)
+            }
+            Err(_) => f(&mut vec![T::default(); len]),
+        })
     }
 
     /// Whether this CPU and this output can use the kernel.
@@ -207,6 +233,21 @@ mod avx2 {
         let (brs, bcs) = (b.strides()[0], b.strides()[1]);
         let ldc = c.strides()[0];
         let out = SharedPtr(c.as_mut_ptr());
+        if parallel && n >= 2 * m && panels >= 8 {
+            // Few rows, many columns (a training batch times a large kernel):
+            // split the columns instead, so that each task packs and reads only
+            // its own part of `B`, one L2-sized slice at a time, and the tasks
+            // do equal work whatever the sparsity of `A`. At least 128 columns
+            // a task, an even number of tasks, both fixed by the shape.
+            let tasks = (n / 128).max(2).next_multiple_of(2).min(panels);
+            (0..tasks).into_par_iter().for_each(|t| {
+                let (p0, p1) = (t * panels / tasks, (t + 1) * panels / tasks);
+                // SAFETY: AVX2/FMA were checked by the caller; the task writes
+                // only columns p0*NR..p1*NR (clipped to n) of `c`.
+                unsafe { col_block(a, b, out, ldc, p0, p1) };
+            });
+            return;
+        }
         // An even number of tasks (when parallel) with boundaries at the nearest
         // multiple of MR keeps two workers equally busy; the count depends only on m.
         let tasks = if parallel {
@@ -221,13 +262,7 @@ mod avx2 {
                 ((t * m + tasks * MR / 2) / (tasks * MR) * MR).min(m)
             }
         };
-        BPACK.with(|bpack| {
-            let mut bpack = bpack.borrow_mut();
-            // Grow only: shrinking and growing back would re-zero the buffer on
-            // every product of a different shape.
-            if bpack.len() < k * n_pad {
-                bpack.resize(k * n_pad, 0.0);
-            }
+        with_buf(&BPACK, k * n_pad, |bpack| {
             let dst = SharedPtr(bpack.as_mut_ptr());
             let bptr = SharedPtr(b.as_ptr() as *mut f32);
             // Slice `s` starts at row s*KC, so its panels start at s*KC*n_pad.
@@ -252,7 +287,7 @@ mod avx2 {
             } else {
                 (0..slices * panels).for_each(pack);
             }
-            let packed_b: &[f32] = &bpack;
+            let packed_b: &[f32] = bpack;
             let run = |t: usize| {
                 let (r0, r1) = (boundary(t), boundary(t + 1));
                 if r0 < r1 {
@@ -351,14 +386,8 @@ mod avx2 {
         // A row-major `A` can be read in place; it is still packed (which finds
         // its zero steps) when many `B` panels share each `A` panel.
         let in_place = acs == 1 && n <= 4 * NR;
-        APACK.with(|apack| {
-            AIDX.with(|aidx| {
-                let mut apack = apack.borrow_mut();
-                let mut aidx = aidx.borrow_mut();
-                if apack.len() < MC * KC {
-                    apack.resize(MC * KC, 0.0);
-                    aidx.resize(MC / MR * KC, 0);
-                }
+        with_buf(&APACK, MC * KC + PACK_SLACK, |apack| {
+            with_buf(&AIDX, MC / MR * KC, |aidx| {
                 let mut counts = [0usize; MC / MR];
                 // KC slices outermost, so one slice of the packed `B` stays in
                 // cache for every row block of this task.
@@ -379,8 +408,8 @@ mod avx2 {
                                 mc,
                                 pc,
                                 kc,
-                                &mut apack,
-                                &mut aidx,
+                                apack,
+                                aidx,
                                 &mut counts,
                             );
                         }
@@ -399,23 +428,7 @@ mod avx2 {
                                     });
                                     kernel(kc, rows, 1, bpanel)
                                 } else {
-                                    let panel = apack.as_ptr().add(ir * kc);
-                                    let used = counts[ir / MR];
-                                    if used == kc {
-                                        kernel(
-                                            kc,
-                                            std::array::from_fn(|r| panel.add(r)),
-                                            MR,
-                                            bpanel,
-                                        )
-                                    } else {
-                                        kernel_sparse(
-                                            used,
-                                            panel,
-                                            aidx.as_ptr().add(ir / MR * kc),
-                                            bpanel,
-                                        )
-                                    }
+                                    packed_tile(apack, aidx, counts[ir / MR], ir, kc, bpanel)
                                 };
                                 store_tile(acc, ctile, ldc, mr, nr, pc == 0);
                             }
@@ -424,6 +437,93 @@ mod avx2 {
                 }
             })
         });
+    }
+
+    /// Columns `p0 * NR..p1 * NR` (clipped to `n`) of `C`, for a product with
+    /// few rows: for each `KC` slice in order, pack this task's panels of that
+    /// slice of `B` (an L2-sized block), then each `MC` block of `A`, and run
+    /// the kernel on every pair. Each element sees the arithmetic of
+    /// [`row_block`].
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn col_block(
+        a: ArrayView2<f32>,
+        b: ArrayView2<f32>,
+        out: SharedPtr,
+        ldc: isize,
+        p0: usize,
+        p1: usize,
+    ) {
+        let (m, k) = a.dim();
+        let n = b.ncols();
+        let (ars, acs) = (a.strides()[0], a.strides()[1]);
+        let (brs, bcs) = (b.strides()[0], b.strides()[1]);
+        let width = (p1 - p0) * NR;
+        with_buf(&BSLICE, KC * width, |bslice| {
+            with_buf(&APACK, MC * KC + PACK_SLACK, |apack| {
+                with_buf(&AIDX, MC / MR * KC, |aidx| {
+                    let mut counts = [0usize; MC / MR];
+                    for pc in (0..k).step_by(KC) {
+                        let kc = KC.min(k - pc);
+                        // SAFETY (pointer use below): reads stay inside `a` (m x k)
+                        // and `b` (k x n), writes inside this task's columns of `c`
+                        // and the buffers sized above.
+                        for jr in p0..p1 {
+                            let j0 = jr * NR;
+                            let panel = &mut bslice[(jr - p0) * NR * kc..][..NR * kc];
+                            pack_b_panel(b.as_ptr(), brs, bcs, pc, kc, j0, NR.min(n - j0), panel);
+                        }
+                        for ic in (0..m).step_by(MC) {
+                            let mc = MC.min(m - ic);
+                            pack_a(
+                                a.as_ptr(),
+                                ars,
+                                acs,
+                                ic,
+                                mc,
+                                pc,
+                                kc,
+                                apack,
+                                aidx,
+                                &mut counts,
+                            );
+                            for jr in p0..p1 {
+                                let j0 = jr * NR;
+                                let nr = NR.min(n - j0);
+                                let bpanel = bslice.as_ptr().add((jr - p0) * NR * kc);
+                                for ir in (0..mc).step_by(MR) {
+                                    let mr = MR.min(mc - ir);
+                                    let ctile =
+                                        out.get().offset((ic + ir) as isize * ldc + j0 as isize);
+                                    let acc =
+                                        packed_tile(apack, aidx, counts[ir / MR], ir, kc, bpanel);
+                                    store_tile(acc, ctile, ldc, mr, nr, pc == 0);
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+        });
+    }
+
+    /// The tile of the packed `A` panel starting at row `ir` of its block, which
+    /// holds `used` of its `kc` steps, against one packed `B` panel.
+    #[inline(always)]
+    unsafe fn packed_tile(
+        apack: &[f32],
+        aidx: &[u32],
+        used: usize,
+        ir: usize,
+        kc: usize,
+        bpanel: *const f32,
+    ) -> [__m256; 2 * MR] {
+        let panel = apack.as_ptr().add(ir * kc);
+        if used == kc {
+            kernel(kc, std::array::from_fn(|r| panel.add(r)), MR, bpanel)
+        } else {
+            kernel_sparse(used, panel, aidx.as_ptr().add(ir / MR * kc), bpanel)
+        }
     }
 
     /// Packs the panel `B[pc..pc+kc, j0..j0+w]` as `kc` rows of `NR` values,
@@ -461,7 +561,13 @@ mod avx2 {
     /// column after another, zero-padded past `mc`), leaving out the columns
     /// where all `MR` values are zero. Panel `q` starts at `q * MR * kc` in `out`,
     /// holds `counts[q]` columns, and their positions `p` are in
-    /// `idx[q * kc..][..counts[q]]`.
+    /// `idx[q * kc..][..counts[q]]`. `out` needs `PACK_SLACK` values past the
+    /// last panel.
+    ///
+    /// The two layouts the model uses are vectorized: a row-major `A` (a batch
+    /// of inputs) tests eight columns of six rows at once and skips all-zero
+    /// runs outright; a transposed one (the inputs in a weight gradient) loads a
+    /// column's six values as one vector.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn pack_a(
@@ -476,12 +582,67 @@ mod avx2 {
         idx: &mut [u32],
         counts: &mut [usize; MC / MR],
     ) {
+        debug_assert!(out.len() >= mc.next_multiple_of(MR) * kc + PACK_SLACK);
+        let zero = _mm256_setzero_ps();
+        // Lanes that compare unequal to zero (NaN included, as in `x != 0.0`).
+        let nonzero = |v: __m256| _mm256_cmp_ps::<_CMP_NEQ_UQ>(v, zero);
         for (q, i0) in (0..mc).step_by(MR).enumerate() {
             let h = MR.min(mc - i0);
             let base = a.offset((ic + i0) as isize * rs + pc as isize * cs);
-            let (panel, pidx) = (&mut out[i0 * kc..][..MR * kc], &mut idx[q * kc..][..kc]);
+            let panel = out.as_mut_ptr().add(i0 * kc);
+            let pidx = &mut idx[q * kc..][..kc];
             let mut used = 0;
-            for p in 0..kc {
+            let mut p = 0;
+            if cs == 1 {
+                let rows: [*const f32; MR] =
+                    std::array::from_fn(|i| base.offset(i.min(h - 1) as isize * rs));
+                while p + 8 <= kc {
+                    let v: [__m256; MR] = std::array::from_fn(|i| {
+                        if i < h {
+                            _mm256_loadu_ps(rows[i].add(p))
+                        } else {
+                            zero
+                        }
+                    });
+                    let any = v[1..]
+                        .iter()
+                        .fold(nonzero(v[0]), |m, &x| _mm256_or_ps(m, nonzero(x)));
+                    let mut mask = _mm256_movemask_ps(any) as u32;
+                    if mask != 0 {
+                        // SAFETY: six vectors of eight lanes are 6x8 values.
+                        let t: [[f32; 8]; MR] = std::mem::transmute(v);
+                        while mask != 0 {
+                            let j = mask.trailing_zeros() as usize;
+                            mask &= mask - 1;
+                            for (i, row) in t.iter().enumerate() {
+                                *panel.add(used * MR + i) = row[j];
+                            }
+                            pidx[used] = (p + j) as u32;
+                            used += 1;
+                        }
+                    }
+                    p += 8;
+                }
+            } else if rs == 1 {
+                let lanes = _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(h as i32),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                );
+                while p < kc {
+                    // Masked lanes read nothing, so this never leaves `a`.
+                    let v = _mm256_maskload_ps(base.offset(p as isize * cs), lanes);
+                    if _mm256_movemask_ps(nonzero(v)) != 0 {
+                        // Eight values land where six belong: the two extra
+                        // fall on the next column's slot or the slack.
+                        _mm256_storeu_ps(panel.add(used * MR), v);
+                        pidx[used] = p as u32;
+                        used += 1;
+                    }
+                    p += 1;
+                }
+            }
+            // The rest (a general layout, or the last columns of a row-major A).
+            while p < kc {
                 let col = base.offset(p as isize * cs);
                 let v: [f32; MR] = std::array::from_fn(|i| {
                     if i < h {
@@ -491,10 +652,11 @@ mod avx2 {
                     }
                 });
                 if v.iter().any(|&x| x != 0.0) {
-                    panel[used * MR..][..MR].copy_from_slice(&v);
+                    std::ptr::copy_nonoverlapping(v.as_ptr(), panel.add(used * MR), MR);
                     pidx[used] = p as u32;
                     used += 1;
                 }
+                p += 1;
             }
             counts[q] = used;
         }

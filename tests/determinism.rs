@@ -5,12 +5,19 @@ mod common;
 
 use horn::prelude::*;
 
-fn train() -> (u64, Vec<f32>) {
+/// Sparse inputs (about two thirds zeros) and a wide first layer, so that the
+/// products take every path of the kernels: row and column splits, dense and
+/// sparse panels.
+fn data() -> (ndarray::Array2<f32>, ndarray::Array2<f32>) {
     let (x, y) = common::blobs(600, 96, 3);
+    (x.mapv(|v| if v > 0.4 { v } else { 0.0 }), y)
+}
+
+fn model(seed: u64) -> Sequential {
     let mut model = Sequential::new()
-        .seed(11)
+        .seed(seed)
         .input(96)
-        .dense(256, Relu)
+        .dense(512, Relu)
         .dropout(0.2)
         .dense(128, Tanh)
         .dense(3, Softmax);
@@ -21,20 +28,30 @@ fn train() -> (u64, Vec<f32>) {
             &[Metric::Accuracy],
         )
         .unwrap();
-    let h = model
+    model
+}
+
+fn fit(model: &mut Sequential) -> History {
+    let (x, y) = data();
+    model
         .fit(
             &x,
             &y,
             FitOptions {
                 epochs: 3,
-                batch_size: 256,
+                batch_size: 64,
                 validation_split: 0.2,
                 seed: Some(5),
                 verbose: 0,
                 ..Default::default()
             },
         )
-        .unwrap();
+        .unwrap()
+}
+
+fn train() -> (u64, Vec<f32>) {
+    let mut model = model(11);
+    let h = fit(&mut model);
     let mut hist = h.get("loss").unwrap().to_vec();
     hist.extend_from_slice(h.get("val_loss").unwrap());
     (common::fingerprint(&model), hist)
@@ -58,36 +75,32 @@ fn same_result_on_one_and_four_threads() {
         four.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
     // A different seed gives different weights: the fingerprint is sensitive.
-    let (x, y) = common::blobs(600, 96, 3);
-    let mut other = Sequential::new()
-        .seed(12)
-        .input(96)
-        .dense(256, Relu)
-        .dropout(0.2)
-        .dense(128, Tanh)
-        .dense(3, Softmax);
-    other
-        .compile(
-            RmsProp::default(),
-            CategoricalCrossentropy::default(),
-            &[Metric::Accuracy],
-        )
-        .unwrap();
-    other
-        .fit(
-            &x,
-            &y,
-            FitOptions {
-                epochs: 3,
-                batch_size: 256,
-                validation_split: 0.2,
-                seed: Some(5),
-                verbose: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let mut other = model(12);
+    fit(&mut other);
     assert_ne!(common::fingerprint(&other), one.0);
+}
+
+#[test]
+fn concurrent_predicts_match_one_at_a_time() {
+    // Threads that share the rayon pool run each other's parallel work while
+    // they wait; every call must still get its own, correct result.
+    let model = model(3);
+    let (x, _) = data();
+    let big = ndarray::concatenate![ndarray::Axis(0), x, x, x, x, x];
+    let alone = model.predict(&big).unwrap();
+    std::thread::scope(|s| {
+        let calls: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| [(); 4].map(|_| model.predict(&big).unwrap())))
+            .collect();
+        for call in calls {
+            for p in call.join().unwrap() {
+                assert!(p
+                    .iter()
+                    .zip(alone.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
+    });
 }
 
 /// Child mode: print the fingerprint (run by `rayon_num_threads_env_1_vs_2`).
