@@ -167,6 +167,15 @@ fn main() {
             m.predict(&one).unwrap();
         });
         println!("predict_one     one-sample predict latency: {}", fmt(t));
+        // The same with a dense input row (no zero pixel to skip).
+        let dense = one.mapv(|v| v + 0.5);
+        let t = best(10, 1000, || {
+            m.predict(&dense).unwrap();
+        });
+        println!(
+            "predict_one     one-sample predict latency, dense row: {}",
+            fmt(t)
+        );
     }
     if want("tabular") {
         // The penguins-sized model: 10 -> 12 -> 12 -> 3, batch 12, 250 rows, 10 epochs.
