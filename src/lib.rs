@@ -46,6 +46,8 @@
 //!   one-hot encoding, stratified splits.
 //! - [`kernels`]: the parallel, deterministic matrix products (horn's own AVX2 + FMA
 //!   kernel, chosen at run time, with matrixmultiply as the portable fallback).
+//!   Their packing skips the all-zero steps of sparse inputs (MNIST's pixels are
+//!   81% zeros) without changing a value.
 //!
 //! ## Design of one training step
 //! `fit` allocates one workspace sized for the batch: the gathered input rows,
@@ -68,7 +70,8 @@
 //!
 //! ## Parallelism and determinism
 //! Work is split into blocks whose boundaries depend only on the shapes: the
-//! matrix products split the rows (or blocks) of their *output* (so no output
+//! matrix products split the rows or, for a wide product with few rows such as
+//! the first layer's forward pass, the columns of their *output* (so no output
 //! element is ever summed across threads, and each is accumulated over `k` in
 //! one fixed order), elementwise passes split rows, and
 //! every sum over the batch (bias gradients, losses, metrics) runs in row order.
