@@ -36,8 +36,8 @@ const BLOCK: usize = 64;
 /// `C = A B`, in parallel for large products, bit-identical for any number of
 /// threads.
 ///
-/// With the AVX2 kernel, `B` is packed once and the rows of `C` are split into a
-/// shape-determined number of tasks. Otherwise `C` is split
+/// With the AVX2 kernel, the rows of `C` (or, for a wide product with few rows,
+/// its columns) are split into a shape-determined number of tasks. Otherwise `C` is split
 /// into fixed row or column blocks, each a single-threaded matrixmultiply call.
 pub fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
     let (m, k) = a.dim();
@@ -128,8 +128,8 @@ pub(crate) fn values_mut(a: ArrayViewMut2<'_, f32>) -> &'_ mut [f32] {
 
 /// The AVX2 + FMA single-precision GEMM.
 ///
-/// BLIS-style blocking: `B` is packed once into `KC`-deep slices of `NR`-column
-/// panels (in parallel, shared read-only by all tasks), each `MC x KC` block of
+/// BLIS-style blocking: `B` is packed into `KC`-deep slices of `NR`-column
+/// panels (once and shared by row tasks, or per column task), each `MC x KC` block of
 /// `A` into `MR`-row panels (kept in L2), and the micro-kernel multiplies one `A`
 /// panel by one `B` panel into a 6x16 tile of `C` held in twelve `ymm`
 /// registers. Panels are zero-padded at the edges, and partial tiles go through
@@ -215,9 +215,11 @@ mod avx2 {
         }
     }
 
-    /// `C = A B`. All of `B` is packed first (`KC`-deep slices of `NR`-column
-    /// panels), then the rows of `C` are split into tasks whose number depends
-    /// only on `m`; each task walks the `KC` slices in order, so every element's
+    /// `C = A B`. A wide product with few rows splits the columns of `C` into
+    /// tasks, each packing its own slices of `B` ([`col_block`]). Otherwise all
+    /// of `B` is packed first (`KC`-deep slices of `NR`-column panels) and the
+    /// rows of `C` are split ([`row_block`]). Task counts depend only on the
+    /// shape, and every task walks the `KC` slices in order, so every element's
     /// arithmetic is the same with one task or many.
     ///
     /// # Safety
