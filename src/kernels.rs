@@ -392,55 +392,42 @@ mod avx2 {
         r1: usize,
     ) {
         let k = a.ncols();
-        let (ars, acs) = (a.strides()[0], a.strides()[1]);
+        let ars = a.strides()[0];
         // A row-major `A` can be read in place; it is still packed (which finds
         // its zero steps) when many `B` panels share each `A` panel.
-        let in_place = acs == 1 && n <= 4 * NR;
+        let in_place = a.strides()[1] == 1 && n <= 4 * NR;
+        let panels = n.div_ceil(NR);
         with_buf(&APACK, MC * KC + PACK_SLACK, |apack| {
             with_buf(&AIDX, MC / MR * KC, |aidx| {
-                let mut counts = [0usize; MC / MR];
                 // KC slices outermost, so one slice of the packed `B` stays in
                 // cache for every row block of this task.
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
                     let bslice = packed_b.as_ptr().add(pc * n_pad);
+                    let bpanel = |jr: usize| bslice.add(jr * NR * kc);
                     for ic in (r0..r1).step_by(MC) {
                         let mc = MC.min(r1 - ic);
-                        // SAFETY (pointer use below): indices stay inside `a`
-                        // (m x k), `c` (m x n) and the packed buffers; rows past
-                        // `mr` point at a valid row and their results are discarded.
                         if !in_place {
-                            pack_a(
-                                a.as_ptr(),
-                                ars,
-                                acs,
-                                ic,
-                                mc,
-                                pc,
-                                kc,
-                                apack,
-                                aidx,
-                                &mut counts,
-                            );
+                            let rows = (a, ic, mc, pc, kc);
+                            packed_rows(rows, apack, aidx, 0..panels, bpanel, n, out, ldc);
+                            continue;
                         }
-                        for jr in (0..n).step_by(NR) {
-                            let nr = NR.min(n - jr);
-                            let bpanel = bslice.add(jr * kc);
+                        // SAFETY (pointer use below): indices stay inside `a`
+                        // (m x k) and `c` (m x n); rows past `mr` point at a
+                        // valid row and their results are discarded.
+                        for jr in 0..panels {
+                            let j0 = jr * NR;
                             for ir in (0..mc).step_by(MR) {
                                 let mr = MR.min(mc - ir);
+                                let base =
+                                    a.as_ptr().offset((ic + ir) as isize * ars + pc as isize);
+                                let rows = std::array::from_fn(|r| {
+                                    base.offset(r.min(mr - 1) as isize * ars)
+                                });
                                 let ctile =
-                                    out.get().offset((ic + ir) as isize * ldc + jr as isize);
-                                let acc = if in_place {
-                                    let base =
-                                        a.as_ptr().offset((ic + ir) as isize * ars + pc as isize);
-                                    let rows = std::array::from_fn(|r| {
-                                        base.offset(r.min(mr - 1) as isize * ars)
-                                    });
-                                    kernel(kc, rows, 1, bpanel)
-                                } else {
-                                    packed_tile(apack, aidx, counts[ir / MR], ir, kc, bpanel)
-                                };
-                                store_tile(acc, ctile, ldc, mr, nr, pc == 0);
+                                    out.get().offset((ic + ir) as isize * ldc + j0 as isize);
+                                let acc = kernel(kc, rows, 1, bpanel(jr));
+                                store_tile(acc, ctile, ldc, mr, NR.min(n - j0), pc == 0);
                             }
                         }
                     }
@@ -466,55 +453,73 @@ mod avx2 {
     ) {
         let (m, k) = a.dim();
         let n = b.ncols();
-        let (ars, acs) = (a.strides()[0], a.strides()[1]);
         let (brs, bcs) = (b.strides()[0], b.strides()[1]);
         let width = (p1 - p0) * NR;
         with_buf(&BSLICE, KC * width, |bslice| {
             with_buf(&APACK, MC * KC + PACK_SLACK, |apack| {
                 with_buf(&AIDX, MC / MR * KC, |aidx| {
-                    let mut counts = [0usize; MC / MR];
                     for pc in (0..k).step_by(KC) {
                         let kc = KC.min(k - pc);
-                        // SAFETY (pointer use below): reads stay inside `a` (m x k)
-                        // and `b` (k x n), writes inside this task's columns of `c`
-                        // and the buffers sized above.
+                        // SAFETY: reads stay inside `b` (k x n), writes inside
+                        // the buffer sized above.
                         for jr in p0..p1 {
                             let j0 = jr * NR;
                             let panel = &mut bslice[(jr - p0) * NR * kc..][..NR * kc];
                             pack_b_panel(b.as_ptr(), brs, bcs, pc, kc, j0, NR.min(n - j0), panel);
                         }
+                        let bpanel = |jr: usize| bslice.as_ptr().add((jr - p0) * NR * kc);
                         for ic in (0..m).step_by(MC) {
-                            let mc = MC.min(m - ic);
-                            pack_a(
-                                a.as_ptr(),
-                                ars,
-                                acs,
-                                ic,
-                                mc,
-                                pc,
-                                kc,
-                                apack,
-                                aidx,
-                                &mut counts,
-                            );
-                            for jr in p0..p1 {
-                                let j0 = jr * NR;
-                                let nr = NR.min(n - j0);
-                                let bpanel = bslice.as_ptr().add((jr - p0) * NR * kc);
-                                for ir in (0..mc).step_by(MR) {
-                                    let mr = MR.min(mc - ir);
-                                    let ctile =
-                                        out.get().offset((ic + ir) as isize * ldc + j0 as isize);
-                                    let acc =
-                                        packed_tile(apack, aidx, counts[ir / MR], ir, kc, bpanel);
-                                    store_tile(acc, ctile, ldc, mr, nr, pc == 0);
-                                }
-                            }
+                            let rows = (a, ic, MC.min(m - ic), pc, kc);
+                            packed_rows(rows, apack, aidx, p0..p1, bpanel, n, out, ldc);
                         }
                     }
                 })
             })
         });
+    }
+
+    /// Packs rows `ic..ic+mc` of slice `pc..pc+kc` of `A` (`rows` is
+    /// `(a, ic, mc, pc, kc)`) and runs every tile of those rows against the
+    /// packed `B` panels `panels` (panel `jr` at `bpanel(jr)`, columns
+    /// `jr * NR..`), writing `C` as [`store_tile`] does.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn packed_rows(
+        rows: (ArrayView2<f32>, usize, usize, usize, usize),
+        apack: &mut [f32],
+        aidx: &mut [u32],
+        panels: std::ops::Range<usize>,
+        bpanel: impl Fn(usize) -> *const f32,
+        n: usize,
+        out: SharedPtr,
+        ldc: isize,
+    ) {
+        let (a, ic, mc, pc, kc) = rows;
+        let (ars, acs) = (a.strides()[0], a.strides()[1]);
+        let mut counts = [0usize; MC / MR];
+        // SAFETY (pointer use below): indices stay inside `a` (m x k), `c`
+        // (m x n) and the packed buffers.
+        pack_a(
+            a.as_ptr(),
+            ars,
+            acs,
+            ic,
+            mc,
+            pc,
+            kc,
+            apack,
+            aidx,
+            &mut counts,
+        );
+        for jr in panels {
+            let j0 = jr * NR;
+            let b = bpanel(jr);
+            for ir in (0..mc).step_by(MR) {
+                let ctile = out.get().offset((ic + ir) as isize * ldc + j0 as isize);
+                let acc = packed_tile(apack, aidx, counts[ir / MR], ir, kc, b);
+                store_tile(acc, ctile, ldc, MR.min(mc - ir), NR.min(n - j0), pc == 0);
+            }
+        }
     }
 
     /// The tile of the packed `A` panel starting at row `ir` of its block, which
