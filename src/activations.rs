@@ -196,8 +196,10 @@ impl Activation {
         match *self {
             Linear => {}
             Relu => {
+                // Not `v.max(0.0)`, which turns NaN into 0 and hides a broken
+                // model behind plausible outputs; a select still vectorizes.
                 for v in y.iter_mut() {
-                    *v = v.max(0.0);
+                    *v = if *v > 0.0 || v.is_nan() { *v } else { 0.0 };
                 }
             }
             Softmax => {
@@ -227,7 +229,13 @@ impl Activation {
     fn scalar(&self, z: f32) -> f32 {
         match *self {
             Linear => z,
-            Relu => z.max(0.0),
+            Relu => {
+                if z > 0.0 || z.is_nan() {
+                    z
+                } else {
+                    0.0
+                }
+            }
             Sigmoid => sigmoid(z),
             Tanh => z.tanh(),
             Elu(a) => {

@@ -15,7 +15,24 @@ use ndarray::ArrayD;
 use crate::error::{Error, Result};
 use crate::model::{Logs, Sequential};
 
-/// What a callback sees: the model (weights, learning rate) and a way to stop.
+/// What a callback sees: the model (read-only), its weights and learning rate
+/// (writable), and a way to stop.
+///
+/// The handle is deliberately narrower than `&mut Sequential`: `fit` sizes its
+/// buffers for the model's architecture once, so a callback may change the
+/// values of the weights ([`CallbackContext::set_weights`], shape-checked) and
+/// the learning rate, but not the layers or the compile settings.
+///
+/// ```
+/// use horn::prelude::*;
+/// let mut model = Sequential::new().seed(1).input(2).dense(1, Linear);
+/// model.compile("sgd", "mse", &[] as &[Metric]).unwrap();
+/// let mut ctx = CallbackContext::manual(&mut model);
+/// let w = ctx.model().get_weights().unwrap();
+/// ctx.set_weights(&w).unwrap();
+/// ctx.set_learning_rate(0.5).unwrap();
+/// assert_eq!(ctx.model().learning_rate(), Some(0.5));
+/// ```
 pub struct CallbackContext<'a> {
     model: &'a mut Sequential,
     stop: bool,
@@ -31,9 +48,15 @@ impl<'a> CallbackContext<'a> {
         self.model
     }
 
-    /// The model being trained, mutably (weights, learning rate).
-    pub fn model_mut(&mut self) -> &mut Sequential {
-        self.model
+    /// Replaces the weights, in the order of [`Sequential::get_weights`]; every
+    /// shape must match the model's (checked before anything changes).
+    pub fn set_weights(&mut self, weights: &[ArrayD<f32>]) -> Result<()> {
+        self.model.set_weights(weights)
+    }
+
+    /// Sets the optimizer's learning rate for the next steps.
+    pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        self.model.set_learning_rate(lr)
     }
 
     /// Asks `fit` to stop after the current batch or epoch (Keras
@@ -306,7 +329,7 @@ impl Callback for EarlyStopping {
     fn on_train_end(&mut self, _logs: &Logs, ctx: &mut CallbackContext<'_>) -> Result<()> {
         if self.restore_best_weights {
             if let Some(w) = self.best_weights.take() {
-                ctx.model_mut().set_weights(&w)?;
+                ctx.set_weights(&w)?;
             }
         }
         Ok(())
@@ -436,8 +459,7 @@ impl Callback for ReduceLrOnPlateau {
         } else if !in_cooldown {
             self.wait += 1;
             if self.wait >= self.patience && lr > self.min_lr {
-                ctx.model_mut()
-                    .set_learning_rate((lr * self.factor).max(self.min_lr))?;
+                ctx.set_learning_rate((lr * self.factor).max(self.min_lr))?;
                 self.cooldown_counter = self.cooldown;
                 self.wait = 0;
             }
@@ -467,7 +489,7 @@ impl<F: FnMut(usize, f32) -> f32> Callback for LearningRateScheduler<F> {
             .learning_rate()
             .ok_or(Error::NotCompiled("LearningRateScheduler"))?;
         let new = (self.schedule)(epoch, lr);
-        ctx.model_mut().set_learning_rate(new)
+        ctx.set_learning_rate(new)
     }
 
     fn on_epoch_end(

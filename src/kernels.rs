@@ -39,11 +39,24 @@ const BLOCK: usize = 64;
 /// With the AVX2 kernel, the rows of `C` (or, for a wide product with few rows,
 /// its columns) are split into a shape-determined number of tasks. Otherwise `C` is split
 /// into fixed row or column blocks, each a single-threaded matrixmultiply call.
+///
+/// # Panics
+/// When the shapes do not agree (`a` is `m x k`, `b` must be `k x n` and `c`
+/// `m x n`). The check holds in release builds: the kernel below it writes
+/// through raw pointers, so a mismatch must never reach it.
+///
+/// ```
+/// use ndarray::{array, Array2};
+/// let a = array![[1.0f32, 2.0], [3.0, 4.0]];
+/// let mut c = Array2::zeros((2, 2));
+/// horn::kernels::gemm(a.view(), a.view(), c.view_mut());
+/// assert_eq!(c, array![[7.0, 10.0], [15.0, 22.0]]);
+/// ```
+#[track_caller]
 pub fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
+    check_shapes("gemm", &a, &b, &c);
     let (m, k) = a.dim();
     let n = b.ncols();
-    debug_assert_eq!(b.nrows(), k);
-    debug_assert_eq!(c.dim(), (m, n));
     if m == 0 || n == 0 {
         return;
     }
@@ -51,11 +64,12 @@ pub fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
         c.fill(0.0);
         return;
     }
-    let parallel = m * n * k >= PAR_MIN_FLOPS;
+    let parallel = m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
     #[cfg(target_arch = "x86_64")]
     {
         if avx2::usable(&c) {
-            // SAFETY: `usable` checked AVX2, FMA and the unit column stride of `c`.
+            // SAFETY: `usable` checked AVX2, FMA and the unit column stride of
+            // `c`; `check_shapes` checked that `b` is `k x n` and `c` is `m x n`.
             unsafe { avx2::gemm(a, b, c, parallel) };
             return;
         }
@@ -100,16 +114,53 @@ fn block_len(len: usize) -> usize {
 /// horn::kernels::gemm_serial(a.view(), a.view(), c.view_mut());
 /// assert_eq!(c, array![[7.0, 10.0], [15.0, 22.0]]);
 /// ```
+///
+/// # Panics
+/// When the shapes do not agree, as [`gemm`].
+#[track_caller]
 pub fn gemm_serial(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
+    check_shapes("gemm_serial", &a, &b, &c);
+    if c.is_empty() {
+        return;
+    }
+    if a.ncols() == 0 {
+        c.fill(0.0);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if avx2::usable(&c) {
-            // SAFETY: `usable` checked AVX2, FMA and the unit column stride of `c`.
+            // SAFETY: `usable` checked AVX2, FMA and the unit column stride of
+            // `c`; `check_shapes` checked that the shapes agree.
             unsafe { avx2::gemm(a, b, c, false) };
             return;
         }
     }
     general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+}
+
+/// Panics unless `a` is `m x k`, `b` is `k x n` and `c` is `m x n`. Runs in
+/// every build: it is what keeps the raw-pointer kernel inside its buffers.
+#[track_caller]
+fn check_shapes(what: &str, a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &ArrayViewMut2<f32>) {
+    let (m, k) = a.dim();
+    let (kb, n) = b.dim();
+    assert!(
+        kb == k && c.dim() == (m, n),
+        "horn::kernels::{what}: shapes do not agree: A is {m}x{k}, B is {kb}x{n}, C is {}x{} (expected B {k}x{n} and C {m}x{n})",
+        c.nrows(),
+        c.ncols()
+    );
+}
+
+/// Whether the portable kernel was forced with `HORN_PORTABLE_GEMM=1` (read
+/// once per process): CI runs the whole suite this way too, so the fallback
+/// that other CPUs use is tested on this one.
+pub fn portable_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| {
+        std::env::var_os("HORN_PORTABLE_GEMM").is_some_and(|v| !v.is_empty() && v != "0")
+    })
 }
 
 /// The values of a row-major block. Every block the model hands to a layer or a
@@ -197,7 +248,10 @@ mod avx2 {
 
     /// Whether this CPU and this output can use the kernel.
     pub fn usable(c: &ArrayViewMut2<f32>) -> bool {
-        c.strides()[1] == 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        c.strides()[1] == 1
+            && !super::portable_forced()
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
     }
 
     /// A pointer shared by tasks that write disjoint parts of one buffer.
@@ -223,8 +277,9 @@ mod avx2 {
     /// arithmetic is the same with one task or many.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA, and `c` must have a column stride of 1
-    /// (see [`usable`]).
+    /// The CPU must support AVX2 and FMA, `c` must have a column stride of 1
+    /// (see [`usable`]), `b` must be `k x n` and `c` `m x n` for an `m x k`
+    /// `a`, and none of them may be empty.
     pub unsafe fn gemm(
         a: ArrayView2<f32>,
         b: ArrayView2<f32>,
@@ -234,7 +289,9 @@ mod avx2 {
         let (m, k) = a.dim();
         let n = b.ncols();
         if m <= FEW_ROWS && b.strides()[1] == 1 {
-            few_rows(a, b, c);
+            // SAFETY: this function's own contract (AVX2/FMA, agreeing,
+            // non-empty shapes), and `b` has the unit column stride it reads.
+            unsafe { few_rows(a, b, c) };
             return;
         }
         let n_pad = n.next_multiple_of(NR);
@@ -323,55 +380,58 @@ mod avx2 {
     /// whatever the batch it is predicted in.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn few_rows(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
-        let (m, k) = a.dim();
-        let n = b.ncols();
-        let (ars, acs) = (a.strides()[0], a.strides()[1]);
-        let brs = b.strides()[0];
-        let ldc = c.strides()[0];
-        let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-        let vec_n = n - n % 8;
-        ROWACC.with(|acc| {
-            let mut acc = acc.borrow_mut();
-            acc.resize(n, 0.0);
-            // SAFETY (pointer use below): i < m, p < k and j < n stay inside
-            // `a` (m x k), `b` (k x n, unit column stride) and `c` (m x n).
-            for i in 0..m {
-                let crow = cp.offset(i as isize * ldc);
-                for pc in (0..k).step_by(KC) {
-                    acc.fill(0.0);
-                    for p in pc..KC.min(k - pc) + pc {
-                        let av = *ap.offset(i as isize * ars + p as isize * acs);
-                        if av == 0.0 {
-                            // Adds nothing (see `kernel_sparse`); a sparse row
-                            // (an MNIST image) reads a fraction of `B`.
-                            continue;
+        // SAFETY: the caller guarantees AVX2/FMA and agreeing shapes (`a` m x k, `b` k x n with unit column stride, `c` m x n); every pointer below is offset by i < m, p < k, j < n.
+        unsafe {
+            let (m, k) = a.dim();
+            let n = b.ncols();
+            let (ars, acs) = (a.strides()[0], a.strides()[1]);
+            let brs = b.strides()[0];
+            let ldc = c.strides()[0];
+            let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+            let vec_n = n - n % 8;
+            ROWACC.with(|acc| {
+                let mut acc = acc.borrow_mut();
+                acc.resize(n, 0.0);
+                // SAFETY (pointer use below): i < m, p < k and j < n stay inside
+                // `a` (m x k), `b` (k x n, unit column stride) and `c` (m x n).
+                for i in 0..m {
+                    let crow = cp.offset(i as isize * ldc);
+                    for pc in (0..k).step_by(KC) {
+                        acc.fill(0.0);
+                        for p in pc..KC.min(k - pc) + pc {
+                            let av = *ap.offset(i as isize * ars + p as isize * acs);
+                            if av == 0.0 {
+                                // Adds nothing (see `kernel_sparse`); a sparse row
+                                // (an MNIST image) reads a fraction of `B`.
+                                continue;
+                            }
+                            let bv = _mm256_set1_ps(av);
+                            let brow = bp.offset(p as isize * brs);
+                            let mut j = 0;
+                            while j < vec_n {
+                                let t = acc.as_mut_ptr().add(j);
+                                _mm256_storeu_ps(
+                                    t,
+                                    _mm256_fmadd_ps(
+                                        bv,
+                                        _mm256_loadu_ps(brow.add(j)),
+                                        _mm256_loadu_ps(t),
+                                    ),
+                                );
+                                j += 8;
+                            }
+                            for j in vec_n..n {
+                                acc[j] = av.mul_add(*brow.add(j), acc[j]);
+                            }
                         }
-                        let bv = _mm256_set1_ps(av);
-                        let brow = bp.offset(p as isize * brs);
-                        let mut j = 0;
-                        while j < vec_n {
-                            let t = acc.as_mut_ptr().add(j);
-                            _mm256_storeu_ps(
-                                t,
-                                _mm256_fmadd_ps(
-                                    bv,
-                                    _mm256_loadu_ps(brow.add(j)),
-                                    _mm256_loadu_ps(t),
-                                ),
-                            );
-                            j += 8;
+                        for (j, &v) in acc.iter().enumerate() {
+                            let out = crow.add(j);
+                            *out = if pc == 0 { v } else { *out + v };
                         }
-                        for j in vec_n..n {
-                            acc[j] = av.mul_add(*brow.add(j), acc[j]);
-                        }
-                    }
-                    for (j, &v) in acc.iter().enumerate() {
-                        let out = crow.add(j);
-                        *out = if pc == 0 { v } else { *out + v };
                     }
                 }
-            }
-        });
+            });
+        }
     }
 
     /// Rows `r0..r1` of `C`: for each `KC` slice in order, pack the `A` panels
@@ -393,49 +453,52 @@ mod avx2 {
         r0: usize,
         r1: usize,
     ) {
-        let k = a.ncols();
-        let ars = a.strides()[0];
-        // A row-major `A` can be read in place; it is still packed (which finds
-        // its zero steps) when many `B` panels share each `A` panel.
-        let in_place = a.strides()[1] == 1 && n <= 4 * NR;
-        let panels = n.div_ceil(NR);
-        with_buf(&APACK, MC * KC + PACK_SLACK, |apack| {
-            with_buf(&AIDX, MC / MR * KC, |aidx| {
-                // KC slices outermost, so one slice of the packed `B` stays in
-                // cache for every row block of this task.
-                for pc in (0..k).step_by(KC) {
-                    let kc = KC.min(k - pc);
-                    let bslice = packed_b.as_ptr().add(pc * n_pad);
-                    let bpanel = |jr: usize| bslice.add(jr * NR * kc);
-                    for ic in (r0..r1).step_by(MC) {
-                        let mc = MC.min(r1 - ic);
-                        if !in_place {
-                            let rows = (a, ic, mc, pc, kc);
-                            packed_rows(rows, apack, aidx, 0..panels, bpanel, n, out, ldc);
-                            continue;
-                        }
-                        // SAFETY (pointer use below): indices stay inside `a`
-                        // (m x k) and `c` (m x n); rows past `mr` point at a
-                        // valid row and their results are discarded.
-                        for jr in 0..panels {
-                            let j0 = jr * NR;
-                            for ir in (0..mc).step_by(MR) {
-                                let mr = MR.min(mc - ir);
-                                let base =
-                                    a.as_ptr().offset((ic + ir) as isize * ars + pc as isize);
-                                let rows = std::array::from_fn(|r| {
-                                    base.offset(r.min(mr - 1) as isize * ars)
-                                });
-                                let ctile =
-                                    out.get().offset((ic + ir) as isize * ldc + j0 as isize);
-                                let acc = kernel(kc, rows, 1, bpanel(jr));
-                                store_tile(acc, ctile, ldc, mr, NR.min(n - j0), pc == 0);
+        // SAFETY: the caller guarantees AVX2/FMA, agreeing shapes, `packed_b` holding all of `B` packed (k x n_pad) and exclusive access to rows r0..r1 of `C` (m x n at `out`, row stride `ldc`).
+        unsafe {
+            let k = a.ncols();
+            let ars = a.strides()[0];
+            // A row-major `A` can be read in place; it is still packed (which finds
+            // its zero steps) when many `B` panels share each `A` panel.
+            let in_place = a.strides()[1] == 1 && n <= 4 * NR;
+            let panels = n.div_ceil(NR);
+            with_buf(&APACK, MC * KC + PACK_SLACK, |apack| {
+                with_buf(&AIDX, MC / MR * KC, |aidx| {
+                    // KC slices outermost, so one slice of the packed `B` stays in
+                    // cache for every row block of this task.
+                    for pc in (0..k).step_by(KC) {
+                        let kc = KC.min(k - pc);
+                        let bslice = packed_b.as_ptr().add(pc * n_pad);
+                        let bpanel = |jr: usize| bslice.add(jr * NR * kc);
+                        for ic in (r0..r1).step_by(MC) {
+                            let mc = MC.min(r1 - ic);
+                            if !in_place {
+                                let rows = (a, ic, mc, pc, kc);
+                                packed_rows(rows, apack, aidx, 0..panels, bpanel, n, out, ldc);
+                                continue;
+                            }
+                            // SAFETY (pointer use below): indices stay inside `a`
+                            // (m x k) and `c` (m x n); rows past `mr` point at a
+                            // valid row and their results are discarded.
+                            for jr in 0..panels {
+                                let j0 = jr * NR;
+                                for ir in (0..mc).step_by(MR) {
+                                    let mr = MR.min(mc - ir);
+                                    let base =
+                                        a.as_ptr().offset((ic + ir) as isize * ars + pc as isize);
+                                    let rows = std::array::from_fn(|r| {
+                                        base.offset(r.min(mr - 1) as isize * ars)
+                                    });
+                                    let ctile =
+                                        out.get().offset((ic + ir) as isize * ldc + j0 as isize);
+                                    let acc = kernel(kc, rows, 1, bpanel(jr));
+                                    store_tile(acc, ctile, ldc, mr, NR.min(n - j0), pc == 0);
+                                }
                             }
                         }
                     }
-                }
-            })
-        });
+                })
+            });
+        }
     }
 
     /// Columns `p0 * NR..p1 * NR` (clipped to `n`) of `C`, for a product with
@@ -453,31 +516,43 @@ mod avx2 {
         p0: usize,
         p1: usize,
     ) {
-        let (m, k) = a.dim();
-        let n = b.ncols();
-        let (brs, bcs) = (b.strides()[0], b.strides()[1]);
-        let width = (p1 - p0) * NR;
-        with_buf(&BSLICE, KC * width, |bslice| {
-            with_buf(&APACK, MC * KC + PACK_SLACK, |apack| {
-                with_buf(&AIDX, MC / MR * KC, |aidx| {
-                    for pc in (0..k).step_by(KC) {
-                        let kc = KC.min(k - pc);
-                        // SAFETY: reads stay inside `b` (k x n), writes inside
-                        // the buffer sized above.
-                        for jr in p0..p1 {
-                            let j0 = jr * NR;
-                            let panel = &mut bslice[(jr - p0) * NR * kc..][..NR * kc];
-                            pack_b_panel(b.as_ptr(), brs, bcs, pc, kc, j0, NR.min(n - j0), panel);
+        // SAFETY: the caller guarantees AVX2/FMA, agreeing shapes and exclusive access to columns p0*NR..min(p1*NR, n) of `C` (m x n at `out`, row stride `ldc`).
+        unsafe {
+            let (m, k) = a.dim();
+            let n = b.ncols();
+            let (brs, bcs) = (b.strides()[0], b.strides()[1]);
+            let width = (p1 - p0) * NR;
+            with_buf(&BSLICE, KC * width, |bslice| {
+                with_buf(&APACK, MC * KC + PACK_SLACK, |apack| {
+                    with_buf(&AIDX, MC / MR * KC, |aidx| {
+                        for pc in (0..k).step_by(KC) {
+                            let kc = KC.min(k - pc);
+                            // SAFETY: reads stay inside `b` (k x n), writes inside
+                            // the buffer sized above.
+                            for jr in p0..p1 {
+                                let j0 = jr * NR;
+                                let panel = &mut bslice[(jr - p0) * NR * kc..][..NR * kc];
+                                pack_b_panel(
+                                    b.as_ptr(),
+                                    brs,
+                                    bcs,
+                                    pc,
+                                    kc,
+                                    j0,
+                                    NR.min(n - j0),
+                                    panel,
+                                );
+                            }
+                            let bpanel = |jr: usize| bslice.as_ptr().add((jr - p0) * NR * kc);
+                            for ic in (0..m).step_by(MC) {
+                                let rows = (a, ic, MC.min(m - ic), pc, kc);
+                                packed_rows(rows, apack, aidx, p0..p1, bpanel, n, out, ldc);
+                            }
                         }
-                        let bpanel = |jr: usize| bslice.as_ptr().add((jr - p0) * NR * kc);
-                        for ic in (0..m).step_by(MC) {
-                            let rows = (a, ic, MC.min(m - ic), pc, kc);
-                            packed_rows(rows, apack, aidx, p0..p1, bpanel, n, out, ldc);
-                        }
-                    }
+                    })
                 })
-            })
-        });
+            });
+        }
     }
 
     /// Packs rows `ic..ic+mc` of slice `pc..pc+kc` of `A` (`rows` is
@@ -496,30 +571,33 @@ mod avx2 {
         out: SharedPtr,
         ldc: isize,
     ) {
-        let (a, ic, mc, pc, kc) = rows;
-        let (ars, acs) = (a.strides()[0], a.strides()[1]);
-        let mut counts = [0usize; MC / MR];
-        // SAFETY (pointer use below): indices stay inside `a` (m x k), `c`
-        // (m x n) and the packed buffers.
-        pack_a(
-            a.as_ptr(),
-            ars,
-            acs,
-            ic,
-            mc,
-            pc,
-            kc,
-            apack,
-            aidx,
-            &mut counts,
-        );
-        for jr in panels {
-            let j0 = jr * NR;
-            let b = bpanel(jr);
-            for ir in (0..mc).step_by(MR) {
-                let ctile = out.get().offset((ic + ir) as isize * ldc + j0 as isize);
-                let acc = packed_tile(apack, aidx, counts[ir / MR], ir, kc, b);
-                store_tile(acc, ctile, ldc, MR.min(mc - ir), NR.min(n - j0), pc == 0);
+        // SAFETY: the caller guarantees that rows ic..ic+mc and steps pc..pc+kc lie inside `a`, that `bpanel(jr)` points at a packed panel of kc x NR values for every jr in `panels`, and that those rows and panels' columns of `C` are its own to write.
+        unsafe {
+            let (a, ic, mc, pc, kc) = rows;
+            let (ars, acs) = (a.strides()[0], a.strides()[1]);
+            let mut counts = [0usize; MC / MR];
+            // SAFETY (pointer use below): indices stay inside `a` (m x k), `c`
+            // (m x n) and the packed buffers.
+            pack_a(
+                a.as_ptr(),
+                ars,
+                acs,
+                ic,
+                mc,
+                pc,
+                kc,
+                apack,
+                aidx,
+                &mut counts,
+            );
+            for jr in panels {
+                let j0 = jr * NR;
+                let b = bpanel(jr);
+                for ir in (0..mc).step_by(MR) {
+                    let ctile = out.get().offset((ic + ir) as isize * ldc + j0 as isize);
+                    let acc = packed_tile(apack, aidx, counts[ir / MR], ir, kc, b);
+                    store_tile(acc, ctile, ldc, MR.min(mc - ir), NR.min(n - j0), pc == 0);
+                }
             }
         }
     }
@@ -535,11 +613,14 @@ mod avx2 {
         kc: usize,
         bpanel: *const f32,
     ) -> [__m256; 2 * MR] {
-        let panel = apack.as_ptr().add(ir * kc);
-        if used == kc {
-            kernel(kc, std::array::from_fn(|r| panel.add(r)), MR, bpanel)
-        } else {
-            kernel_sparse(used, panel, aidx.as_ptr().add(ir / MR * kc), bpanel)
+        // SAFETY: the caller guarantees that `apack` holds the packed panel at row `ir` (kc x MR values), `aidx` its step indices, and `bpanel` kc x NR packed values.
+        unsafe {
+            let panel = apack.as_ptr().add(ir * kc);
+            if used == kc {
+                kernel(kc, std::array::from_fn(|r| panel.add(r)), MR, bpanel)
+            } else {
+                kernel_sparse(used, panel, aidx.as_ptr().add(ir / MR * kc), bpanel)
+            }
         }
     }
 
@@ -557,18 +638,23 @@ mod avx2 {
         w: usize,
         out: &mut [f32],
     ) {
-        for p in 0..kc {
-            let row = b.offset((pc + p) as isize * rs + j0 as isize * cs);
-            let o = p * NR;
-            if cs == 1 && w == NR {
-                std::ptr::copy_nonoverlapping(row, out.as_mut_ptr().add(o), NR);
-            } else {
-                for j in 0..NR {
-                    out[o + j] = if j < w {
-                        *row.offset(j as isize * cs)
-                    } else {
-                        0.0
-                    };
+        assert!(out.len() >= kc * NR, "packed B panel buffer too small");
+        // SAFETY: the caller guarantees that rows pc..pc+kc and columns
+        // j0..j0+w lie inside `b`; `out` holds kc x NR values (checked above).
+        unsafe {
+            for p in 0..kc {
+                let row = b.offset((pc + p) as isize * rs + j0 as isize * cs);
+                let o = p * NR;
+                if cs == 1 && w == NR {
+                    std::ptr::copy_nonoverlapping(row, out.as_mut_ptr().add(o), NR);
+                } else {
+                    for j in 0..NR {
+                        out[o + j] = if j < w {
+                            *row.offset(j as isize * cs)
+                        } else {
+                            0.0
+                        };
+                    }
                 }
             }
         }
@@ -599,83 +685,90 @@ mod avx2 {
         idx: &mut [u32],
         counts: &mut [usize; MC / MR],
     ) {
-        debug_assert!(out.len() >= mc.next_multiple_of(MR) * kc + PACK_SLACK);
-        let zero = _mm256_setzero_ps();
-        // Lanes that compare unequal to zero (NaN included, as in `x != 0.0`).
-        let nonzero = |v: __m256| _mm256_cmp_ps::<_CMP_NEQ_UQ>(v, zero);
-        for (q, i0) in (0..mc).step_by(MR).enumerate() {
-            let h = MR.min(mc - i0);
-            let base = a.offset((ic + i0) as isize * rs + pc as isize * cs);
-            let panel = out.as_mut_ptr().add(i0 * kc);
-            let pidx = &mut idx[q * kc..][..kc];
-            let mut used = 0;
-            let mut p = 0;
-            if cs == 1 {
-                let rows: [*const f32; MR] =
-                    std::array::from_fn(|i| base.offset(i.min(h - 1) as isize * rs));
-                while p + 8 <= kc {
-                    let v: [__m256; MR] = std::array::from_fn(|i| {
-                        if i < h {
-                            _mm256_loadu_ps(rows[i].add(p))
-                        } else {
-                            zero
-                        }
-                    });
-                    let any = v[1..]
-                        .iter()
-                        .fold(nonzero(v[0]), |m, &x| _mm256_or_ps(m, nonzero(x)));
-                    let mut mask = _mm256_movemask_ps(any) as u32;
-                    if mask != 0 {
-                        // SAFETY: six vectors of eight lanes are 6x8 values.
-                        let t: [[f32; 8]; MR] = std::mem::transmute(v);
-                        while mask != 0 {
-                            let j = mask.trailing_zeros() as usize;
-                            mask &= mask - 1;
-                            for (i, row) in t.iter().enumerate() {
-                                *panel.add(used * MR + i) = row[j];
+        // SAFETY: the caller guarantees that rows ic..ic+mc and steps pc..pc+kc lie inside `a` (strides rs, cs) and that `out` holds mc rounded up to MR times kc values plus PACK_SLACK (checked below).
+        unsafe {
+            // Checked in every build: the packing below writes through raw pointers.
+            assert!(
+                out.len() >= mc.next_multiple_of(MR) * kc + PACK_SLACK
+                    && idx.len() >= mc.div_ceil(MR) * kc
+            );
+            let zero = _mm256_setzero_ps();
+            // Lanes that compare unequal to zero (NaN included, as in `x != 0.0`).
+            let nonzero = |v: __m256| _mm256_cmp_ps::<_CMP_NEQ_UQ>(v, zero);
+            for (q, i0) in (0..mc).step_by(MR).enumerate() {
+                let h = MR.min(mc - i0);
+                let base = a.offset((ic + i0) as isize * rs + pc as isize * cs);
+                let panel = out.as_mut_ptr().add(i0 * kc);
+                let pidx = &mut idx[q * kc..][..kc];
+                let mut used = 0;
+                let mut p = 0;
+                if cs == 1 {
+                    let rows: [*const f32; MR] =
+                        std::array::from_fn(|i| base.offset(i.min(h - 1) as isize * rs));
+                    while p + 8 <= kc {
+                        let v: [__m256; MR] = std::array::from_fn(|i| {
+                            if i < h {
+                                _mm256_loadu_ps(rows[i].add(p))
+                            } else {
+                                zero
                             }
-                            pidx[used] = (p + j) as u32;
+                        });
+                        let any = v[1..]
+                            .iter()
+                            .fold(nonzero(v[0]), |m, &x| _mm256_or_ps(m, nonzero(x)));
+                        let mut mask = _mm256_movemask_ps(any) as u32;
+                        if mask != 0 {
+                            // SAFETY: six vectors of eight lanes are 6x8 values.
+                            let t: [[f32; 8]; MR] = std::mem::transmute(v);
+                            while mask != 0 {
+                                let j = mask.trailing_zeros() as usize;
+                                mask &= mask - 1;
+                                for (i, row) in t.iter().enumerate() {
+                                    *panel.add(used * MR + i) = row[j];
+                                }
+                                pidx[used] = (p + j) as u32;
+                                used += 1;
+                            }
+                        }
+                        p += 8;
+                    }
+                } else if rs == 1 {
+                    let lanes = _mm256_cmpgt_epi32(
+                        _mm256_set1_epi32(h as i32),
+                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                    );
+                    while p < kc {
+                        // Masked lanes read nothing, so this never leaves `a`.
+                        let v = _mm256_maskload_ps(base.offset(p as isize * cs), lanes);
+                        if _mm256_movemask_ps(nonzero(v)) != 0 {
+                            // Eight values land where six belong: the two extra
+                            // fall on the next column's slot or the slack.
+                            _mm256_storeu_ps(panel.add(used * MR), v);
+                            pidx[used] = p as u32;
                             used += 1;
                         }
+                        p += 1;
                     }
-                    p += 8;
                 }
-            } else if rs == 1 {
-                let lanes = _mm256_cmpgt_epi32(
-                    _mm256_set1_epi32(h as i32),
-                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                );
+                // The rest (a general layout, or the last columns of a row-major A).
                 while p < kc {
-                    // Masked lanes read nothing, so this never leaves `a`.
-                    let v = _mm256_maskload_ps(base.offset(p as isize * cs), lanes);
-                    if _mm256_movemask_ps(nonzero(v)) != 0 {
-                        // Eight values land where six belong: the two extra
-                        // fall on the next column's slot or the slack.
-                        _mm256_storeu_ps(panel.add(used * MR), v);
+                    let col = base.offset(p as isize * cs);
+                    let v: [f32; MR] = std::array::from_fn(|i| {
+                        if i < h {
+                            *col.offset(i as isize * rs)
+                        } else {
+                            0.0
+                        }
+                    });
+                    if v.iter().any(|&x| x != 0.0) {
+                        std::ptr::copy_nonoverlapping(v.as_ptr(), panel.add(used * MR), MR);
                         pidx[used] = p as u32;
                         used += 1;
                     }
                     p += 1;
                 }
+                counts[q] = used;
             }
-            // The rest (a general layout, or the last columns of a row-major A).
-            while p < kc {
-                let col = base.offset(p as isize * cs);
-                let v: [f32; MR] = std::array::from_fn(|i| {
-                    if i < h {
-                        *col.offset(i as isize * rs)
-                    } else {
-                        0.0
-                    }
-                });
-                if v.iter().any(|&x| x != 0.0) {
-                    std::ptr::copy_nonoverlapping(v.as_ptr(), panel.add(used * MR), MR);
-                    pidx[used] = p as u32;
-                    used += 1;
-                }
-                p += 1;
-            }
-            counts[q] = used;
         }
     }
 
@@ -690,17 +783,20 @@ mod avx2 {
         step: usize,
         b: *const f32,
     ) -> [__m256; 2 * MR] {
-        let mut acc = [_mm256_setzero_ps(); 2 * MR];
-        for p in 0..kc {
-            let b0 = _mm256_loadu_ps(b.add(p * NR));
-            let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
-            for r in 0..MR {
-                let av = _mm256_broadcast_ss(&*rows[r].add(p * step));
-                acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
-                acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
+        // SAFETY: the caller guarantees that each `rows[r] + p * step` for p < kc lies inside `A` and that `b` holds kc x NR values.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 2 * MR];
+            for p in 0..kc {
+                let b0 = _mm256_loadu_ps(b.add(p * NR));
+                let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+                for r in 0..MR {
+                    let av = _mm256_broadcast_ss(&*rows[r].add(p * step));
+                    acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
+                    acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
+                }
             }
+            acc
         }
-        acc
     }
 
     /// [`kernel`] over the `used` nonzero columns of a compressed `A` panel
@@ -713,18 +809,21 @@ mod avx2 {
         idx: *const u32,
         b: *const f32,
     ) -> [__m256; 2 * MR] {
-        let mut acc = [_mm256_setzero_ps(); 2 * MR];
-        for q in 0..used {
-            let bp = b.add(*idx.add(q) as usize * NR);
-            let b0 = _mm256_loadu_ps(bp);
-            let b1 = _mm256_loadu_ps(bp.add(8));
-            for r in 0..MR {
-                let av = _mm256_broadcast_ss(&*a.add(q * MR + r));
-                acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
-                acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
+        // SAFETY: the caller guarantees that `a` holds used x MR values, `idx` used step indices, and `b` a packed panel with a row for every index.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 2 * MR];
+            for q in 0..used {
+                let bp = b.add(*idx.add(q) as usize * NR);
+                let b0 = _mm256_loadu_ps(bp);
+                let b1 = _mm256_loadu_ps(bp.add(8));
+                for r in 0..MR {
+                    let av = _mm256_broadcast_ss(&*a.add(q * MR + r));
+                    acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
+                    acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
+                }
             }
+            acc
         }
-        acc
     }
 
     /// Writes the first `mr x nr` values of a 6x16 tile to `C`: `C = acc` on the
@@ -738,29 +837,32 @@ mod avx2 {
         nr: usize,
         first: bool,
     ) {
-        if mr == MR && nr == NR {
-            for r in 0..MR {
-                let row = c.offset(r as isize * ldc);
-                let (lo, hi) = if first {
-                    (acc[2 * r], acc[2 * r + 1])
-                } else {
-                    (
-                        _mm256_add_ps(_mm256_loadu_ps(row), acc[2 * r]),
-                        _mm256_add_ps(_mm256_loadu_ps(row.add(8)), acc[2 * r + 1]),
-                    )
-                };
-                _mm256_storeu_ps(row, lo);
-                _mm256_storeu_ps(row.add(8), hi);
-            }
-        } else {
-            // SAFETY: `[__m256; 12]` and `[f32; 96]` have the same size, and
-            // acc[2r], acc[2r + 1] hold columns 0-7 and 8-15 of row r.
-            let tile: [f32; MR * NR] = std::mem::transmute(acc);
-            for r in 0..mr {
-                let row = c.offset(r as isize * ldc);
-                for j in 0..nr {
-                    let v = tile[r * NR + j];
-                    *row.add(j) = if first { v } else { *row.add(j) + v };
+        // SAFETY: the caller guarantees that the mr x nr tile at `c` (row stride `ldc`) lies inside `C` and is this task's to write.
+        unsafe {
+            if mr == MR && nr == NR {
+                for r in 0..MR {
+                    let row = c.offset(r as isize * ldc);
+                    let (lo, hi) = if first {
+                        (acc[2 * r], acc[2 * r + 1])
+                    } else {
+                        (
+                            _mm256_add_ps(_mm256_loadu_ps(row), acc[2 * r]),
+                            _mm256_add_ps(_mm256_loadu_ps(row.add(8)), acc[2 * r + 1]),
+                        )
+                    };
+                    _mm256_storeu_ps(row, lo);
+                    _mm256_storeu_ps(row.add(8), hi);
+                }
+            } else {
+                // SAFETY: `[__m256; 12]` and `[f32; 96]` have the same size, and
+                // acc[2r], acc[2r + 1] hold columns 0-7 and 8-15 of row r.
+                let tile: [f32; MR * NR] = std::mem::transmute(acc);
+                for r in 0..mr {
+                    let row = c.offset(r as isize * ldc);
+                    for j in 0..nr {
+                        let v = tile[r * NR + j];
+                        *row.add(j) = if first { v } else { *row.add(j) + v };
+                    }
                 }
             }
         }

@@ -87,6 +87,7 @@
 //!   (Keras' `TerminateOnNaN` behaviour) instead of training on garbage.
 //! - Progress lines use the Keras 2 ASCII format, which reads well in logs.
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod activations;
 pub mod callbacks;
@@ -104,7 +105,9 @@ pub mod regularizers;
 pub mod saving;
 
 pub use error::{Error, Result};
-pub use model::{EvaluateOptions, FitOptions, History, HistoryParams, Logs, Sequential};
+pub use model::{
+    CompileOptions, EvaluateOptions, FitOptions, History, HistoryParams, Logs, Sequential,
+};
 
 /// Everything a model script needs: `use horn::prelude::*;`.
 pub mod prelude {
@@ -126,5 +129,7 @@ pub mod prelude {
         RmsProp, Sgd,
     };
     pub use crate::regularizers::Regularizer;
-    pub use crate::{Error, EvaluateOptions, FitOptions, History, Logs, Sequential};
+    pub use crate::{
+        CompileOptions, Error, EvaluateOptions, FitOptions, History, Logs, Sequential,
+    };
 }

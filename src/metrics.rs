@@ -67,9 +67,23 @@ pub enum Metric {
 }
 
 /// Anything `compile` accepts as a metric: a [`Metric`] or a Keras name.
+///
+/// The key a metric gets in logs and History follows Keras: a name string is
+/// kept exactly as written (`"mae"` logs `mae`, `"mean_absolute_error"` logs
+/// `mean_absolute_error`), a typed [`Metric`] logs its Keras class's default
+/// name ([`Metric::name`]).
 pub trait IntoMetric {
     /// Converts into a [`Metric`], failing on unknown names.
     fn into_metric(self) -> Result<Metric>;
+
+    /// The metric and the key it logs under.
+    fn into_named_metric(self) -> Result<(String, Metric)>
+    where
+        Self: Sized,
+    {
+        let m = self.into_metric()?;
+        Ok((m.name(), m))
+    }
 }
 
 impl IntoMetric for Metric {
@@ -86,15 +100,24 @@ impl IntoMetric for &str {
     fn into_metric(self) -> Result<Metric> {
         self.parse()
     }
+    fn into_named_metric(self) -> Result<(String, Metric)> {
+        Ok((self.trim().to_string(), self.parse()?))
+    }
 }
 impl IntoMetric for &&str {
     fn into_metric(self) -> Result<Metric> {
         self.parse()
     }
+    fn into_named_metric(self) -> Result<(String, Metric)> {
+        Ok((self.trim().to_string(), self.parse()?))
+    }
 }
 impl IntoMetric for &String {
     fn into_metric(self) -> Result<Metric> {
         self.parse()
+    }
+    fn into_named_metric(self) -> Result<(String, Metric)> {
+        Ok((self.trim().to_string(), self.parse()?))
     }
 }
 
@@ -130,24 +153,21 @@ impl Metric {
     /// The Keras names horn accepts.
     pub const NAMES: &'static str = "accuracy (acc), binary_accuracy, categorical_accuracy, sparse_categorical_accuracy, top_k_categorical_accuracy, mean_absolute_error (mae), mean_squared_error (mse), root_mean_squared_error (rmse), mean_absolute_percentage_error (mape), precision, recall, auc, r2_score";
 
-    /// The key under which the metric appears in logs and History (Keras' names).
+    /// The key under which a typed metric appears in logs and History: the
+    /// default `name` of Keras' metric class (`keras.metrics.MeanAbsoluteError()`
+    /// logs `mean_absolute_error`). A metric given by name string logs under
+    /// that string instead (see [`IntoMetric`]).
     pub fn name(&self) -> String {
         match self {
             Metric::Accuracy => "accuracy".into(),
             Metric::BinaryAccuracy { .. } => "binary_accuracy".into(),
             Metric::CategoricalAccuracy => "categorical_accuracy".into(),
             Metric::SparseCategoricalAccuracy => "sparse_categorical_accuracy".into(),
-            Metric::TopKCategoricalAccuracy { k } => {
-                if *k == 5 {
-                    "top_k_categorical_accuracy".into()
-                } else {
-                    format!("top_{k}_categorical_accuracy")
-                }
-            }
-            Metric::MeanAbsoluteError => "mae".into(),
-            Metric::MeanSquaredError => "mse".into(),
+            Metric::TopKCategoricalAccuracy { .. } => "top_k_categorical_accuracy".into(),
+            Metric::MeanAbsoluteError => "mean_absolute_error".into(),
+            Metric::MeanSquaredError => "mean_squared_error".into(),
             Metric::RootMeanSquaredError => "root_mean_squared_error".into(),
-            Metric::MeanAbsolutePercentageError => "mape".into(),
+            Metric::MeanAbsolutePercentageError => "mean_absolute_percentage_error".into(),
             Metric::Precision => "precision".into(),
             Metric::Recall => "recall".into(),
             Metric::Auc => "auc".into(),
@@ -274,21 +294,36 @@ impl MetricState {
     /// of class indices for the sparse metrics); `weights` are optional
     /// per-sample weights. [`Metric::compute`] checks shapes; this low-level
     /// method, called per batch by `fit`, counts the rows both arrays have.
+    /// Any memory layout works (a strided or transposed view is copied to row
+    /// order first; the views `fit` passes are already in row order).
+    ///
+    /// ```
+    /// use horn::metrics::{Metric, MetricState};
+    /// use ndarray::array;
+    /// let mut s = MetricState::new(Metric::CategoricalAccuracy);
+    /// let t = array![[0.0f32, 1.0], [1.0, 0.0]];
+    /// let p = array![[0.2f32, 0.3], [0.8, 0.7]]; // transposed: rows (0.2, 0.8), (0.3, 0.7)
+    /// s.update(t.view(), p.t(), None);
+    /// assert_eq!(s.result(), 0.5);
+    /// ```
     pub fn update(
         &mut self,
         y_true: ArrayView2<f32>,
         y_pred: ArrayView2<f32>,
         weights: Option<&[f32]>,
     ) {
+        // No copy when the views are already in row order (the per-batch case).
+        let (y_true, y_pred) = (y_true.as_standard_layout(), y_pred.as_standard_layout());
         let c = y_pred.ncols();
         // Rows beyond either array, or beyond `weights`, are not counted twice or
         // read out of bounds: extra rows are ignored, missing weights count 1.
         let w = |i: usize| weights.and_then(|w| w.get(i)).map_or(1.0, |&v| v as f64);
         for i in 0..y_pred.nrows().min(y_true.nrows()) {
-            let p = y_pred.row(i);
-            let p = p.to_slice().expect("standard layout: converted above");
-            let t = y_true.row(i);
-            let t = t.to_slice().expect("standard layout: converted above");
+            let (p, t) = match (y_pred.row(i).to_slice(), y_true.row(i).to_slice()) {
+                (Some(p), Some(t)) => (p, t),
+                // Unreachable: both arrays were put in row order above.
+                _ => continue,
+            };
             let wi = w(i);
             let value: Option<f64> = match self.metric {
                 Metric::Accuracy | Metric::CategoricalAccuracy => {
@@ -367,9 +402,9 @@ impl MetricState {
                     if self.r2.len() != c {
                         self.r2 = vec![[0.0; 4]; c];
                     }
-                    for j in 0..c {
-                        let y = t[j] as f64;
-                        let r = (t[j] - p[j]) as f64;
+                    for (j, (&tv, &pv)) in t.iter().zip(p).enumerate() {
+                        let y = tv as f64;
+                        let r = (tv - pv) as f64;
                         let s = &mut self.r2[j];
                         s[0] += wi * y;
                         s[1] += wi * y * y;

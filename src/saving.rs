@@ -4,38 +4,51 @@
 //! `safetensors.numpy.load_file`:
 //! - tensors `"{layer}/kernel"` `(in, units)` and `"{layer}/bias"` `(units)`, f32,
 //!   named as Keras names them (`dense/kernel`, `dense_1/bias`, ...);
-//! - optionally `"optimizer/{i}"` `(slots, n)`: the slot variables of weight
-//!   tensor `i`, one row per slot (e.g. Adam's `m` then `v`);
-//! - metadata `"format" = "horn"`, `"format_version" = "1"` and `"model"`, a JSON
+//! - optionally `"optimizer/{weight}"` `(slots, n)`: the slot variables of
+//!   one weight tensor (`optimizer/dense/kernel`), one row per slot (e.g.
+//!   Adam's `m` then `v`); version 1 files numbered them `optimizer/{i}`;
+//! - metadata `"format" = "horn"`, `"format_version" = "2"` and `"model"`, a JSON
 //!   document with the model name, seed, input width, every layer's
 //!   configuration, the compile settings and the optimizer's iteration count.
 //!
-//! Loading checks the whole file (version, layer types, every tensor's presence,
-//! dtype and shape) before it builds anything, so a bad file never leaves a
-//! half-loaded model.
+//! Loading treats the file as untrusted. It checks the whole file (version,
+//! layer types and options, every tensor's presence, dtype, shape and finite
+//! values) before it builds anything, and it allocates nothing the file's own
+//! size does not justify: every weight a layer configuration asks for must be
+//! present in the file, and loaded layers are built from those tensors, never
+//! initialised at random. A bad file gives an [`Error`], never a half-loaded
+//! model, a panic or an abort.
+//!
+//! Saving writes the same bytes for the same model (keys sorted), to a unique
+//! temporary file beside the target that is flushed to disk and then renamed
+//! over it: a crash or a concurrent save leaves either the old file or the new
+//! one, never a mix. A symbolic link is followed (its target is replaced) and an
+//! existing file keeps its permissions.
 //!
 //! [safetensors]: https://huggingface.co/docs/safetensors
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayD, IxDyn};
-use safetensors::tensor::{Dtype, TensorView};
+use ndarray::{Array2, ArrayD, IxDyn};
+use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
-use crate::layers::{ActivationLayer, Dense, Dropout};
+use crate::layers::{ActivationLayer, Dense, Dropout, Layer};
 use crate::losses::Loss;
 use crate::metrics::Metric;
 use crate::model::Sequential;
 use crate::optimizers::Optimizer;
 use crate::regularizers::Regularizer;
 
-/// The newest file format version this build reads and the one it writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest file format version this build reads and the one it writes
+/// (2: optimizer state named by weight; 1: numbered, still read).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A built-in layer's configuration, as stored in model files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +95,14 @@ struct CompileEntry {
     optimizer: Optimizer,
     loss: Loss,
     metrics: Vec<Metric>,
+    /// The keys the metrics log under (as the user wrote them); absent in
+    /// version 1 files, where each metric's default name is used.
+    #[serde(default)]
+    metric_names: Vec<String>,
+    #[serde(default)]
+    weighted_metrics: Vec<Metric>,
+    #[serde(default)]
+    weighted_metric_names: Vec<String>,
     /// Whether the file holds the optimizer's slot variables.
     optimizer_state: bool,
 }
@@ -95,38 +116,128 @@ struct ModelEntry {
     compile: Option<CompileEntry>,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+/// Keras stores `iterations` as an int64; a larger count is not a real file.
+const MAX_ITERATIONS: u64 = i64::MAX as u64;
+
+/// Reads a whole file, refusing anything but a regular file (a device such as
+/// `/dev/zero` would never end) and reading no more than its size.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::format(path, "not a regular file"));
+    }
+    let len = usize::try_from(meta.len())
+        .map_err(|_| Error::format(path, "file too large for this machine"))?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len)
+        .map_err(|_| Error::format(path, format!("cannot allocate {len} bytes to read it")))?;
+    file.take(len as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
-/// Writes atomically: a temporary file in the same folder, then a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("horn-tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+/// Where a save really writes: the target of a symbolic link (followed up to
+/// a few levels), else the path itself.
+fn resolve_target(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    for _ in 0..16 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&p) {
+                Ok(t) => {
+                    p = if t.is_absolute() {
+                        t
+                    } else {
+                        p.parent().unwrap_or(Path::new(".")).join(t)
+                    };
+                }
+                Err(_) => break,
+            },
+            _ => break,
+        }
+    }
+    p
 }
 
-fn to_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// Writes `bytes` to `path` atomically: a uniquely named temporary file in the
+/// same folder (so two saves never share one), flushed to disk, given the
+/// existing file's permissions, then renamed over the target and the folder
+/// synced. On any failure the temporary file is removed and the target is
+/// untouched.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let target = resolve_target(path);
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".horn-save-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(&dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
+    if let Ok(old) = std::fs::metadata(&target) {
+        tmp.as_file()
+            .set_permissions(old.permissions())
+            .map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    // On failure `persist` hands the file back, and dropping it deletes it.
+    tmp.persist(&target)
+        .map_err(|e| Error::io(&target, e.error))?;
+    // Make the rename itself durable (best effort: not every platform can
+    // open a folder).
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
-fn serialize(
-    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
-    meta: HashMap<String, String>,
-    path: &Path,
-) -> Result<Vec<u8>> {
-    let views = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            TensorView::new(Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::format(path, format!("cannot encode tensor `{n}`: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, Some(meta)).map_err(|e| Error::format(path, e.to_string()))
+/// One f32 tensor to write.
+struct Tensor<'a> {
+    name: String,
+    shape: Vec<usize>,
+    values: &'a [f32],
 }
 
-/// A tensor's values after checking dtype and shape.
+/// Encodes a safetensors file with sorted keys (header and metadata), so the
+/// same model always gives the same bytes. The `safetensors` crate's writer
+/// takes the metadata as a `HashMap`, whose order changes from run to run.
+fn encode(tensors: &mut [Tensor<'_>], meta: BTreeMap<String, String>) -> Vec<u8> {
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!(meta));
+    let mut offset = 0usize;
+    for t in tensors.iter() {
+        let end = offset + t.values.len() * 4;
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    // serde_json's map keeps keys sorted; pad the header to 8 bytes as the
+    // reference writer does, so the data is aligned.
+    let mut text = serde_json::Value::Object(header).to_string();
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + offset);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    for t in tensors.iter() {
+        for v in t.values {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// A tensor's values after checking dtype, shape and that every value is finite.
 fn tensor(st: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>> {
     let t = st.tensor(name).map_err(|_| {
         Error::format(
@@ -147,22 +258,131 @@ fn tensor(st: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> Res
             format!("{:?}", t.shape()),
         ));
     }
-    Ok(t.data()
+    // The shape matches the file's own tensor, so this allocation is at most
+    // the size of data that is really there.
+    let values: Vec<f32> = t
+        .data()
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+        .collect();
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::format(
+            path,
+            format!(
+                "tensor `{name}` holds a non-finite value ({}) at index {i}",
+                values[i]
+            ),
+        ));
+    }
+    Ok(values)
+}
+
+fn parse_file<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))
+}
+
+impl LayerConfig {
+    /// The Keras class name (`Dense`, `Dropout`, `Activation`).
+    pub fn class_name(&self) -> &'static str {
+        match self {
+            LayerConfig::Dense { .. } => "Dense",
+            LayerConfig::Dropout { .. } => "Dropout",
+            LayerConfig::Activation { .. } => "Activation",
+        }
+    }
+
+    /// Checks the configuration's options, as building the layer would.
+    fn validate(&self) -> Result<()> {
+        match self {
+            LayerConfig::Dense {
+                units,
+                activation,
+                kernel_initializer,
+                bias_initializer,
+                kernel_regularizer,
+                bias_regularizer,
+                ..
+            } => {
+                if *units == 0 {
+                    return Err(Error::arg("units", "a positive integer", units));
+                }
+                activation.validate()?;
+                kernel_initializer.validate()?;
+                bias_initializer.validate()?;
+                for r in [kernel_regularizer, bias_regularizer].into_iter().flatten() {
+                    r.validate()?;
+                }
+                Ok(())
+            }
+            LayerConfig::Dropout { rate } => {
+                if (0.0..=1.0).contains(rate) {
+                    Ok(())
+                } else {
+                    Err(Error::arg("rate", "a number in [0, 1]", rate))
+                }
+            }
+            LayerConfig::Activation { activation } => activation.validate(),
+        }
+    }
+
+    /// Builds the layer on an input width from the weights in the file (each
+    /// checked for presence, shape and finite values), returning it with its
+    /// output width. `prefix` is the layer's name (`dense_1`).
+    fn load(
+        &self,
+        input_dim: usize,
+        prefix: &str,
+        st: &SafeTensors<'_>,
+        path: &Path,
+    ) -> Result<(Box<dyn Layer>, usize)> {
+        self.validate()
+            .map_err(|e| Error::format(path, format!("layer `{prefix}`: {e}")))?;
+        Ok(match self.clone() {
+            LayerConfig::Dense {
+                units,
+                activation,
+                use_bias,
+                kernel_initializer,
+                bias_initializer,
+                kernel_regularizer,
+                bias_regularizer,
+            } => {
+                let kernel = tensor(st, &format!("{prefix}/kernel"), &[input_dim, units], path)?;
+                let kernel = Array2::from_shape_vec((input_dim, units), kernel)
+                    .map_err(|e| Error::format(path, e.to_string()))?;
+                let bias = if use_bias {
+                    tensor(st, &format!("{prefix}/bias"), &[units], path)?
+                } else {
+                    Vec::new()
+                };
+                let mut d = Dense::new(units, activation)
+                    .use_bias(use_bias)
+                    .kernel_initializer(kernel_initializer)
+                    .bias_initializer(bias_initializer)
+                    .with_weights(kernel, bias);
+                d.kernel_regularizer = kernel_regularizer;
+                d.bias_regularizer = bias_regularizer;
+                (Box::new(d), units)
+            }
+            LayerConfig::Dropout { rate } => (Box::new(Dropout::new(rate)), input_dim),
+            LayerConfig::Activation { activation } => {
+                (Box::new(ActivationLayer::new(activation)), input_dim)
+            }
+        })
+    }
 }
 
 impl Sequential {
-    fn weight_tensors(&self) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    fn weight_tensors(&self) -> Vec<Tensor<'_>> {
         let mut out = Vec::new();
         for (l, name) in self.layers().iter().zip(self.layer_names()) {
             for p in l.params() {
-                out.push((
-                    format!("{name}/{}", p.name),
-                    p.shape.clone(),
-                    to_bytes(p.values),
-                ));
+                out.push(Tensor {
+                    name: format!("{name}/{}", p.name),
+                    shape: p.shape.clone(),
+                    values: p.values,
+                });
             }
         }
         out
@@ -170,6 +390,8 @@ impl Sequential {
 
     /// Saves architecture, compile settings, weights and the optimizer state to
     /// one safetensors file, so that `fit` can resume exactly where it stopped.
+    /// The same model always gives the same bytes; the write is atomic (see the
+    /// [module docs](crate::saving)).
     ///
     /// ```
     /// use horn::prelude::*;
@@ -201,18 +423,25 @@ impl Sequential {
         let mut tensors = self.weight_tensors();
         let compile = self.compiled().map(|c| {
             let opt = &c.optimizer;
-            let slots = opt.slots();
             let k = opt.slots_per_weight();
-            let has_state = k > 0 && !slots.is_empty();
-            if has_state {
-                for (i, s) in slots.iter().enumerate() {
-                    tensors.push((format!("optimizer/{i}"), vec![k, s.len() / k], to_bytes(s)));
+            let mut has_state = false;
+            if k > 0 {
+                for (key, s) in opt.slots() {
+                    has_state = true;
+                    tensors.push(Tensor {
+                        name: format!("optimizer/{key}"),
+                        shape: vec![k, s.len() / k],
+                        values: s,
+                    });
                 }
             }
             CompileEntry {
                 optimizer: opt.clone(),
                 loss: c.loss,
                 metrics: c.metrics.clone(),
+                metric_names: c.metric_names.clone(),
+                weighted_metrics: c.weighted_metrics.clone(),
+                weighted_metric_names: c.weighted_names.clone(),
                 optimizer_state: has_state,
             }
         });
@@ -223,25 +452,24 @@ impl Sequential {
             layers,
             compile,
         };
-        let mut meta = HashMap::new();
+        let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), "horn".to_string());
         meta.insert("format_version".to_string(), FORMAT_VERSION.to_string());
         meta.insert(
             "model".to_string(),
             serde_json::to_string(&entry).map_err(|e| Error::format(path, e.to_string()))?,
         );
-        let bytes = serialize(tensors, meta, path)?;
-        write_atomic(path, &bytes)
+        write_atomic(path, &encode(&mut tensors, meta))
     }
 
     /// Loads a model saved by [`Sequential::save`]: architecture, weights, compile
     /// settings and optimizer state. Predictions are bit-identical to the saved
-    /// model's.
+    /// model's. The file is checked as untrusted input (see the
+    /// [module docs](crate::saving)).
     pub fn load(path: impl AsRef<Path>) -> Result<Sequential> {
         let path = path.as_ref();
-        let bytes = read(path)?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
+        let bytes = read_file(path)?;
+        let st = parse_file(&bytes, path)?;
         let (_, header) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
         let meta = header.metadata().clone().ok_or_else(|| {
@@ -266,69 +494,85 @@ impl Sequential {
                 format!("format version {version} is newer than this horn reads ({FORMAT_VERSION}); upgrade horn"),
             ));
         }
+        if version == 0 {
+            return Err(Error::format(path, "format version 0 does not exist"));
+        }
         let json = meta
             .get("model")
             .ok_or_else(|| Error::format(path, "metadata has no `model` entry"))?;
         let entry: ModelEntry = serde_json::from_str(json)
             .map_err(|e| Error::format(path, format!("unreadable architecture: {e}")))?;
+        if entry.input_dim == 0 {
+            return Err(Error::format(path, "invalid architecture: input width 0"));
+        }
+        if entry.layers.is_empty() {
+            return Err(Error::format(path, "invalid architecture: no layers"));
+        }
 
+        // Each layer is built from the file's tensors: a configuration that asks
+        // for weights the file does not hold fails here, before any allocation
+        // larger than the file.
         let mut model = Sequential::new()
             .name(entry.name.clone())
             .seed(entry.seed)
             .input(entry.input_dim);
+        let mut width = entry.input_dim;
         for l in &entry.layers {
-            model = match l.config.clone() {
-                LayerConfig::Dense {
-                    units,
-                    activation,
-                    use_bias,
-                    kernel_initializer,
-                    bias_initializer,
-                    kernel_regularizer,
-                    bias_regularizer,
-                } => {
-                    let mut d = Dense::new(units, activation)
-                        .use_bias(use_bias)
-                        .kernel_initializer(kernel_initializer)
-                        .bias_initializer(bias_initializer);
-                    d.kernel_regularizer = kernel_regularizer;
-                    d.bias_regularizer = bias_regularizer;
-                    model.add(d)
-                }
-                LayerConfig::Dropout { rate } => model.add(Dropout::new(rate)),
-                LayerConfig::Activation { activation } => {
-                    model.add(ActivationLayer::new(activation))
-                }
-            };
+            let prefix = model.next_layer_name(l.config.class_name());
+            let (layer, out) = l.config.load(width, &prefix, &st, path)?;
+            model.push_built(layer, out)?;
+            width = out;
         }
         model
             .ensure_built()
             .map_err(|e| Error::format(path, format!("invalid architecture: {e}")))?;
-        let weights = read_weights(&model, &st, path)?;
-        let mut opt_state = None;
-        if let Some(c) = &entry.compile {
-            if c.optimizer_state {
-                let k = c.optimizer.slots_per_weight();
-                let mut slots = Vec::new();
-                for (i, w) in weights.iter().enumerate() {
-                    slots.push(tensor(&st, &format!("optimizer/{i}"), &[k, w.len()], path)?);
-                }
-                opt_state = Some(slots);
-            }
-        }
-        // Everything is read and checked; now change the model.
-        model.set_weights(&weights)?;
+
         if let Some(c) = entry.compile {
             let iterations = c.optimizer.iterations();
+            if iterations > MAX_ITERATIONS {
+                return Err(Error::format(
+                    path,
+                    format!("optimizer iterations {iterations} is beyond Keras' int64 range"),
+                ));
+            }
             let u_product = c.optimizer.u_product();
-            model.compile(c.optimizer, c.loss, &c.metrics)?;
-            if let Some(slots) = opt_state {
-                if let Some(comp) = model.compiled_mut() {
-                    comp.optimizer.restore_state(iterations, u_product, slots);
+            if !(u_product.is_finite() && (0.0..=1.0).contains(&u_product)) {
+                return Err(Error::format(
+                    path,
+                    format!("optimizer momentum product {u_product} is not in [0, 1]"),
+                ));
+            }
+            let vars = model.weight_sizes();
+            let mut state = Vec::new();
+            if c.optimizer_state {
+                let k = c.optimizer.slots_per_weight();
+                for (i, (key, len)) in vars.iter().enumerate() {
+                    let name = if version == 1 {
+                        format!("optimizer/{i}")
+                    } else {
+                        format!("optimizer/{key}")
+                    };
+                    state.push((key.clone(), tensor(&st, &name, &[k, *len], path)?));
                 }
-            } else if let Some(comp) = model.compiled_mut() {
-                comp.optimizer
-                    .restore_state(iterations, u_product, Vec::new());
+            }
+            let names = |names: Vec<String>, metrics: &[Metric]| -> Vec<String> {
+                if names.len() == metrics.len() {
+                    names
+                } else {
+                    metrics.iter().map(Metric::name).collect()
+                }
+            };
+            let metric_names = names(c.metric_names, &c.metrics);
+            let weighted_names = names(c.weighted_metric_names, &c.weighted_metrics);
+            let options = crate::model::CompileOptions::named(
+                metric_names.into_iter().zip(c.metrics).collect(),
+                weighted_names.into_iter().zip(c.weighted_metrics).collect(),
+            );
+            model
+                .compile_with(c.optimizer, c.loss, options)
+                .map_err(|e| Error::format(path, format!("invalid compile settings: {e}")))?;
+            if let Some(comp) = model.compiled_mut() {
+                comp.optimizer.restore_state(iterations, u_product, state);
             }
         }
         Ok(model)
@@ -338,20 +582,19 @@ impl Sequential {
     pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         self.ensure_built()?;
-        let mut meta = HashMap::new();
+        let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), "horn-weights".to_string());
-        let bytes = serialize(self.weight_tensors(), meta, path)?;
-        write_atomic(path, &bytes)
+        write_atomic(path, &encode(&mut self.weight_tensors(), meta))
     }
 
     /// Loads weights by Keras name into this architecture, checking every shape
-    /// before changing anything. Reads Keras' own `get_weights()` exports.
+    /// (and that every value is finite) before changing anything. Reads Keras'
+    /// own `get_weights()` exports.
     pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         self.ensure_built()?;
-        let bytes = read(path)?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
+        let bytes = read_file(path)?;
+        let st = parse_file(&bytes, path)?;
         let weights = read_weights(self, &st, path)?;
         self.set_weights(&weights)
     }

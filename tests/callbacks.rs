@@ -207,22 +207,60 @@ fn cancel_flag_stops_from_another_thread() {
     let (x, y) = common::blobs(160, 6, 1);
     let flag = Arc::new(AtomicBool::new(false));
     let mut m = model(0.01);
+    // Another thread sets the flag while batch 2 runs; fit stops before batch 3.
     let f2 = flag.clone();
-    std::thread::spawn(move || f2.store(true, Ordering::SeqCst))
-        .join()
+    let mut on_batch = horn::callbacks::LambdaCallback::default().on_batch_end(|b, _| {
+        if b == 2 {
+            let f = f2.clone();
+            std::thread::spawn(move || f.store(true, Ordering::SeqCst))
+                .join()
+                .unwrap();
+        }
+    });
+    let h = m
+        .fit_with_callbacks(
+            &x,
+            &y,
+            FitOptions {
+                cancel: Some(flag.clone()),
+                ..opts(10)
+            },
+            &mut [&mut on_batch],
+        )
         .unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(m.optimizer().unwrap().iterations(), 3);
+    // The cancelled epoch is marked, and it did not validate.
+    assert_eq!(h.partial_epoch, Some(0));
+    assert!(h.get("val_loss").is_none());
+
+    // A flag left set stops the next fit before its first batch.
+    let h = m
+        .fit(
+            &x,
+            &y,
+            FitOptions {
+                cancel: Some(flag.clone()),
+                ..opts(10)
+            },
+        )
+        .unwrap();
+    assert!(h.is_empty());
+    assert_eq!(m.optimizer().unwrap().iterations(), 3);
+    // Cleared by its owner, the flag lets training run to the end.
+    flag.store(false, Ordering::SeqCst);
     let h = m
         .fit(
             &x,
             &y,
             FitOptions {
                 cancel: Some(flag),
-                ..opts(10)
+                ..opts(2)
             },
         )
         .unwrap();
-    assert_eq!(h.len(), 1);
-    assert_eq!(m.optimizer().unwrap().iterations(), 1);
+    assert_eq!(h.len(), 2);
+    assert_eq!(h.partial_epoch, None);
 }
 
 #[test]

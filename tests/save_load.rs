@@ -194,7 +194,7 @@ fn bad_files_give_clear_errors() {
         Sequential::load(&p).unwrap_err().to_string()
     };
     let e = rewrite(
-        "\"format_version\":\"1\"",
+        "\"format_version\":\"2\"",
         "\"format_version\":\"9\"",
         "newer.safetensors",
     );

@@ -3,7 +3,7 @@
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
 
-use super::{ForwardContext, Layer};
+use super::{expect_shape, ForwardContext, Layer};
 use crate::activations::Activation;
 use crate::error::Result;
 use crate::kernels::{values, values_mut};
@@ -45,6 +45,7 @@ impl Layer for ActivationLayer {
         _aux: ArrayViewMut2<f32>,
         _ctx: &mut ForwardContext<'_>,
     ) {
+        expect_shape("Activation", "y", y.shape(), x.shape());
         let cols = x.ncols();
         self.activation
             .forward(values(x), values_mut(y.view_mut()), cols);
@@ -60,6 +61,11 @@ impl Layer for ActivationLayer {
         _grads: &mut [Vec<f32>],
         dy_is_preactivation: bool,
     ) {
+        expect_shape("Activation", "y", y.shape(), x.shape());
+        expect_shape("Activation", "dy", dy.shape(), x.shape());
+        if let Some(dx) = &dx {
+            expect_shape("Activation", "dx", dx.shape(), x.shape());
+        }
         let cols = x.ncols();
         if !dy_is_preactivation {
             self.activation

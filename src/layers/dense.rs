@@ -5,7 +5,7 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rand::rngs::StdRng;
 use rayon::prelude::*;
 
-use super::{ForwardContext, Layer, ParamView};
+use super::{expect_grads, expect_shape, ForwardContext, Layer, ParamView};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
@@ -83,6 +83,14 @@ impl Dense {
     /// Penalty on the bias.
     pub fn bias_regularizer(mut self, r: Regularizer) -> Self {
         self.bias_regularizer = Some(r);
+        self
+    }
+
+    /// Sets weights that were checked elsewhere (model loading): a kernel of
+    /// `(input_dim, units)` and `units` biases (none without `use_bias`).
+    pub(crate) fn with_weights(mut self, kernel: Array2<f32>, bias: Vec<f32>) -> Self {
+        self.kernel = kernel;
+        self.bias = bias;
         self
     }
 
@@ -167,8 +175,13 @@ impl Layer for Dense {
         aux: ArrayViewMut2<f32>,
         _ctx: &mut ForwardContext<'_>,
     ) {
+        let (rows, units) = (x.nrows(), self.units);
+        expect_shape("Dense", "x", x.shape(), &[rows, self.kernel.nrows()]);
+        expect_shape("Dense", "y", y.shape(), &[rows, units]);
+        if aux.ncols() > 0 {
+            expect_shape("Dense", "aux", aux.shape(), &[rows, units]);
+        }
         gemm(x, self.kernel.view(), y.view_mut());
-        let units = self.units;
         let act = self.activation;
         let bias = &self.bias[..];
         let keep_z = aux.ncols() == units;
@@ -214,7 +227,18 @@ impl Layer for Dense {
         grads: &mut [Vec<f32>],
         dy_is_preactivation: bool,
     ) {
-        let units = self.units;
+        let (rows, units) = (x.nrows(), self.units);
+        expect_shape("Dense", "x", x.shape(), &[rows, self.kernel.nrows()]);
+        expect_shape("Dense", "y", y.shape(), &[rows, units]);
+        expect_shape("Dense", "dy", dy.shape(), &[rows, units]);
+        if let Some(dx) = &dx {
+            expect_shape("Dense", "dx", dx.shape(), x.shape());
+        }
+        if !dy_is_preactivation && self.activation.backward_needs_input() {
+            expect_shape("Dense", "aux", aux.shape(), &[rows, units]);
+        }
+        let n_params = if self.use_bias { 2 } else { 1 };
+        expect_grads("Dense", grads, &[self.kernel.len(), units][..n_params]);
         if !dy_is_preactivation {
             let z = aux.to_slice().unwrap_or(&[]);
             self.activation

@@ -4,7 +4,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{ForwardContext, Layer};
+use super::{expect_shape, ForwardContext, Layer};
 use crate::error::{Error, Result};
 use crate::kernels::{values, values_mut};
 use crate::saving::LayerConfig;
@@ -60,6 +60,10 @@ impl Layer for Dropout {
         mut aux: ArrayViewMut2<f32>,
         ctx: &mut ForwardContext<'_>,
     ) {
+        expect_shape("Dropout", "y", y.shape(), x.shape());
+        if ctx.training {
+            expect_shape("Dropout", "aux", aux.shape(), x.shape());
+        }
         if !ctx.training || self.rate == 0.0 {
             y.assign(&x);
             if ctx.training {
@@ -97,6 +101,8 @@ impl Layer for Dropout {
         _dy_is_preactivation: bool,
     ) {
         if let Some(dx) = dx {
+            expect_shape("Dropout", "dy", dy.shape(), dx.shape());
+            expect_shape("Dropout", "aux", aux.shape(), dx.shape());
             for ((o, &g), &k) in values_mut(dx)
                 .iter_mut()
                 .zip(values(dy.view()))

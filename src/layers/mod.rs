@@ -111,7 +111,10 @@ pub trait Layer: Send + Sync + fmt::Debug {
     ///
     /// # Panics
     /// The model always passes contiguous, standard-layout views of its own
-    /// buffers; the built-in layers panic when called by hand with strided views.
+    /// buffers of the right sizes. The built-in layers check every view's shape
+    /// in all builds and panic with a message naming the layer, the view and
+    /// both shapes when called by hand with a view of the wrong size or a
+    /// strided output; they never write outside a view.
     fn forward(
         &self,
         x: ArrayView2<f32>,
@@ -164,4 +167,26 @@ pub trait Layer: Send + Sync + fmt::Debug {
     fn config(&self) -> Option<crate::saving::LayerConfig> {
         None
     }
+}
+
+/// Panics (in every build, with the layer, the view and both shapes in the
+/// message) unless a view handed to a layer by hand has the shape it needs.
+#[track_caller]
+pub(crate) fn expect_shape(layer: &str, view: &str, got: &[usize], want: &[usize]) {
+    assert!(
+        got == want,
+        "{layer}: `{view}` has shape {got:?}, expected {want:?} (the Layer contract: views sized for the batch)"
+    );
+}
+
+/// Panics unless a layer's parameter gradients have one buffer per weight
+/// tensor with the given lengths (no allocation: it runs every step).
+#[track_caller]
+pub(crate) fn expect_grads(layer: &str, grads: &[Vec<f32>], lens: &[usize]) {
+    let ok = grads.len() == lens.len() && grads.iter().zip(lens).all(|(g, &n)| g.len() == n);
+    assert!(
+        ok,
+        "{layer}: `grads` must hold one buffer per weight tensor with lengths {lens:?}; received lengths {:?}",
+        grads.iter().map(Vec::len).collect::<Vec<_>>()
+    );
 }

@@ -34,9 +34,6 @@ use crate::layers::ForwardContext;
 use crate::losses::Loss;
 use crate::metrics::{argmax, MetricState};
 
-/// Inputs and targets, side by side.
-type XyView<'a> = (ArrayView2<'a, f32>, ArrayView2<'a, f32>);
-
 /// Options of [`Sequential::fit`], with Keras' names and defaults.
 ///
 /// ```
@@ -56,6 +53,11 @@ pub struct FitOptions {
     pub validation_split: f32,
     /// Explicit validation `(x, y)`; overrides `validation_split`.
     pub validation_data: Option<(Array2<f32>, Array2<f32>)>,
+    /// Per-sample weights of `validation_data` (Keras' third element of the
+    /// `validation_data` tuple): they weight `val_loss` and the `val_` weighted
+    /// metrics. With `validation_split`, the held-out rows keep their
+    /// `sample_weight` instead, as Keras splits `(x, y, sample_weight)` together.
+    pub validation_sample_weight: Option<Vec<f32>>,
     /// Rows per validation batch (defaults to `batch_size`; results do not depend on it).
     pub validation_batch_size: Option<usize>,
     /// Shuffle the training rows before each epoch (Keras default true).
@@ -67,12 +69,18 @@ pub struct FitOptions {
     /// 0 silent, 1 progress bar, 2 one line per epoch (Keras default 1, "auto").
     pub verbose: u8,
     /// Per-sample weights multiplying each sample's loss; the mean still divides
-    /// by the number of samples (Keras).
+    /// by the number of samples (Keras). They weight the loss and the
+    /// `weighted_metrics`, not the plain `metrics` (Keras).
     pub sample_weight: Option<Vec<f32>>,
     /// Weight per class index (one-hot argmax, sparse index, or 0/1 for one
-    /// output); classes not listed weigh 1.
+    /// output); classes not listed weigh 1. Applies to the training rows only,
+    /// as in Keras (validation keeps its sample weights alone).
     pub class_weight: Option<BTreeMap<usize, f32>>,
-    /// Set to true from any thread to stop after the current batch.
+    /// Set to true from any thread to stop: `fit` checks it before every batch,
+    /// runs no further batch once it is set, skips that epoch's validation and
+    /// marks the epoch in [`History::partial_epoch`]. `fit` never clears it: a
+    /// flag still set when the next `fit` starts stops that one before its
+    /// first batch.
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -83,6 +91,7 @@ impl Default for FitOptions {
             batch_size: 32,
             validation_split: 0.0,
             validation_data: None,
+            validation_sample_weight: None,
             validation_batch_size: None,
             shuffle: true,
             seed: None,
@@ -95,10 +104,10 @@ impl Default for FitOptions {
     }
 }
 
-pub(crate) fn check_sample_weight(w: &[f32], n: usize) -> Result<()> {
+pub(crate) fn check_sample_weight(w: &[f32], n: usize, name: &str) -> Result<()> {
     if w.len() != n {
         return Err(Error::shape(
-            "`sample_weight`",
+            format!("`{name}`"),
             format!("{n} weights, one per row"),
             format!("{} weights", w.len()),
         ));
@@ -109,7 +118,7 @@ pub(crate) fn check_sample_weight(w: &[f32], n: usize) -> Result<()> {
         .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
     {
         return Err(Error::arg(
-            format!("sample_weight[{i}]"),
+            format!("{name}[{i}]"),
             "a finite, non-negative weight",
             v,
         ));
@@ -147,6 +156,22 @@ pub(crate) fn stream_seed(seed: u64, epoch: u64, step: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Validation rows and their weights.
+struct Validation<'a> {
+    x: ArrayView2<'a, f32>,
+    y: ArrayView2<'a, f32>,
+    weights: Option<&'a [f32]>,
+}
+
+/// Why the batch loop of an epoch ended early.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EarlyEnd {
+    /// A callback asked to stop (the epoch still validates, as in Keras).
+    Stop,
+    /// The cancel flag was set.
+    Cancel,
+}
+
 impl Sequential {
     /// Trains the model (Keras `fit`) and returns the per-epoch [`History`].
     ///
@@ -163,6 +188,11 @@ impl Sequential {
 
     /// [`Sequential::fit`] with callbacks, which keep their state afterwards (e.g.
     /// `EarlyStopping::stopped_epoch`).
+    ///
+    /// Every callback's `on_train_end` runs whenever `on_train_begin` did, also
+    /// when training ends with an error (a diverged loss, a callback's error):
+    /// `EarlyStopping(restore_best_weights)` then restores the best weights
+    /// before the error is returned.
     pub fn fit_with_callbacks<'a, 'b>(
         &mut self,
         x: impl AsArray<'a, f32, Ix2>,
@@ -173,7 +203,6 @@ impl Sequential {
         let (x, y) = (x.into(), y.into());
         let compiled = self.compiled().ok_or(Error::NotCompiled("fit"))?;
         let loss = compiled.loss;
-        let fused = compiled.fused;
         let o = &options;
         validate::check_batch_size(o.batch_size)?;
         if let Some(vb) = o.validation_batch_size {
@@ -197,7 +226,7 @@ impl Sequential {
         validate::check_rows(x, y, "x", "y")?;
         let n = x.nrows();
         if let Some(w) = &o.sample_weight {
-            check_sample_weight(w, n)?;
+            check_sample_weight(w, n, "sample_weight")?;
         }
         if let Some(cw) = &o.class_weight {
             if let Some((k, v)) = cw.iter().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
@@ -208,9 +237,17 @@ impl Sequential {
                 ));
             }
         }
+        if o.validation_sample_weight.is_some() && o.validation_data.is_none() {
+            return Err(Error::arg(
+                "validation_sample_weight",
+                "`validation_data` to go with it (with validation_split the held-out rows keep their `sample_weight`)",
+                "weights without validation_data",
+            ));
+        }
 
-        // Validation rows: explicit data, or the last fraction before shuffling.
-        let (n_train, val): (usize, Option<XyView>) = if let Some((vx, vy)) = &o.validation_data {
+        // Validation rows: explicit data, or the last fraction before shuffling,
+        // with their sample weights (never class weights, as Keras).
+        let (n_train, val) = if let Some((vx, vy)) = &o.validation_data {
             validate::check_inputs(vx.view(), input_dim, "validation_data.x")?;
             validate::check_targets(&loss, vy.view(), out_dim, "validation_data.y")?;
             validate::check_rows(
@@ -219,7 +256,18 @@ impl Sequential {
                 "validation_data.x",
                 "validation_data.y",
             )?;
-            (n, Some((vx.view(), vy.view())))
+            if let Some(w) = &o.validation_sample_weight {
+                check_sample_weight(w, vx.nrows(), "validation_sample_weight")?;
+            }
+            let weights = o.validation_sample_weight.as_deref();
+            (
+                n,
+                Some(Validation {
+                    x: vx.view(),
+                    y: vy.view(),
+                    weights,
+                }),
+            )
         } else if o.validation_split > 0.0 {
             let split_at = (n as f64 * (1.0 - o.validation_split as f64)).floor() as usize;
             if split_at == 0 || split_at == n {
@@ -234,36 +282,24 @@ impl Sequential {
             }
             let vx = x.slice(ndarray::s![split_at.., ..]);
             let vy = y.slice(ndarray::s![split_at.., ..]);
-            if matches!(
-                loss,
-                Loss::CategoricalCrossentropy { .. }
-                    | Loss::SparseCategoricalCrossentropy { .. }
-                    | Loss::BinaryCrossentropy { .. }
-            ) && vy.ncols() >= 1
-            {
-                let first = class_of(&loss, vy.row(0).to_vec().as_slice());
-                if vy.nrows() > 1
-                    && vy
-                        .rows()
-                        .into_iter()
-                        .all(|r| class_of(&loss, r.to_vec().as_slice()) == first)
-                {
-                    eprintln!(
-                            "warning: validation_split takes the last {} rows, and all of them are class {first}; \
-                             validation accuracy will be misleading. Shuffle the data before fit (Keras splits before shuffling).",
-                            vy.nrows()
-                        );
-                }
-            }
-            (split_at, Some((vx, vy)))
+            warn_single_class(&loss, vy);
+            let weights = o.sample_weight.as_deref().map(|w| &w[split_at..]);
+            (
+                split_at,
+                Some(Validation {
+                    x: vx,
+                    y: vy,
+                    weights,
+                }),
+            )
         } else {
             (n, None)
         };
 
-        // Per-row weights: sample_weight times class_weight.
+        // Per-row training weights: sample_weight times class_weight.
         let weights: Option<Vec<f32>> = if o.sample_weight.is_some() || o.class_weight.is_some() {
             Some(
-                (0..n)
+                (0..n_train)
                     .map(|i| {
                         let sw = o.sample_weight.as_ref().map_or(1.0, |w| w[i]);
                         let cw = o.class_weight.as_ref().map_or(1.0, |cw| {
@@ -278,10 +314,16 @@ impl Sequential {
             None
         };
 
+        // The optimizer's state belongs to these weights (built on first use,
+        // checked against them afterwards).
+        let vars = self.weight_sizes();
+        if let Some(c) = self.compiled_mut() {
+            c.optimizer.build(&vars)?;
+        }
+
         let seed = o.seed.unwrap_or(self.default_seed());
         let bs = o.batch_size.min(n_train);
         let steps = n_train.div_ceil(bs);
-        let val_bs = o.validation_batch_size.unwrap_or(o.batch_size);
         let mut history = History::default();
         history.params = HistoryParams {
             epochs: o.epochs,
@@ -289,24 +331,83 @@ impl Sequential {
             verbose: o.verbose,
         };
         let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), bs, true, y.ncols());
-        let resolved = self
-            .compiled()
-            .map(|c| c.resolved.clone())
-            .unwrap_or_default();
-        let metric_names: Vec<String> = self.metrics().iter().map(|m| m.name()).collect();
-        let mut states: Vec<MetricState> = resolved.iter().map(|m| MetricState::new(*m)).collect();
-        let mut progress = Progress::new(o.verbose, steps);
-        let mut order: Vec<usize> = (0..n_train).collect();
+        let plan = Plan {
+            x,
+            y,
+            n_train,
+            bs,
+            steps,
+            seed,
+            weights: weights.as_deref(),
+            val,
+            loss,
+        };
 
         let mut ctx = CallbackContext::new(self);
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(&mut ctx)?;
         }
-        let mut stop = ctx.stop_requested();
+        let stop = ctx.stop_requested();
         let mut last_logs = Logs::default();
+        let result = if stop {
+            Ok(())
+        } else {
+            self.run_epochs(&plan, o, &mut ws, &mut history, &mut last_logs, callbacks)
+        };
+        // on_train_end runs on every path, errors included, so that callbacks
+        // restore weights and close files; the first error wins.
+        let mut ctx = CallbackContext::new(self);
+        let mut end = Ok(());
+        for cb in callbacks.iter_mut() {
+            let r = cb.on_train_end(&last_logs, &mut ctx);
+            if end.is_ok() {
+                end = r;
+            }
+        }
+        result?;
+        end?;
+        Ok(history)
+    }
 
+    /// Names and sizes of the weight tensors, in Keras order: the variables an
+    /// optimizer's state belongs to.
+    pub(crate) fn weight_sizes(&self) -> Vec<(String, usize)> {
+        self.layers()
+            .iter()
+            .zip(self.layer_names())
+            .flat_map(|(l, name)| {
+                l.params()
+                    .into_iter()
+                    .map(move |p| (format!("{name}/{}", p.name), p.values.len()))
+            })
+            .collect()
+    }
+
+    /// The epoch loop of `fit`.
+    fn run_epochs(
+        &mut self,
+        plan: &Plan<'_>,
+        o: &FitOptions,
+        ws: &mut Workspace,
+        history: &mut History,
+        last_logs: &mut Logs,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<()> {
+        let compiled = self.compiled().ok_or(Error::NotCompiled("fit"))?;
+        let entries = compiled.entries.clone();
+        let fused = compiled.fused;
+        let mut states: Vec<MetricState> = entries
+            .iter()
+            .map(|e| MetricState::new(e.resolved))
+            .collect();
+        let weighted: Vec<bool> = entries.iter().map(|e| e.weighted).collect();
+        let val_bs = o.validation_batch_size.unwrap_or(o.batch_size);
+        let mut progress = Progress::new(o.verbose, plan.steps);
+        let mut order: Vec<usize> = (0..plan.n_train).collect();
+        let cancelled = || o.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+        let mut stop = false;
         for epoch in o.initial_epoch..o.epochs {
-            if stop {
+            if stop || cancelled() {
                 break;
             }
             let mut ctx = CallbackContext::new(self);
@@ -317,7 +418,7 @@ impl Sequential {
             progress.epoch_begin(epoch, o.epochs);
             if o.shuffle {
                 order.sort_unstable();
-                let mut rng = StdRng::seed_from_u64(stream_seed(seed, epoch as u64, u64::MAX));
+                let mut rng = StdRng::seed_from_u64(stream_seed(plan.seed, epoch as u64, u64::MAX));
                 order.shuffle(&mut rng);
             }
             for s in &mut states {
@@ -326,9 +427,14 @@ impl Sequential {
             let mut loss_total = 0.0f64;
             let mut seen = 0usize;
             let mut logs = Logs::default();
-            for step in 0..steps {
-                let start = step * bs;
-                let end = (start + bs).min(n_train);
+            let mut early = None;
+            for step in 0..plan.steps {
+                if cancelled() {
+                    early = Some(EarlyEnd::Cancel);
+                    break;
+                }
+                let start = step * plan.bs;
+                let end = (start + plan.bs).min(plan.n_train);
                 let nb = end - start;
                 let rows = &order[start..end];
                 if !callbacks.is_empty() {
@@ -340,18 +446,18 @@ impl Sequential {
                 }
 
                 let step_ctx = StepContext {
-                    x,
-                    y,
+                    x: plan.x,
+                    y: plan.y,
                     rows,
-                    weights: weights.as_deref(),
-                    seed: stream_seed(seed, epoch as u64, step as u64),
-                    loss,
+                    weights: plan.weights,
+                    seed: stream_seed(plan.seed, epoch as u64, step as u64),
+                    loss: plan.loss,
                     fused,
                 };
                 // The whole step runs inside the pool, so its parallel parts hand
                 // work between rayon's workers instead of waking this thread.
                 let batch_loss =
-                    rayon::scope(|_| self.train_step(&mut ws, &mut states, &step_ctx))?;
+                    rayon::scope(|_| self.train_step(ws, &mut states, &weighted, &step_ctx))?;
                 if !batch_loss.is_finite() {
                     if o.verbose > 0 {
                         println!();
@@ -360,15 +466,15 @@ impl Sequential {
                         epoch: epoch + 1,
                         batch: step,
                         loss: batch_loss,
-                        history: Box::new(history),
+                        history: Box::new(history.clone()),
                     });
                 }
                 loss_total += batch_loss as f64 * nb as f64;
                 seen += nb;
                 // Updated in place: no allocation per batch once the keys exist.
                 logs.set("loss", (loss_total / seen as f64) as f32);
-                for (name, s) in metric_names.iter().zip(&states) {
-                    logs.set(name, s.result());
+                for (e, s) in entries.iter().zip(&states) {
+                    logs.set(&e.key, s.result());
                 }
                 progress.batch_end(step + 1, &logs);
                 if !callbacks.is_empty() {
@@ -378,34 +484,37 @@ impl Sequential {
                     }
                     stop |= ctx.stop_requested();
                 }
-                if o.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                    stop = true;
-                }
-                if stop {
+                if stop && step + 1 < plan.steps {
+                    early = Some(EarlyEnd::Stop);
                     break;
                 }
             }
-            if let Some((vx, vy)) = val {
-                let c = self.compiled().ok_or(Error::NotCompiled("fit"))?;
-                let vl = self.evaluate_unchecked(c, vx, vy, None, val_bs, "val_");
-                for (k, v) in vl.iter() {
-                    logs.insert(k, v);
+            if seen == 0 {
+                // Cancelled before its first batch: nothing to record.
+                break;
+            }
+            if early != Some(EarlyEnd::Cancel) {
+                if let Some(v) = &plan.val {
+                    let c = self.compiled().ok_or(Error::NotCompiled("fit"))?;
+                    let vl = self.evaluate_unchecked(c, v.x, v.y, v.weights, val_bs, "val_");
+                    for (k, v) in vl.iter() {
+                        logs.insert(k, v);
+                    }
                 }
+            }
+            if early.is_some() {
+                history.partial_epoch = Some(epoch);
             }
             let mut ctx = CallbackContext::new(self);
             for cb in callbacks.iter_mut() {
                 cb.on_epoch_end(epoch, &mut logs, &mut ctx)?;
             }
-            stop |= ctx.stop_requested();
+            stop |= ctx.stop_requested() || early.is_some();
             progress.epoch_end(&logs);
             history.push(epoch, &logs);
-            last_logs = logs;
+            *last_logs = logs;
         }
-        let mut ctx = CallbackContext::new(self);
-        for cb in callbacks.iter_mut() {
-            cb.on_train_end(&last_logs, &mut ctx)?;
-        }
-        Ok(history)
+        Ok(())
     }
 
     /// One training step on the rows `c.rows`: gather, forward, loss and its
@@ -415,6 +524,7 @@ impl Sequential {
         &mut self,
         ws: &mut Workspace,
         states: &mut [MetricState],
+        weighted: &[bool],
         c: &StepContext<'_>,
     ) -> Result<f32> {
         let nb = c.rows.len();
@@ -468,17 +578,17 @@ impl Sequential {
             return Ok(batch_loss);
         }
         {
+            // Plain metrics ignore the weights; weighted metrics use them (Keras).
             let targets = view(&ws.targets, nb, tc);
             let w = c.weights.map(|_| &ws.sample_weights[..nb]);
-            for s in states.iter_mut() {
-                s.update(targets, ws.output(nb), w);
+            for (s, &weighted) in states.iter_mut().zip(weighted) {
+                s.update(targets, ws.output(nb), if weighted { w } else { None });
             }
         }
         // 4. backward
         ws.backward(&self.layers, nb, c.fused);
         // 5. optimizer
         {
-            // Callbacks may recompile the model but cannot uncompile it.
             let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
             let opt = &mut compiled.optimizer;
             let norm = opt.begin_step(ws.param_grads.iter().flatten().map(|g| g.as_slice()));
@@ -495,5 +605,46 @@ impl Sequential {
             opt.finish_step();
         }
         Ok(batch_loss)
+    }
+}
+
+/// What `fit` trains on, fixed for the whole run.
+struct Plan<'a> {
+    x: ArrayView2<'a, f32>,
+    y: ArrayView2<'a, f32>,
+    n_train: usize,
+    bs: usize,
+    steps: usize,
+    seed: u64,
+    /// Per training row: sample weight times class weight.
+    weights: Option<&'a [f32]>,
+    val: Option<Validation<'a>>,
+    loss: Loss,
+}
+
+/// Warns when `validation_split` holds out rows of a single class (data sorted
+/// by class, as the penguins table is).
+fn warn_single_class(loss: &Loss, vy: ArrayView2<f32>) {
+    if !matches!(
+        loss,
+        Loss::CategoricalCrossentropy { .. }
+            | Loss::SparseCategoricalCrossentropy { .. }
+            | Loss::BinaryCrossentropy { .. }
+    ) || vy.ncols() == 0
+        || vy.nrows() < 2
+    {
+        return;
+    }
+    let first = class_of(loss, vy.row(0).to_vec().as_slice());
+    if vy
+        .rows()
+        .into_iter()
+        .all(|r| class_of(loss, r.to_vec().as_slice()) == first)
+    {
+        eprintln!(
+            "warning: validation_split takes the last {} rows, and all of them are class {first}; \
+             validation accuracy will be misleading. Shuffle the data before fit (Keras splits before shuffling).",
+            vy.nrows()
+        );
     }
 }

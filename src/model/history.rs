@@ -106,6 +106,12 @@ pub struct History {
     pub epoch: Vec<usize>,
     /// `fit`'s settings.
     pub params: HistoryParams,
+    /// The epoch (0-based) that ended before all its batches ran, when one did:
+    /// stopped by the cancel flag (then without validation values) or by a
+    /// callback's `stop_training` during a batch. Its values cover only the
+    /// batches it ran. `None` when every recorded epoch is complete.
+    #[serde(default)]
+    pub partial_epoch: Option<usize>,
     values: Vec<(String, Vec<f32>)>,
 }
 
@@ -220,6 +226,7 @@ impl History {
             "history": map,
             "epoch": self.epoch,
             "params": self.params,
+            "partial_epoch": self.partial_epoch,
         })
         .to_string()
     }

@@ -28,7 +28,8 @@ const PREDICT_BLOCK: usize = 2048;
 pub struct EvaluateOptions {
     /// Rows per batch (Keras default 32). Results do not depend on it.
     pub batch_size: usize,
-    /// Per-sample weights multiplying each sample's loss and metric value.
+    /// Per-sample weights multiplying each sample's loss and its value in the
+    /// `weighted_metrics`; plain `metrics` stay unweighted (Keras).
     pub sample_weight: Option<Vec<f32>>,
 }
 
@@ -168,7 +169,7 @@ impl Sequential {
         validate::check_targets(&c.loss, y, self.output_dim(), "y")?;
         validate::check_rows(x, y, "x", "y")?;
         if let Some(w) = &options.sample_weight {
-            super::fit::check_sample_weight(w, x.nrows())?;
+            super::fit::check_sample_weight(w, x.nrows(), "sample_weight")?;
         }
         Ok(self.evaluate_unchecked(
             c,
@@ -192,8 +193,11 @@ impl Sequential {
     ) -> Logs {
         let n = x.nrows();
         let block = n.min(batch_size.max(MIN_BLOCK));
-        let mut states: Vec<MetricState> =
-            c.resolved.iter().map(|m| MetricState::new(*m)).collect();
+        let mut states: Vec<MetricState> = c
+            .entries
+            .iter()
+            .map(|e| MetricState::new(e.resolved))
+            .collect();
         let mut losses = vec![0.0f32; block];
         let mut total = 0.0f64;
         self.forward_blocks(x, block, |start, nb, ws| {
@@ -210,15 +214,16 @@ impl Sequential {
             for (i, &l) in losses[..nb].iter().enumerate() {
                 total += l as f64 * wb.map_or(1.0, |w| w[i] as f64);
             }
-            for s in &mut states {
-                s.update(yb.view(), ws.output(nb), wb);
+            for (s, e) in states.iter_mut().zip(&c.entries) {
+                let w = if e.weighted { wb } else { None };
+                s.update(yb.view(), ws.output(nb), w);
             }
         });
         let mut logs = Logs::default();
         let loss = (total / n as f64) as f32 + self.regularization_penalty();
         logs.insert(format!("{prefix}loss"), loss);
-        for (m, s) in c.metrics.iter().zip(&states) {
-            logs.insert(format!("{prefix}{}", m.name()), s.result());
+        for (e, s) in c.entries.iter().zip(&states) {
+            logs.insert(format!("{prefix}{}", e.key), s.result());
         }
         logs
     }

@@ -7,6 +7,7 @@
 //! - `validate.rs`: argument checks with Keras-style messages.
 //! - `history.rs`, `progress.rs`, `summary.rs`: what the user sees.
 
+mod compile;
 mod fit;
 mod history;
 mod infer;
@@ -16,6 +17,8 @@ mod summary;
 pub(crate) mod validate;
 pub(crate) mod workspace;
 
+pub use compile::CompileOptions;
+pub(crate) use compile::Compiled;
 pub use fit::FitOptions;
 pub use history::{History, HistoryParams, Logs};
 pub use infer::EvaluateOptions;
@@ -29,22 +32,9 @@ use rand::SeedableRng;
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::layers::{ActivationLayer, Dense, Dropout, Layer};
-use crate::losses::{IntoLoss, Loss};
-use crate::metrics::{IntoMetric, Metric};
-use crate::optimizers::{IntoOptimizer, Optimizer};
-
-/// What `compile` binds to a model.
-#[derive(Debug, Clone)]
-pub(crate) struct Compiled {
-    pub optimizer: Optimizer,
-    pub loss: Loss,
-    /// As the user named them (history keys use these names).
-    pub metrics: Vec<Metric>,
-    /// `Accuracy` resolved to its concrete form.
-    pub resolved: Vec<Metric>,
-    /// Loss fused with the output softmax/sigmoid.
-    pub fused: bool,
-}
+use crate::losses::Loss;
+use crate::metrics::Metric;
+use crate::optimizers::Optimizer;
 
 /// A linear stack of layers, built and trained the Keras way.
 ///
@@ -76,6 +66,9 @@ pub struct Sequential {
     input_dim: Option<usize>,
     layers: Vec<Box<dyn Layer>>,
     names: Vec<String>,
+    /// Layers per snake_case class name, for numbering (`dense`, `dense_1`)
+    /// in constant time however many layers a model (or a file) has.
+    name_counts: std::collections::HashMap<String, usize>,
     /// Output width of each built layer (`dims.len()` layers are built).
     dims: Vec<usize>,
     seed: u64,
@@ -118,6 +111,7 @@ impl Sequential {
             input_dim: None,
             layers: Vec::new(),
             names: Vec::new(),
+            name_counts: Default::default(),
             dims: Vec::new(),
             seed,
             rng: StdRng::seed_from_u64(seed),
@@ -170,21 +164,44 @@ impl Sequential {
     /// Adds any layer, built-in or your own (Keras `model.add`).
     #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, layer: impl Layer + 'static) -> Self {
-        let base = snake_case(layer.class_name());
-        let count = self
-            .layers
-            .iter()
-            .filter(|l| snake_case(l.class_name()) == base)
-            .count();
-        self.names.push(if count == 0 {
-            base
-        } else {
-            format!("{base}_{count}")
-        });
-        self.layers.push(Box::new(layer));
-        self.compiled = None;
+        self.push_named(Box::new(layer));
         self.build_pending();
         self
+    }
+
+    /// The name the next layer of this class will get (`dense`, `dense_1`, ...).
+    pub(crate) fn next_layer_name(&self, class_name: &str) -> String {
+        let base = snake_case(class_name);
+        match self.name_counts.get(&base).copied().unwrap_or(0) {
+            0 => base,
+            count => format!("{base}_{count}"),
+        }
+    }
+
+    /// Appends a layer under the next free name of its class.
+    fn push_named(&mut self, layer: Box<dyn Layer>) {
+        let name = self.next_layer_name(layer.class_name());
+        *self
+            .name_counts
+            .entry(snake_case(layer.class_name()))
+            .or_insert(0) += 1;
+        self.names.push(name);
+        self.layers.push(layer);
+        self.compiled = None;
+    }
+
+    /// Appends a layer whose weights already exist (model loading), with its
+    /// output width: nothing is initialised, so a file's architecture costs
+    /// only the tensors it holds. Every earlier layer must be built.
+    pub(crate) fn push_built(&mut self, layer: Box<dyn Layer>, out_dim: usize) -> Result<()> {
+        if self.dims.len() != self.layers.len() || self.pending.is_some() {
+            return Err(Error::NotBuilt(
+                "a built layer follows one that is not built".into(),
+            ));
+        }
+        self.push_named(layer);
+        self.dims.push(out_dim);
+        Ok(())
     }
 
     /// Re-initialises every layer from the seed.
@@ -243,55 +260,6 @@ impl Sequential {
         Ok(())
     }
 
-    /// Binds an optimizer, a loss and metrics, as Keras' `compile`. Accepts typed
-    /// values or Keras names:
-    ///
-    /// ```
-    /// use horn::prelude::*;
-    /// let mut model = Sequential::new().input(10).dense(1, Sigmoid);
-    /// model.compile(Adam::default(), BinaryCrossentropy::default(), &[Metric::Accuracy]).unwrap();
-    /// model.compile("rmsprop", "binary_crossentropy", &["accuracy"]).unwrap();
-    /// assert!(model.compile("rmsprop", "binary_crossentropy", &["accurracy"]).is_err());
-    /// ```
-    ///
-    /// Compiling again replaces the optimizer (and its state) but keeps the weights.
-    pub fn compile<M: IntoMetric + Clone>(
-        &mut self,
-        optimizer: impl IntoOptimizer,
-        loss: impl IntoLoss,
-        metrics: &[M],
-    ) -> Result<()> {
-        self.ensure_built()?;
-        let optimizer = optimizer.into_optimizer()?;
-        optimizer.validate()?;
-        let loss = loss.into_loss()?;
-        loss.validate()?;
-        let metrics = metrics
-            .iter()
-            .cloned()
-            .map(|m| {
-                let m = m.into_metric()?;
-                m.validate()?;
-                Ok(m)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let out = self.output_dim();
-        let resolved = metrics.iter().map(|m| m.resolve(&loss, out)).collect();
-        let last = self.layers.len() - 1;
-        let fused = self.layers[last]
-            .output_activation()
-            .is_some_and(|a| loss.fuses_with(a));
-        self.layers[last].keep_preactivation(fused);
-        self.compiled = Some(Compiled {
-            optimizer,
-            loss,
-            metrics,
-            resolved,
-            fused,
-        });
-        Ok(())
-    }
-
     /// The model's output width.
     pub fn output_dim(&self) -> usize {
         self.dims.last().copied().unwrap_or(0)
@@ -324,9 +292,23 @@ impl Sequential {
         self.compiled.as_ref().map(|c| &c.loss)
     }
 
-    /// The compiled metrics, as given to `compile`.
+    /// The compiled metrics, as given to `compile` (unweighted).
     pub fn metrics(&self) -> &[Metric] {
         self.compiled.as_ref().map_or(&[], |c| &c.metrics)
+    }
+
+    /// The compiled weighted metrics (Keras `weighted_metrics`), which see
+    /// sample and class weights.
+    pub fn weighted_metrics(&self) -> &[Metric] {
+        self.compiled.as_ref().map_or(&[], |c| &c.weighted_metrics)
+    }
+
+    /// The keys the metrics log under, in Keras' order (metrics, then weighted
+    /// metrics), without the `val_` prefix.
+    pub fn metric_keys(&self) -> Vec<&str> {
+        self.compiled.as_ref().map_or_else(Vec::new, |c| {
+            c.entries.iter().map(|e| e.key.as_str()).collect()
+        })
     }
 
     /// The optimizer's current learning rate.

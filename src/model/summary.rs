@@ -112,7 +112,7 @@ impl Sequential {
         ));
         out.push_str(" Non-trainable params: 0 (0.00 B)\n");
         if let Some(opt) = self.optimizer() {
-            let slots: usize = opt.slots().iter().map(|s| s.len()).sum();
+            let slots: usize = opt.slots().map(|(_, s)| s.len()).sum();
             if slots > 0 || opt.iterations() > 0 {
                 out.push_str(&format!(
                     " Optimizer params: {} ({})\n",

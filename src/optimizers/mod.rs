@@ -386,8 +386,14 @@ pub struct Optimizer {
     iterations: u64,
     /// Nadam's running product of momentum factors.
     u_product: f64,
+    /// Slot variables per weight tensor, planar (`[slot][element]`).
     #[serde(skip)]
     slots: Vec<Vec<f32>>,
+    /// The weight each entry of `slots` belongs to (`dense/kernel`, ...): the
+    /// state is built for one set of variables and refuses any other, as Keras
+    /// does ("Unknown variable"), instead of silently resetting.
+    #[serde(skip)]
+    slot_keys: Vec<String>,
 }
 
 macro_rules! optimizer_from {
@@ -561,6 +567,7 @@ impl Optimizer {
             iterations: 0,
             u_product: 1.0,
             slots: Vec::new(),
+            slot_keys: Vec::new(),
         }
     }
 
@@ -672,11 +679,16 @@ impl Optimizer {
                 }
             }
         }
-        if self.clipnorm.is_some() && self.global_clipnorm.is_some() {
+        let clips = [self.clipnorm, self.clipvalue, self.global_clipnorm];
+        if clips.iter().filter(|c| c.is_some()).count() > 1 {
+            // Keras: "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set."
             return Err(Error::arg(
-                "global_clipnorm",
-                "at most one of `clipnorm` and `global_clipnorm`",
-                "both set",
+                "clipnorm, clipvalue, global_clipnorm",
+                "only one of `clipnorm`, `clipvalue` and `global_clipnorm` set",
+                format!(
+                    "clipnorm={:?}, clipvalue={:?}, global_clipnorm={:?}",
+                    self.clipnorm, self.clipvalue, self.global_clipnorm
+                ),
             ));
         }
         match self.rule {
@@ -732,20 +744,75 @@ impl Optimizer {
     /// Forgets all slot variables and the step count (a fresh optimizer).
     pub fn reset(&mut self) {
         self.slots.clear();
+        self.slot_keys.clear();
         self.iterations = 0;
         self.u_product = 1.0;
     }
 
-    /// Slot variables of each parameter tensor, planar (`[slot][element]`).
-    pub(crate) fn slots(&self) -> &[Vec<f32>] {
-        &self.slots
+    /// Slot variables of each parameter tensor, planar (`[slot][element]`),
+    /// with the weight each belongs to.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (&str, &[f32])> {
+        self.slot_keys
+            .iter()
+            .map(String::as_str)
+            .zip(self.slots.iter().map(Vec::as_slice))
     }
 
     /// Restores slot variables and the step count (used by model loading).
-    pub(crate) fn restore_state(&mut self, iterations: u64, u_product: f64, slots: Vec<Vec<f32>>) {
+    pub(crate) fn restore_state(
+        &mut self,
+        iterations: u64,
+        u_product: f64,
+        state: Vec<(String, Vec<f32>)>,
+    ) {
         self.iterations = iterations;
         self.u_product = u_product;
-        self.slots = slots;
+        (self.slot_keys, self.slots) = state.into_iter().unzip();
+    }
+
+    /// Creates the slot variables for `vars` (each a weight's name and size), or,
+    /// when they exist, checks that they belong to exactly these variables
+    /// (Keras' `optimizer.build(var_list)`; an optimizer built for other
+    /// variables refuses them).
+    pub(crate) fn build(&mut self, vars: &[(String, usize)]) -> Result<()> {
+        let k = self.rule.slots();
+        if self.slot_keys.is_empty() && self.slots.is_empty() {
+            let init = match self.rule {
+                Rule::Adagrad {
+                    initial_accumulator_value,
+                    ..
+                } => initial_accumulator_value,
+                _ => 0.0,
+            };
+            self.slot_keys = vars.iter().map(|(name, _)| name.clone()).collect();
+            self.slots = vars.iter().map(|&(_, n)| vec![init; n * k]).collect();
+            return Ok(());
+        }
+        let same = self.slot_keys.len() == vars.len()
+            && self
+                .slot_keys
+                .iter()
+                .zip(&self.slots)
+                .zip(vars)
+                .all(|((key, s), (name, n))| key == name && s.len() == n * k);
+        if same {
+            return Ok(());
+        }
+        let built: Vec<String> = self
+            .slot_keys
+            .iter()
+            .zip(&self.slots)
+            .map(|(key, s)| format!("{key} ({})", s.len() / k.max(1)))
+            .collect();
+        let given: Vec<String> = vars.iter().map(|(n, len)| format!("{n} ({len})")).collect();
+        Err(Error::arg(
+            "optimizer variables",
+            format!(
+                "the variables this optimizer was built with: [{}] (recompile, or call `reset`, to train other variables)",
+                built.join(", ")
+            ),
+            format!("[{}]", given.join(", ")),
+        ))
     }
 
     /// Nadam's running product, saved with the state.
@@ -760,7 +827,9 @@ impl Optimizer {
 
     /// One optimizer step over all parameters: `params[i]` is updated from
     /// `grads[i]` (which are clipped in place). Parameters are identified by their
-    /// position, so call it with the same tensors in the same order every step.
+    /// position: the first call builds the state for these tensors, and a later
+    /// call with another count or other sizes is refused (call
+    /// [`Optimizer::reset`] to start over).
     ///
     /// ```
     /// use horn::prelude::*;
@@ -788,6 +857,12 @@ impl Optimizer {
                 ));
             }
         }
+        let vars: Vec<(String, usize)> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i.to_string(), p.len()))
+            .collect();
+        self.build(&vars)?;
         let norm = self.begin_step(grads.iter().map(|g| &**g));
         for (i, (p, g)) in params.iter_mut().zip(grads.iter_mut()).enumerate() {
             self.update_tensor(i, p, g, norm);
@@ -810,7 +885,8 @@ impl Optimizer {
 
     fn scalars(&self) -> StepScalars {
         let lr = self.learning_rate();
-        let t = (self.iterations + 1) as f64;
+        // In f64, so no iteration count (a file may hold any) can overflow.
+        let t = self.iterations as f64 + 1.0;
         let mut s = StepScalars {
             lr,
             alpha: lr,
@@ -875,22 +951,12 @@ impl Optimizer {
                 p.iter_mut().for_each(|w| *w -= *w * f);
             }
         }
-        // 3. the rule's update
+        // 3. the rule's update, on the state `build` made for this tensor
         let k = self.rule.slots();
-        if self.slots.len() <= i {
-            self.slots.resize(i + 1, Vec::new());
-        }
-        if self.slots[i].len() != p.len() * k {
-            let mut init = vec![0.0f32; p.len() * k];
-            if let Rule::Adagrad {
-                initial_accumulator_value,
-                ..
-            } = self.rule
-            {
-                init.fill(initial_accumulator_value);
-            }
-            self.slots[i] = init;
-        }
+        assert!(
+            self.slots.get(i).is_some_and(|s| s.len() == p.len() * k),
+            "optimizer state not built for weight tensor {i} (an internal invariant: `build` runs before any step)"
+        );
         let rule = self.rule;
         let n = p.len();
         // Planar slots: plane j holds slot j of every element, so each loop below
@@ -921,7 +987,7 @@ impl Optimizer {
         if let Rule::Nadam { .. } = self.rule {
             self.u_product = self.scalars().u_prod_t as f64;
         }
-        self.iterations += 1;
+        self.iterations = self.iterations.saturating_add(1);
     }
 }
 
