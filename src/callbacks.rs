@@ -772,19 +772,97 @@ impl ModelCheckpoint {
         self
     }
 
-    /// The path for an epoch, placeholders filled in.
-    pub fn path_for(&self, epoch: usize, logs: &Logs) -> PathBuf {
-        let mut p = self
-            .filepath
-            .replace("{epoch:02d}", &format!("{:02}", epoch + 1));
-        p = p.replace("{epoch}", &(epoch + 1).to_string());
-        for (k, v) in logs.iter() {
-            p = p.replace(&format!("{{{k}}}"), &v.to_string());
-            for d in 0..=8 {
-                p = p.replace(&format!("{{{k}:.{d}f}}"), &format!("{v:.d$}"));
+    /// The path for an epoch, placeholders filled in as Python's
+    /// `str.format` fills Keras' (`{epoch}`, `{epoch:02d}`, `{val_loss}`,
+    /// `{val_loss:.3f}`, `{{` for a literal brace). A placeholder naming no
+    /// logged value, or a format other than `d`/`0Nd` for the epoch and `.Nf`
+    /// for values, is an error (Keras: "Failed to format this callback
+    /// filepath"), never a literal file name.
+    ///
+    /// ```
+    /// use horn::callbacks::ModelCheckpoint;
+    /// use horn::Logs;
+    /// let mut logs = Logs::default();
+    /// logs.insert("val_loss", 0.12345);
+    /// let cp = ModelCheckpoint::new("ckpt-{epoch:02d}-{val_loss:.2f}.safetensors");
+    /// assert_eq!(cp.path_for(2, &logs).unwrap().to_str(), Some("ckpt-03-0.12.safetensors"));
+    /// assert!(ModelCheckpoint::new("ckpt-{val_acc}.st").path_for(0, &logs).is_err());
+    /// ```
+    pub fn path_for(&self, epoch: usize, logs: &Logs) -> Result<PathBuf> {
+        let bad = |why: String| Error::arg("filepath", why, &self.filepath);
+        let mut out = String::new();
+        let mut chars = self.filepath.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    out.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    out.push('}');
+                }
+                '{' => {
+                    let mut field = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(ch) => field.push(ch),
+                            None => return Err(bad("a placeholder closed by `}`".into())),
+                        }
+                    }
+                    let (key, spec) = field.split_once(':').unwrap_or((field.as_str(), ""));
+                    if key == "epoch" {
+                        let e = epoch + 1;
+                        let width = spec
+                            .strip_suffix('d')
+                            .map(|w| w.trim_start_matches('0'))
+                            .filter(|_| !spec.is_empty());
+                        out.push_str(&match (spec, width) {
+                            ("", _) => e.to_string(),
+                            (_, Some("")) => e.to_string(),
+                            (_, Some(w)) => match w.parse::<usize>() {
+                                Ok(w) => format!("{e:0w$}"),
+                                Err(_) => {
+                                    return Err(bad(format!(
+                                        "an epoch format like `02d`, not `{spec}`"
+                                    )))
+                                }
+                            },
+                            _ => {
+                                return Err(bad(format!(
+                                    "an epoch format like `02d`, not `{spec}`"
+                                )))
+                            }
+                        });
+                        continue;
+                    }
+                    let v = logs.get(key).ok_or_else(|| {
+                        let keys: Vec<&str> = logs.iter().map(|(k, _)| k).collect();
+                        bad(format!(
+                            "placeholders naming `epoch` or a logged value ({}); `{key}` is not logged",
+                            keys.join(", ")
+                        ))
+                    })?;
+                    let decimals = spec
+                        .strip_prefix('.')
+                        .and_then(|d| d.strip_suffix('f'))
+                        .and_then(|d| d.parse::<usize>().ok());
+                    out.push_str(&match (spec, decimals) {
+                        ("", _) => v.to_string(),
+                        (_, Some(d)) => format!("{v:.d$}"),
+                        _ => return Err(bad(format!("a value format like `.3f`, not `{spec}`"))),
+                    });
+                }
+                '}' => {
+                    return Err(bad(
+                        "`}` only to close a placeholder (write `}}` for a brace)".into(),
+                    ))
+                }
+                c => out.push(c),
             }
         }
-        PathBuf::from(p)
+        Ok(PathBuf::from(out))
     }
 }
 
@@ -812,7 +890,7 @@ impl Callback for ModelCheckpoint {
             }
             self.best = Some(current);
         }
-        let path = self.path_for(epoch, logs);
+        let path = self.path_for(epoch, logs)?;
         if self.save_weights_only {
             ctx.model().save_weights(&path)?;
         } else {

@@ -4,7 +4,7 @@
 //! `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`) are read gzipped (`.gz`)
 //! or plain. The repository ships them in `data/mnist`.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
@@ -113,30 +113,39 @@ pub mod mnist {
         ))
     }
 
-    /// Reads an IDX file's bytes, un-gzipping when it starts with the gzip magic.
-    fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-        let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        if raw.starts_with(&[0x1f, 0x8b]) {
-            let mut out = Vec::new();
-            GzDecoder::new(&raw[..])
-                .read_to_end(&mut out)
-                .map_err(|e| Error::format(path, format!("corrupt gzip data: {e}")))?;
-            Ok(out)
-        } else {
-            Ok(raw)
+    /// Reads an IDX file (gzipped or plain): the magic number, `dims` sizes,
+    /// then exactly the payload the header announces. Sizes are multiplied with
+    /// overflow checks, and no more than the announced payload (plus one byte,
+    /// to detect trailing data) is ever read: a gzip bomb or a device such as
+    /// `/dev/zero` fails after at most that much, and memory grows only with
+    /// data that is really there.
+    fn read_idx(path: &Path, magic: u32, dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::format(path, "not a regular file"));
         }
-    }
-
-    fn header(bytes: &[u8], path: &Path, magic: u32, dims: usize) -> Result<Vec<usize>> {
-        let need = 4 + 4 * dims;
-        if bytes.len() < need {
+        let mut first = [0u8; 2];
+        let got = read_full(&mut file, &mut first).map_err(|e| Error::io(path, e))?;
+        let gz = got == 2 && first == [0x1f, 0x8b];
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(path, e))?;
+        let mut reader: Box<dyn Read> = if gz {
+            Box::new(GzDecoder::new(std::io::BufReader::new(file)))
+        } else {
+            Box::new(std::io::BufReader::new(file))
+        };
+        let corrupt = |e: std::io::Error| Error::format(path, format!("corrupt gzip data: {e}"));
+        let mut header = vec![0u8; 4 + 4 * dims];
+        let got = read_full(&mut reader, &mut header).map_err(corrupt)?;
+        if got < header.len() {
             return Err(Error::format(
                 path,
-                format!("truncated header: {} bytes", bytes.len()),
+                format!("truncated header: {got} bytes"),
             ));
         }
         let be =
-            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+            |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         if be(0) != magic {
             return Err(Error::format(
                 path,
@@ -144,39 +153,72 @@ pub mod mnist {
             ));
         }
         let shape: Vec<usize> = (0..dims).map(|d| be(4 + 4 * d) as usize).collect();
-        let expected = need + shape.iter().product::<usize>();
-        if bytes.len() != expected {
+        let expected = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n < isize::MAX as usize)
+            .ok_or_else(|| Error::format(path, format!("the header's sizes {shape:?} overflow")))?;
+        if !gz && meta.len() != (header.len() + expected) as u64 {
             return Err(Error::format(
                 path,
                 format!(
-                    "the header announces {shape:?} ({expected} bytes) but the file has {} bytes (truncated or wrong counts)",
-                    bytes.len()
+                    "the header announces {shape:?} ({} bytes) but the file has {} bytes (truncated or wrong counts)",
+                    header.len() + expected,
+                    meta.len()
                 ),
             ));
         }
-        Ok(shape)
+        let mut payload = Vec::new();
+        reader
+            .take(expected as u64 + 1)
+            .read_to_end(&mut payload)
+            .map_err(corrupt)?;
+        if payload.len() != expected {
+            let what = if payload.len() > expected {
+                "more data than".to_string()
+            } else {
+                format!("{} payload bytes, fewer than", payload.len())
+            };
+            return Err(Error::format(
+                path,
+                format!("the file holds {what} the header announces ({shape:?}: {expected} bytes)"),
+            ));
+        }
+        Ok((shape, payload))
+    }
+
+    /// Reads until `buf` is full or the input ends; returns the bytes read.
+    fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
     }
 
     /// Reads an IDX3 image file (magic 0x00000803) into `(n, rows, cols)`.
     pub fn read_images(path: impl AsRef<Path>) -> Result<Array3<u8>> {
         let path = path.as_ref();
-        let bytes = read_bytes(path)?;
-        let s = header(&bytes, path, 0x0000_0803, 3)?;
-        Array3::from_shape_vec((s[0], s[1], s[2]), bytes[16..].to_vec())
+        let (s, payload) = read_idx(path, 0x0000_0803, 3)?;
+        Array3::from_shape_vec((s[0], s[1], s[2]), payload)
             .map_err(|e| Error::format(path, e.to_string()))
     }
 
     /// Reads an IDX1 label file (magic 0x00000801).
     pub fn read_labels(path: impl AsRef<Path>) -> Result<Array1<u8>> {
         let path = path.as_ref();
-        let bytes = read_bytes(path)?;
-        header(&bytes, path, 0x0000_0801, 1)?;
-        if let Some(&bad) = bytes[8..].iter().find(|&&v| v > 9) {
+        let (_, payload) = read_idx(path, 0x0000_0801, 1)?;
+        if let Some(&bad) = payload.iter().find(|&&v| v > 9) {
             return Err(Error::format(
                 path,
                 format!("label {bad} is not a digit 0-9"),
             ));
         }
-        Ok(Array1::from(bytes[8..].to_vec()))
+        Ok(Array1::from(payload))
     }
 }

@@ -12,8 +12,12 @@ use rand::SeedableRng;
 
 use crate::error::{Error, Result};
 
+/// The most classes [`to_categorical`] encodes: 2^24, beyond which f32 class
+/// indices are no longer exact.
+pub const MAX_CLASSES: usize = 1 << 24;
+
 /// One-hot rows from 0-based class indices (Keras `to_categorical`). With
-/// `num_classes = None` the count is `max + 1`.
+/// `num_classes = None` the count is `max + 1`; at most [`MAX_CLASSES`].
 ///
 /// ```
 /// use horn::preprocessing::to_categorical;
@@ -25,9 +29,44 @@ pub fn to_categorical(labels: &[usize], num_classes: Option<usize>) -> Result<Ar
     let k = match num_classes {
         Some(0) => return Err(Error::arg("num_classes", "a positive integer", 0)),
         Some(k) => k,
-        None => labels.iter().max().map_or(0, |m| m + 1),
+        None => labels.iter().max().map_or(0, |m| m.saturating_add(1)),
     };
-    let mut out = Array2::zeros((labels.len(), k));
+    // Class indices are exact in f32 only below 2^24, and a label of 2^40
+    // would ask for terabytes: refuse before allocating.
+    if k > MAX_CLASSES {
+        return Err(Error::arg(
+            "num_classes",
+            format!("at most {MAX_CLASSES} classes"),
+            k,
+        ));
+    }
+    let len = labels
+        .len()
+        .checked_mul(k)
+        .filter(|&n| n <= isize::MAX as usize / 4)
+        .ok_or_else(|| {
+            Error::arg(
+                "labels",
+                "a one-hot matrix that fits in memory",
+                labels.len(),
+            )
+        })?;
+    let mut data = Vec::<f32>::new();
+    data.try_reserve_exact(len).map_err(|_| {
+        Error::arg(
+            "labels",
+            "a one-hot matrix that fits in memory",
+            format!("{} rows x {k} classes", labels.len()),
+        )
+    })?;
+    data.resize(len, 0.0);
+    let mut out = Array2::from_shape_vec((labels.len(), k), data).map_err(|e| {
+        Error::shape(
+            "to_categorical",
+            format!("({}, {k})", labels.len()),
+            e.to_string(),
+        )
+    })?;
     for (i, &l) in labels.iter().enumerate() {
         if l >= k {
             return Err(Error::arg(
@@ -90,10 +129,13 @@ pub struct Table {
 }
 
 impl Table {
-    /// Reads a CSV file with a header row; `NA` and empty fields are missing.
+    /// Reads a CSV file with a header row; `NA`, `NaN` and empty fields are
+    /// missing (see [`Table::from_csv_str`]).
     pub fn read_csv(path: impl AsRef<Path>) -> Result<Table> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::saving::read_file(path)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))?;
         Self::from_csv_str(&text).map_err(|e| match e {
             Error::Data(m) => Error::format(path, m),
             other => other,
@@ -101,6 +143,11 @@ impl Table {
     }
 
     /// Parses CSV text with a header row.
+    ///
+    /// Missing values: empty fields, `NA` (R) and `NaN`/`nan` (pandas). A
+    /// column whose present values all parse as numbers is numeric; an
+    /// infinite number (`inf`, `-Infinity`) is an error naming its row and
+    /// column, as are duplicate column names.
     pub fn from_csv_str(text: &str) -> Result<Table> {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(true)
@@ -113,6 +160,15 @@ impl Table {
             .collect();
         if names.is_empty() || names.iter().all(|n| n.is_empty()) {
             return Err(Error::Data("the CSV has no header".into()));
+        }
+        for (j, n) in names.iter().enumerate() {
+            if let Some(i) = names[..j].iter().position(|m| m == n) {
+                return Err(Error::Data(format!(
+                    "duplicate column name `{n}` (columns {} and {}); every column needs its own name",
+                    i + 1,
+                    j + 1
+                )));
+            }
         }
         let mut raw: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
         for (line, rec) in rdr.records().enumerate() {
@@ -127,16 +183,19 @@ impl Table {
             }
             for (c, field) in rec.iter().enumerate() {
                 let f = field.trim();
-                raw[c].push(if f.is_empty() || f == "NA" {
-                    None
-                } else {
-                    Some(f.to_string())
-                });
+                raw[c].push(
+                    if f.is_empty() || f == "NA" || f.eq_ignore_ascii_case("nan") {
+                        None
+                    } else {
+                        Some(f.to_string())
+                    },
+                );
             }
         }
         let columns = raw
             .into_iter()
-            .map(|vals| {
+            .zip(&names)
+            .map(|(vals, name)| {
                 let numeric: Option<Vec<Option<f64>>> = vals
                     .iter()
                     .map(|v| match v {
@@ -145,11 +204,20 @@ impl Table {
                     })
                     .collect();
                 match numeric {
-                    Some(n) if vals.iter().any(|v| v.is_some()) => Column::Numeric(n),
-                    _ => Column::Categorical(vals),
+                    Some(n) if vals.iter().any(|v| v.is_some()) => {
+                        if let Some(i) = n.iter().position(|v| v.is_some_and(f64::is_infinite)) {
+                            return Err(Error::Data(format!(
+                                "column `{name}` row {} holds an infinite number ({}); clean the data or mark it NA",
+                                i + 2,
+                                vals[i].as_deref().unwrap_or("")
+                            )));
+                        }
+                        Ok(Column::Numeric(n))
+                    }
+                    _ => Ok(Column::Categorical(vals)),
                 }
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Ok(Table { names, columns })
     }
 
@@ -207,6 +275,9 @@ impl Table {
                     })
                 })
                 .collect(),
+            Column::Categorical(v) if v.iter().all(Option::is_none) => Err(Error::Data(format!(
+                "column `{name}` has no values (every row is missing)"
+            ))),
             Column::Categorical(_) => Err(Error::Data(format!("column `{name}` is not numeric"))),
         }
     }
@@ -232,12 +303,21 @@ impl Table {
         }
     }
 
-    /// Numeric columns side by side as an f32 matrix (rows x columns).
+    /// Numeric columns side by side as an f32 matrix (rows x columns). A value
+    /// beyond f32's range (`1e300`) is an error, not a silent infinity.
     pub fn numeric_matrix(&self, names: &[&str]) -> Result<Array2<f32>> {
         let cols: Vec<Vec<f64>> = names
             .iter()
             .map(|n| self.numeric(n))
             .collect::<Result<_>>()?;
+        for (c, name) in cols.iter().zip(names) {
+            if let Some(i) = c.iter().position(|v| v.abs() > f32::MAX as f64) {
+                return Err(Error::Data(format!(
+                    "column `{name}` row {i} holds {}, beyond the range of f32 (about 3.4e38)",
+                    c[i]
+                )));
+            }
+        }
         Ok(Array2::from_shape_fn(
             (self.nrows(), names.len()),
             |(i, j)| cols[j][i] as f32,

@@ -74,13 +74,51 @@ impl LearningRateSchedule {
                 Ok(())
             }
         };
+        // A negative or NaN rate would climb the loss instead of descending it.
+        let rate = |name: &str, v: f32| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::arg(name, "a finite, non-negative number", v))
+            }
+        };
         match self {
-            LearningRateSchedule::ExponentialDecay { decay_steps, .. }
-            | LearningRateSchedule::InverseTimeDecay { decay_steps, .. }
-            | LearningRateSchedule::CosineDecay { decay_steps, .. } => {
+            LearningRateSchedule::ExponentialDecay {
+                initial_learning_rate,
+                decay_steps,
+                decay_rate,
+                ..
+            }
+            | LearningRateSchedule::InverseTimeDecay {
+                initial_learning_rate,
+                decay_steps,
+                decay_rate,
+                ..
+            } => {
+                rate("initial_learning_rate", *initial_learning_rate)?;
+                rate("decay_rate", *decay_rate)?;
+                pos("decay_steps", *decay_steps)
+            }
+            LearningRateSchedule::CosineDecay {
+                initial_learning_rate,
+                decay_steps,
+                alpha,
+                warmup_target,
+                ..
+            } => {
+                rate("initial_learning_rate", *initial_learning_rate)?;
+                if !(0.0..=1.0).contains(alpha) {
+                    return Err(Error::arg("alpha", "a number in [0, 1]", alpha));
+                }
+                if let Some(t) = warmup_target {
+                    rate("warmup_target", *t)?;
+                }
                 pos("decay_steps", *decay_steps)
             }
             LearningRateSchedule::PiecewiseConstantDecay { boundaries, values } => {
+                for v in values {
+                    rate("values", *v)?;
+                }
                 if values.len() != boundaries.len() + 1 {
                     return Err(Error::arg(
                         "values",
