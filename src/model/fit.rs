@@ -74,7 +74,9 @@ pub struct FitOptions {
     pub sample_weight: Option<Vec<f32>>,
     /// Weight per class index (one-hot argmax, sparse index, or 0/1 for one
     /// output); classes not listed weigh 1. Applies to the training rows only,
-    /// as in Keras (validation keeps its sample weights alone).
+    /// as in Keras (validation keeps its sample weights alone). Keras 3 refuses
+    /// `class_weight` together with `sample_weight`; horn multiplies them, as
+    /// Keras 2 did, since "weigh this class and these rows" is a fair request.
     pub class_weight: Option<BTreeMap<usize, f32>>,
     /// Set to true from any thread to stop: `fit` checks it before every batch,
     /// runs no further batch once it is set, skips that epoch's validation and
