@@ -7,6 +7,9 @@
 //! `validation_split` keeping the held-out rows' sample weights (for `val_loss`
 //! and the `val_weighted_*` metrics), class weights for training rows only.
 
+// The numbers are kept exactly as Keras printed them (f64 text of f32 values).
+#![allow(clippy::excessive_precision)]
+
 use horn::prelude::*;
 use ndarray::{array, Array2, ArrayD};
 
