@@ -127,13 +127,40 @@ pub mod mnist {
         }
         let mut first = [0u8; 2];
         let got = read_full(&mut file, &mut first).map_err(|e| Error::io(path, e))?;
-        let gz = got == 2 && first == [0x1f, 0x8b];
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(path, e))?;
-        let mut reader: Box<dyn Read> = if gz {
-            Box::new(GzDecoder::new(std::io::BufReader::new(file)))
+        let gz = got == 2 && first == [0x1f, 0x8b];
+        parse_idx(
+            std::io::BufReader::new(file),
+            gz,
+            meta.len(),
+            path,
+            magic,
+            dims,
+        )
+    }
+
+    /// [`read_idx`] on a byte slice.
+    fn parse_idx_bytes(bytes: &[u8], magic: u32, dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+        let gz = bytes.starts_with(&[0x1f, 0x8b]);
+        let path = Path::new("<bytes>");
+        parse_idx(bytes, gz, bytes.len() as u64, path, magic, dims)
+    }
+
+    /// The IDX parser behind [`read_idx`]: `len` is the stored size, which a
+    /// plain (not gzipped) input must match exactly.
+    fn parse_idx(
+        input: impl Read,
+        gz: bool,
+        len: u64,
+        path: &Path,
+        magic: u32,
+        dims: usize,
+    ) -> Result<(Vec<usize>, Vec<u8>)> {
+        let mut reader: Box<dyn Read + '_> = if gz {
+            Box::new(GzDecoder::new(input))
         } else {
-            Box::new(std::io::BufReader::new(file))
+            Box::new(input)
         };
         let corrupt = |e: std::io::Error| Error::format(path, format!("corrupt gzip data: {e}"));
         let mut header = vec![0u8; 4 + 4 * dims];
@@ -158,13 +185,13 @@ pub mod mnist {
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .filter(|&n| n < isize::MAX as usize)
             .ok_or_else(|| Error::format(path, format!("the header's sizes {shape:?} overflow")))?;
-        if !gz && meta.len() != (header.len() + expected) as u64 {
+        if !gz && len != (header.len() + expected) as u64 {
             return Err(Error::format(
                 path,
                 format!(
                     "the header announces {shape:?} ({} bytes) but the file has {} bytes (truncated or wrong counts)",
                     header.len() + expected,
-                    meta.len()
+                    len
                 ),
             ));
         }
@@ -204,15 +231,45 @@ pub mod mnist {
     /// Reads an IDX3 image file (magic 0x00000803) into `(n, rows, cols)`.
     pub fn read_images(path: impl AsRef<Path>) -> Result<Array3<u8>> {
         let path = path.as_ref();
-        let (s, payload) = read_idx(path, 0x0000_0803, 3)?;
-        Array3::from_shape_vec((s[0], s[1], s[2]), payload)
-            .map_err(|e| Error::format(path, e.to_string()))
+        images(read_idx(path, 0x0000_0803, 3)?, path)
     }
 
     /// Reads an IDX1 label file (magic 0x00000801).
     pub fn read_labels(path: impl AsRef<Path>) -> Result<Array1<u8>> {
         let path = path.as_ref();
-        let (_, payload) = read_idx(path, 0x0000_0801, 1)?;
+        labels(read_idx(path, 0x0000_0801, 1)?, path)
+    }
+
+    /// [`read_images`] from the bytes of an IDX3 file (gzipped or plain).
+    ///
+    /// ```
+    /// let mut idx = vec![0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2];
+    /// idx.extend([0, 64, 128, 255]);
+    /// let x = horn::datasets::mnist::parse_images(&idx).unwrap();
+    /// assert_eq!(x.dim(), (1, 2, 2));
+    /// assert!(horn::datasets::mnist::parse_images(&idx[..18]).is_err());
+    /// ```
+    pub fn parse_images(bytes: &[u8]) -> Result<Array3<u8>> {
+        images(
+            parse_idx_bytes(bytes, 0x0000_0803, 3)?,
+            Path::new("<bytes>"),
+        )
+    }
+
+    /// [`read_labels`] from the bytes of an IDX1 file (gzipped or plain).
+    pub fn parse_labels(bytes: &[u8]) -> Result<Array1<u8>> {
+        labels(
+            parse_idx_bytes(bytes, 0x0000_0801, 1)?,
+            Path::new("<bytes>"),
+        )
+    }
+
+    fn images((s, payload): (Vec<usize>, Vec<u8>), path: &Path) -> Result<Array3<u8>> {
+        Array3::from_shape_vec((s[0], s[1], s[2]), payload)
+            .map_err(|e| Error::format(path, e.to_string()))
+    }
+
+    fn labels((_, payload): (Vec<usize>, Vec<u8>), path: &Path) -> Result<Array1<u8>> {
         if let Some(&bad) = payload.iter().find(|&&v| v > 9) {
             return Err(Error::format(
                 path,

@@ -405,6 +405,11 @@ impl Sequential {
     /// ```
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
+        write_atomic(path, &self.encode_model(path)?)
+    }
+
+    /// The model file's bytes; `path` names it in errors.
+    fn encode_model(&self, path: &Path) -> Result<Vec<u8>> {
         self.ensure_built()?;
         let mut layers = Vec::new();
         for (l, name) in self.layers().iter().zip(self.layer_names()) {
@@ -459,7 +464,7 @@ impl Sequential {
             "model".to_string(),
             serde_json::to_string(&entry).map_err(|e| Error::format(path, e.to_string()))?,
         );
-        write_atomic(path, &encode(&mut tensors, meta))
+        Ok(encode(&mut tensors, meta))
     }
 
     /// Loads a model saved by [`Sequential::save`]: architecture, weights, compile
@@ -468,9 +473,33 @@ impl Sequential {
     /// [module docs](crate::saving)).
     pub fn load(path: impl AsRef<Path>) -> Result<Sequential> {
         let path = path.as_ref();
-        let bytes = read_file(path)?;
-        let st = parse_file(&bytes, path)?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
+        Self::decode(&read_file(path)?, path)
+    }
+
+    /// [`Sequential::load`] from the bytes of a model file (one embedded with
+    /// `include_bytes!`, or received over a network), with the same checks.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let model = Sequential::new().seed(3).input(4).dense(2, Softmax);
+    /// let bytes = model.to_bytes().unwrap();
+    /// let copy = Sequential::from_bytes(&bytes).unwrap();
+    /// assert_eq!(copy.get_weights().unwrap(), model.get_weights().unwrap());
+    /// assert!(Sequential::from_bytes(b"not a model").is_err());
+    /// ```
+    pub fn from_bytes(bytes: &[u8]) -> Result<Sequential> {
+        Self::decode(bytes, Path::new("<bytes>"))
+    }
+
+    /// The bytes [`Sequential::save`] writes, without touching the disk.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.encode_model(Path::new("<bytes>"))
+    }
+
+    /// Parses and checks a model file's bytes; `path` names it in errors.
+    fn decode(bytes: &[u8], path: &Path) -> Result<Sequential> {
+        let st = parse_file(bytes, path)?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
         let meta = header.metadata().clone().ok_or_else(|| {
             Error::format(
@@ -594,7 +623,17 @@ impl Sequential {
         let path = path.as_ref();
         self.ensure_built()?;
         let bytes = read_file(path)?;
-        let st = parse_file(&bytes, path)?;
+        self.decode_weights(&bytes, path)
+    }
+
+    /// [`Sequential::load_weights`] from a weights file's bytes.
+    pub fn load_weights_from_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.ensure_built()?;
+        self.decode_weights(bytes, Path::new("<bytes>"))
+    }
+
+    fn decode_weights(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
+        let st = parse_file(bytes, path)?;
         let weights = read_weights(self, &st, path)?;
         self.set_weights(&weights)
     }
