@@ -81,11 +81,40 @@
 //! `rand::rngs::StdRng`, seeded from the model seed, the epoch and the step; the
 //! stream is fixed for a given `rand` version (pinned by `Cargo.lock`).
 //!
+//! ## Soundness and untrusted input
+//! - **No safe call corrupts memory.** The only `unsafe` code is the AVX2 GEMM
+//!   in [`kernels`]; its public entry points check every shape with `assert!`
+//!   (in release builds too) before the raw-pointer kernel runs, and each
+//!   unsafe block states its invariant in a `SAFETY:` comment
+//!   (`unsafe_op_in_unsafe_fn` is denied). The built-in layers check the shape
+//!   of every view handed to `forward`/`backward`, so a hand-made call with a
+//!   wrong size panics with a message instead of writing out of bounds.
+//!   `HORN_PORTABLE_GEMM=1` forces the portable kernel (CI runs the suite both
+//!   ways, in debug and release), and `scripts/miri.sh` runs the safe-API
+//!   tests under Miri.
+//! - **`fit` keeps its invariants.** It sizes its buffers for the architecture
+//!   once; callbacks get a [`CallbackContext`](callbacks::CallbackContext) that
+//!   can change weight values (shape-checked) and the learning rate, never the
+//!   layers. Every `on_train_begin` is matched by an `on_train_end`, errors
+//!   included.
+//! - **No file kills the process.** Model, weights, IDX and CSV loaders read only
+//!   regular files, no more than their size, check sizes with overflow-checked
+//!   arithmetic, and allocate only what the input's own bytes justify: a model
+//!   file's layers are built from the tensors it holds, not initialised from
+//!   its claimed sizes. `fuzz/` holds a `cargo fuzz` target per loader, and
+//!   `tests/fuzz_loaders.rs` runs seeded mutants of each on stable in every CI
+//!   run. Saves are atomic, durable and byte-for-byte deterministic.
+//! - **No silent garbage.** NaN propagates through every activation, NaN or
+//!   infinite weights in a file are refused, initializer and schedule
+//!   parameters must be finite, and a non-finite training loss stops `fit`.
+//!
 //! ## Differences from Keras, on purpose
 //! - Layer names are numbered per model (`dense`, `dense_1`), not per session.
 //! - A NaN or infinite training loss stops `fit` with [`Error::Diverged`]
 //!   (Keras' `TerminateOnNaN` behaviour) instead of training on garbage.
 //! - Progress lines use the Keras 2 ASCII format, which reads well in logs.
+//! - `class_weight` and `sample_weight` together multiply (as in Keras 2);
+//!   Keras 3 refuses the combination.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
