@@ -41,7 +41,8 @@
 //! - [`activations`], [`losses`], [`metrics`], [`optimizers`], [`initializers`],
 //!   [`regularizers`], [`callbacks`]: the Keras catalogue, with Keras 3 names,
 //!   defaults and formulas (each item's docs give its formula).
-//! - [`saving`]: model files (safetensors + JSON architecture).
+//! - [`saving`]: model files (safetensors + JSON architecture); the private
+//!   `files` module reads untrusted files within bounds and writes atomically.
 //! - [`datasets`] and [`preprocessing`]: MNIST IDX files, CSV tables, scaling,
 //!   one-hot encoding, stratified splits.
 //! - [`kernels`]: the parallel, deterministic matrix products (horn's own AVX2 + FMA
@@ -122,6 +123,7 @@ pub mod activations;
 pub mod callbacks;
 pub mod datasets;
 mod error;
+mod files;
 pub mod initializers;
 pub mod kernels;
 pub mod layers;

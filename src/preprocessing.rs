@@ -133,7 +133,7 @@ impl Table {
     /// missing (see [`Table::from_csv_str`]).
     pub fn read_csv(path: impl AsRef<Path>) -> Result<Table> {
         let path = path.as_ref();
-        let bytes = crate::saving::read_file(path)?;
+        let bytes = crate::files::read_file(path)?;
         let text = String::from_utf8(bytes)
             .map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))?;
         Self::from_csv_str(&text).map_err(|e| match e {

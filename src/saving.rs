@@ -28,8 +28,7 @@
 //! [safetensors]: https://huggingface.co/docs/safetensors
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::{Array2, ArrayD, IxDyn};
 use safetensors::tensor::Dtype;
@@ -38,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::activations::Activation;
 use crate::error::{Error, Result};
+use crate::files::{read_file, write_atomic};
 use crate::initializers::Initializer;
 use crate::layers::{ActivationLayer, Dense, Dropout, Layer};
 use crate::losses::Loss;
@@ -118,84 +118,6 @@ struct ModelEntry {
 
 /// Keras stores `iterations` as an int64; a larger count is not a real file.
 const MAX_ITERATIONS: u64 = i64::MAX as u64;
-
-/// Reads a whole file, refusing anything but a regular file (a device such as
-/// `/dev/zero` would never end) and reading no more than its size.
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::format(path, "not a regular file"));
-    }
-    let len = usize::try_from(meta.len())
-        .map_err(|_| Error::format(path, "file too large for this machine"))?;
-    let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(len)
-        .map_err(|_| Error::format(path, format!("cannot allocate {len} bytes to read it")))?;
-    file.take(len as u64)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, e))?;
-    Ok(bytes)
-}
-
-/// Where a save really writes: the target of a symbolic link (followed up to
-/// a few levels), else the path itself.
-fn resolve_target(path: &Path) -> PathBuf {
-    let mut p = path.to_path_buf();
-    for _ in 0..16 {
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&p) {
-                Ok(t) => {
-                    p = if t.is_absolute() {
-                        t
-                    } else {
-                        p.parent().unwrap_or(Path::new(".")).join(t)
-                    };
-                }
-                Err(_) => break,
-            },
-            _ => break,
-        }
-    }
-    p
-}
-
-/// Writes `bytes` to `path` atomically: a uniquely named temporary file in the
-/// same folder (so two saves never share one), flushed to disk, given the
-/// existing file's permissions, then renamed over the target and the folder
-/// synced. On any failure the temporary file is removed and the target is
-/// untouched.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let target = resolve_target(path);
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".horn-save-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-    if let Ok(old) = std::fs::metadata(&target) {
-        tmp.as_file()
-            .set_permissions(old.permissions())
-            .map_err(|e| Error::io(tmp.path(), e))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    // On failure `persist` hands the file back, and dropping it deletes it.
-    tmp.persist(&target)
-        .map_err(|e| Error::io(&target, e.error))?;
-    // Make the rename itself durable (best effort: not every platform can
-    // open a folder).
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
 
 /// One f32 tensor to write.
 struct Tensor<'a> {

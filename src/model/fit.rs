@@ -371,20 +371,6 @@ impl Sequential {
         Ok(history)
     }
 
-    /// Names and sizes of the weight tensors, in Keras order: the variables an
-    /// optimizer's state belongs to.
-    pub(crate) fn weight_sizes(&self) -> Vec<(String, usize)> {
-        self.layers()
-            .iter()
-            .zip(self.layer_names())
-            .flat_map(|(l, name)| {
-                l.params()
-                    .into_iter()
-                    .map(move |p| (format!("{name}/{}", p.name), p.values.len()))
-            })
-            .collect()
-    }
-
     /// The epoch loop of `fit`.
     fn run_epochs(
         &mut self,

@@ -1,6 +1,7 @@
 //! The `Sequential` model: building, compiling, weights, and the training engine.
 //!
-//! - `mod.rs`: the builder, `compile`, weights in Keras order.
+//! - `mod.rs`: the builder and weights in Keras order.
+//! - `compile.rs`: `compile`, [`CompileOptions`], metric keys and weighting.
 //! - `fit.rs`: the epoch loop (splitting, shuffling, batching, callbacks, History).
 //! - `infer.rs`: `predict` and `evaluate` on large blocks.
 //! - `workspace.rs`: the reusable buffers and the forward/backward passes.
@@ -356,6 +357,20 @@ impl Sequential {
             }
         }
         Ok(out)
+    }
+
+    /// Names and sizes of the weight tensors, in Keras order: the variables an
+    /// optimizer's state belongs to.
+    pub(crate) fn weight_sizes(&self) -> Vec<(String, usize)> {
+        self.layers()
+            .iter()
+            .zip(self.layer_names())
+            .flat_map(|(l, name)| {
+                l.params()
+                    .into_iter()
+                    .map(move |p| (format!("{name}/{}", p.name), p.values.len()))
+            })
+            .collect()
     }
 
     /// Replaces all weights, in the order of [`Sequential::get_weights`]. Checks
