@@ -246,6 +246,7 @@ impl Layer for Dense {
         }
         let dz = dy.view();
         // dK = x^T dz: split over the kernel's rows, each summing the batch in order.
+        // (`expect_grads` above checked grads[0]'s length, so the view fits.)
         {
             let gk = ArrayViewMut2::from_shape((x.ncols(), units), &mut grads[0][..])
                 .expect("Layer contract: grads[0] has one value per kernel weight");
