@@ -204,6 +204,9 @@ pub struct EarlyStopping {
     pub restore_best_weights: bool,
     /// Epochs to train before watching.
     pub start_from_epoch: usize,
+    /// 1 prints a line when it stops and when it restores weights (Keras
+    /// default 0, silent).
+    pub verbose: u8,
     /// The epoch at which training stopped (0 if it did not).
     pub stopped_epoch: usize,
     /// The best epoch seen.
@@ -224,6 +227,7 @@ impl Default for EarlyStopping {
             baseline: None,
             restore_best_weights: false,
             start_from_epoch: 0,
+            verbose: 0,
             stopped_epoch: 0,
             best_epoch: 0,
             best: f32::INFINITY,
@@ -267,6 +271,11 @@ impl EarlyStopping {
     /// Epochs to train before watching (default 0).
     pub fn start_from_epoch(mut self, v: usize) -> Self {
         self.start_from_epoch = v;
+        self
+    }
+    /// 1 prints Keras' messages when stopping and restoring (default 0).
+    pub fn verbose(mut self, v: u8) -> Self {
+        self.verbose = v;
         self
     }
 
@@ -327,8 +336,17 @@ impl Callback for EarlyStopping {
     }
 
     fn on_train_end(&mut self, _logs: &Logs, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        if self.stopped_epoch > 0 && self.verbose > 0 {
+            println!("Epoch {}: early stopping", self.stopped_epoch + 1);
+        }
         if self.restore_best_weights {
             if let Some(w) = self.best_weights.take() {
+                if self.verbose > 0 {
+                    println!(
+                        "Restoring model weights from the end of the best epoch: {}.",
+                        self.best_epoch + 1
+                    );
+                }
                 ctx.set_weights(&w)?;
             }
         }
@@ -891,6 +909,10 @@ impl Callback for ModelCheckpoint {
             self.best = Some(current);
         }
         let path = self.path_for(epoch, logs)?;
+        // Keras creates the checkpoint's folder; so does horn.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         if self.save_weights_only {
             ctx.model().save_weights(&path)?;
         } else {

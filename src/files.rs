@@ -54,6 +54,16 @@ fn resolve_target(path: &Path) -> PathBuf {
 /// synced. On any failure the temporary file is removed and the target is
 /// untouched.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("keras") || e.eq_ignore_ascii_case("h5"))
+    {
+        return Err(Error::arg(
+            "path",
+            "a `.safetensors` path: horn writes safetensors files, and Keras' own `.keras`/`.h5` formats cannot be written yet (a file under that name would not open in Keras)",
+            path.display(),
+        ));
+    }
     let target = resolve_target(path);
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

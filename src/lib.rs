@@ -154,7 +154,7 @@ pub mod prelude {
         BinaryCrossentropy, CategoricalCrossentropy, Huber, Loss, MeanAbsoluteError,
         MeanSquaredError, SparseCategoricalCrossentropy,
     };
-    pub use crate::metrics::Metric;
+    pub use crate::metrics::{confusion_matrix, Metric};
     pub use crate::optimizers::{
         Adadelta, Adagrad, Adam, AdamW, Adamax, LearningRateSchedule, Lion, Nadam, Optimizer,
         RmsProp, Sgd,

@@ -491,3 +491,136 @@ pub(crate) fn argmax(v: &[f32]) -> usize {
     }
     best
 }
+
+/// Counts of (true class, predicted class) pairs: rows are the true classes,
+/// columns the predictions (`tf.math.confusion_matrix`'s layout; R's
+/// `table(pred, truth)` is its transpose). Prints as a table.
+///
+/// ```
+/// use horn::metrics::confusion_matrix;
+/// let cm = confusion_matrix(&[0, 1, 2, 2], &[0, 2, 2, 2], None).unwrap();
+/// assert_eq!(cm.get(2, 2), 2);
+/// assert_eq!(cm.get(1, 2), 1);
+/// assert_eq!(cm.accuracy(), 0.75);
+/// println!("{cm}");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfusionMatrix {
+    counts: ndarray::Array2<usize>,
+    labels: Vec<String>,
+}
+
+/// The confusion matrix of class indices (`num_classes` defaults to the largest
+/// index plus one). Fails on sequences of different lengths, on an index
+/// outside `num_classes`, and on more than 65,536 classes.
+pub fn confusion_matrix(
+    y_true: &[usize],
+    y_pred: &[usize],
+    num_classes: Option<usize>,
+) -> Result<ConfusionMatrix> {
+    if y_true.len() != y_pred.len() {
+        return Err(Error::shape(
+            "confusion_matrix",
+            format!("as many predictions as labels ({})", y_true.len()),
+            format!("{} predictions", y_pred.len()),
+        ));
+    }
+    let k = match num_classes {
+        Some(k) => k,
+        None => y_true
+            .iter()
+            .chain(y_pred)
+            .max()
+            .map_or(0, |m| m.saturating_add(1)),
+    };
+    const MAX: usize = 1 << 16;
+    if k > MAX {
+        return Err(Error::arg("num_classes", format!("at most {MAX}"), k));
+    }
+    let mut counts = ndarray::Array2::zeros((k, k));
+    for (i, (&t, &p)) in y_true.iter().zip(y_pred).enumerate() {
+        if t >= k || p >= k {
+            return Err(Error::arg(
+                format!("pair {i}"),
+                format!("class indices in 0..{k}"),
+                format!("truth {t}, prediction {p}"),
+            ));
+        }
+        counts[[t, p]] += 1;
+    }
+    Ok(ConfusionMatrix {
+        counts,
+        labels: (0..k).map(|c| c.to_string()).collect(),
+    })
+}
+
+impl ConfusionMatrix {
+    /// How often class `truth` was predicted as `predicted`.
+    pub fn get(&self, truth: usize, predicted: usize) -> usize {
+        self.counts.get((truth, predicted)).copied().unwrap_or(0)
+    }
+
+    /// All counts, `(true class, predicted class)`.
+    pub fn counts(&self) -> ndarray::ArrayView2<'_, usize> {
+        self.counts.view()
+    }
+
+    /// The fraction on the diagonal (0 when empty).
+    pub fn accuracy(&self) -> f64 {
+        let total: usize = self.counts.sum();
+        let right: usize = self.counts.diag().sum();
+        if total == 0 {
+            0.0
+        } else {
+            right as f64 / total as f64
+        }
+    }
+
+    /// Names the classes in the printed table (e.g. the species of the
+    /// penguins); fails unless there is one name per class.
+    pub fn with_labels<S: AsRef<str>>(mut self, labels: &[S]) -> Result<Self> {
+        if labels.len() != self.labels.len() {
+            return Err(Error::shape(
+                "confusion matrix labels",
+                format!("{} names", self.labels.len()),
+                format!("{} names", labels.len()),
+            ));
+        }
+        self.labels = labels.iter().map(|l| l.as_ref().to_string()).collect();
+        Ok(self)
+    }
+}
+
+impl std::fmt::Display for ConfusionMatrix {
+    /// Rows are the truth, columns the prediction, right-aligned.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let head = "truth \\ predicted";
+        let lw = self
+            .labels
+            .iter()
+            .map(String::len)
+            .chain([head.len()])
+            .max()
+            .unwrap_or(0);
+        let cw = self
+            .labels
+            .iter()
+            .map(String::len)
+            .chain(self.counts.iter().map(|c| c.to_string().len()))
+            .max()
+            .unwrap_or(1);
+        write!(f, "{head:<lw$}")?;
+        for l in &self.labels {
+            write!(f, " {l:>cw$}")?;
+        }
+        writeln!(f)?;
+        for (l, row) in self.labels.iter().zip(self.counts.rows()) {
+            write!(f, "{l:>lw$}")?;
+            for c in row {
+                write!(f, " {c:>cw$}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}

@@ -200,6 +200,18 @@ fn tensor(st: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> Res
 }
 
 fn parse_file<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Err(Error::format(
+            path,
+            "this is a zip archive (a Keras `.keras` file?); horn reads its own safetensors model files and safetensors weights, not Keras' zip format yet",
+        ));
+    }
+    if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
+        return Err(Error::format(
+            path,
+            "this is an HDF5 file (a Keras `.h5` file?); horn reads safetensors files, not HDF5 yet",
+        ));
+    }
     SafeTensors::deserialize(bytes)
         .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))
 }

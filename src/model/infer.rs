@@ -144,6 +144,29 @@ impl Sequential {
         Ok(out)
     }
 
+    /// The predicted class of every row (Keras: `predict(x) |> k_argmax()`): the
+    /// index of the largest output (first one on ties), or, for a model with a
+    /// single output (a sigmoid), 1 when it exceeds 0.5 and 0 otherwise.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let model = Sequential::new().seed(1).input(3).dense(4, Softmax);
+    /// let classes = model.predict_classes(&ndarray::Array2::<f32>::ones((5, 3))).unwrap();
+    /// assert_eq!(classes.len(), 5);
+    /// assert!(classes.iter().all(|&c| c < 4));
+    /// ```
+    pub fn predict_classes<'a>(&self, x: impl AsArray<'a, f32, Ix2>) -> Result<Vec<usize>> {
+        let p = self.predict(x)?;
+        Ok(p.rows()
+            .into_iter()
+            .map(|r| match r.as_slice() {
+                Some([v]) => (*v > 0.5) as usize,
+                Some(row) => crate::metrics::argmax(row),
+                None => 0,
+            })
+            .collect())
+    }
+
     /// Loss and metrics on `(x, y)` in inference mode (Keras `evaluate` with
     /// `return_dict = TRUE`): `{"loss": .., "accuracy": ..}`. The loss includes
     /// regularization penalties, as in Keras.

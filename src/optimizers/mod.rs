@@ -374,7 +374,7 @@ impl Rule {
 /// let named: Optimizer = "rmsprop".parse().unwrap();
 /// assert_eq!(named.learning_rate(), 0.001);
 /// ```
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Optimizer {
     rule: Rule,
     learning_rate: f32,
@@ -394,6 +394,27 @@ pub struct Optimizer {
     /// does ("Unknown variable"), instead of silently resetting.
     #[serde(skip)]
     slot_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for Optimizer {
+    /// The configuration and the size of the state, not the state itself (the
+    /// slot variables of a real model are megabytes).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Optimizer")
+            .field("rule", &self.rule)
+            .field("learning_rate", &self.learning_rate)
+            .field("schedule", &self.schedule)
+            .field("weight_decay", &self.weight_decay)
+            .field("clipnorm", &self.clipnorm)
+            .field("clipvalue", &self.clipvalue)
+            .field("global_clipnorm", &self.global_clipnorm)
+            .field("iterations", &self.iterations)
+            .field(
+                "slot_values",
+                &self.slots.iter().map(Vec::len).sum::<usize>(),
+            )
+            .finish()
+    }
 }
 
 macro_rules! optimizer_from {

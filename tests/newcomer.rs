@@ -1,0 +1,154 @@
+//! Rough edges a Keras newcomer hit (issue 18), through the public API.
+
+mod common;
+
+use horn::metrics::confusion_matrix;
+use horn::prelude::*;
+use ndarray::Array2;
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("horn-newcomer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn predicted_classes_and_the_confusion_matrix() {
+    let (x, y) = common::blobs(150, 6, 3);
+    let mut m = Sequential::new()
+        .seed(2)
+        .input(6)
+        .dense(16, Relu)
+        .dense(3, Softmax);
+    m.compile("adam", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    m.fit(
+        &x,
+        &y,
+        FitOptions {
+            epochs: 30,
+            batch_size: 16,
+            verbose: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let pred = m.predict_classes(&x).unwrap();
+    let probs = m.predict(&x).unwrap();
+    for (i, &c) in pred.iter().enumerate() {
+        assert!(probs.row(i).iter().all(|&p| p <= probs[[i, c]]));
+    }
+    let truth: Vec<usize> = y
+        .rows()
+        .into_iter()
+        .map(|r| r.iter().position(|&v| v == 1.0).unwrap())
+        .collect();
+    let cm = confusion_matrix(&truth, &pred, Some(3)).unwrap();
+    assert_eq!(cm.counts().sum(), 150);
+    let acc = m.evaluate(&x, &y).unwrap()["accuracy"];
+    assert!((cm.accuracy() as f32 - acc).abs() < 1e-6);
+    let table = cm
+        .with_labels(&["Adelie", "Chinstrap", "Gentoo"])
+        .unwrap()
+        .to_string();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].starts_with("truth \\ predicted") && lines[0].ends_with("Gentoo"));
+    assert!(lines[1].trim_start().starts_with("Adelie"));
+
+    // A single sigmoid output: class 1 above 0.5.
+    let mut b = Sequential::new().seed(1).input(2).dense(1, Sigmoid);
+    b.set_weights(&[
+        ndarray::array![[1.0f32], [0.0]].into_dyn(),
+        ndarray::array![0.0f32].into_dyn(),
+    ])
+    .unwrap();
+    let c = b
+        .predict_classes(&ndarray::array![[2.0f32, 0.0], [-2.0, 5.0]])
+        .unwrap();
+    assert_eq!(c, [1, 0]);
+}
+
+#[test]
+fn confusion_matrix_errors() {
+    assert!(confusion_matrix(&[0, 1], &[0], None).is_err());
+    let e = confusion_matrix(&[0, 3], &[0, 1], Some(3)).unwrap_err();
+    assert!(e.to_string().contains("truth 3"), "{e}");
+    assert!(confusion_matrix(&[1 << 40], &[0], None).is_err());
+    let cm = confusion_matrix(&[0, 1], &[1, 1], None).unwrap();
+    assert!(cm.clone().with_labels(&["a"]).is_err());
+    assert_eq!(cm.get(0, 1), 1);
+    assert_eq!(cm.get(7, 7), 0);
+}
+
+#[test]
+fn keras_file_names_are_refused_with_a_reason() {
+    let m = Sequential::new().seed(1).input(2).dense(1, Sigmoid);
+    for name in ["model.keras", "model.weights.h5"] {
+        let e = m.save(tmp(name)).unwrap_err().to_string();
+        assert!(e.contains(".safetensors"), "{e}");
+        assert!(!tmp(name).exists());
+    }
+    // A zip (what a .keras file is) given to load says what horn expected.
+    let zip = tmp("real.keras");
+    std::fs::write(&zip, b"PK\x03\x04rest of a zip").unwrap();
+    let e = Sequential::load(&zip).unwrap_err().to_string();
+    assert!(
+        e.contains("zip archive") && e.contains("safetensors"),
+        "{e}"
+    );
+}
+
+#[test]
+fn checkpoints_create_their_folder() {
+    let (x, y) = common::blobs(30, 4, 1);
+    let mut m = Sequential::new().seed(1).input(4).dense(3, Softmax);
+    m.compile("sgd", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    let dir = tmp("checkpoints").join("run-1");
+    let _ = std::fs::remove_dir_all(&dir);
+    let template = dir.join("epoch-{epoch:02d}.safetensors");
+    let mut cp = ModelCheckpoint::new(template.to_str().unwrap());
+    m.fit_with_callbacks(
+        &x,
+        &y,
+        FitOptions {
+            epochs: 2,
+            verbose: 0,
+            ..Default::default()
+        },
+        &mut [&mut cp],
+    )
+    .unwrap();
+    assert_eq!(cp.saved.len(), 2);
+    assert!(dir.join("epoch-02.safetensors").exists());
+}
+
+#[test]
+fn optimizer_debug_prints_its_configuration_not_its_state() {
+    let mut m = Sequential::new()
+        .seed(1)
+        .input(200)
+        .dense(300, Relu)
+        .dense(2, Softmax);
+    m.compile("adam", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    let x = Array2::<f32>::zeros((4, 200));
+    let y = Array2::<f32>::from_shape_fn((4, 2), |(i, j)| (i % 2 == j) as u8 as f32);
+    m.fit(
+        &x,
+        &y,
+        FitOptions {
+            verbose: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let s = format!("{:?}", m.optimizer().unwrap());
+    assert!(s.len() < 500, "{} characters", s.len());
+    // (200 x 300 + 300 + 300 x 2 + 2) weights, two Adam slots each.
+    assert!(
+        s.contains("Adam") && s.contains("slot_values: 121804"),
+        "{s}"
+    );
+}
