@@ -16,6 +16,8 @@ const REDRAW: Duration = Duration::from_millis(50);
 pub(crate) struct Progress {
     verbose: u8,
     tty: bool,
+    /// Columns of the terminal, when known: the live line stays shorter.
+    width: Option<usize>,
     steps: usize,
     start: Instant,
     first_step: Option<Duration>,
@@ -55,9 +57,11 @@ fn format_eta(secs: f64) -> String {
 impl Progress {
     pub fn new(verbose: u8, steps: usize) -> Self {
         let now = Instant::now();
+        let tty = std::io::stdout().is_terminal();
         Progress {
             verbose,
-            tty: std::io::stdout().is_terminal(),
+            tty,
+            width: if tty { terminal_width() } else { None },
             steps,
             start: now,
             first_step: None,
@@ -108,13 +112,31 @@ impl Progress {
         }
         self.last_draw = now;
         let eta = self.step_time(step) * (self.steps - step) as f64;
-        let mut line = format!("\r{} - ETA: {}", self.bar(step), format_eta(eta));
-        for (k, v) in logs.iter() {
-            line.push_str(&format!(" - {k}: {}", format_value(v)));
-        }
+        let line = self.live_line(step, &format_eta(eta), logs, self.width);
         let mut out = std::io::stdout().lock();
-        let _ = write!(out, "{line}\x1b[K");
+        let _ = write!(out, "\r{line}\x1b[K");
         let _ = out.flush();
+    }
+
+    /// The line redrawn during an epoch: bar, ETA, then as many of the running
+    /// values as fit in `width - 1` columns (a line that reaches the last
+    /// column wraps in most terminals, and every redraw would leave a line
+    /// behind). Values that do not fit are left out, whole; then the ETA.
+    fn live_line(&self, step: usize, eta: &str, logs: &Logs, width: Option<usize>) -> String {
+        let max = width.map_or(usize::MAX, |w| w.saturating_sub(1));
+        let mut line = self.bar(step);
+        let with_eta = format!("{line} - ETA: {eta}");
+        if with_eta.chars().count() <= max {
+            line = with_eta;
+        }
+        for (k, v) in logs.iter() {
+            let part = format!(" - {k}: {}", format_value(v));
+            if line.chars().count() + part.chars().count() > max {
+                break;
+            }
+            line.push_str(&part);
+        }
+        line.chars().take(max).collect()
     }
 
     pub fn epoch_end(&mut self, logs: &Logs) {
@@ -128,24 +150,44 @@ impl Progress {
             1 => {
                 let prefix = if self.tty { "\r" } else { "" };
                 let clear = if self.tty { "\x1b[K" } else { "" };
+                // Seconds rounded as Keras' `%.0f` does (0.7 s shows as 1s).
                 println!(
-                    "{prefix}{} - {:.0}s {}{vals}{clear}",
+                    "{prefix}{} - {elapsed:.0}s {}{vals}{clear}",
                     self.bar(self.steps),
-                    elapsed.floor(),
                     format_step_time(step)
                 );
             }
             2 => println!(
-                "{}/{} - {:.0}s{vals} - {:.0}s/epoch - {}",
+                "{}/{} - {elapsed:.0}s{vals} - {elapsed:.0}s/epoch - {}",
                 self.steps,
                 self.steps,
-                elapsed.floor(),
-                elapsed.floor(),
                 format_step_time(step)
             ),
             _ => {}
         }
     }
+}
+
+/// The terminal's columns: `COLUMNS` when set (as Python's
+/// `shutil.get_terminal_size` reads it), else the width stdout's terminal
+/// reports.
+fn terminal_width() -> Option<usize> {
+    if let Some(c) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&c| c > 0)
+    {
+        return Some(c);
+    }
+    #[cfg(unix)]
+    {
+        if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdout()) {
+            if ws.ws_col > 0 {
+                return Some(ws.ws_col as usize);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -163,5 +205,35 @@ mod tests {
         assert_eq!(format_value(0.29281), "0.2928");
         assert_eq!(format_value(0.0001234), "1.2340e-4");
         assert_eq!(format_step_time(0.005), "5ms/step");
+    }
+
+    #[test]
+    fn live_line_fits_the_terminal() {
+        let p = Progress::new(1, 352);
+        let mut logs = Logs::default();
+        for k in ["loss", "accuracy", "precision", "recall", "auc"] {
+            logs.insert(k, 0.123456);
+        }
+        for width in [40, 80, 160] {
+            let line = p.live_line(176, "3s", &logs, Some(width));
+            assert!(line.chars().count() < width, "{width}: {line}");
+            assert!(line.starts_with("176/352 ["));
+        }
+        // 80 columns: bar, ETA and the first values that fit, whole.
+        let line = p.live_line(176, "3s", &logs, Some(80));
+        assert_eq!(
+            line,
+            format!(
+                "176/352 [{}>{}] - ETA: 3s - loss: 0.1235",
+                "=".repeat(14),
+                ".".repeat(15)
+            )
+        );
+        // 160 columns hold every value; no width known, nothing is cut.
+        let full = p.live_line(176, "3s", &logs, None);
+        assert!(full.ends_with("auc: 0.1235"));
+        assert_eq!(p.live_line(176, "3s", &logs, Some(160)), full);
+        // Narrower than the bar: cut, never longer than the terminal.
+        assert_eq!(p.live_line(176, "3s", &logs, Some(20)).chars().count(), 19);
     }
 }
