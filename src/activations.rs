@@ -397,12 +397,44 @@ impl fmt::Display for Activation {
     }
 }
 
+/// Anything the model builder accepts as an activation: an [`Activation`] or
+/// a Keras name (`"relu"`, `"softmax"`, `"LeakyReLU"`).
+///
+/// ```
+/// use horn::prelude::*;
+/// let model = Sequential::new().input(4).dense(8, "relu").dense(3, Softmax);
+/// assert_eq!(model.layers().len(), 2);
+/// ```
+pub trait IntoActivation {
+    /// Converts, failing on unknown names.
+    fn into_activation(self) -> Result<Activation>;
+}
+
+impl IntoActivation for Activation {
+    fn into_activation(self) -> Result<Activation> {
+        Ok(self)
+    }
+}
+
+impl IntoActivation for &str {
+    fn into_activation(self) -> Result<Activation> {
+        self.parse()
+    }
+}
+
+impl IntoActivation for &String {
+    fn into_activation(self) -> Result<Activation> {
+        self.parse()
+    }
+}
+
 impl FromStr for Activation {
     type Err = Error;
 
     /// Parses a Keras activation name (`"relu"`, `"softmax"`, `"leaky_relu"`, ...).
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s.trim().to_ascii_lowercase().as_str() {
+        // Keys without underscores: Keras function and class names both match.
+        Ok(match crate::name_key(s).as_str() {
             "linear" | "none" => Linear,
             "relu" => Relu,
             "sigmoid" => Sigmoid,
@@ -414,12 +446,12 @@ impl FromStr for Activation {
             "softsign" => Softsign,
             "silu" | "swish" => Silu,
             "gelu" => GELU,
-            "gelu_approximate" => Gelu { approximate: true },
-            "leaky_relu" => LeakyRelu(0.2),
+            "geluapproximate" => Gelu { approximate: true },
+            "leakyrelu" => LeakyRelu(0.2),
             "relu6" => Relu6,
-            "hard_sigmoid" => HardSigmoid,
+            "hardsigmoid" => HardSigmoid,
             "exponential" => Exponential,
-            "log_softmax" => LogSoftmax,
+            "logsoftmax" => LogSoftmax,
             _ => {
                 return Err(Error::UnknownName {
                     kind: "activation",

@@ -76,18 +76,19 @@ pub enum Initializer {
 impl FromStr for Initializer {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s.trim().to_ascii_lowercase().as_str() {
-            "glorot_uniform" => Initializer::GlorotUniform,
-            "glorot_normal" => Initializer::GlorotNormal,
-            "he_uniform" => Initializer::HeUniform,
-            "he_normal" => Initializer::HeNormal,
-            "lecun_uniform" => Initializer::LecunUniform,
-            "lecun_normal" => Initializer::LecunNormal,
-            "random_uniform" => Initializer::RandomUniform {
+        // Keys without underscores: Keras function and class names both match.
+        Ok(match crate::name_key(s).as_str() {
+            "glorotuniform" => Initializer::GlorotUniform,
+            "glorotnormal" => Initializer::GlorotNormal,
+            "heuniform" => Initializer::HeUniform,
+            "henormal" => Initializer::HeNormal,
+            "lecununiform" => Initializer::LecunUniform,
+            "lecunnormal" => Initializer::LecunNormal,
+            "randomuniform" => Initializer::RandomUniform {
                 minval: -0.05,
                 maxval: 0.05,
             },
-            "random_normal" => Initializer::RandomNormal {
+            "randomnormal" => Initializer::RandomNormal {
                 mean: 0.0,
                 stddev: 0.05,
             },

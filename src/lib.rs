@@ -140,9 +140,21 @@ pub use model::{
     CompileOptions, EvaluateOptions, FitOptions, History, HistoryParams, Logs, Sequential,
 };
 
+/// The key names are matched by: trimmed, lower case, without underscores, so
+/// Keras' function names and class names both work (`"categorical_crossentropy"`,
+/// `"CategoricalCrossentropy"`, `"RMSprop"`, `"rmsprop"`).
+pub(crate) fn name_key(s: &str) -> String {
+    s.trim()
+        .chars()
+        .filter(|&c| c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
 /// Everything a model script needs: `use horn::prelude::*;`.
 pub mod prelude {
     pub use crate::activations::Activation::{self, *};
+    pub use crate::activations::IntoActivation;
     pub use crate::activations::GELU;
     pub use crate::callbacks::{
         Callback, CallbackContext, CsvLogger, EarlyStopping, LambdaCallback, LearningRateScheduler,

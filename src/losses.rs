@@ -187,22 +187,23 @@ impl FromStr for Loss {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Loss> {
-        Ok(match s.trim().to_ascii_lowercase().as_str() {
-            "categorical_crossentropy" => CategoricalCrossentropy::default().into(),
-            "sparse_categorical_crossentropy" => SparseCategoricalCrossentropy::default().into(),
-            "binary_crossentropy" => BinaryCrossentropy::default().into(),
-            "mean_squared_error" | "mse" => Loss::MeanSquaredError,
-            "mean_absolute_error" | "mae" => Loss::MeanAbsoluteError,
-            "mean_absolute_percentage_error" | "mape" => Loss::MeanAbsolutePercentageError,
-            "mean_squared_logarithmic_error" | "msle" => Loss::MeanSquaredLogarithmicError,
+        // Keys without underscores: Keras function and class names both match.
+        Ok(match crate::name_key(s).as_str() {
+            "categoricalcrossentropy" => CategoricalCrossentropy::default().into(),
+            "sparsecategoricalcrossentropy" => SparseCategoricalCrossentropy::default().into(),
+            "binarycrossentropy" => BinaryCrossentropy::default().into(),
+            "meansquarederror" | "mse" => Loss::MeanSquaredError,
+            "meanabsoluteerror" | "mae" => Loss::MeanAbsoluteError,
+            "meanabsolutepercentageerror" | "mape" => Loss::MeanAbsolutePercentageError,
+            "meansquaredlogarithmicerror" | "msle" => Loss::MeanSquaredLogarithmicError,
             "huber" => Huber::default().into(),
-            "log_cosh" | "logcosh" => Loss::LogCosh,
-            "kl_divergence" | "kld" | "kullback_leibler_divergence" => Loss::KlDivergence,
+            "logcosh" => Loss::LogCosh,
+            "kldivergence" | "kld" | "kullbackleiblerdivergence" => Loss::KlDivergence,
             "poisson" => Loss::Poisson,
             "hinge" => Loss::Hinge,
-            "squared_hinge" => Loss::SquaredHinge,
-            "categorical_hinge" => Loss::CategoricalHinge,
-            "cosine_similarity" => Loss::CosineSimilarity,
+            "squaredhinge" => Loss::SquaredHinge,
+            "categoricalhinge" => Loss::CategoricalHinge,
+            "cosinesimilarity" => Loss::CosineSimilarity,
             _ => {
                 return Err(Error::UnknownName {
                     kind: "loss",

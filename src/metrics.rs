@@ -124,20 +124,21 @@ impl IntoMetric for &String {
 impl FromStr for Metric {
     type Err = Error;
     fn from_str(s: &str) -> Result<Metric> {
-        Ok(match s.trim().to_ascii_lowercase().as_str() {
+        // Keys without underscores: Keras function and class names both match.
+        Ok(match crate::name_key(s).as_str() {
             "accuracy" | "acc" => Metric::Accuracy,
-            "binary_accuracy" => Metric::BinaryAccuracy { threshold: 0.5 },
-            "categorical_accuracy" => Metric::CategoricalAccuracy,
-            "sparse_categorical_accuracy" => Metric::SparseCategoricalAccuracy,
-            "top_k_categorical_accuracy" => Metric::TopKCategoricalAccuracy { k: 5 },
-            "mean_absolute_error" | "mae" => Metric::MeanAbsoluteError,
-            "mean_squared_error" | "mse" => Metric::MeanSquaredError,
-            "root_mean_squared_error" | "rmse" => Metric::RootMeanSquaredError,
-            "mean_absolute_percentage_error" | "mape" => Metric::MeanAbsolutePercentageError,
+            "binaryaccuracy" => Metric::BinaryAccuracy { threshold: 0.5 },
+            "categoricalaccuracy" => Metric::CategoricalAccuracy,
+            "sparsecategoricalaccuracy" => Metric::SparseCategoricalAccuracy,
+            "topkcategoricalaccuracy" => Metric::TopKCategoricalAccuracy { k: 5 },
+            "meanabsoluteerror" | "mae" => Metric::MeanAbsoluteError,
+            "meansquarederror" | "mse" => Metric::MeanSquaredError,
+            "rootmeansquarederror" | "rmse" => Metric::RootMeanSquaredError,
+            "meanabsolutepercentageerror" | "mape" => Metric::MeanAbsolutePercentageError,
             "precision" => Metric::Precision,
             "recall" => Metric::Recall,
             "auc" => Metric::Auc,
-            "r2_score" | "r2" => Metric::R2Score,
+            "r2score" | "r2" => Metric::R2Score,
             _ => {
                 return Err(Error::UnknownName {
                     kind: "metric",
@@ -150,6 +151,10 @@ impl FromStr for Metric {
 }
 
 impl Metric {
+    /// No metrics, for `compile` (`&[]` alone has no element type in Rust):
+    /// `model.compile("sgd", "mse", Metric::NONE)`.
+    pub const NONE: &'static [Metric] = &[];
+
     /// The Keras names horn accepts.
     pub const NAMES: &'static str = "accuracy (acc), binary_accuracy, categorical_accuracy, sparse_categorical_accuracy, top_k_categorical_accuracy, mean_absolute_error (mae), mean_squared_error (mse), root_mean_squared_error (rmse), mean_absolute_percentage_error (mape), precision, recall, auc, r2_score";
 

@@ -152,3 +152,41 @@ fn optimizer_debug_prints_its_configuration_not_its_state() {
         "{s}"
     );
 }
+
+#[test]
+fn names_work_everywhere_a_keras_user_writes_them() {
+    // Activations by name in the builder, and "no metrics" that compiles.
+    let mut m = Sequential::new()
+        .seed(1)
+        .input(4)
+        .dense(8, "relu")
+        .dense(3, "softmax");
+    m.compile("RMSprop", "CategoricalCrossentropy", Metric::NONE)
+        .unwrap();
+    assert_eq!(m.loss(), Some(&"categorical_crossentropy".parse().unwrap()));
+    assert!(m.metric_keys().is_empty());
+    // Keras class names for losses, metrics and optimizers, as Python writes them.
+    m.compile(
+        "Adam",
+        "MeanSquaredError",
+        &["MeanAbsoluteError", "RootMeanSquaredError", "AUC"],
+    )
+    .unwrap();
+    assert_eq!(
+        m.metric_keys(),
+        ["MeanAbsoluteError", "RootMeanSquaredError", "AUC"]
+    );
+    assert_eq!(m.metrics()[0], Metric::MeanAbsoluteError);
+    // A misspelt activation is reported with the known names.
+    let mut bad = Sequential::new().input(4).dense(8, "relux");
+    let e = bad
+        .compile("sgd", "mse", Metric::NONE)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("relux") && e.contains("relu"), "{e}");
+    let bad = Sequential::new()
+        .input(4)
+        .dense(2, Linear)
+        .activation("sofmax");
+    assert!(bad.predict(&Array2::<f32>::ones((1, 4))).is_err());
+}

@@ -30,7 +30,7 @@ use ndarray::{ArrayD, IxDyn};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::activations::Activation;
+use crate::activations::IntoActivation;
 use crate::error::{Error, Result};
 use crate::layers::{ActivationLayer, Dense, Dropout, Layer};
 use crate::losses::Loss;
@@ -147,9 +147,17 @@ impl Sequential {
         self
     }
 
-    /// Adds `Dense(units, activation)` with Keras' default initializers.
-    pub fn dense(self, units: usize, activation: Activation) -> Self {
-        self.add(Dense::new(units, activation))
+    /// Adds `Dense(units, activation)` with Keras' default initializers. The
+    /// activation is an [`Activation`] or its Keras name (`"relu"`); an unknown
+    /// name is reported by `compile`, as every other build error.
+    pub fn dense(mut self, units: usize, activation: impl IntoActivation) -> Self {
+        match activation.into_activation() {
+            Ok(a) => self.add(Dense::new(units, a)),
+            Err(e) => {
+                self.pending.get_or_insert(e);
+                self
+            }
+        }
     }
 
     /// Adds `Dropout(rate)`.
@@ -157,9 +165,15 @@ impl Sequential {
         self.add(Dropout::new(rate))
     }
 
-    /// Adds a separate `Activation` layer.
-    pub fn activation(self, activation: Activation) -> Self {
-        self.add(ActivationLayer::new(activation))
+    /// Adds a separate `Activation` layer (an [`Activation`] or its Keras name).
+    pub fn activation(mut self, activation: impl IntoActivation) -> Self {
+        match activation.into_activation() {
+            Ok(a) => self.add(ActivationLayer::new(a)),
+            Err(e) => {
+                self.pending.get_or_insert(e);
+                self
+            }
+        }
     }
 
     /// Adds any layer, built-in or your own (Keras `model.add`).

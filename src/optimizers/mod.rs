@@ -536,7 +536,8 @@ impl IntoOptimizer for String {
 impl FromStr for Optimizer {
     type Err = Error;
     fn from_str(s: &str) -> Result<Optimizer> {
-        Ok(match s.trim().to_ascii_lowercase().as_str() {
+        // Keys without underscores: Keras function and class names both match.
+        Ok(match crate::name_key(s).as_str() {
             "sgd" => Sgd::default().into(),
             "rmsprop" => RmsProp::default().into(),
             "adam" => Adam::default().into(),
