@@ -207,7 +207,7 @@ impl Table {
                     Some(n) if vals.iter().any(|v| v.is_some()) => {
                         if let Some(i) = n.iter().position(|v| v.is_some_and(f64::is_infinite)) {
                             return Err(Error::Data(format!(
-                                "column `{name}` row {} holds an infinite number ({}); clean the data or mark it NA",
+                                "column `{name}` line {} holds an infinite number ({}); clean the data or mark it NA",
                                 i + 2,
                                 vals[i].as_deref().unwrap_or("")
                             )));
@@ -278,7 +278,22 @@ impl Table {
             Column::Categorical(v) if v.iter().all(Option::is_none) => Err(Error::Data(format!(
                 "column `{name}` has no values (every row is missing)"
             ))),
-            Column::Categorical(_) => Err(Error::Data(format!("column `{name}` is not numeric"))),
+            Column::Categorical(v) => {
+                // Show the first value that is not a number, and where it is.
+                let (row, value) = v
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, x)| {
+                        x.as_deref()
+                            .filter(|s| s.parse::<f64>().is_err())
+                            .map(|s| (i, s))
+                    })
+                    .unwrap_or((0, ""));
+                Err(Error::Data(format!(
+                    "column `{name}` is not numeric: line {} holds `{value}`",
+                    row + 2
+                )))
+            }
         }
     }
 

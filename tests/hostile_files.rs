@@ -407,7 +407,7 @@ fn csv_values_that_lie_are_refused_or_missing() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("column `a` row 3") && e.contains("infinite"),
+        e.contains("column `a` line 3") && e.contains("infinite"),
         "{e}"
     );
     assert!(Table::from_csv_str("a\n-Infinity\n").is_err());

@@ -190,3 +190,48 @@ fn names_work_everywhere_a_keras_user_writes_them() {
         .activation("sofmax");
     assert!(bad.predict(&Array2::<f32>::ones((1, 4))).is_err());
 }
+
+#[test]
+fn messages_that_teach() {
+    let mut m = Sequential::new().seed(1).input(2).dense(3, Softmax);
+    m.compile("adam", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    let x = Array2::<f32>::zeros((4, 2));
+    // Integer labels with a one-hot loss.
+    let labels = ndarray::array![[0.0f32], [2.0], [1.0], [0.0]];
+    let e = m
+        .fit(
+            &x,
+            &labels,
+            FitOptions {
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("to_categorical") && e.contains("sparse_categorical_crossentropy"),
+        "{e}"
+    );
+    // Labels counted from 1.
+    m.compile("adam", "sparse_categorical_crossentropy", Metric::NONE)
+        .unwrap();
+    let from_one = ndarray::array![[1.0f32], [3.0], [2.0], [1.0]];
+    let e = m
+        .fit(
+            &x,
+            &from_one,
+            FitOptions {
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("start at 0"), "{e}");
+    // A text cell in a numeric column is shown.
+    let t = horn::preprocessing::Table::from_csv_str("a,b\n1,2\nx7,3\n").unwrap();
+    let e = t.numeric("a").unwrap_err().to_string();
+    assert!(e.contains("`x7`") && e.contains("line 3"), "{e}");
+}

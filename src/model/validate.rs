@@ -74,9 +74,16 @@ pub(crate) fn check_targets(
         }
         for (i, &v) in y.iter().enumerate() {
             if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0 && (v as usize) < out_dim) {
+                // R users count classes from 1: a label equal to the class
+                // count is the usual sign.
+                let hint = if v == out_dim as f32 {
+                    " (class indices start at 0; labels counted from 1 need `y - 1`)"
+                } else {
+                    ""
+                };
                 return Err(Error::arg(
                     format!("{name}[{i}]"),
-                    format!("a class index in 0..{out_dim}"),
+                    format!("a class index in 0..{out_dim}{hint}"),
                     v,
                 ));
             }
@@ -84,10 +91,21 @@ pub(crate) fn check_targets(
         Ok(())
     } else {
         if y.ncols() != out_dim {
+            // One column of whole numbers for a categorical loss: class indices
+            // where one-hot rows were expected.
+            let hint = if y.ncols() == 1
+                && out_dim > 1
+                && matches!(loss, Loss::CategoricalCrossentropy { .. })
+                && y.iter().all(|v| v.fract() == 0.0 && *v >= 0.0)
+            {
+                ". These look like class indices: one-hot encode them with                  `horn::preprocessing::to_categorical(&labels, Some(n_classes))`,                  or use the loss `sparse_categorical_crossentropy`"
+            } else {
+                ""
+            };
             return Err(Error::shape(
                 format!("`{name}`"),
                 format!("(n, {out_dim}) to match the model's output width"),
-                format!("{:?}", y.shape()),
+                format!("{:?}{hint}", y.shape()),
             ));
         }
         check_finite(y, name)
