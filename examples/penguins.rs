@@ -10,7 +10,7 @@
 //! ```
 
 use horn::prelude::*;
-use horn::preprocessing::{stratified_split, OneHotEncoder, StandardScaler, Table};
+use horn::preprocessing::{stratified_split, OneHotEncoder, StandardScaler};
 use ndarray::{concatenate, Array2, Axis};
 
 pub const NUMERIC: [&str; 4] = [
@@ -22,8 +22,7 @@ pub const NUMERIC: [&str; 4] = [
 
 /// Test accuracy of one run.
 pub fn run(epochs: usize, seed: u64, verbose: u8) -> Result<f32, Box<dyn std::error::Error>> {
-    let table =
-        Table::read_csv(concat!(env!("CARGO_MANIFEST_DIR"), "/data/penguins.csv"))?.drop_na();
+    let table = horn::datasets::penguins::load()?.drop_na();
     let species = table.categorical("species")?;
     let species_enc = OneHotEncoder::fit(&species);
     let labels = species_enc.indices(&species)?;

@@ -8,7 +8,7 @@
 //! ```
 
 use horn::prelude::*;
-use horn::preprocessing::{stratified_split, OneHotEncoder, StandardScaler, Table};
+use horn::preprocessing::{stratified_split, OneHotEncoder, StandardScaler};
 use ndarray::{concatenate, Axis};
 
 /// `(model MAE, baseline MAE)` on the test rows, in grams.
@@ -17,8 +17,7 @@ pub fn run(
     seed: u64,
     verbose: u8,
 ) -> Result<(f32, f32), Box<dyn std::error::Error>> {
-    let table =
-        Table::read_csv(concat!(env!("CARGO_MANIFEST_DIR"), "/data/penguins.csv"))?.drop_na();
+    let table = horn::datasets::penguins::load()?.drop_na();
     let species = table.categorical("species")?;
     let species_enc = OneHotEncoder::fit(&species);
     let (train, test) = stratified_split(&species_enc.indices(&species)?, 0.25, seed)?;

@@ -1,4 +1,5 @@
-//! Datasets: MNIST from its standard IDX files (Keras `dataset_mnist()`).
+//! Datasets: MNIST from its standard IDX files (Keras `dataset_mnist()`), and
+//! the Palmer penguins table compiled into the crate ([`penguins`]).
 //!
 //! The four files (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 //! `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`) are read gzipped (`.gz`)
@@ -69,12 +70,46 @@ pub mod mnist {
     /// Environment variable naming a folder with the four IDX files.
     pub const ENV_VAR: &str = "HORN_MNIST_DIR";
 
-    /// Loads from `$HORN_MNIST_DIR` if set, else from the repository's `data/mnist`.
+    /// Loads MNIST from the first folder that holds the four files:
+    /// `$HORN_MNIST_DIR` when set, then `data/mnist` under the current
+    /// directory, then the `data/mnist` of horn's own source tree (present in a
+    /// git checkout; the published crate leaves the 11 MB out). The error lists
+    /// every place it looked and how to get the files.
     pub fn load_default() -> Result<Mnist> {
-        let dir = std::env::var_os(ENV_VAR)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"));
-        load(dir)
+        let candidates = default_dirs();
+        for dir in &candidates {
+            if dir.join("train-images-idx3-ubyte.gz").exists()
+                || dir.join("train-images-idx3-ubyte").exists()
+            {
+                return load(dir);
+            }
+        }
+        let looked: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+        Err(Error::io(
+            candidates.first().cloned().unwrap_or_default(),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "the MNIST files were not found; looked in: {}. Put the four IDX files \
+                     (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, \
+                     t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, as published by \
+                     Yann LeCun and mirrored widely) in one folder and set {ENV_VAR} to it, \
+                     or call `mnist::load(folder)`",
+                    looked.join(", ")
+                ),
+            ),
+        ))
+    }
+
+    /// Where [`load_default`] looks, in order.
+    pub fn default_dirs() -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        if let Some(d) = std::env::var_os(ENV_VAR).filter(|d| !d.is_empty()) {
+            dirs.push(PathBuf::from(d));
+        }
+        dirs.push(PathBuf::from("data/mnist"));
+        dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"));
+        dirs
     }
 
     /// Loads the four files from a folder (each gzipped or plain).
@@ -277,5 +312,29 @@ pub mod mnist {
             ));
         }
         Ok(Array1::from(payload))
+    }
+}
+
+/// The Palmer Archipelago penguins (Gorman, Williams and Fraser 2014; data
+/// CC0, from the palmerpenguins R package): 344 rows of species, island,
+/// bill length and depth, flipper length, body mass, sex and year, with `NA`
+/// for missing values. The table is compiled into horn (17 KB), so it loads
+/// in any crate that depends on horn, with no file to find.
+pub mod penguins {
+    use crate::error::Result;
+    use crate::preprocessing::Table;
+
+    /// The CSV text, as published.
+    pub const CSV: &str = include_str!("../data/penguins.csv");
+
+    /// The table, `NA` as missing (R's `palmerpenguins::penguins`).
+    ///
+    /// ```
+    /// let t = horn::datasets::penguins::load().unwrap();
+    /// assert_eq!(t.nrows(), 344);
+    /// assert_eq!(t.drop_na().nrows(), 333);
+    /// ```
+    pub fn load() -> Result<Table> {
+        Table::from_csv_str(CSV)
     }
 }

@@ -235,3 +235,18 @@ fn messages_that_teach() {
     let e = t.numeric("a").unwrap_err().to_string();
     assert!(e.contains("`x7`") && e.contains("line 3"), "{e}");
 }
+
+#[test]
+fn datasets_for_users_of_the_published_crate() {
+    // Penguins ship inside the crate.
+    let t = horn::datasets::penguins::load().unwrap();
+    assert_eq!(t.nrows(), 344);
+    assert_eq!(t.names()[0], "species");
+    // A folder without MNIST: the error names the folder, the variable and the files.
+    let empty = tmp("no-mnist");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = horn::datasets::mnist::load(&empty).unwrap_err().to_string();
+    assert!(e.contains("no-mnist"), "{e}");
+    let dirs = horn::datasets::mnist::default_dirs();
+    assert!(dirs.iter().any(|d| d.ends_with("data/mnist")));
+}
