@@ -250,3 +250,42 @@ fn datasets_for_users_of_the_published_crate() {
     let dirs = horn::datasets::mnist::default_dirs();
     assert!(dirs.iter().any(|d| d.ends_with("data/mnist")));
 }
+
+#[test]
+fn the_history_of_a_failed_fit_is_kept() {
+    struct FailAt(usize);
+    impl Callback for FailAt {
+        fn on_epoch_end(
+            &mut self,
+            epoch: usize,
+            _logs: &mut Logs,
+            _ctx: &mut CallbackContext<'_>,
+        ) -> horn::Result<()> {
+            if epoch == self.0 {
+                return Err(Error::Data("disk full".into()));
+            }
+            Ok(())
+        }
+    }
+    let (x, y) = common::blobs(30, 4, 1);
+    let mut m = Sequential::new().seed(1).input(4).dense(3, Softmax);
+    m.compile("sgd", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    assert!(m.history().is_none());
+    let e = m
+        .fit_with_callbacks(
+            &x,
+            &y,
+            FitOptions {
+                epochs: 5,
+                verbose: 0,
+                ..Default::default()
+            },
+            &mut [&mut FailAt(2)],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("disk full"));
+    let h = m.history().unwrap();
+    assert_eq!(h.len(), 2);
+    assert_eq!(h.get("loss").unwrap().len(), 2);
+}

@@ -367,6 +367,8 @@ impl Sequential {
                 end = r;
             }
         }
+        // Keras' `model.history`: the epochs done survive an error.
+        self.set_history(history.clone());
         result?;
         end?;
         Ok(history)

@@ -76,6 +76,8 @@ pub struct Sequential {
     rng: StdRng,
     pending: Option<Error>,
     compiled: Option<Compiled>,
+    /// The History of the last `fit`, kept when it fails too (Keras' `model.history`).
+    last_history: Option<History>,
 }
 
 impl Default for Sequential {
@@ -118,6 +120,7 @@ impl Sequential {
             rng: StdRng::seed_from_u64(seed),
             pending: None,
             compiled: None,
+            last_history: None,
         }
     }
 
@@ -295,6 +298,27 @@ impl Sequential {
     /// at `dense_2`.
     pub fn layer_names(&self) -> &[String] {
         &self.names
+    }
+
+    /// The History of the last `fit` (Keras' `model.history`), including the
+    /// epochs a failed `fit` completed before its error (a callback's error, a
+    /// full disk under `ModelCheckpoint`, a diverged loss).
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let mut model = Sequential::new().seed(1).input(2).dense(1, Linear);
+    /// model.compile("sgd", "mse", Metric::NONE).unwrap();
+    /// let x = ndarray::Array2::<f32>::ones((4, 2));
+    /// model.fit(&x, &x.column(0).insert_axis(ndarray::Axis(1)),
+    ///           FitOptions { epochs: 2, verbose: 0, ..Default::default() }).unwrap();
+    /// assert_eq!(model.history().unwrap().len(), 2);
+    /// ```
+    pub fn history(&self) -> Option<&History> {
+        self.last_history.as_ref()
+    }
+
+    pub(crate) fn set_history(&mut self, h: History) {
+        self.last_history = Some(h);
     }
 
     /// The compiled optimizer, if any.
