@@ -10,8 +10,8 @@
 //! ```
 
 use horn::prelude::*;
-use horn::preprocessing::{stratified_split, OneHotEncoder, StandardScaler};
-use ndarray::{concatenate, Array2, Axis};
+use horn::preprocessing::{stratified_split, OneHotEncoder, Recipe};
+use ndarray::Axis;
 
 pub const NUMERIC: [&str; 4] = [
     "bill_length_mm",
@@ -28,19 +28,15 @@ pub fn run(epochs: usize, seed: u64, verbose: u8) -> Result<f32, Box<dyn std::er
     let labels = species_enc.indices(&species)?;
     let (train, test) = stratified_split(&labels, 0.25, seed)?;
 
-    let numeric = table.numeric_matrix(&NUMERIC)?;
-    let pick = |rows: &[usize]| numeric.select(Axis(0), rows);
-    let scaler = StandardScaler::fit(pick(&train).view())?;
-    let island = OneHotEncoder::fit(&table.categorical("island")?);
-    let sex = OneHotEncoder::fit(&table.categorical("sex")?);
-    let features = |rows: &[usize]| -> Result<Array2<f32>, Box<dyn std::error::Error>> {
-        let sub = table.select_rows(rows);
-        let num = scaler.transform(pick(rows).view())?;
-        let isl = island.transform(&sub.categorical("island")?)?;
-        let sx = sex.transform(&sub.categorical("sex")?)?;
-        Ok(concatenate(Axis(1), &[num.view(), isl.view(), sx.view()])?)
-    };
-    let (x_train, x_test) = (features(&train)?, features(&test)?);
+    // The recipe learns means, standard deviations and categories from the
+    // training rows only, then bakes any rows into the model matrix.
+    let recipe = Recipe::new()
+        .normalize(&NUMERIC)
+        .dummy(&["island", "sex"])
+        .prep(&table.select_rows(&train))?;
+    let baked = recipe.bake(&table.select_rows(&train))?;
+    let x_train = baked.x;
+    let x_test = recipe.bake(&table.select_rows(&test))?.x;
     let y_all = species_enc.transform(&species)?;
     let (y_train, y_test) = (y_all.select(Axis(0), &train), y_all.select(Axis(0), &test));
 
@@ -60,10 +56,11 @@ pub fn run(epochs: usize, seed: u64, verbose: u8) -> Result<f32, Box<dyn std::er
     if verbose > 0 {
         println!("{}", model.summary());
         println!(
-            "{} training rows, {} test rows, {} features",
+            "{} training rows, {} test rows, {} features: {}",
             x_train.nrows(),
             x_test.nrows(),
-            x_train.ncols()
+            x_train.ncols(),
+            baked.columns.join(", ")
         );
     }
     let history = model.fit(

@@ -529,3 +529,126 @@ impl OneHotEncoder {
             .collect()
     }
 }
+
+/// A preprocessing recipe in the tidymodels style: declare the steps, `prep`
+/// them on the training rows (means, standard deviations and categories are
+/// learned there only), then `bake` any table into a model matrix with named
+/// columns. Numeric predictors come first, in the order given, then one
+/// indicator column per category of each nominal predictor, named
+/// `{column}_{category}` (categories sorted, as [`OneHotEncoder`]).
+///
+/// ```
+/// use horn::preprocessing::{Recipe, Table};
+/// let t = Table::from_csv_str("size,colour\n1,red\n3,blue\n5,red\n").unwrap();
+/// let prepped = Recipe::new().normalize(&["size"]).dummy(&["colour"]).prep(&t).unwrap();
+/// let baked = prepped.bake(&t).unwrap();
+/// assert_eq!(baked.columns, ["size", "colour_blue", "colour_red"]);
+/// assert_eq!(baked.x.row(1).to_vec(), vec![0.0, 1.0, 0.0]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recipe {
+    normalize: Vec<String>,
+    dummy: Vec<String>,
+}
+
+/// A [`Recipe`] whose steps have learned their parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreppedRecipe {
+    normalize: Vec<String>,
+    scaler: Option<StandardScaler>,
+    dummy: Vec<(String, OneHotEncoder)>,
+}
+
+/// The model matrix a recipe bakes, with one name per column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baked {
+    /// Rows of predictors, f32.
+    pub x: Array2<f32>,
+    /// Column names, in order.
+    pub columns: Vec<String>,
+}
+
+impl Recipe {
+    /// An empty recipe.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Centres and scales these numeric columns to mean 0 and standard
+    /// deviation 1 (`step_normalize`).
+    pub fn normalize<S: AsRef<str>>(mut self, columns: &[S]) -> Self {
+        self.normalize
+            .extend(columns.iter().map(|c| c.as_ref().to_string()));
+        self
+    }
+
+    /// One indicator column per category of these nominal columns
+    /// (`step_dummy(one_hot = TRUE)`).
+    pub fn dummy<S: AsRef<str>>(mut self, columns: &[S]) -> Self {
+        self.dummy
+            .extend(columns.iter().map(|c| c.as_ref().to_string()));
+        self
+    }
+
+    /// Learns every step's parameters from `train` (the training rows only, so
+    /// nothing leaks from the test rows). Fails on a missing column, a missing
+    /// value, or a column named twice.
+    pub fn prep(&self, train: &Table) -> Result<PreppedRecipe> {
+        if train.nrows() == 0 {
+            return Err(Error::Empty {
+                name: "train".into(),
+            });
+        }
+        let all: Vec<&String> = self.normalize.iter().chain(&self.dummy).collect();
+        for (i, c) in all.iter().enumerate() {
+            if all[..i].contains(c) {
+                return Err(Error::Data(format!(
+                    "column `{c}` appears twice in the recipe"
+                )));
+            }
+        }
+        let names: Vec<&str> = self.normalize.iter().map(String::as_str).collect();
+        let scaler = if names.is_empty() {
+            None
+        } else {
+            Some(StandardScaler::fit(train.numeric_matrix(&names)?.view())?)
+        };
+        let dummy = self
+            .dummy
+            .iter()
+            .map(|c| Ok((c.clone(), OneHotEncoder::fit(&train.categorical(c)?))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PreppedRecipe {
+            normalize: self.normalize.clone(),
+            scaler,
+            dummy,
+        })
+    }
+}
+
+impl PreppedRecipe {
+    /// Applies the learned steps to any table with the same columns (training,
+    /// test or new rows). A category not seen in training is an error.
+    pub fn bake(&self, table: &Table) -> Result<Baked> {
+        let mut blocks: Vec<Array2<f32>> = Vec::new();
+        let mut columns: Vec<String> = Vec::new();
+        if let Some(scaler) = &self.scaler {
+            let names: Vec<&str> = self.normalize.iter().map(String::as_str).collect();
+            blocks.push(scaler.transform(table.numeric_matrix(&names)?.view())?);
+            columns.extend(self.normalize.iter().cloned());
+        }
+        for (c, enc) in &self.dummy {
+            blocks.push(enc.transform(&table.categorical(c)?)?);
+            columns.extend(enc.categories().iter().map(|k| format!("{c}_{k}")));
+        }
+        let views: Vec<_> = blocks.iter().map(|b| b.view()).collect();
+        let x = if views.is_empty() {
+            Array2::zeros((table.nrows(), 0))
+        } else {
+            ndarray::concatenate(Axis(1), &views).map_err(|e| {
+                Error::shape("Recipe::bake", "blocks with equal rows", e.to_string())
+            })?
+        };
+        Ok(Baked { x, columns })
+    }
+}

@@ -289,3 +289,36 @@ fn the_history_of_a_failed_fit_is_kept() {
     assert_eq!(h.len(), 2);
     assert_eq!(h.get("loss").unwrap().len(), 2);
 }
+
+#[test]
+fn a_recipe_learns_on_training_rows_and_bakes_any_rows() {
+    use horn::preprocessing::{Recipe, Table};
+    let t =
+        Table::from_csv_str("mass,island,sex\n1,Dream,m\n3,Biscoe,f\n5,Dream,f\n100,Torgersen,m\n")
+            .unwrap();
+    let train = t.select_rows(&[0, 1, 2]);
+    let prepped = Recipe::new()
+        .normalize(&["mass"])
+        .dummy(&["island", "sex"])
+        .prep(&train)
+        .unwrap();
+    let baked = prepped.bake(&train).unwrap();
+    assert_eq!(
+        baked.columns,
+        ["mass", "island_Biscoe", "island_Dream", "sex_f", "sex_m"]
+    );
+    // Mean 3 and sd 2 come from the training rows alone.
+    assert_eq!(baked.x.column(0).to_vec(), vec![-1.0, 0.0, 1.0]);
+    assert_eq!(baked.x.row(0).to_vec(), vec![-1.0, 0.0, 1.0, 0.0, 1.0]);
+    // A category the training rows never saw is an error, not a zero row.
+    let e = prepped.bake(&t).unwrap_err().to_string();
+    assert!(e.contains("Torgersen"), "{e}");
+    // Bad recipes.
+    assert!(Recipe::new()
+        .normalize(&["mass"])
+        .dummy(&["mass"])
+        .prep(&train)
+        .is_err());
+    assert!(Recipe::new().normalize(&["nope"]).prep(&train).is_err());
+    assert!(Recipe::new().normalize(&["island"]).prep(&train).is_err());
+}
