@@ -73,19 +73,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".horn-save-")
         .suffix(".tmp")
         .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
+        .map_err(|e| Error::io(path, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     if let Ok(old) = std::fs::metadata(&target) {
         tmp.as_file()
             .set_permissions(old.permissions())
-            .map_err(|e| Error::io(tmp.path(), e))?;
+            .map_err(|e| Error::io(path, e))?;
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     // On failure `persist` hands the file back, and dropping it deletes it.
-    tmp.persist(&target)
-        .map_err(|e| Error::io(&target, e.error))?;
+    tmp.persist(&target).map_err(|e| Error::io(path, e.error))?;
     // Make the rename itself durable (best effort: not every platform can
     // open a folder).
     if let Ok(d) = std::fs::File::open(&dir) {

@@ -322,3 +322,14 @@ fn a_recipe_learns_on_training_rows_and_bakes_any_rows() {
     assert!(Recipe::new().normalize(&["nope"]).prep(&train).is_err());
     assert!(Recipe::new().normalize(&["island"]).prep(&train).is_err());
 }
+
+#[test]
+fn save_errors_name_the_users_path() {
+    let m = Sequential::new().seed(1).input(2).dense(1, Sigmoid);
+    let p = tmp("missing-folder")
+        .join("deeper")
+        .join("model.safetensors");
+    let e = m.save(&p).unwrap_err().to_string();
+    assert!(e.contains("missing-folder/deeper/model.safetensors"), "{e}");
+    assert!(!e.contains(".horn-save-"), "{e}");
+}
