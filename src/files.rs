@@ -73,7 +73,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".horn-save-")
         .suffix(".tmp")
         .tempfile_in(&dir)
-        .map_err(|e| Error::io(path, e))?;
+        .map_err(|e| Error::io(path, without_temp_path(e)))?;
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     if let Ok(old) = std::fs::metadata(&target) {
         tmp.as_file()
@@ -89,4 +89,13 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The OS error alone: tempfile's errors name the temporary file, which means
+/// nothing to the user (errors name the path they asked to write).
+fn without_temp_path(e: std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::from(e.kind()),
+    }
 }
