@@ -74,8 +74,14 @@ fn svg_has_one_panel_per_metric_and_both_splits() {
             assert!(pts
                 .iter()
                 .all(|&(x, y)| x >= x0 - 1e-6 && x <= x0 + w + 1e-6 && y >= y0 && y <= y0 + hgt));
-            // x increases with the epoch: the first epoch at the left edge, the last at the right.
-            assert!((pts[0].0 - x0).abs() < 1e-6 && (pts[5].0 - (x0 + w)).abs() < 1e-6);
+            // x increases with the epoch: the first epoch near the left edge and
+            // the last near the right, each inside the panel (not on its border).
+            assert!(pts[0].0 > x0 + 1.0 && pts[0].0 < x0 + 0.1 * w, "{pts:?}");
+            assert!(
+                pts[5].0 < x0 + w - 1.0 && pts[5].0 > x0 + 0.9 * w,
+                "{pts:?}"
+            );
+            assert!(pts.windows(2).all(|p| p[0].0 < p[1].0));
         }
         // Sensible axes: y tick labels are numbers in increasing order, x ticks are epochs 1..=6.
         let yt: Vec<f64> = panel
@@ -128,4 +134,31 @@ fn csv_and_json_hold_every_epoch() {
     let path = std::env::temp_dir().join(format!("horn-history-{}.svg", std::process::id()));
     h.write_svg(&path).unwrap();
     assert!(std::fs::read_to_string(&path).unwrap().starts_with("<svg"));
+}
+
+#[test]
+fn one_legend_and_readable_large_values() {
+    let mut h = History::default();
+    for e in 0..4 {
+        let mut logs = horn::Logs::default();
+        logs.insert("loss", 18_000_000.0 / (e + 1) as f32);
+        logs.insert("mae", 0.5);
+        logs.insert("val_loss", 20_000_000.0 / (e + 1) as f32);
+        logs.insert("val_mae", 0.6);
+        h.push(e, &logs);
+    }
+    let svg = h.to_svg();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let legend_entries = doc
+        .descendants()
+        .filter(|n| n.is_element() && n.text() == Some("validation"))
+        .count();
+    assert_eq!(legend_entries, 1, "the legend is drawn once");
+    let labels: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("ytick"))
+        .filter_map(|n| n.next_sibling().and_then(|t| t.text()))
+        .collect();
+    assert!(labels.iter().any(|l| l.contains("e7")), "{labels:?}");
+    assert!(labels.iter().all(|l| l.len() <= 6), "{labels:?}");
 }

@@ -37,9 +37,32 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
         .collect()
 }
 
+/// A tick label: plain for everyday magnitudes, scientific (`1.8e7`) for
+/// large or tiny ones, as R prints an axis of raw values like 18000000.
 fn label(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
+        return format!("{v:e}");
+    }
     let s = format!("{v:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Epoch ticks: every epoch up to 10 of them, else round steps plus the first.
+fn epoch_ticks(first: f64, last: f64) -> Vec<f64> {
+    if last - first < 10.0 {
+        return (first as i64..=last as i64).map(|e| e as f64).collect();
+    }
+    let mut t: Vec<f64> = ticks(first, last)
+        .into_iter()
+        .filter(|t| t.fract() == 0.0 && *t > first)
+        .collect();
+    // The first epoch gets its tick unless a round one sits right beside it.
+    if t.first()
+        .is_none_or(|&x| (x - first) / (last - first) > 0.04)
+    {
+        t.insert(0, first);
+    }
+    t
 }
 
 fn escape(s: &str) -> String {
@@ -90,7 +113,10 @@ impl History {
             (Some(&a), _) => (a - 0.5, a + 0.5),
             _ => (0.0, 1.0),
         };
-        let x_of = |e: f64| LEFT + (e - x_lo) / (x_hi - x_lo) * plot_w;
+        // A little room on both sides, so the first and last points sit inside
+        // the panel rather than on its border (ggplot2 expands by 5%).
+        let x_pad = (x_hi - x_lo) * 0.04;
+        let x_of = |e: f64| LEFT + (e - x_lo + x_pad) / (x_hi - x_lo + 2.0 * x_pad) * plot_w;
         for (p, metric) in metrics.iter().enumerate() {
             let top = TOP + p as f64 * (PANEL_H + GAP);
             let mut series = vec![("training", TRAIN_COLOUR, self.get(metric).unwrap_or(&[]))];
@@ -139,7 +165,11 @@ impl History {
                     label(t)
                 );
             }
-            for t in ticks(x_lo, x_hi).into_iter().filter(|t| t.fract() == 0.0) {
+            let (e_first, e_last) = (
+                epochs.first().copied().unwrap_or(1.0),
+                epochs.last().copied().unwrap_or(1.0),
+            );
+            for t in epoch_ticks(e_first, e_last) {
                 let x = x_of(t);
                 let _ = write!(
                     s,
@@ -175,6 +205,10 @@ impl History {
                         r##"<circle cx="{x:.2}" cy="{y:.2}" r="2.5" fill="{colour}"/>"##
                     );
                 }
+                // One legend, beside the first panel (the colours are shared).
+                if p > 0 {
+                    continue;
+                }
                 let ly = top + 20.0 + k as f64 * 18.0;
                 let lx = LEFT + plot_w + 12.0;
                 let _ = write!(
@@ -200,7 +234,7 @@ impl History {
 
 #[cfg(test)]
 mod tests {
-    use super::{label, ticks};
+    use super::{epoch_ticks, label, ticks};
 
     #[test]
     fn ticks_are_round() {
@@ -208,5 +242,18 @@ mod tests {
         assert_eq!(labels(0.0, 1.0), ["0", "0.2", "0.4", "0.6", "0.8", "1"]);
         assert_eq!(labels(1.0, 10.0), ["2", "4", "6", "8", "10"]);
         assert_eq!(labels(0.083, 0.31), ["0.1", "0.15", "0.2", "0.25", "0.3"]);
+        assert_eq!(label(18_000_000.0), "1.8e7");
+        assert_eq!(label(0.0002), "2e-4");
+        assert_eq!(label(25_000.0), "25000");
+    }
+
+    #[test]
+    fn epoch_one_has_a_tick() {
+        assert_eq!(epoch_ticks(1.0, 6.0), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(
+            epoch_ticks(1.0, 30.0),
+            [1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0]
+        );
+        assert_eq!(epoch_ticks(1.0, 1.0), [1.0]);
     }
 }
