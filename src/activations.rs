@@ -405,6 +405,10 @@ impl fmt::Display for Activation {
 /// let model = Sequential::new().input(4).dense(8, "relu").dense(3, Softmax);
 /// assert_eq!(model.layers().len(), 2);
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an activation",
+    label = "expected an `Activation` (such as `Relu`) or a Keras name (such as \"relu\")"
+)]
 pub trait IntoActivation {
     /// Converts, failing on unknown names.
     fn into_activation(self) -> Result<Activation>;

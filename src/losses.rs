@@ -160,6 +160,10 @@ loss_from!(MeanSquaredError => |_| Loss::MeanSquaredError);
 loss_from!(MeanAbsoluteError => |_| Loss::MeanAbsoluteError);
 
 /// Anything `compile` accepts as a loss: a typed loss, a [`Loss`], or a Keras name.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a loss",
+    label = "expected a loss (such as `CategoricalCrossentropy::default()`) or a Keras name (such as \"categorical_crossentropy\")"
+)]
 pub trait IntoLoss {
     /// Converts into a [`Loss`], failing on unknown names.
     fn into_loss(self) -> Result<Loss>;

@@ -72,6 +72,10 @@ pub enum Metric {
 /// kept exactly as written (`"mae"` logs `mae`, `"mean_absolute_error"` logs
 /// `mean_absolute_error`), a typed [`Metric`] logs its Keras class's default
 /// name ([`Metric::name`]).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a metric",
+    label = "expected `Metric`s (such as `Metric::Accuracy`), Keras names (such as \"accuracy\"), or `Metric::NONE` for none"
+)]
 pub trait IntoMetric {
     /// Converts into a [`Metric`], failing on unknown names.
     fn into_metric(self) -> Result<Metric>;

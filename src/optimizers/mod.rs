@@ -512,6 +512,10 @@ optimizer_from!(
 
 /// Anything `compile` accepts as an optimizer: a typed configuration, an
 /// [`Optimizer`], or a Keras name (`"rmsprop"`, `"adam"`, ...).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an optimizer",
+    label = "expected an optimizer (such as `RmsProp::default()`) or a Keras name (such as \"rmsprop\")"
+)]
 pub trait IntoOptimizer {
     /// Converts, failing on unknown names.
     fn into_optimizer(self) -> Result<Optimizer>;
