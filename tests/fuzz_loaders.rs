@@ -97,18 +97,13 @@ fn mutate_numbers(json: &str, rng: &mut StdRng) -> String {
 
 /// A model file with the model JSON of `bytes` replaced by `f(json)`.
 fn with_model_json(bytes: &[u8], f: impl FnOnce(&str) -> String) -> Vec<u8> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let (mut header, data) = common::split_safetensors(bytes);
     let json = header["__metadata__"]["model"]
         .as_str()
         .unwrap()
         .to_string();
     header["__metadata__"]["model"] = serde_json::Value::String(f(&json));
-    let h = header.to_string();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(h.as_bytes());
-    out.extend_from_slice(&bytes[8 + n..]);
-    out
+    common::join_safetensors(&header, &data)
 }
 
 /// A trained model with every layer type and optimizer state.
@@ -130,15 +125,7 @@ fn seed_model() -> Sequential {
     .unwrap();
     let (x, y) = common::blobs(20, 5, 3);
     let y = ndarray::concatenate![ndarray::Axis(1), y, ndarray::Array2::zeros((20, 1))];
-    m.fit(
-        &x,
-        &y,
-        FitOptions {
-            verbose: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    m.fit(&x, &y, common::quiet(1)).unwrap();
     m
 }
 

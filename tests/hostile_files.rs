@@ -30,20 +30,7 @@ fn small_model() -> Sequential {
     m
 }
 
-/// The header JSON and the data section of a safetensors file.
-fn split(bytes: &[u8]) -> (Value, Vec<u8>) {
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    (header, bytes[8 + n..].to_vec())
-}
-
-fn join(header: &Value, data: &[u8]) -> Vec<u8> {
-    let h = header.to_string();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(h.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
+use common::{join_safetensors as join, split_safetensors as split};
 
 /// A saved model file with its architecture JSON edited by `edit`.
 fn edited_model(name: &str, model: &Sequential, edit: impl FnOnce(&mut Value)) -> PathBuf {
@@ -124,15 +111,7 @@ fn optimizer_counters_from_a_file_are_bounded() {
     let mut m = small_model();
     let (x, y) = common::blobs(12, 4, 1);
     let y = y.slice(ndarray::s![.., ..2]).to_owned();
-    m.fit(
-        &x,
-        &y,
-        FitOptions {
-            verbose: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    m.fit(&x, &y, common::quiet(1)).unwrap();
     let p = edited_model("iters.safetensors", &m, |a| {
         a["compile"]["optimizer"]["iterations"] = u64::MAX.into();
     });
@@ -142,16 +121,7 @@ fn optimizer_counters_from_a_file_are_bounded() {
         a["compile"]["optimizer"]["iterations"] = (i64::MAX as u64).into();
     });
     let mut loaded = Sequential::load(&p).unwrap();
-    loaded
-        .fit(
-            &x,
-            &y,
-            FitOptions {
-                verbose: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    loaded.fit(&x, &y, common::quiet(1)).unwrap();
     for w in loaded.get_weights().unwrap() {
         assert!(w.iter().all(|v| v.is_finite()));
     }
@@ -188,10 +158,7 @@ fn version_1_files_still_load() {
     let mut m = small_model();
     let (x, y) = common::blobs(12, 4, 1);
     let y = y.slice(ndarray::s![.., ..2]).to_owned();
-    let quiet = || FitOptions {
-        verbose: 0,
-        ..Default::default()
-    };
+    let quiet = || common::quiet(1);
     m.fit(&x, &y, quiet()).unwrap();
     let path = tmp("v1.safetensors");
     m.save(&path).unwrap();
@@ -242,15 +209,8 @@ fn saved_bytes_are_deterministic() {
     small_model().save(&b).unwrap();
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     let (x, y) = common::blobs(12, 4, 1);
-    m.fit(
-        &x,
-        y.slice(ndarray::s![.., ..2]),
-        FitOptions {
-            verbose: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    m.fit(&x, y.slice(ndarray::s![.., ..2]), common::quiet(1))
+        .unwrap();
     for _ in 0..5 {
         m.save(&a).unwrap();
         m.save(&b).unwrap();

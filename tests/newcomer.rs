@@ -109,17 +109,8 @@ fn checkpoints_create_their_folder() {
     let _ = std::fs::remove_dir_all(&dir);
     let template = dir.join("epoch-{epoch:02d}.safetensors");
     let mut cp = ModelCheckpoint::new(template.to_str().unwrap());
-    m.fit_with_callbacks(
-        &x,
-        &y,
-        FitOptions {
-            epochs: 2,
-            verbose: 0,
-            ..Default::default()
-        },
-        &mut [&mut cp],
-    )
-    .unwrap();
+    m.fit_with_callbacks(&x, &y, common::quiet(2), &mut [&mut cp])
+        .unwrap();
     assert_eq!(cp.saved.len(), 2);
     assert!(dir.join("epoch-02.safetensors").exists());
 }
@@ -135,15 +126,7 @@ fn optimizer_debug_prints_its_configuration_not_its_state() {
         .unwrap();
     let x = Array2::<f32>::zeros((4, 200));
     let y = Array2::<f32>::from_shape_fn((4, 2), |(i, j)| (i % 2 == j) as u8 as f32);
-    m.fit(
-        &x,
-        &y,
-        FitOptions {
-            verbose: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    m.fit(&x, &y, common::quiet(1)).unwrap();
     let s = format!("{:?}", m.optimizer().unwrap());
     assert!(s.len() < 500, "{} characters", s.len());
     // (200 x 300 + 300 + 300 x 2 + 2) weights, two Adam slots each.
@@ -200,14 +183,7 @@ fn messages_that_teach() {
     // Integer labels with a one-hot loss.
     let labels = ndarray::array![[0.0f32], [2.0], [1.0], [0.0]];
     let e = m
-        .fit(
-            &x,
-            &labels,
-            FitOptions {
-                verbose: 0,
-                ..Default::default()
-            },
-        )
+        .fit(&x, &labels, common::quiet(1))
         .unwrap_err()
         .to_string();
     assert!(
@@ -219,14 +195,7 @@ fn messages_that_teach() {
         .unwrap();
     let from_one = ndarray::array![[1.0f32], [3.0], [2.0], [1.0]];
     let e = m
-        .fit(
-            &x,
-            &from_one,
-            FitOptions {
-                verbose: 0,
-                ..Default::default()
-            },
-        )
+        .fit(&x, &from_one, common::quiet(1))
         .unwrap_err()
         .to_string();
     assert!(e.contains("start at 0"), "{e}");
@@ -273,16 +242,7 @@ fn the_history_of_a_failed_fit_is_kept() {
         .unwrap();
     assert!(m.history().is_none());
     let e = m
-        .fit_with_callbacks(
-            &x,
-            &y,
-            FitOptions {
-                epochs: 5,
-                verbose: 0,
-                ..Default::default()
-            },
-            &mut [&mut FailAt(2)],
-        )
+        .fit_with_callbacks(&x, &y, common::quiet(5), &mut [&mut FailAt(2)])
         .unwrap_err();
     assert!(e.to_string().contains("disk full"));
     let h = m.history().unwrap();

@@ -225,17 +225,7 @@ fn callbacks_cannot_change_the_architecture_under_fit() {
         .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     // The model is intact and trains on.
-    let h = m
-        .fit(
-            &x,
-            &y,
-            FitOptions {
-                epochs: 2,
-                verbose: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let h = m.fit(&x, &y, common::quiet(2)).unwrap();
     assert!(h.get("loss").unwrap().iter().all(|v| v.is_finite()));
 }
 
@@ -496,16 +486,7 @@ fn a_callback_error_still_runs_on_train_end() {
         .unwrap();
     let mut ends = Ends::default();
     let e = m
-        .fit_with_callbacks(
-            &x,
-            &y,
-            FitOptions {
-                epochs: 5,
-                verbose: 0,
-                ..Default::default()
-            },
-            &mut [&mut Fail, &mut ends],
-        )
+        .fit_with_callbacks(&x, &y, common::quiet(5), &mut [&mut Fail, &mut ends])
         .unwrap_err();
     assert!(e.to_string().contains("callback failed"));
     assert_eq!(ends.0, 1);

@@ -32,3 +32,28 @@ pub fn fingerprint(model: &horn::Sequential) -> u64 {
     }
     h
 }
+
+/// Silent `fit` options for `epochs` epochs, Keras defaults otherwise.
+pub fn quiet(epochs: usize) -> horn::FitOptions {
+    horn::FitOptions {
+        epochs,
+        verbose: 0,
+        ..Default::default()
+    }
+}
+
+/// The header JSON and the data section of a safetensors file.
+pub fn split_safetensors(bytes: &[u8]) -> (serde_json::Value, Vec<u8>) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header, bytes[8 + n..].to_vec())
+}
+
+/// A safetensors file from a header JSON and a data section.
+pub fn join_safetensors(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
+    let h = header.to_string();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
