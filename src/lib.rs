@@ -134,11 +134,13 @@ pub mod optimizers;
 pub mod preprocessing;
 pub mod regularizers;
 pub mod saving;
+mod shape;
 
 pub use error::{Error, Result};
 pub use model::{
     CompileOptions, EvaluateOptions, FitOptions, History, HistoryParams, Logs, Sequential,
 };
+pub use shape::Shape;
 
 /// The key names are matched by: trimmed, lower case, without underscores, so
 /// Keras' function names and class names both work (`"categorical_crossentropy"`,
@@ -161,7 +163,12 @@ pub mod prelude {
         ModelCheckpoint, ReduceLrOnPlateau, TerminateOnNaN,
     };
     pub use crate::initializers::Initializer;
-    pub use crate::layers::{ActivationLayer, Dense, Dropout, Layer};
+    pub use crate::layers::{
+        ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Conv1D, Conv2D,
+        Dense, Dropout, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D,
+        GlobalMaxPooling1D, GlobalMaxPooling2D, Layer, LayerNormalization, MaxPooling1D,
+        MaxPooling2D, Padding, Reshape,
+    };
     pub use crate::losses::{
         BinaryCrossentropy, CategoricalCrossentropy, Huber, Loss, MeanAbsoluteError,
         MeanSquaredError, SparseCategoricalCrossentropy,
@@ -173,6 +180,6 @@ pub mod prelude {
     };
     pub use crate::regularizers::Regularizer;
     pub use crate::{
-        CompileOptions, Error, EvaluateOptions, FitOptions, History, Logs, Sequential,
+        CompileOptions, Error, EvaluateOptions, FitOptions, History, Logs, Sequential, Shape,
     };
 }

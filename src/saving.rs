@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ndarray::{Array2, ArrayD, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
@@ -39,12 +39,19 @@ use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::files::{read_file, write_atomic};
 use crate::initializers::Initializer;
-use crate::layers::{ActivationLayer, Dense, Dropout, Layer};
+use crate::layers::conv::ConvConfig;
+use crate::layers::pooling::{PoolConfig, PoolKind};
+use crate::layers::{
+    ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Conv1D, Conv2D, Dense,
+    Dropout, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
+    GlobalMaxPooling2D, Layer, LayerNormalization, MaxPooling1D, MaxPooling2D, Reshape,
+};
 use crate::losses::Loss;
 use crate::metrics::Metric;
 use crate::model::Sequential;
 use crate::optimizers::Optimizer;
 use crate::regularizers::Regularizer;
+use crate::shape::Shape;
 
 /// The newest file format version this build reads and the one it writes
 /// (2: optimizer state named by weight; 1: numbered, still read).
@@ -81,6 +88,57 @@ pub enum LayerConfig {
         /// The function.
         activation: Activation,
     },
+    /// [`Conv1D`](crate::layers::Conv1D).
+    Conv1D(ConvConfig),
+    /// [`Conv2D`](crate::layers::Conv2D).
+    Conv2D(ConvConfig),
+    /// [`MaxPooling1D`](crate::layers::MaxPooling1D).
+    MaxPooling1D(PoolConfig),
+    /// [`MaxPooling2D`](crate::layers::MaxPooling2D).
+    MaxPooling2D(PoolConfig),
+    /// [`AveragePooling1D`](crate::layers::AveragePooling1D).
+    AveragePooling1D(PoolConfig),
+    /// [`AveragePooling2D`](crate::layers::AveragePooling2D).
+    AveragePooling2D(PoolConfig),
+    /// [`GlobalAveragePooling1D`](crate::layers::GlobalAveragePooling1D).
+    GlobalAveragePooling1D,
+    /// [`GlobalAveragePooling2D`](crate::layers::GlobalAveragePooling2D).
+    GlobalAveragePooling2D,
+    /// [`GlobalMaxPooling1D`](crate::layers::GlobalMaxPooling1D).
+    GlobalMaxPooling1D,
+    /// [`GlobalMaxPooling2D`](crate::layers::GlobalMaxPooling2D).
+    GlobalMaxPooling2D,
+    /// [`Flatten`].
+    Flatten,
+    /// [`Reshape`].
+    Reshape {
+        /// The per-sample target shape (one `-1` allowed).
+        target_shape: Vec<i64>,
+    },
+    /// [`BatchNormalization`].
+    BatchNormalization {
+        /// Moving-average momentum.
+        momentum: f32,
+        /// Variance offset.
+        epsilon: f32,
+        /// Whether `beta` exists.
+        center: bool,
+        /// Whether `gamma` exists.
+        scale: bool,
+        /// Penalty on `beta`.
+        beta_regularizer: Option<Regularizer>,
+        /// Penalty on `gamma`.
+        gamma_regularizer: Option<Regularizer>,
+    },
+    /// [`LayerNormalization`].
+    LayerNormalization {
+        /// Variance offset.
+        epsilon: f32,
+        /// Whether `beta` exists.
+        center: bool,
+        /// Whether `gamma` exists.
+        scale: bool,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -112,9 +170,16 @@ struct ModelEntry {
     name: String,
     seed: u64,
     input_dim: usize,
+    /// The per-sample input shape; absent in files of flat-input models
+    /// written before shapes existed (then `[input_dim]`).
+    #[serde(default)]
+    input_shape: Vec<usize>,
     layers: Vec<LayerEntry>,
     compile: Option<CompileEntry>,
 }
+
+/// The most axes a model file's input shape may have.
+const MAX_RANK: usize = 8;
 
 /// Keras stores `iterations` as an int64; a larger count is not a real file.
 const MAX_ITERATIONS: u64 = i64::MAX as u64;
@@ -223,7 +288,141 @@ impl LayerConfig {
             LayerConfig::Dense { .. } => "Dense",
             LayerConfig::Dropout { .. } => "Dropout",
             LayerConfig::Activation { .. } => "Activation",
+            LayerConfig::Conv1D(_) => "Conv1D",
+            LayerConfig::Conv2D(_) => "Conv2D",
+            LayerConfig::MaxPooling1D(_) => "MaxPooling1D",
+            LayerConfig::MaxPooling2D(_) => "MaxPooling2D",
+            LayerConfig::AveragePooling1D(_) => "AveragePooling1D",
+            LayerConfig::AveragePooling2D(_) => "AveragePooling2D",
+            LayerConfig::GlobalAveragePooling1D => "GlobalAveragePooling1D",
+            LayerConfig::GlobalAveragePooling2D => "GlobalAveragePooling2D",
+            LayerConfig::GlobalMaxPooling1D => "GlobalMaxPooling1D",
+            LayerConfig::GlobalMaxPooling2D => "GlobalMaxPooling2D",
+            LayerConfig::Flatten => "Flatten",
+            LayerConfig::Reshape { .. } => "Reshape",
+            LayerConfig::BatchNormalization { .. } => "BatchNormalization",
+            LayerConfig::LayerNormalization { .. } => "LayerNormalization",
         }
+    }
+
+    /// The layer this configuration describes, not built yet.
+    fn instantiate(&self) -> Result<Box<dyn Layer>> {
+        Ok(match self.clone() {
+            LayerConfig::Dense {
+                units,
+                activation,
+                use_bias,
+                kernel_initializer,
+                bias_initializer,
+                kernel_regularizer,
+                bias_regularizer,
+            } => {
+                let mut d = Dense::new(units, activation)
+                    .use_bias(use_bias)
+                    .kernel_initializer(kernel_initializer)
+                    .bias_initializer(bias_initializer);
+                d.kernel_regularizer = kernel_regularizer;
+                d.bias_regularizer = bias_regularizer;
+                Box::new(d)
+            }
+            LayerConfig::Dropout { rate } => Box::new(Dropout::new(rate)),
+            LayerConfig::Activation { activation } => Box::new(ActivationLayer::new(activation)),
+            LayerConfig::Conv1D(c) => Box::new(Conv1D(c.layer(1)?)),
+            LayerConfig::Conv2D(c) => Box::new(Conv2D(c.layer(2)?)),
+            LayerConfig::MaxPooling1D(c) => Box::new(MaxPooling1D(c.layer(PoolKind::Max, 1)?)),
+            LayerConfig::MaxPooling2D(c) => Box::new(MaxPooling2D(c.layer(PoolKind::Max, 2)?)),
+            LayerConfig::AveragePooling1D(c) => {
+                Box::new(AveragePooling1D(c.layer(PoolKind::Average, 1)?))
+            }
+            LayerConfig::AveragePooling2D(c) => {
+                Box::new(AveragePooling2D(c.layer(PoolKind::Average, 2)?))
+            }
+            LayerConfig::GlobalAveragePooling1D => Box::new(GlobalAveragePooling1D::new()),
+            LayerConfig::GlobalAveragePooling2D => Box::new(GlobalAveragePooling2D::new()),
+            LayerConfig::GlobalMaxPooling1D => Box::new(GlobalMaxPooling1D::new()),
+            LayerConfig::GlobalMaxPooling2D => Box::new(GlobalMaxPooling2D::new()),
+            LayerConfig::Flatten => Box::new(Flatten),
+            LayerConfig::Reshape { target_shape } => Box::new(Reshape::new(&target_shape)),
+            LayerConfig::BatchNormalization {
+                momentum,
+                epsilon,
+                center,
+                scale,
+                beta_regularizer,
+                gamma_regularizer,
+            } => {
+                let mut b = BatchNormalization::new()
+                    .momentum(momentum)
+                    .epsilon(epsilon)
+                    .center(center)
+                    .scale(scale);
+                b.beta_regularizer = beta_regularizer;
+                b.gamma_regularizer = gamma_regularizer;
+                Box::new(b)
+            }
+            LayerConfig::LayerNormalization {
+                epsilon,
+                center,
+                scale,
+            } => Box::new(
+                LayerNormalization::new()
+                    .epsilon(epsilon)
+                    .center(center)
+                    .scale(scale),
+            ),
+        })
+    }
+
+    /// The names and shapes of the weights the layer has on `input`, in
+    /// `params()` order, computed from the configuration alone (nothing is
+    /// allocated for them).
+    fn weight_shapes(&self, input: &Shape) -> Result<Vec<(&'static str, Vec<usize>)>> {
+        let last = input.last();
+        let with_bias = |kernel: Vec<usize>, units: usize, bias: bool| {
+            let mut v = vec![("kernel", kernel)];
+            if bias {
+                v.push(("bias", vec![units]));
+            }
+            v
+        };
+        Ok(match self {
+            LayerConfig::Dense {
+                units, use_bias, ..
+            } => with_bias(vec![last, *units], *units, *use_bias),
+            LayerConfig::Conv1D(c) | LayerConfig::Conv2D(c) => {
+                let rank = if matches!(self, LayerConfig::Conv1D(_)) {
+                    1
+                } else {
+                    2
+                };
+                let layer = c.layer(rank)?;
+                let g = layer.geometry(input)?;
+                with_bias(layer.kernel_shape(g.channels), c.filters, c.use_bias)
+            }
+            LayerConfig::BatchNormalization { center, scale, .. } => {
+                let mut v = Vec::new();
+                if *scale {
+                    v.push(("gamma", vec![last]));
+                }
+                if *center {
+                    v.push(("beta", vec![last]));
+                }
+                v.push(("moving_mean", vec![last]));
+                v.push(("moving_variance", vec![last]));
+                v
+            }
+            LayerConfig::LayerNormalization { center, scale, .. } => {
+                let mut v = Vec::new();
+                if *scale {
+                    v.push(("gamma", vec![last]));
+                }
+                if *center {
+                    v.push(("beta", vec![last]));
+                }
+                v
+            }
+            _ => Vec::new(),
+        })
     }
 
     /// Checks the configuration's options, as building the layer would.
@@ -257,53 +456,58 @@ impl LayerConfig {
                 }
             }
             LayerConfig::Activation { activation } => activation.validate(),
+            LayerConfig::Conv1D(c) | LayerConfig::Conv2D(c) => {
+                c.activation.validate()?;
+                c.kernel_initializer.validate()?;
+                c.bias_initializer.validate()?;
+                for r in [&c.kernel_regularizer, &c.bias_regularizer]
+                    .into_iter()
+                    .flatten()
+                {
+                    r.validate()?;
+                }
+                Ok(())
+            }
+            // The remaining layers check their options when built.
+            _ => Ok(()),
         }
     }
 
-    /// Builds the layer on an input width from the weights in the file (each
-    /// checked for presence, shape and finite values), returning it with its
-    /// output width. `prefix` is the layer's name (`dense_1`).
+    /// Builds the layer on an input shape from the weights in the file (each
+    /// checked for presence, shape and finite values before the layer is
+    /// built, so its allocations are bounded by the file's own tensors),
+    /// returning it with its output shape. `prefix` is the layer's name
+    /// (`dense_1`).
     fn load(
         &self,
-        input_dim: usize,
+        input: &Shape,
         prefix: &str,
         st: &SafeTensors<'_>,
         path: &Path,
-    ) -> Result<(Box<dyn Layer>, usize)> {
-        self.validate()
-            .map_err(|e| Error::format(path, format!("layer `{prefix}`: {e}")))?;
-        Ok(match self.clone() {
-            LayerConfig::Dense {
-                units,
-                activation,
-                use_bias,
-                kernel_initializer,
-                bias_initializer,
-                kernel_regularizer,
-                bias_regularizer,
-            } => {
-                let kernel = tensor(st, &format!("{prefix}/kernel"), &[input_dim, units], path)?;
-                let kernel = Array2::from_shape_vec((input_dim, units), kernel)
-                    .map_err(|e| Error::format(path, e.to_string()))?;
-                let bias = if use_bias {
-                    tensor(st, &format!("{prefix}/bias"), &[units], path)?
-                } else {
-                    Vec::new()
-                };
-                let mut d = Dense::new(units, activation)
-                    .use_bias(use_bias)
-                    .kernel_initializer(kernel_initializer)
-                    .bias_initializer(bias_initializer)
-                    .with_weights(kernel, bias);
-                d.kernel_regularizer = kernel_regularizer;
-                d.bias_regularizer = bias_regularizer;
-                (Box::new(d), units)
-            }
-            LayerConfig::Dropout { rate } => (Box::new(Dropout::new(rate)), input_dim),
-            LayerConfig::Activation { activation } => {
-                (Box::new(ActivationLayer::new(activation)), input_dim)
-            }
-        })
+    ) -> Result<(Box<dyn Layer>, Shape)> {
+        let invalid = |e: Error| Error::format(path, format!("layer `{prefix}`: {e}"));
+        self.validate().map_err(invalid)?;
+        let shapes = self.weight_shapes(input).map_err(invalid)?;
+        let mut tensors = Vec::with_capacity(shapes.len());
+        for (name, shape) in &shapes {
+            tensors.push(tensor(st, &format!("{prefix}/{name}"), shape, path)?);
+        }
+        let mut layer = self.instantiate().map_err(invalid)?;
+        let mut rng = rand::SeedableRng::seed_from_u64(0);
+        let out = layer.build(input, &mut rng).map_err(invalid)?;
+        let mut it = tensors.into_iter();
+        let mut mismatch = false;
+        layer.visit_params_mut(&mut |p| match it.next() {
+            Some(t) if t.len() == p.len() => p.copy_from_slice(&t),
+            _ => mismatch = true,
+        });
+        if mismatch || it.next().is_some() {
+            return Err(invalid(Error::format(
+                path,
+                "the layer's weights do not match its configuration",
+            )));
+        }
+        Ok((layer, out))
     }
 }
 
@@ -388,6 +592,9 @@ impl Sequential {
             name: self.model_name().to_string(),
             seed: self.default_seed(),
             input_dim: self.input_dim().unwrap_or(0),
+            input_shape: self
+                .get_input_shape()
+                .map_or_else(Vec::new, |s| s.dims().to_vec()),
             layers,
             compile,
         };
@@ -468,6 +675,26 @@ impl Sequential {
         if entry.input_dim == 0 {
             return Err(Error::format(path, "invalid architecture: input width 0"));
         }
+        let input_shape = if entry.input_shape.is_empty() {
+            vec![entry.input_dim]
+        } else {
+            entry.input_shape.clone()
+        };
+        if input_shape.len() > MAX_RANK
+            || input_shape.contains(&0)
+            || input_shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                != Some(entry.input_dim)
+        {
+            return Err(Error::format(
+                path,
+                format!(
+                    "invalid architecture: input shape {input_shape:?} does not hold input_dim {} values",
+                    entry.input_dim
+                ),
+            ));
+        }
         if entry.layers.is_empty() {
             return Err(Error::format(path, "invalid architecture: no layers"));
         }
@@ -478,13 +705,13 @@ impl Sequential {
         let mut model = Sequential::new()
             .name(entry.name.clone())
             .seed(entry.seed)
-            .input(entry.input_dim);
-        let mut width = entry.input_dim;
+            .input_shape(&input_shape);
+        let mut shape = Shape::new(&input_shape);
         for l in &entry.layers {
             let prefix = model.next_layer_name(l.config.class_name());
-            let (layer, out) = l.config.load(width, &prefix, &st, path)?;
-            model.push_built(layer, out)?;
-            width = out;
+            let (layer, out) = l.config.load(&shape, &prefix, &st, path)?;
+            model.push_built(layer, out.clone())?;
+            shape = out;
         }
         model
             .ensure_built()

@@ -8,7 +8,7 @@ mod common;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use horn::callbacks::{Callback, CallbackContext, EarlyStopping, LambdaCallback};
-use horn::layers::{Dense, ForwardContext, Layer};
+use horn::layers::{BackwardContext, Dense, ForwardContext, Layer};
 use horn::metrics::{Metric, MetricState};
 use horn::optimizers::LearningRateSchedule;
 use horn::prelude::*;
@@ -80,7 +80,8 @@ fn gemm_handles_empty_and_negative_stride_views() {
 
 fn built_dense() -> Dense {
     let mut d = Dense::new(3, Relu);
-    d.build(4, &mut StdRng::seed_from_u64(1)).unwrap();
+    d.build(&horn::Shape::from(4), &mut StdRng::seed_from_u64(1))
+        .unwrap();
     d
 }
 
@@ -92,10 +93,7 @@ fn dense_forward_by_hand_checks_every_view() {
     // An output with too few columns, inside a buffer that would take the spill.
     let mut buf = Array2::<f32>::from_elem((2, 8), 5.0);
     let msg = panic_message(|| {
-        let mut ctx = ForwardContext {
-            training: false,
-            rng: &mut rng,
-        };
+        let mut ctx = ForwardContext::new(false, &mut rng);
         d.forward(
             x.view(),
             buf.slice_mut(s![.., ..2]),
@@ -110,10 +108,8 @@ fn dense_forward_by_hand_checks_every_view() {
     assert!(buf.iter().all(|&v| v == 5.0));
     // An input of the wrong width.
     let msg = panic_message(|| {
-        let mut ctx = ForwardContext {
-            training: false,
-            rng: &mut StdRng::seed_from_u64(0),
-        };
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut ctx = ForwardContext::new(false, &mut rng);
         d.forward(
             Array2::<f32>::ones((2, 5)).view(),
             Array2::zeros((2, 3)).view_mut(),
@@ -142,7 +138,7 @@ fn dense_backward_by_hand_checks_every_view() {
             Array2::<f32>::ones((2, 3)).view_mut(),
             Some(Array2::zeros((2, 2)).view_mut()),
             &mut grads,
-            false,
+            &mut BackwardContext::new(false),
         )
     });
     assert!(
@@ -159,7 +155,7 @@ fn dense_backward_by_hand_checks_every_view() {
             Array2::<f32>::ones((2, 3)).view_mut(),
             None,
             &mut short,
-            false,
+            &mut BackwardContext::new(false),
         )
     });
     assert!(msg.contains("`grads`"), "{msg}");
@@ -172,7 +168,7 @@ fn dense_backward_by_hand_checks_every_view() {
             Array2::<f32>::ones((3, 3)).view_mut(),
             None,
             &mut grads,
-            false,
+            &mut BackwardContext::new(false),
         )
     });
     assert!(msg.contains("`dy` has shape [3, 3]"), "{msg}");

@@ -3,11 +3,12 @@
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
 
-use super::{expect_shape, ForwardContext, Layer};
+use super::{expect_shape, BackwardContext, ForwardContext, Layer};
 use crate::activations::Activation;
 use crate::error::Result;
 use crate::kernels::{values, values_mut};
 use crate::saving::LayerConfig;
+use crate::shape::Shape;
 
 /// An activation applied as a separate layer (Keras `Activation`).
 ///
@@ -19,12 +20,29 @@ use crate::saving::LayerConfig;
 #[derive(Debug, Clone)]
 pub struct ActivationLayer {
     pub(crate) activation: Activation,
+    /// The input's last axis, the one softmax normalizes (set by `build`).
+    last: usize,
 }
 
 impl ActivationLayer {
     /// A layer applying `activation`.
     pub fn new(activation: Activation) -> Self {
-        ActivationLayer { activation }
+        ActivationLayer {
+            activation,
+            last: 0,
+        }
+    }
+}
+
+impl ActivationLayer {
+    /// The width softmax normalizes over: the input's last axis once built,
+    /// else (a layer called by hand) the whole row.
+    fn axis(&self, cols: usize) -> usize {
+        if self.last > 0 && cols % self.last == 0 {
+            self.last
+        } else {
+            cols
+        }
     }
 }
 
@@ -33,9 +51,10 @@ impl Layer for ActivationLayer {
         "Activation"
     }
 
-    fn build(&mut self, input_dim: usize, _rng: &mut StdRng) -> Result<usize> {
+    fn build(&mut self, input: &Shape, _rng: &mut StdRng) -> Result<Shape> {
         self.activation.validate()?;
-        Ok(input_dim)
+        self.last = input.last();
+        Ok(input.clone())
     }
 
     fn forward(
@@ -46,7 +65,7 @@ impl Layer for ActivationLayer {
         _ctx: &mut ForwardContext<'_>,
     ) {
         expect_shape("Activation", "y", y.shape(), x.shape());
-        let cols = x.ncols();
+        let cols = self.axis(x.ncols());
         self.activation
             .forward(values(x), values_mut(y.view_mut()), cols);
     }
@@ -59,14 +78,15 @@ impl Layer for ActivationLayer {
         mut dy: ArrayViewMut2<f32>,
         dx: Option<ArrayViewMut2<f32>>,
         _grads: &mut [Vec<f32>],
-        dy_is_preactivation: bool,
+        ctx: &mut BackwardContext<'_>,
     ) {
+        let dy_is_preactivation = ctx.dy_is_preactivation;
         expect_shape("Activation", "y", y.shape(), x.shape());
         expect_shape("Activation", "dy", dy.shape(), x.shape());
         if let Some(dx) = &dx {
             expect_shape("Activation", "dx", dx.shape(), x.shape());
         }
-        let cols = x.ncols();
+        let cols = self.axis(x.ncols());
         if !dy_is_preactivation {
             self.activation
                 .backward(values(x), values(y), values_mut(dy.view_mut()), cols);

@@ -3,15 +3,18 @@
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rand::rngs::StdRng;
-use rayon::prelude::*;
 
-use super::{expect_grads, expect_shape, ForwardContext, Layer, ParamView};
+use super::{
+    add_bias_activate, expect_grads, expect_shape, BackwardContext, Buffers, ForwardContext, Layer,
+    ParamView,
+};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
 use crate::kernels::{gemm, values, values_mut};
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
+use crate::shape::Shape;
 
 /// A fully connected layer (Keras `Dense`).
 ///
@@ -86,14 +89,6 @@ impl Dense {
         self
     }
 
-    /// Sets weights that were checked elsewhere (model loading): a kernel of
-    /// `(input_dim, units)` and `units` biases (none without `use_bias`).
-    pub(crate) fn with_weights(mut self, kernel: Array2<f32>, bias: Vec<f32>) -> Self {
-        self.kernel = kernel;
-        self.bias = bias;
-        self
-    }
-
     /// Number of output units.
     pub fn units(&self) -> usize {
         self.units
@@ -132,7 +127,15 @@ impl Layer for Dense {
         "Dense"
     }
 
-    fn build(&mut self, input_dim: usize, rng: &mut StdRng) -> Result<usize> {
+    fn build(&mut self, input: &Shape, rng: &mut StdRng) -> Result<Shape> {
+        let input_dim = input.last();
+        if input.rank() == 0 || input_dim == 0 {
+            return Err(Error::shape(
+                "Dense input",
+                "a last axis of at least 1",
+                input.to_string(),
+            ));
+        }
         if self.units == 0 {
             return Err(Error::arg("units", "a positive integer", self.units));
         }
@@ -157,24 +160,35 @@ impl Layer for Dense {
         } else {
             Vec::new()
         };
-        Ok(self.units)
+        Ok(input.with_last(self.units))
     }
 
-    fn aux_width(&self, _input_dim: usize) -> usize {
-        if self.keep_z || self.activation.backward_needs_input() {
-            self.units
-        } else {
-            0
+    fn buffers(&self, input: &Shape, _training: bool) -> Buffers {
+        let positions = input.size() / input.last().max(1);
+        Buffers {
+            aux: if self.keep_z || self.activation.backward_needs_input() {
+                self.units * positions
+            } else {
+                0
+            },
+            ..Buffers::default()
         }
     }
 
     fn forward(
         &self,
         x: ArrayView2<f32>,
-        mut y: ArrayViewMut2<f32>,
+        y: ArrayViewMut2<f32>,
         aux: ArrayViewMut2<f32>,
         _ctx: &mut ForwardContext<'_>,
     ) {
+        // On a higher-rank input Dense applies to the last axis: each row of
+        // `steps x features` values is `steps` rows of `features`.
+        let (x, mut y, aux) = (
+            last_axis_rows("x", x, self.kernel.nrows()),
+            last_axis_rows_mut("y", y, self.units),
+            last_axis_rows_mut("aux", aux, self.units),
+        );
         let (rows, units) = (x.nrows(), self.units);
         expect_shape("Dense", "x", x.shape(), &[rows, self.kernel.nrows()]);
         expect_shape("Dense", "y", y.shape(), &[rows, units]);
@@ -182,39 +196,16 @@ impl Layer for Dense {
             expect_shape("Dense", "aux", aux.shape(), &[rows, units]);
         }
         gemm(x, self.kernel.view(), y.view_mut());
-        let act = self.activation;
-        let bias = &self.bias[..];
         let keep_z = aux.ncols() == units;
-        let finish = |yc: &mut [f32], zc: Option<&mut [f32]>| {
-            if !bias.is_empty() {
-                for row in yc.chunks_exact_mut(units) {
-                    for (v, &b) in row.iter_mut().zip(bias) {
-                        *v += b;
-                    }
-                }
-            }
-            if let Some(zc) = zc {
-                zc.copy_from_slice(yc);
-            }
-            act.forward_block(yc, units);
-        };
-        let ys = values_mut(y);
-        let chunk = ROWS_PER_TASK * units;
-        let parallel = ys.len() >= 1 << 14;
-        if keep_z {
-            let zs = values_mut(aux);
-            if parallel {
-                ys.par_chunks_mut(chunk)
-                    .zip(zs.par_chunks_mut(chunk))
-                    .for_each(|(yc, zc)| finish(yc, Some(zc)));
-            } else {
-                finish(ys, Some(zs));
-            }
-        } else if parallel {
-            ys.par_chunks_mut(chunk).for_each(|yc| finish(yc, None));
-        } else {
-            finish(ys, None);
-        }
+        let z = keep_z.then(|| values_mut(aux));
+        add_bias_activate(
+            values_mut(y),
+            z,
+            &self.bias,
+            self.activation,
+            units,
+            ROWS_PER_TASK,
+        );
     }
 
     fn backward(
@@ -222,11 +213,19 @@ impl Layer for Dense {
         x: ArrayView2<f32>,
         y: ArrayView2<f32>,
         aux: ArrayView2<f32>,
-        mut dy: ArrayViewMut2<f32>,
+        dy: ArrayViewMut2<f32>,
         dx: Option<ArrayViewMut2<f32>>,
         grads: &mut [Vec<f32>],
-        dy_is_preactivation: bool,
+        ctx: &mut BackwardContext<'_>,
     ) {
+        let dy_is_preactivation = ctx.dy_is_preactivation;
+        let (x, y, aux, mut dy, dx) = (
+            last_axis_rows("x", x, self.kernel.nrows()),
+            last_axis_rows("y", y, self.units),
+            last_axis_rows("aux", aux, self.units),
+            last_axis_rows_mut("dy", dy, self.units),
+            dx.map(|dx| last_axis_rows_mut("dx", dx, self.kernel.nrows())),
+        );
         let (rows, units) = (x.nrows(), self.units);
         expect_shape("Dense", "x", x.shape(), &[rows, self.kernel.nrows()]);
         expect_shape("Dense", "y", y.shape(), &[rows, units]);
@@ -267,17 +266,17 @@ impl Layer for Dense {
     }
 
     fn params(&self) -> Vec<ParamView<'_>> {
-        let mut v = vec![ParamView {
-            name: "kernel",
-            shape: vec![self.kernel.nrows(), self.kernel.ncols()],
-            values: self.kernel_values(),
-        }];
+        let mut v = vec![ParamView::trainable(
+            "kernel",
+            vec![self.kernel.nrows(), self.kernel.ncols()],
+            self.kernel_values(),
+        )];
         if self.use_bias {
-            v.push(ParamView {
-                name: "bias",
-                shape: vec![self.bias.len()],
-                values: &self.bias,
-            });
+            v.push(ParamView::trainable(
+                "bias",
+                vec![self.bias.len()],
+                &self.bias,
+            ));
         }
         v
     }
@@ -302,7 +301,7 @@ impl Layer for Dense {
         _x: ArrayView2<'a, f32>,
         aux: ArrayView2<'a, f32>,
     ) -> Option<ArrayView2<'a, f32>> {
-        (aux.ncols() == self.units && aux.ncols() > 0).then_some(aux)
+        (aux.ncols() > 0 && aux.ncols() % self.units == 0).then_some(aux)
     }
 
     fn regularization_penalty(&self) -> f32 {
@@ -336,4 +335,43 @@ impl Layer for Dense {
             bias_regularizer: self.bias_regularizer,
         })
     }
+}
+
+/// A `rows x (positions * width)` view as `(rows * positions) x width`: Dense
+/// on the last axis. Views that already have `width` columns (2-D inputs, and
+/// every empty `aux`) pass unchanged; a wider one must be contiguous.
+#[track_caller]
+fn last_axis_rows<'a>(what: &str, v: ArrayView2<'a, f32>, width: usize) -> ArrayView2<'a, f32> {
+    if v.ncols() == width || v.ncols() == 0 || width == 0 || v.ncols() % width != 0 {
+        // Unchanged: the callers' shape checks report a wrong width.
+        return v;
+    }
+    let n = v.len();
+    assert!(
+        v.is_standard_layout(),
+        "Dense: `{what}` has shape {:?}; expected a contiguous view whose rows are a multiple of {width} values",
+        v.shape()
+    );
+    v.into_shape_with_order((n / width, width))
+        .expect("contiguous and a multiple of width, checked above")
+}
+
+#[track_caller]
+fn last_axis_rows_mut<'a>(
+    what: &str,
+    v: ArrayViewMut2<'a, f32>,
+    width: usize,
+) -> ArrayViewMut2<'a, f32> {
+    if v.ncols() == width || v.ncols() == 0 || width == 0 || v.ncols() % width != 0 {
+        // Unchanged: the callers' shape checks report a wrong width.
+        return v;
+    }
+    let n = v.len();
+    assert!(
+        v.is_standard_layout(),
+        "Dense: `{what}` has shape {:?}; expected a contiguous view whose rows are a multiple of {width} values",
+        v.shape()
+    );
+    v.into_shape_with_order((n / width, width))
+        .expect("contiguous and a multiple of width, checked above")
 }

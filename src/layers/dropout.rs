@@ -4,10 +4,11 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{expect_shape, ForwardContext, Layer};
+use super::{expect_shape, BackwardContext, Buffers, ForwardContext, Layer};
 use crate::error::{Error, Result};
 use crate::kernels::{values, values_mut};
 use crate::saving::LayerConfig;
+use crate::shape::Shape;
 
 /// Inverted dropout (Keras `Dropout`): in training each value is kept with
 /// probability `1 - rate` and scaled by `1 / (1 - rate)`, else set to 0; at
@@ -41,16 +42,19 @@ impl Layer for Dropout {
         "Dropout"
     }
 
-    fn build(&mut self, input_dim: usize, _rng: &mut StdRng) -> Result<usize> {
+    fn build(&mut self, input: &Shape, _rng: &mut StdRng) -> Result<Shape> {
         if !(0.0..=1.0).contains(&self.rate) {
             return Err(Error::arg("rate", "a number in [0, 1]", self.rate));
         }
-        Ok(input_dim)
+        Ok(input.clone())
     }
 
-    fn aux_width(&self, input_dim: usize) -> usize {
-        // One mask value per output, filled only in training.
-        input_dim
+    fn buffers(&self, input: &Shape, training: bool) -> Buffers {
+        // One mask value per output, used only in training.
+        Buffers {
+            aux: if training { input.size() } else { 0 },
+            ..Buffers::default()
+        }
     }
 
     fn forward(
@@ -98,7 +102,7 @@ impl Layer for Dropout {
         dy: ArrayViewMut2<f32>,
         dx: Option<ArrayViewMut2<f32>>,
         _grads: &mut [Vec<f32>],
-        _dy_is_preactivation: bool,
+        _ctx: &mut BackwardContext<'_>,
     ) {
         if let Some(dx) = dx {
             expect_shape("Dropout", "dy", dy.shape(), dx.shape());

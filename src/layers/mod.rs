@@ -1,20 +1,32 @@
-//! Layers: the [`Layer`] trait and the built-in `Dense`, `Dropout` and `Activation`.
+//! Layers: the [`Layer`] trait and the built-in layers.
 //!
-//! A layer maps a block of rows (`batch x input_dim`) to a block of rows
-//! (`batch x output_dim`). Layers never own per-batch buffers: the model hands
-//! each layer its input, an output buffer and an auxiliary buffer of
-//! [`Layer::aux_width`] columns (pre-activations, dropout masks) that live in the
-//! model's reusable workspace. `forward` and `backward` take `&self`, so one model
+//! A layer maps a block of rows (`batch x input.size()`) to a block of rows
+//! (`batch x output.size()`), each row one sample's tensor in channels-last
+//! order. Layers never own per-batch buffers: the model hands each layer its
+//! input, an output buffer, an auxiliary buffer of [`Buffers::aux`] columns
+//! (pre-activations, dropout masks, patches), scratch space and a state buffer,
+//! all in the model's reusable workspace. `forward` and `backward` take `&self`, so one model
 //! can serve predictions from many threads, and the buffers are reused across
 //! batches without allocation.
 
 mod activation;
+pub(crate) mod conv;
 mod dense;
 mod dropout;
+mod normalization;
+pub(crate) mod pooling;
+mod reshape;
 
 pub use activation::ActivationLayer;
+pub use conv::{Conv1D, Conv2D, ConvConfig, IntoWindow, Padding};
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use normalization::{BatchNormalization, LayerNormalization};
+pub use pooling::{
+    AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
+    GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D, PoolConfig,
+};
+pub use reshape::{Flatten, Reshape};
 
 use std::fmt;
 
@@ -23,14 +35,83 @@ use rand::rngs::StdRng;
 
 use crate::activations::Activation;
 use crate::error::Result;
+use crate::shape::Shape;
 
-/// Whether a forward pass is for training (dropout active) or inference.
+/// What a forward pass gets besides its input and output: the mode, the
+/// step's random stream and the layer's buffers from the model's workspace.
 pub struct ForwardContext<'a> {
     /// True during `fit`'s training steps.
     pub training: bool,
     /// The step's random stream (dropout masks), seeded from the fit seed, the
     /// epoch and the step, so a run is reproducible.
     pub rng: &'a mut StdRng,
+    /// Scratch space of at least [`Buffers::scratch_len`] values for this batch,
+    /// shared by all layers: its contents do not survive the call.
+    pub scratch: &'a mut [f32],
+    /// The layer's own [`Buffers::state`] values, kept from `forward` to
+    /// `backward` and [`Layer::end_train_step`] (BatchNormalization's batch
+    /// statistics).
+    pub state: &'a mut [f32],
+}
+
+impl<'a> ForwardContext<'a> {
+    /// A context without buffers, for layers that declare none (calling a
+    /// layer by hand).
+    pub fn new(training: bool, rng: &'a mut StdRng) -> Self {
+        ForwardContext {
+            training,
+            rng,
+            scratch: &mut [],
+            state: &mut [],
+        }
+    }
+}
+
+/// What a backward pass gets besides its views.
+pub struct BackwardContext<'a> {
+    /// `dy` is already the gradient with respect to the pre-activation of
+    /// [`Layer::output_activation`] (a loss fused with the output softmax or
+    /// sigmoid).
+    pub dy_is_preactivation: bool,
+    /// Scratch space as in [`ForwardContext::scratch`].
+    pub scratch: &'a mut [f32],
+    /// The state the forward pass left, as in [`ForwardContext::state`].
+    pub state: &'a [f32],
+}
+
+impl<'a> BackwardContext<'a> {
+    /// A context without buffers (calling a layer by hand).
+    pub fn new(dy_is_preactivation: bool) -> Self {
+        BackwardContext {
+            dy_is_preactivation,
+            scratch: &mut [],
+            state: &[],
+        }
+    }
+}
+
+/// The workspace a layer asks for, sized once per `fit`/`predict` so that
+/// no batch allocates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Buffers {
+    /// Values per row kept from `forward` to `backward` (pre-activations,
+    /// dropout masks, a convolution's patches), handed over as `aux`.
+    pub aux: usize,
+    /// Scratch values per row of the batch.
+    pub scratch_per_row: usize,
+    /// Scratch values independent of the batch size.
+    pub scratch: usize,
+    /// Values of per-batch state (see [`ForwardContext::state`]).
+    pub state: usize,
+}
+
+impl Buffers {
+    /// Scratch values needed for a batch of `rows` rows.
+    pub fn scratch_len(&self, rows: usize) -> usize {
+        self.scratch_per_row
+            .saturating_mul(rows)
+            .saturating_add(self.scratch)
+    }
 }
 
 /// A named view of one weight tensor.
@@ -42,14 +123,34 @@ pub struct ParamView<'a> {
     pub shape: Vec<usize>,
     /// Values in row-major order.
     pub values: &'a [f32],
+    /// Whether the optimizer trains it (false for BatchNormalization's moving
+    /// statistics, which `end_train_step` updates).
+    pub trainable: bool,
+}
+
+impl<'a> ParamView<'a> {
+    /// A trainable weight.
+    pub fn trainable(name: &'static str, shape: Vec<usize>, values: &'a [f32]) -> Self {
+        ParamView {
+            name,
+            shape,
+            values,
+            trainable: true,
+        }
+    }
 }
 
 /// A layer of a [`Sequential`](crate::Sequential) model. Implement it to add your
 /// own layers; the built-in ones are implemented the same way.
 ///
+/// A batch reaches a layer as an `ArrayView2` of `rows x shape.size()`: one
+/// row per sample, the sample's tensor in channels-last order (see
+/// [`Shape`]). The layer learns its input shape in [`Layer::build`].
+///
 /// ```
 /// use horn::prelude::*;
-/// use horn::layers::{ForwardContext, Layer, ParamView};
+/// use horn::layers::{BackwardContext, ForwardContext, Layer, ParamView};
+/// use horn::Shape;
 /// use ndarray::{ArrayView2, ArrayViewMut2};
 ///
 /// /// Multiplies its input by a fixed factor.
@@ -58,8 +159,8 @@ pub struct ParamView<'a> {
 ///
 /// impl Layer for Scale {
 ///     fn class_name(&self) -> &str { "Scale" }
-///     fn build(&mut self, input_dim: usize, _rng: &mut rand::rngs::StdRng) -> horn::Result<usize> {
-///         Ok(input_dim)
+///     fn build(&mut self, input: &Shape, _rng: &mut rand::rngs::StdRng) -> horn::Result<Shape> {
+///         Ok(input.clone())
 ///     }
 ///     fn forward(&self, x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>, _aux: ArrayViewMut2<f32>,
 ///                _ctx: &mut ForwardContext<'_>) {
@@ -67,7 +168,7 @@ pub struct ParamView<'a> {
 ///     }
 ///     fn backward(&self, _x: ArrayView2<f32>, _y: ArrayView2<f32>, _aux: ArrayView2<f32>,
 ///                 dy: ArrayViewMut2<f32>, dx: Option<ArrayViewMut2<f32>>, _grads: &mut [Vec<f32>],
-///                 _dy_is_preactivation: bool) {
+///                 _ctx: &mut BackwardContext<'_>) {
 ///         if let Some(mut dx) = dx { dx.zip_mut_with(&dy, |o, &d| *o = d * self.0); }
 ///     }
 /// }
@@ -81,14 +182,16 @@ pub trait Layer: Send + Sync + fmt::Debug {
     /// The class shown in `summary()` (`Dense`, `Dropout`, ...).
     fn class_name(&self) -> &str;
 
-    /// Creates the weights for this input width and returns the output width
-    /// (Keras' `build` + `compute_output_shape`). Called once, before any pass.
-    fn build(&mut self, input_dim: usize, rng: &mut StdRng) -> Result<usize>;
+    /// Creates the weights for this input shape and returns the output shape
+    /// (Keras' `build` + `compute_output_shape`). Called once, before any
+    /// pass. A shape the layer cannot take is an [`Error::Shape`](crate::Error)
+    /// naming both shapes.
+    fn build(&mut self, input: &Shape, rng: &mut StdRng) -> Result<Shape>;
 
-    /// Columns of auxiliary per-row storage the layer needs between `forward` and
-    /// `backward` for this input width (0 by default).
-    fn aux_width(&self, _input_dim: usize) -> usize {
-        0
+    /// The buffers the layer needs for this input shape (none by default).
+    /// `training` is false for `predict` and `evaluate`.
+    fn buffers(&self, _input: &Shape, _training: bool) -> Buffers {
+        Buffers::default()
     }
 
     /// Asks the layer to keep its pre-activation values (the logits) in `aux`, so
@@ -106,8 +209,8 @@ pub trait Layer: Send + Sync + fmt::Debug {
         None
     }
 
-    /// Computes `y` from `x` (both `rows x width`, standard layout). `aux` has
-    /// `aux_width()` columns for the same rows.
+    /// Computes `y` from `x` (both `rows x size`, standard layout). `aux` has
+    /// [`Buffers::aux`] columns for the same rows.
     ///
     /// # Panics
     /// The model always passes contiguous, standard-layout views of its own
@@ -124,11 +227,9 @@ pub trait Layer: Send + Sync + fmt::Debug {
     );
 
     /// Back-propagates: from `dy = dL/dy` (which the layer may overwrite) computes
-    /// the parameter gradients into `grads` (one `Vec` per tensor of
-    /// [`Layer::params`], overwritten, not accumulated) and, when `dx` is given,
-    /// `dL/dx`. With `dy_is_preactivation`, `dy` is already the gradient with
-    /// respect to the pre-activation of [`Layer::output_activation`] (a loss fused
-    /// with the output softmax or sigmoid).
+    /// the gradients of the trainable weights into `grads` (one `Vec` per
+    /// trainable tensor of [`Layer::params`], in order, overwritten, not
+    /// accumulated) and, when `dx` is given, `dL/dx`.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
@@ -138,8 +239,13 @@ pub trait Layer: Send + Sync + fmt::Debug {
         dy: ArrayViewMut2<f32>,
         dx: Option<ArrayViewMut2<f32>>,
         grads: &mut [Vec<f32>],
-        dy_is_preactivation: bool,
+        ctx: &mut BackwardContext<'_>,
     );
+
+    /// Commits per-batch state after the optimizer step of a training batch
+    /// (BatchNormalization folds the batch statistics into its moving
+    /// averages). `state` is what `forward` left in [`ForwardContext::state`].
+    fn end_train_step(&mut self, _state: &[f32]) {}
 
     /// The weight tensors, in Keras' order (kernel then bias).
     fn params(&self) -> Vec<ParamView<'_>> {
@@ -189,4 +295,45 @@ pub(crate) fn expect_grads(layer: &str, grads: &[Vec<f32>], lens: &[usize]) {
         "{layer}: `grads` must hold one buffer per weight tensor with lengths {lens:?}; received lengths {:?}",
         grads.iter().map(Vec::len).collect::<Vec<_>>()
     );
+}
+
+/// The fused pass after a layer's matrix product: adds `bias` to every row
+/// of `units` values of `y`, copies the result to `z` when given (the
+/// pre-activation a fused loss or the activation's gradient needs), and
+/// applies `act`, all in one pass over the memory; in parallel over blocks
+/// of `rows_per_task` rows for large outputs (each row's values do not
+/// depend on the split).
+pub(crate) fn add_bias_activate(
+    y: &mut [f32],
+    z: Option<&mut [f32]>,
+    bias: &[f32],
+    act: Activation,
+    units: usize,
+    rows_per_task: usize,
+) {
+    use rayon::prelude::*;
+    let finish = |yc: &mut [f32], zc: Option<&mut [f32]>| {
+        if !bias.is_empty() {
+            for row in yc.chunks_exact_mut(units) {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            }
+        }
+        if let Some(zc) = zc {
+            zc.copy_from_slice(yc);
+        }
+        act.forward_block(yc, units);
+    };
+    let chunk = rows_per_task.max(1) * units;
+    let parallel = y.len() >= 1 << 14;
+    match z {
+        Some(z) if parallel => y
+            .par_chunks_mut(chunk)
+            .zip(z.par_chunks_mut(chunk))
+            .for_each(|(yc, zc)| finish(yc, Some(zc))),
+        Some(z) => finish(y, Some(z)),
+        None if parallel => y.par_chunks_mut(chunk).for_each(|yc| finish(yc, None)),
+        None => finish(y, None),
+    }
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ndarray::{Array2, ArrayView2, AsArray, Ix2};
+use ndarray::{Array2, ArrayView2, AsArray, Dimension};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -30,7 +30,6 @@ use super::workspace::{view, view_mut, Workspace};
 use super::Sequential;
 use crate::callbacks::{Callback, CallbackContext};
 use crate::error::{Error, Result};
-use crate::layers::ForwardContext;
 use crate::losses::Loss;
 use crate::metrics::{argmax, MetricState};
 
@@ -177,12 +176,15 @@ enum EarlyEnd {
 impl Sequential {
     /// Trains the model (Keras `fit`) and returns the per-epoch [`History`].
     ///
-    /// `x` is `(samples, features)`; `y` is one-hot (or any target) rows of the
-    /// output width, or one column of class indices for the sparse loss.
-    pub fn fit<'a, 'b>(
+    /// `x` has samples on its first axis and the model's input shape after it
+    /// (`(samples, features)`, `(samples, h, w, c)`; flattened rows
+    /// `(samples, h * w * c)` are accepted too); `y` is one-hot (or any target)
+    /// rows of the output width, or one column of class indices for the
+    /// sparse loss.
+    pub fn fit<'a, 'b, D: Dimension, E: Dimension>(
         &mut self,
-        x: impl AsArray<'a, f32, Ix2>,
-        y: impl AsArray<'b, f32, Ix2>,
+        x: impl AsArray<'a, f32, D>,
+        y: impl AsArray<'b, f32, E>,
         options: FitOptions,
     ) -> Result<History> {
         self.fit_with_callbacks(x, y, options, &mut [])
@@ -195,14 +197,18 @@ impl Sequential {
     /// when training ends with an error (a diverged loss, a callback's error):
     /// `EarlyStopping(restore_best_weights)` then restores the best weights
     /// before the error is returned.
-    pub fn fit_with_callbacks<'a, 'b>(
+    pub fn fit_with_callbacks<'a, 'b, D: Dimension, E: Dimension>(
         &mut self,
-        x: impl AsArray<'a, f32, Ix2>,
-        y: impl AsArray<'b, f32, Ix2>,
+        x: impl AsArray<'a, f32, D>,
+        y: impl AsArray<'b, f32, E>,
         options: FitOptions,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
-        let (x, y) = (x.into(), y.into());
+        let compiled = self.compiled().ok_or(Error::NotCompiled("fit"))?;
+        let _ = compiled;
+        let x = validate::as_rows(x.into(), self.get_input_shape(), "x")?;
+        let y = validate::as_rows(y.into(), self.output_shape(), "y")?;
+        let (x, y) = (x.view(), y.view());
         let compiled = self.compiled().ok_or(Error::NotCompiled("fit"))?;
         let loss = compiled.loss;
         let o = &options;
@@ -333,7 +339,7 @@ impl Sequential {
             steps,
             verbose: o.verbose,
         };
-        let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), bs, true, y.ncols());
+        let mut ws = Workspace::new(self.layers(), &self.all_shapes(), bs, true, y.ncols());
         let plan = Plan {
             x,
             y,
@@ -528,11 +534,7 @@ impl Sequential {
         }
         // 2. forward
         let mut rng = StdRng::seed_from_u64(c.seed);
-        let mut fctx = ForwardContext {
-            training: true,
-            rng: &mut rng,
-        };
-        ws.forward(&self.layers, nb, &mut fctx);
+        ws.forward(&self.layers, nb, true, &mut rng);
         // 3. loss and its gradient
         let batch_loss = {
             let out_w = self.output_dim();
@@ -586,14 +588,24 @@ impl Sequential {
             let mut idx = 0;
             for (l, layer) in self.layers.iter_mut().enumerate() {
                 let grads = &mut ws.param_grads[l];
-                let mut j = 0;
+                let flags = &ws.trainable[l];
+                let (mut j, mut k) = (0, 0);
                 layer.visit_params_mut(&mut |p| {
-                    opt.update_tensor(idx, p, &mut grads[j], norm);
-                    idx += 1;
-                    j += 1;
+                    if flags.get(k).copied().unwrap_or(false) {
+                        opt.update_tensor(idx, p, &mut grads[j], norm);
+                        idx += 1;
+                        j += 1;
+                    }
+                    k += 1;
                 });
             }
             opt.finish_step();
+        }
+        // 6. state that follows the step (BatchNormalization's moving statistics)
+        for (layer, state) in self.layers.iter_mut().zip(&ws.state) {
+            if !state.is_empty() {
+                layer.end_train_step(state);
+            }
         }
         Ok(batch_loss)
     }

@@ -5,7 +5,7 @@
 //! `MIN_BLOCK` rows whatever `batch_size` says. Loss and metric totals are summed
 //! in row order in f64, so `evaluate` gives the same numbers for any batch size.
 
-use ndarray::{Array2, ArrayView2, AsArray, Ix2};
+use ndarray::{Array2, ArrayD, ArrayView2, AsArray, Dimension, IxDyn};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -15,13 +15,16 @@ use super::validate;
 use super::workspace::Workspace;
 use super::{Compiled, Sequential};
 use crate::error::{Error, Result};
-use crate::layers::ForwardContext;
 use crate::metrics::MetricState;
 
-/// Smallest block `evaluate` runs, whatever `batch_size` says.
+/// Smallest block `evaluate` runs, whatever `batch_size` says (fewer when a
+/// row's buffers are large, see [`Sequential::rows_per_block`]).
 const MIN_BLOCK: usize = 2048;
 /// Rows per block in `predict`.
 const PREDICT_BLOCK: usize = 2048;
+/// The most f32 values one inference block's buffers may hold (256 MiB):
+/// a convolutional network's rows are large, so its blocks are fewer rows.
+const BLOCK_VALUES: usize = 1 << 26;
 
 /// Options of [`Sequential::evaluate_with`] (Keras `evaluate` arguments).
 #[derive(Debug, Clone, PartialEq)]
@@ -93,8 +96,9 @@ impl Sequential {
     ) {
         let n = x.nrows();
         let input_dim = self.input_dim().unwrap_or(0);
+        let shapes = self.all_shapes();
         let mut run = || {
-            let mut ws = Workspace::new(self.layers(), input_dim, self.dims(), block, false, 0);
+            let mut ws = Workspace::new(self.layers(), &shapes, block, false, 0);
             let mut rng = StdRng::seed_from_u64(0);
             for start in (0..n).step_by(block.max(1)) {
                 let nb = block.min(n - start);
@@ -102,11 +106,7 @@ impl Sequential {
                     x.slice(ndarray::s![start..start + nb, ..]),
                     ws.input_mut(nb),
                 );
-                let mut ctx = ForwardContext {
-                    training: false,
-                    rng: &mut rng,
-                };
-                ws.forward(self.layers(), nb, &mut ctx);
+                ws.forward(self.layers(), nb, false, &mut rng);
                 each(start, nb, &ws);
             }
         };
@@ -131,17 +131,71 @@ impl Sequential {
     /// assert_eq!(p.dim(), (5, 2));
     /// assert!((p.row(0).sum() - 1.0).abs() < 1e-6);
     /// ```
-    pub fn predict<'a>(&self, x: impl AsArray<'a, f32, Ix2>) -> Result<Array2<f32>> {
-        let x = x.into();
+    pub fn predict<'a, D: Dimension>(&self, x: impl AsArray<'a, f32, D>) -> Result<Array2<f32>> {
         self.ensure_built()?;
+        if let Some(s) = self.output_shape().filter(|s| s.rank() > 1) {
+            return Err(Error::shape(
+                "predict",
+                "a model whose output is one vector per sample (use `predict_nd` for others)",
+                s.to_string(),
+            ));
+        }
+        self.predict_rows(x)
+    }
+
+    /// Predictions shaped like the model's output: `(samples, ...output
+    /// shape)`, e.g. `(n, steps, units)` for a model that ends with `Dense` on
+    /// sequences. [`Sequential::predict`] returns the common 2-D case as an
+    /// `Array2`.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let model = Sequential::new().seed(1).input_shape(&[5, 3]).dense(2, Linear);
+    /// let p = model.predict_nd(&ndarray::Array3::<f32>::zeros((4, 5, 3))).unwrap();
+    /// assert_eq!(p.shape(), &[4, 5, 2]);
+    /// ```
+    pub fn predict_nd<'a, D: Dimension>(&self, x: impl AsArray<'a, f32, D>) -> Result<ArrayD<f32>> {
+        self.ensure_built()?;
+        let out = self.predict_rows(x)?;
+        let mut shape = vec![out.nrows()];
+        shape.extend_from_slice(self.output_shape().map_or(&[][..], |s| s.dims()));
+        out.into_shape_with_order(IxDyn(&shape))
+            .map_err(|e| Error::shape("predict_nd", format!("{shape:?}"), e.to_string()))
+    }
+
+    /// Predictions as rows of the output's size.
+    fn predict_rows<'a, D: Dimension>(&self, x: impl AsArray<'a, f32, D>) -> Result<Array2<f32>> {
+        let x = validate::as_rows(x.into(), self.get_input_shape(), "x")?;
+        let x = x.view();
         validate::check_inputs(x, self.input_dim().unwrap_or(0), "x")?;
         let n = x.nrows();
         let mut out = Array2::<f32>::zeros((n, self.output_dim()));
-        self.forward_blocks(x, n.min(PREDICT_BLOCK), |start, nb, ws| {
-            out.slice_mut(ndarray::s![start..start + nb, ..])
-                .assign(&ws.output(nb));
-        });
+        self.forward_blocks(
+            x,
+            n.min(self.rows_per_block(PREDICT_BLOCK)),
+            |start, nb, ws| {
+                out.slice_mut(ndarray::s![start..start + nb, ..])
+                    .assign(&ws.output(nb));
+            },
+        );
         Ok(out)
+    }
+
+    /// At most `rows` rows, fewer when the buffers of a row are large, so that
+    /// an inference block stays within [`BLOCK_VALUES`] (at least 32 rows).
+    fn rows_per_block(&self, rows: usize) -> usize {
+        let shapes = self.all_shapes();
+        let per_row: usize = shapes.iter().map(|s| s.size()).sum::<usize>()
+            + self
+                .layers()
+                .iter()
+                .zip(&shapes)
+                .map(|(l, s)| {
+                    let b = l.buffers(s, false);
+                    b.aux + b.scratch_per_row
+                })
+                .sum::<usize>();
+        rows.min((BLOCK_VALUES / per_row.max(1)).max(32))
     }
 
     /// The predicted class of every row (Keras: `predict(x) |> k_argmax()`): the
@@ -155,7 +209,10 @@ impl Sequential {
     /// assert_eq!(classes.len(), 5);
     /// assert!(classes.iter().all(|&c| c < 4));
     /// ```
-    pub fn predict_classes<'a>(&self, x: impl AsArray<'a, f32, Ix2>) -> Result<Vec<usize>> {
+    pub fn predict_classes<'a, D: Dimension>(
+        &self,
+        x: impl AsArray<'a, f32, D>,
+    ) -> Result<Vec<usize>> {
         let p = self.predict(x)?;
         Ok(p.rows()
             .into_iter()
@@ -170,23 +227,26 @@ impl Sequential {
     /// Loss and metrics on `(x, y)` in inference mode (Keras `evaluate` with
     /// `return_dict = TRUE`): `{"loss": .., "accuracy": ..}`. The loss includes
     /// regularization penalties, as in Keras.
-    pub fn evaluate<'a, 'b>(
+    pub fn evaluate<'a, 'b, D: Dimension, E: Dimension>(
         &self,
-        x: impl AsArray<'a, f32, Ix2>,
-        y: impl AsArray<'b, f32, Ix2>,
+        x: impl AsArray<'a, f32, D>,
+        y: impl AsArray<'b, f32, E>,
     ) -> Result<Logs> {
         self.evaluate_with(x, y, EvaluateOptions::default())
     }
 
     /// [`Sequential::evaluate`] with options.
-    pub fn evaluate_with<'a, 'b>(
+    pub fn evaluate_with<'a, 'b, D: Dimension, E: Dimension>(
         &self,
-        x: impl AsArray<'a, f32, Ix2>,
-        y: impl AsArray<'b, f32, Ix2>,
+        x: impl AsArray<'a, f32, D>,
+        y: impl AsArray<'b, f32, E>,
         options: EvaluateOptions,
     ) -> Result<Logs> {
-        let (x, y) = (x.into(), y.into());
         let c = self.compiled().ok_or(Error::NotCompiled("evaluate"))?;
+        self.ensure_built()?;
+        let x = validate::as_rows(x.into(), self.get_input_shape(), "x")?;
+        let y = validate::as_rows(y.into(), self.output_shape(), "y")?;
+        let (x, y) = (x.view(), y.view());
         validate::check_batch_size(options.batch_size)?;
         validate::check_inputs(x, self.input_dim().unwrap_or(0), "x")?;
         validate::check_targets(&c.loss, y, self.output_dim(), "y")?;
@@ -215,7 +275,7 @@ impl Sequential {
         prefix: &str,
     ) -> Logs {
         let n = x.nrows();
-        let block = n.min(batch_size.max(MIN_BLOCK));
+        let block = n.min(self.rows_per_block(batch_size.max(MIN_BLOCK)));
         let mut states: Vec<MetricState> = c
             .entries
             .iter()

@@ -36,6 +36,7 @@ use crate::layers::{ActivationLayer, Dense, Dropout, Layer};
 use crate::losses::Loss;
 use crate::metrics::Metric;
 use crate::optimizers::Optimizer;
+use crate::shape::Shape;
 
 /// A linear stack of layers, built and trained the Keras way.
 ///
@@ -64,14 +65,14 @@ use crate::optimizers::Optimizer;
 /// ```
 pub struct Sequential {
     name: String,
-    input_dim: Option<usize>,
+    input_shape: Option<Shape>,
     layers: Vec<Box<dyn Layer>>,
     names: Vec<String>,
     /// Layers per snake_case class name, for numbering (`dense`, `dense_1`)
     /// in constant time however many layers a model (or a file) has.
     name_counts: std::collections::HashMap<String, usize>,
-    /// Output width of each built layer (`dims.len()` layers are built).
-    dims: Vec<usize>,
+    /// Output shape of each built layer (`shapes.len()` layers are built).
+    shapes: Vec<Shape>,
     seed: u64,
     rng: StdRng,
     pending: Option<Error>,
@@ -90,7 +91,7 @@ impl fmt::Debug for Sequential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sequential")
             .field("name", &self.name)
-            .field("input_dim", &self.input_dim)
+            .field("input_shape", &self.input_shape)
             .field("layers", &self.names)
             .field("compiled", &self.compiled.is_some())
             .finish()
@@ -111,11 +112,11 @@ impl Sequential {
         let seed = rand::random::<u64>();
         Sequential {
             name: "sequential".into(),
-            input_dim: None,
+            input_shape: None,
             layers: Vec::new(),
             names: Vec::new(),
             name_counts: Default::default(),
-            dims: Vec::new(),
+            shapes: Vec::new(),
             seed,
             rng: StdRng::seed_from_u64(seed),
             pending: None,
@@ -139,13 +140,30 @@ impl Sequential {
         self
     }
 
-    /// The input width (Keras `input_shape = c(n)`).
-    pub fn input(mut self, dim: usize) -> Self {
-        if dim == 0 {
-            self.pending
-                .get_or_insert(Error::arg("input_shape", "a positive width", 0));
+    /// The input width of flat rows (Keras `input_shape = c(n)`,
+    /// `keras.Input(shape=(n,))`).
+    pub fn input(self, dim: usize) -> Self {
+        self.input_shape(&[dim])
+    }
+
+    /// The shape of one input sample, batch excluded, channels last as in Keras
+    /// (`keras.Input(shape=(28, 28, 1))`): `&[28, 28, 1]` for grey images,
+    /// `&[50, 8]` for sequences of 50 steps of 8 features.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let model = Sequential::new().input_shape(&[28, 28, 1]).conv2d(32, 3, Relu);
+    /// assert_eq!(model.output_shape().unwrap().dims(), &[26, 26, 32]);
+    /// ```
+    pub fn input_shape(mut self, shape: &[usize]) -> Self {
+        if shape.is_empty() || shape.contains(&0) {
+            self.pending.get_or_insert(Error::arg(
+                "input_shape",
+                "one or more positive dimensions",
+                format!("{shape:?}"),
+            ));
         }
-        self.input_dim = Some(dim);
+        self.input_shape = Some(Shape::new(shape));
         self.rebuild();
         self
     }
@@ -177,6 +195,54 @@ impl Sequential {
                 self
             }
         }
+    }
+
+    /// Adds `Conv2D(filters, kernel_size, activation)` with Keras' defaults
+    /// (stride 1, `valid` padding); use [`Conv2D`](crate::layers::Conv2D)
+    /// with [`Sequential::add`] for the other options.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let m = Sequential::new().input_shape(&[28, 28, 1]).conv2d(32, 3, Relu).max_pooling2d(2);
+    /// assert_eq!(m.output_shape().unwrap().dims(), &[13, 13, 32]);
+    /// ```
+    pub fn conv2d(
+        self,
+        filters: usize,
+        kernel_size: usize,
+        activation: impl IntoActivation,
+    ) -> Self {
+        self.add(crate::layers::Conv2D::new(filters, kernel_size, activation))
+    }
+
+    /// Adds `Conv1D(filters, kernel_size, activation)` with Keras' defaults.
+    pub fn conv1d(
+        self,
+        filters: usize,
+        kernel_size: usize,
+        activation: impl IntoActivation,
+    ) -> Self {
+        self.add(crate::layers::Conv1D::new(filters, kernel_size, activation))
+    }
+
+    /// Adds `MaxPooling2D(pool_size)` (strides = pool size, `valid`).
+    pub fn max_pooling2d(self, pool_size: usize) -> Self {
+        self.add(crate::layers::MaxPooling2D::new(pool_size))
+    }
+
+    /// Adds `MaxPooling1D(pool_size)` (strides = pool size, `valid`).
+    pub fn max_pooling1d(self, pool_size: usize) -> Self {
+        self.add(crate::layers::MaxPooling1D::new(pool_size))
+    }
+
+    /// Adds `Flatten()`.
+    pub fn flatten(self) -> Self {
+        self.add(crate::layers::Flatten)
+    }
+
+    /// Adds `BatchNormalization()` with Keras' defaults.
+    pub fn batch_normalization(self) -> Self {
+        self.add(crate::layers::BatchNormalization::new())
     }
 
     /// Adds any layer, built-in or your own (Keras `model.add`).
@@ -211,37 +277,47 @@ impl Sequential {
     /// Appends a layer whose weights already exist (model loading), with its
     /// output width: nothing is initialised, so a file's architecture costs
     /// only the tensors it holds. Every earlier layer must be built.
-    pub(crate) fn push_built(&mut self, layer: Box<dyn Layer>, out_dim: usize) -> Result<()> {
-        if self.dims.len() != self.layers.len() || self.pending.is_some() {
+    pub(crate) fn push_built(&mut self, layer: Box<dyn Layer>, out: Shape) -> Result<()> {
+        if self.shapes.len() != self.layers.len() || self.pending.is_some() {
             return Err(Error::NotBuilt(
                 "a built layer follows one that is not built".into(),
             ));
         }
         self.push_named(layer);
-        self.dims.push(out_dim);
+        self.shapes.push(out);
         Ok(())
     }
 
     /// Re-initialises every layer from the seed.
     fn rebuild(&mut self) {
         self.rng = StdRng::seed_from_u64(self.seed);
-        self.dims.clear();
+        self.shapes.clear();
         self.build_pending();
     }
 
-    /// Builds the layers not built yet, when the input width is known.
+    /// Builds the layers not built yet, when the input shape is known.
     fn build_pending(&mut self) {
-        let Some(input) = self.input_dim else { return };
-        if self.pending.is_some() || input == 0 {
+        let Some(input) = self.input_shape.clone() else {
+            return;
+        };
+        if self.pending.is_some() || input.size() == 0 {
             return;
         }
-        while self.dims.len() < self.layers.len() {
-            let i = self.dims.len();
-            let in_dim = if i == 0 { input } else { self.dims[i - 1] };
-            match self.layers[i].build(in_dim, &mut self.rng) {
-                Ok(d) => self.dims.push(d),
+        while self.shapes.len() < self.layers.len() {
+            let i = self.shapes.len();
+            let in_shape = if i == 0 { &input } else { &self.shapes[i - 1] };
+            match self.layers[i].build(in_shape, &mut self.rng) {
+                Ok(s) if s.size() > 0 && s.rank() > 0 => self.shapes.push(s),
+                Ok(s) => {
+                    self.pending = Some(Error::shape(
+                        format!("output of layer `{}`", self.names[i]),
+                        "at least one value per sample",
+                        s.to_string(),
+                    ));
+                    return;
+                }
                 Err(e) => {
-                    self.pending = Some(e);
+                    self.pending = Some(name_error(&self.names[i], e));
                     return;
                 }
             }
@@ -270,22 +346,38 @@ impl Sequential {
                 "it has no layers; add one with `.dense(units, activation)`".into(),
             ));
         }
-        if self.input_dim.is_none() {
+        if self.input_shape.is_none() {
             return Err(Error::NotBuilt(
-                "its input width is unknown; start the model with `.input(n_features)`".into(),
+                "its input shape is unknown; start the model with `.input(n_features)` or \
+                 `.input_shape(&[h, w, c])`, or call `fit` first (it builds the model for its data)"
+                    .into(),
             ));
         }
         Ok(())
     }
 
-    /// The model's output width.
+    /// The model's output width: values per sample (0 before it is built).
     pub fn output_dim(&self) -> usize {
-        self.dims.last().copied().unwrap_or(0)
+        self.output_shape().map_or(0, Shape::size)
     }
 
-    /// The input width, if set.
+    /// The shape of one output sample, once the model is built.
+    pub fn output_shape(&self) -> Option<&Shape> {
+        if self.shapes.len() == self.layers.len() {
+            self.shapes.last()
+        } else {
+            None
+        }
+    }
+
+    /// The input width (values per sample), if the input shape is set.
     pub fn input_dim(&self) -> Option<usize> {
-        self.input_dim
+        self.input_shape.as_ref().map(Shape::size)
+    }
+
+    /// The shape of one input sample, if set.
+    pub fn get_input_shape(&self) -> Option<&Shape> {
+        self.input_shape.as_ref()
     }
 
     /// The layers, in order.
@@ -476,8 +568,18 @@ impl Sequential {
         &self.name
     }
 
-    pub(crate) fn dims(&self) -> &[usize] {
-        &self.dims
+    /// The input shape then each built layer's output shape (the workspace's
+    /// layout).
+    pub(crate) fn all_shapes(&self) -> Vec<Shape> {
+        let mut v = Vec::with_capacity(self.shapes.len() + 1);
+        v.push(self.input_shape.clone().unwrap_or_default());
+        v.extend(self.shapes.iter().cloned());
+        v
+    }
+
+    /// Output shape of each built layer.
+    pub(crate) fn layer_shapes(&self) -> &[Shape] {
+        &self.shapes
     }
 }
 
@@ -495,4 +597,21 @@ fn snake_case(s: &str) -> String {
         }
     }
     out
+}
+
+/// Prefixes a layer's build error with the layer's name (shape errors say
+/// which layer refused which shape).
+fn name_error(layer: &str, e: Error) -> Error {
+    match e {
+        Error::Shape {
+            context,
+            expected,
+            received,
+        } => Error::Shape {
+            context: format!("layer `{layer}`: {context}"),
+            expected,
+            received,
+        },
+        other => other,
+    }
 }

@@ -80,18 +80,22 @@ impl Sequential {
         out.push('\n');
         out.push_str(&rule('┡', '╇', '┩', '━'));
         out.push('\n');
-        let dims = self.dims();
+        let shapes = self.layer_shapes();
         let n = self.layers().len();
-        let mut total = 0usize;
+        let (mut total, mut frozen) = (0usize, 0usize);
         for (i, (layer, name)) in self.layers().iter().zip(self.layer_names()).enumerate() {
-            let shape = dims
-                .get(i)
-                .map_or("?".to_string(), |d| format!("(None, {d})"));
-            let params: usize = layer.params().iter().map(|p| p.values.len()).sum();
-            total += params;
+            let shape = shapes.get(i).map_or("?".to_string(), |s| s.to_string());
+            let params = layer.params();
+            let count: usize = params.iter().map(|p| p.values.len()).sum();
+            total += count;
+            frozen += params
+                .iter()
+                .filter(|p| !p.trainable)
+                .map(|p| p.values.len())
+                .sum::<usize>();
             let label = format!("{name} ({})", layer.class_name());
-            let count = if dims.get(i).is_some() {
-                thousands(params)
+            let count = if shapes.get(i).is_some() {
+                thousands(count)
             } else {
                 "0 (unbuilt)".to_string()
             };
@@ -104,13 +108,22 @@ impl Sequential {
         }
         out.push_str(&rule('└', '┴', '┘', '─'));
         out.push('\n');
-        let mem = memory(total as f64 * 4.0);
-        out.push_str(&format!(" Total params: {} ({mem})\n", thousands(total)));
+        let mem = |v: usize| memory(v as f64 * 4.0);
         out.push_str(&format!(
-            " Trainable params: {} ({mem})\n",
-            thousands(total)
+            " Total params: {} ({})\n",
+            thousands(total),
+            mem(total)
         ));
-        out.push_str(" Non-trainable params: 0 (0.00 B)\n");
+        out.push_str(&format!(
+            " Trainable params: {} ({})\n",
+            thousands(total - frozen),
+            mem(total - frozen)
+        ));
+        out.push_str(&format!(
+            " Non-trainable params: {} ({})\n",
+            thousands(frozen),
+            mem(frozen)
+        ));
         if let Some(opt) = self.optimizer() {
             let slots: usize = opt.slots().map(|(_, s)| s.len()).sum();
             if slots > 0 || opt.iterations() > 0 {

@@ -1,10 +1,11 @@
 //! Argument checks shared by `fit`, `evaluate`, `predict` and the losses.
 
-use ndarray::{ArrayView2, Axis};
+use ndarray::{ArrayView, ArrayView2, Axis, CowArray, Dimension, Ix2};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::losses::Loss;
+use crate::shape::Shape;
 
 /// Fails on the first NaN or infinity, naming its row and column.
 pub(crate) fn check_finite(a: ArrayView2<f32>, name: &str) -> Result<()> {
@@ -39,6 +40,58 @@ pub(crate) fn check_finite(a: ArrayView2<f32>, name: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// An array of any rank as rows, one per sample (its first axis): a 2-D array
+/// as it is (strided views stay views), a higher-rank one flattened to
+/// `(n, rest)` (a view when contiguous, else one copy), a 1-D one as one
+/// column. With `expected`, a rank-3+ array must have exactly that sample
+/// shape; a 2-D array of flattened rows only its size.
+pub(crate) fn as_rows<'a, D: Dimension>(
+    x: ArrayView<'a, f32, D>,
+    expected: Option<&Shape>,
+    name: &str,
+) -> Result<CowArray<'a, f32, Ix2>> {
+    let shape = x.shape().to_vec();
+    if shape.is_empty() {
+        return Err(Error::shape(
+            format!("`{name}`"),
+            "an array with a first axis of samples",
+            "a 0-D scalar",
+        ));
+    }
+    if let Some(want) = expected {
+        if shape.len() >= 3 && &shape[1..] != want.dims() {
+            let mut full = vec![shape[0]];
+            full.extend_from_slice(want.dims());
+            return Err(Error::shape(
+                format!("`{name}`"),
+                format!("{full:?} (samples first, then the model's input shape {want})"),
+                format!("{shape:?}"),
+            ));
+        }
+    }
+    let n = shape[0];
+    let width = shape[1..].iter().product::<usize>();
+    Ok(match shape.len() {
+        2 => CowArray::from(x.into_dimensionality::<Ix2>().expect("a 2-D array is Ix2")),
+        _ => {
+            let x = x.into_dyn();
+            if x.is_standard_layout() {
+                CowArray::from(
+                    x.into_shape_with_order((n, width))
+                        .expect("a contiguous array reshapes to (n, rest)"),
+                )
+            } else {
+                let owned = x.as_standard_layout().into_owned();
+                CowArray::from(
+                    owned
+                        .into_shape_with_order((n, width))
+                        .expect("a standard-layout copy reshapes to (n, rest)"),
+                )
+            }
+        }
+    })
 }
 
 /// Inputs: at least one row, the model's width, finite.

@@ -8,19 +8,29 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use crate::layers::{ForwardContext, Layer};
+use rand::rngs::StdRng;
+
+use crate::layers::{BackwardContext, Buffers, ForwardContext, Layer};
+use crate::shape::Shape;
 
 pub(crate) struct Workspace {
-    /// `widths[0]` is the input width, `widths[i + 1]` layer `i`'s output width.
+    /// `widths[0]` is the input width, `widths[i + 1]` layer `i`'s output width
+    /// (values per row: the product of the sample shape).
     pub widths: Vec<usize>,
     pub aux_widths: Vec<usize>,
     /// `acts[0]` holds the gathered input rows, `acts[i + 1]` layer `i`'s output.
     pub acts: Vec<Vec<f32>>,
     pub aux: Vec<Vec<f32>>,
+    /// Per-layer state (batch statistics) and the scratch all layers share.
+    pub state: Vec<Vec<f32>>,
+    pub scratch: Vec<f32>,
     /// Training only: gradient buffers and per-sample values.
     pub grad_a: Vec<f32>,
     pub grad_b: Vec<f32>,
+    /// One buffer per trainable weight tensor of each layer.
     pub param_grads: Vec<Vec<Vec<f32>>>,
+    /// Per layer, the trainable flag of each weight tensor in `params()` order.
+    pub trainable: Vec<Vec<bool>>,
     pub targets: Vec<f32>,
     pub target_cols: usize,
     pub sample_weights: Vec<f32>,
@@ -40,25 +50,31 @@ pub(crate) fn view_mut(buf: &mut [f32], rows: usize, cols: usize) -> ArrayViewMu
 }
 
 impl Workspace {
-    /// Buffers for `cap` rows through `layers`; `training` adds the gradient buffers.
+    /// Buffers for `cap` rows through `layers` (`shapes[0]` the input shape,
+    /// `shapes[i + 1]` layer `i`'s output); `training` adds the gradient buffers.
     pub fn new(
         layers: &[Box<dyn Layer>],
-        input_dim: usize,
-        dims: &[usize],
+        shapes: &[Shape],
         cap: usize,
         training: bool,
         target_cols: usize,
     ) -> Self {
-        let mut widths = vec![input_dim];
-        widths.extend_from_slice(dims);
-        let aux_widths: Vec<usize> = layers
+        let widths: Vec<usize> = shapes.iter().map(Shape::size).collect();
+        let needs: Vec<Buffers> = layers
             .iter()
-            .enumerate()
-            .map(|(i, l)| l.aux_width(widths[i]))
+            .zip(shapes)
+            .map(|(l, s)| l.buffers(s, training))
             .collect();
+        let aux_widths: Vec<usize> = needs.iter().map(|b| b.aux).collect();
         let acts = widths.iter().map(|&w| vec![0.0; cap * w]).collect();
         let aux = aux_widths.iter().map(|&w| vec![0.0; cap * w]).collect();
+        let state = needs.iter().map(|b| vec![0.0; b.state]).collect();
+        let scratch_len = needs.iter().map(|b| b.scratch_len(cap)).max().unwrap_or(0);
         let max_w = widths.iter().copied().max().unwrap_or(0);
+        let trainable: Vec<Vec<bool>> = layers
+            .iter()
+            .map(|l| l.params().iter().map(|p| p.trainable).collect())
+            .collect();
         let (grad_a, grad_b, param_grads) = if training {
             (
                 vec![0.0; cap * max_w],
@@ -68,6 +84,7 @@ impl Workspace {
                     .map(|l| {
                         l.params()
                             .iter()
+                            .filter(|p| p.trainable)
                             .map(|p| vec![0.0; p.values.len()])
                             .collect()
                     })
@@ -81,9 +98,12 @@ impl Workspace {
             aux_widths,
             acts,
             aux,
+            state,
+            scratch: vec![0.0; scratch_len],
             grad_a,
             grad_b,
             param_grads,
+            trainable,
             targets: if training {
                 vec![0.0; cap * target_cols]
             } else {
@@ -108,13 +128,25 @@ impl Workspace {
     }
 
     /// Runs every layer forward on the first `n` rows of the input buffer.
-    pub fn forward(&mut self, layers: &[Box<dyn Layer>], n: usize, ctx: &mut ForwardContext<'_>) {
+    pub fn forward(
+        &mut self,
+        layers: &[Box<dyn Layer>],
+        n: usize,
+        training: bool,
+        rng: &mut StdRng,
+    ) {
         for (i, layer) in layers.iter().enumerate() {
             let (before, after) = self.acts.split_at_mut(i + 1);
             let x = view(&before[i], n, self.widths[i]);
             let y = view_mut(&mut after[0], n, self.widths[i + 1]);
             let aux = view_mut(&mut self.aux[i], n, self.aux_widths[i]);
-            layer.forward(x, y, aux, ctx);
+            let mut ctx = ForwardContext {
+                training,
+                rng: &mut *rng,
+                scratch: &mut self.scratch,
+                state: &mut self.state[i],
+            };
+            layer.forward(x, y, aux, &mut ctx);
         }
     }
 
@@ -140,15 +172,12 @@ impl Workspace {
             let aux = view(&self.aux[i], n, self.aux_widths[i]);
             let dy = view_mut(&mut self.grad_a, n, self.widths[i + 1]);
             let dx = (i > 0).then(|| view_mut(&mut self.grad_b, n, self.widths[i]));
-            layer.backward(
-                x,
-                y,
-                aux,
-                dy,
-                dx,
-                &mut self.param_grads[i],
-                fused && i == last,
-            );
+            let mut ctx = BackwardContext {
+                dy_is_preactivation: fused && i == last,
+                scratch: &mut self.scratch,
+                state: &self.state[i],
+            };
+            layer.backward(x, y, aux, dy, dx, &mut self.param_grads[i], &mut ctx);
             layer.add_regularization_gradient(&mut self.param_grads[i]);
             std::mem::swap(&mut self.grad_a, &mut self.grad_b);
         }

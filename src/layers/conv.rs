@@ -1,0 +1,966 @@
+//! `Conv1D` and `Conv2D`: convolutions as one matrix product over patches.
+//!
+//! Data flow of one batch (channels last, as Keras):
+//! - forward: each sample's receptive fields are unrolled into a patch matrix
+//!   of `positions x (kh * kw * c_in)` values ("im2col", in parallel over
+//!   samples); the batch's patches times the kernel, seen as a
+//!   `(kh * kw * c_in) x filters` matrix (Keras' `(kh, kw, in, out)` layout
+//!   in row-major order is exactly that), is one GEMM whose output is already
+//!   the NHWC result; one fused pass adds the bias and applies the activation.
+//! - backward: `dK = patches^T dz` and `db = sum dz` (sums over the batch in
+//!   row order), `d patches = dz K^T`, then each sample's patch gradients are
+//!   added back into its input gradient ("col2im") in one fixed order.
+//!
+//! In training the patches live in the layer's `aux` rows (the weight
+//! gradient needs them); in inference they are built a tile of samples at a
+//! time in the shared scratch space, so `predict` needs little memory. A
+//! `1 x 1` convolution with stride 1 uses its input directly.
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+use rand::rngs::StdRng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    add_bias_activate, expect_grads, expect_shape, BackwardContext, Buffers, ForwardContext, Layer,
+    ParamView,
+};
+use crate::activations::{Activation, IntoActivation};
+use crate::error::{Error, Result};
+use crate::initializers::Initializer;
+use crate::kernels::{gemm, values, values_mut};
+use crate::regularizers::Regularizer;
+use crate::saving::LayerConfig;
+use crate::shape::Shape;
+
+/// How a convolution or pooling window treats the borders (Keras `padding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// No padding: the output shrinks to the positions where the window fits
+    /// (Keras' default).
+    #[default]
+    Valid,
+    /// Zero padding so that the output has `ceil(input / stride)` positions;
+    /// the extra row or column goes at the end, as in TensorFlow.
+    Same,
+    /// (`Conv1D` only) padding on the left only, so that an output step never
+    /// sees later input steps.
+    Causal,
+}
+
+impl std::str::FromStr for Padding {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match crate::name_key(s).as_str() {
+            "valid" => Ok(Padding::Valid),
+            "same" => Ok(Padding::Same),
+            "causal" => Ok(Padding::Causal),
+            _ => Err(Error::arg(
+                "padding",
+                "\"valid\", \"same\" or \"causal\"",
+                s,
+            )),
+        }
+    }
+}
+
+/// One spatial axis of a window: input length, window, stride, dilation and
+/// padding give the output length and the padding before the first cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Axis1 {
+    pub input: usize,
+    pub window: usize,
+    pub stride: usize,
+    pub dilation: usize,
+    pub pad_before: usize,
+    pub output: usize,
+}
+
+impl Axis1 {
+    /// The geometry of one axis, or `None` when the window does not fit a
+    /// `valid` input (the caller names the layer and the shapes).
+    pub(crate) fn new(
+        input: usize,
+        window: usize,
+        stride: usize,
+        dilation: usize,
+        padding: Padding,
+    ) -> Option<Axis1> {
+        let span = (window - 1) * dilation + 1;
+        let (output, pad_before) = match padding {
+            Padding::Valid => {
+                if input < span {
+                    return None;
+                }
+                ((input - span) / stride + 1, 0)
+            }
+            Padding::Same => {
+                let out = input.div_ceil(stride);
+                let total = ((out - 1) * stride + span).saturating_sub(input);
+                (out, total / 2)
+            }
+            Padding::Causal => ((input + span - 1 - span) / stride + 1, span - 1),
+        };
+        Some(Axis1 {
+            input,
+            window,
+            stride,
+            dilation,
+            pad_before,
+            output,
+        })
+    }
+
+    /// The input index of output `o`'s window cell `k`, if inside the input.
+    #[inline]
+    pub(crate) fn source(&self, o: usize, k: usize) -> Option<usize> {
+        let i = (o * self.stride + k * self.dilation).checked_sub(self.pad_before)?;
+        (i < self.input).then_some(i)
+    }
+}
+
+/// The geometry of a convolution or pooling over `(h, w, c)` samples (1-D
+/// layers use `h = 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Geometry {
+    pub rows: Axis1,
+    pub cols: Axis1,
+    pub channels: usize,
+}
+
+impl Geometry {
+    pub(crate) fn positions(&self) -> usize {
+        self.rows.output * self.cols.output
+    }
+    pub(crate) fn in_size(&self) -> usize {
+        self.rows.input * self.cols.input * self.channels
+    }
+}
+
+/// Splits an input shape into `(h, w, c)` for a 1-D (`(steps, c)`) or 2-D
+/// (`(h, w, c)`) spatial layer.
+pub(crate) fn spatial_dims(layer: &str, input: &Shape, rank: usize) -> Result<[usize; 3]> {
+    let what = if rank == 1 {
+        "(steps, channels)"
+    } else {
+        "(height, width, channels)"
+    };
+    input.expect_rank(layer, rank + 1, what)?;
+    let d = input.dims();
+    Ok(if rank == 1 {
+        [1, d[0], d[1]]
+    } else {
+        [d[0], d[1], d[2]]
+    })
+}
+
+/// Checks a window setting: every entry positive.
+pub(crate) fn check_window(name: &str, v: &[usize]) -> Result<()> {
+    if v.contains(&0) {
+        return Err(Error::arg(name, "positive integers", format!("{v:?}")));
+    }
+    Ok(())
+}
+
+/// Values per sample above which the per-sample passes run in parallel.
+const PAR_MIN_VALUES: usize = 1 << 14;
+/// Patch values per inference tile.
+const TILE_VALUES: usize = 1 << 20;
+
+/// The shared core of `Conv1D` and `Conv2D`.
+#[derive(Debug, Clone)]
+pub(crate) struct Conv {
+    pub(crate) rank: usize,
+    pub(crate) filters: usize,
+    /// `(kh, kw)`; 1-D layers have `kh = 1`.
+    pub(crate) kernel_size: [usize; 2],
+    pub(crate) strides: [usize; 2],
+    pub(crate) padding: Padding,
+    pub(crate) dilation_rate: [usize; 2],
+    pub(crate) activation: Activation,
+    pub(crate) use_bias: bool,
+    pub(crate) kernel_initializer: Initializer,
+    pub(crate) bias_initializer: Initializer,
+    pub(crate) kernel_regularizer: Option<Regularizer>,
+    pub(crate) bias_regularizer: Option<Regularizer>,
+    /// `(kh * kw * c_in) x filters`, row-major (Keras' kernel layout).
+    pub(crate) kernel: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+    pub(crate) geo: Geometry,
+    keep_z: bool,
+    /// An unknown activation name given to the constructor, reported by `build`.
+    bad_activation: Option<String>,
+}
+
+impl Conv {
+    fn new(rank: usize, filters: usize, kernel_size: [usize; 2], activation: Activation) -> Self {
+        Conv {
+            rank,
+            filters,
+            kernel_size,
+            strides: [1, 1],
+            padding: Padding::Valid,
+            dilation_rate: [1, 1],
+            activation,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            kernel_regularizer: None,
+            bias_regularizer: None,
+            kernel: Vec::new(),
+            bias: Vec::new(),
+            geo: Geometry::default(),
+            keep_z: false,
+            bad_activation: None,
+        }
+    }
+
+    fn class(&self) -> &'static str {
+        if self.rank == 1 {
+            "Conv1D"
+        } else {
+            "Conv2D"
+        }
+    }
+
+    /// Keras' kernel shape: `(k, in, filters)` or `(kh, kw, in, filters)`.
+    pub(crate) fn kernel_shape(&self, in_channels: usize) -> Vec<usize> {
+        let [kh, kw] = self.kernel_size;
+        if self.rank == 1 {
+            vec![kw, in_channels, self.filters]
+        } else {
+            vec![kh, kw, in_channels, self.filters]
+        }
+    }
+
+    /// Patch values per output position.
+    fn patch_len(&self) -> usize {
+        self.kernel_size[0] * self.kernel_size[1] * self.geo.channels
+    }
+
+    /// Whether the patches are the input itself (1x1, stride 1, no padding).
+    fn identity_patches(&self) -> bool {
+        self.kernel_size == [1, 1] && self.strides == [1, 1]
+    }
+
+    fn needs_z(&self) -> bool {
+        self.keep_z || self.activation.backward_needs_input()
+    }
+
+    /// Checks the options and computes the geometry for `input`.
+    pub(crate) fn geometry(&self, input: &Shape) -> Result<Geometry> {
+        let class = self.class();
+        if let Some(e) = &self.bad_activation {
+            return Err(Error::arg("activation", "a Keras activation", e));
+        }
+        if self.filters == 0 {
+            return Err(Error::arg("filters", "a positive integer", 0));
+        }
+        check_window("kernel_size", &self.kernel_size)?;
+        check_window("strides", &self.strides)?;
+        check_window("dilation_rate", &self.dilation_rate)?;
+        if (self.strides[0] > 1 || self.strides[1] > 1)
+            && (self.dilation_rate[0] > 1 || self.dilation_rate[1] > 1)
+        {
+            return Err(Error::arg(
+                "strides",
+                "1 when dilation_rate > 1 (Keras refuses both at once)",
+                format!("{:?}", self.strides),
+            ));
+        }
+        if self.padding == Padding::Causal && self.rank != 1 {
+            return Err(Error::arg(
+                "padding",
+                "\"valid\" or \"same\" for Conv2D",
+                "causal",
+            ));
+        }
+        let [h, w, c] = spatial_dims(class, input, self.rank)?;
+        let rows = Axis1::new(
+            h,
+            self.kernel_size[0],
+            self.strides[0],
+            self.dilation_rate[0],
+            {
+                if self.padding == Padding::Causal {
+                    Padding::Valid
+                } else {
+                    self.padding
+                }
+            },
+        );
+        let cols = Axis1::new(
+            w,
+            self.kernel_size[1],
+            self.strides[1],
+            self.dilation_rate[1],
+            self.padding,
+        );
+        match (rows, cols) {
+            (Some(rows), Some(cols)) => Ok(Geometry {
+                rows,
+                cols,
+                channels: c,
+            }),
+            _ => Err(Error::shape(
+                format!(
+                    "{class} input (kernel_size {:?}, padding valid)",
+                    self.window_dims()
+                ),
+                "at least the dilated kernel's size on every spatial axis",
+                input.to_string(),
+            )),
+        }
+    }
+
+    fn window_dims(&self) -> Vec<usize> {
+        if self.rank == 1 {
+            vec![self.kernel_size[1]]
+        } else {
+            self.kernel_size.to_vec()
+        }
+    }
+
+    fn output_shape(&self) -> Shape {
+        let g = &self.geo;
+        if self.rank == 1 {
+            Shape::new(&[g.cols.output, self.filters])
+        } else {
+            Shape::new(&[g.rows.output, g.cols.output, self.filters])
+        }
+    }
+
+    fn build(&mut self, input: &Shape, rng: &mut StdRng) -> Result<Shape> {
+        self.activation.validate()?;
+        for r in [self.kernel_regularizer, self.bias_regularizer]
+            .into_iter()
+            .flatten()
+        {
+            r.validate()?;
+        }
+        self.geo = self.geometry(input)?;
+        let shape = self.kernel_shape(self.geo.channels);
+        self.kernel = self
+            .kernel_initializer
+            .sample(&shape, rng)?
+            .into_iter()
+            .collect();
+        self.bias = if self.use_bias {
+            self.bias_initializer
+                .sample(&[self.filters], rng)?
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(self.output_shape())
+    }
+
+    /// Unrolls one sample's receptive fields into `positions x patch_len`.
+    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+        let g = &self.geo;
+        let c = g.channels;
+        let [kh, kw] = self.kernel_size;
+        let mut k = 0;
+        for oy in 0..g.rows.output {
+            for ox in 0..g.cols.output {
+                for ky in 0..kh {
+                    let iy = g.rows.source(oy, ky);
+                    for kx in 0..kw {
+                        let dst = &mut cols[k..k + c];
+                        match (iy, g.cols.source(ox, kx)) {
+                            (Some(iy), Some(ix)) => {
+                                let s = (iy * g.cols.input + ix) * c;
+                                dst.copy_from_slice(&x[s..s + c]);
+                            }
+                            _ => dst.fill(0.0),
+                        }
+                        k += c;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds one sample's patch gradients back into its input gradient
+    /// (`dx` is overwritten), in a fixed order.
+    fn col2im(&self, dcols: &[f32], dx: &mut [f32]) {
+        let g = &self.geo;
+        let c = g.channels;
+        let [kh, kw] = self.kernel_size;
+        dx.fill(0.0);
+        let mut k = 0;
+        for oy in 0..g.rows.output {
+            for ox in 0..g.cols.output {
+                for ky in 0..kh {
+                    let iy = g.rows.source(oy, ky);
+                    for kx in 0..kw {
+                        if let (Some(iy), Some(ix)) = (iy, g.cols.source(ox, kx)) {
+                            let s = (iy * g.cols.input + ix) * c;
+                            for (d, &v) in dx[s..s + c].iter_mut().zip(&dcols[k..k + c]) {
+                                *d += v;
+                            }
+                        }
+                        k += c;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills `cols` (`n` samples of patches) from `x` (`n` rows).
+    fn unroll(&self, x: &[f32], cols: &mut [f32]) {
+        let (in_size, plen) = (self.geo.in_size(), self.geo.positions() * self.patch_len());
+        if cols.len() >= PAR_MIN_VALUES {
+            cols.par_chunks_mut(plen)
+                .zip(x.par_chunks(in_size))
+                .for_each(|(c, xs)| self.im2col(xs, c));
+        } else {
+            cols.chunks_mut(plen)
+                .zip(x.chunks(in_size))
+                .for_each(|(c, xs)| self.im2col(xs, c));
+        }
+    }
+
+    /// `y = act(patches K + b)` for `n` samples; `z` keeps `patches K + b`.
+    fn product(&self, patches: &[f32], y: &mut [f32], z: Option<&mut [f32]>) {
+        let (f, plen) = (self.filters, self.patch_len());
+        let m = y.len() / f;
+        let a = ArrayView2::from_shape((m, plen), patches).expect("patches sized for the tile");
+        let k = ArrayView2::from_shape((plen, f), &self.kernel[..]).expect("kernel built");
+        gemm(
+            a,
+            k,
+            ArrayViewMut2::from_shape((m, f), &mut *y).expect("output sized for the tile"),
+        );
+        add_bias_activate(y, z, &self.bias, self.activation, f, 256);
+    }
+
+    fn forward(
+        &self,
+        x: ArrayView2<f32>,
+        mut y: ArrayViewMut2<f32>,
+        mut aux: ArrayViewMut2<f32>,
+        ctx: &mut ForwardContext<'_>,
+    ) {
+        let class = self.class();
+        let n = x.nrows();
+        let (p, f) = (self.geo.positions(), self.filters);
+        let plen = self.patch_len();
+        expect_shape(class, "x", x.shape(), &[n, self.geo.in_size()]);
+        expect_shape(class, "y", y.shape(), &[n, p * f]);
+        let x = values(x);
+        let ys = values_mut(y.view_mut());
+        let identity = self.identity_patches();
+        let z_len = if self.needs_z() { p * f } else { 0 };
+        if ctx.training {
+            let patch_cols = if identity { 0 } else { p * plen };
+            expect_shape(class, "aux", aux.shape(), &[n, patch_cols + z_len]);
+            let a = values_mut(aux.view_mut());
+            // aux rows: the patches of all samples, then their z values.
+            let (cols, z) = a.split_at_mut(n * patch_cols);
+            let patches: &[f32] = if identity {
+                x
+            } else {
+                self.unroll(x, cols);
+                cols
+            };
+            self.product(patches, ys, (z_len > 0).then_some(z));
+            return;
+        }
+        if identity {
+            self.product(x, ys, None);
+            return;
+        }
+        let tile = (TILE_VALUES / (p * plen).max(1)).clamp(1, n.max(1));
+        assert!(
+            ctx.scratch.len() >= tile * p * plen,
+            "{class}: scratch of {} values is smaller than the {} that `buffers` asked for",
+            ctx.scratch.len(),
+            tile * p * plen
+        );
+        let in_size = self.geo.in_size();
+        for (xs, yt) in x.chunks(tile * in_size).zip(ys.chunks_mut(tile * p * f)) {
+            let cols = &mut ctx.scratch[..(xs.len() / in_size) * p * plen];
+            self.unroll(xs, cols);
+            self.product(cols, yt, None);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        aux: ArrayView2<f32>,
+        mut dy: ArrayViewMut2<f32>,
+        dx: Option<ArrayViewMut2<f32>>,
+        grads: &mut [Vec<f32>],
+        ctx: &mut BackwardContext<'_>,
+    ) {
+        let class = self.class();
+        let n = x.nrows();
+        let (p, f, plen) = (self.geo.positions(), self.filters, self.patch_len());
+        let identity = self.identity_patches();
+        let patch_cols = if identity { 0 } else { p * plen };
+        let z_len = if self.needs_z() { p * f } else { 0 };
+        expect_shape(class, "x", x.shape(), &[n, self.geo.in_size()]);
+        expect_shape(class, "y", y.shape(), &[n, p * f]);
+        expect_shape(class, "dy", dy.shape(), &[n, p * f]);
+        expect_shape(class, "aux", aux.shape(), &[n, patch_cols + z_len]);
+        if let Some(dx) = &dx {
+            expect_shape(class, "dx", dx.shape(), x.shape());
+        }
+        let n_params = if self.use_bias { 2 } else { 1 };
+        expect_grads(class, grads, &[self.kernel.len(), f][..n_params]);
+        let a = values(aux);
+        let (cols, z) = a.split_at(n * patch_cols);
+        let patches = if identity { values(x) } else { cols };
+        if !ctx.dy_is_preactivation {
+            self.activation
+                .backward(z, values(y), values_mut(dy.view_mut()), f);
+        }
+        let m = n * p;
+        let dz = ArrayView2::from_shape((m, f), values(dy.view())).expect("dy checked above");
+        let pm = ArrayView2::from_shape((m, plen), patches).expect("aux checked above");
+        {
+            let gk = ArrayViewMut2::from_shape((plen, f), &mut grads[0][..])
+                .expect("grads checked above");
+            gemm(pm.t(), dz, gk);
+        }
+        if self.use_bias {
+            let gb = &mut grads[1];
+            gb.fill(0.0);
+            for row in values(dz).chunks_exact(f) {
+                for (g, &d) in gb.iter_mut().zip(row) {
+                    *g += d;
+                }
+            }
+        }
+        let Some(dx) = dx else { return };
+        let kt = ArrayView2::from_shape((plen, f), &self.kernel[..]).expect("kernel built");
+        let dxs = values_mut(dx);
+        if identity {
+            gemm(
+                dz,
+                kt.t(),
+                ArrayViewMut2::from_shape((m, plen), dxs).expect("dx checked"),
+            );
+            return;
+        }
+        assert!(
+            ctx.scratch.len() >= m * plen,
+            "{class}: scratch of {} values is smaller than the {} that `buffers` asked for",
+            ctx.scratch.len(),
+            m * plen
+        );
+        let dcols = &mut ctx.scratch[..m * plen];
+        gemm(
+            dz,
+            kt.t(),
+            ArrayViewMut2::from_shape((m, plen), &mut *dcols).expect("scratch sized above"),
+        );
+        let in_size = self.geo.in_size();
+        if dxs.len() >= PAR_MIN_VALUES {
+            dxs.par_chunks_mut(in_size)
+                .zip(dcols.par_chunks(p * plen))
+                .for_each(|(d, c)| self.col2im(c, d));
+        } else {
+            dxs.chunks_mut(in_size)
+                .zip(dcols.chunks(p * plen))
+                .for_each(|(d, c)| self.col2im(c, d));
+        }
+    }
+
+    fn buffers(&self, input: &Shape, training: bool) -> Buffers {
+        let Ok(g) = self.geometry(input) else {
+            return Buffers::default();
+        };
+        let plen = self.kernel_size[0] * self.kernel_size[1] * g.channels;
+        let p = g.positions();
+        let identity = self.identity_patches();
+        if training {
+            let z = if self.needs_z() { p * self.filters } else { 0 };
+            Buffers {
+                aux: if identity { 0 } else { p * plen } + z,
+                scratch_per_row: p * plen,
+                ..Buffers::default()
+            }
+        } else {
+            let tile = (TILE_VALUES / (p * plen).max(1)).max(1);
+            Buffers {
+                scratch: if identity { 0 } else { tile * p * plen },
+                ..Buffers::default()
+            }
+        }
+    }
+
+    fn params(&self) -> Vec<ParamView<'_>> {
+        let mut v = vec![ParamView::trainable(
+            "kernel",
+            self.kernel_shape(self.geo.channels),
+            &self.kernel,
+        )];
+        if self.use_bias {
+            v.push(ParamView::trainable(
+                "bias",
+                vec![self.bias.len()],
+                &self.bias,
+            ));
+        }
+        v
+    }
+
+    fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut [f32])) {
+        f(&mut self.kernel);
+        if self.use_bias {
+            f(&mut self.bias);
+        }
+    }
+
+    fn regularization_penalty(&self) -> f32 {
+        let mut p = 0.0;
+        if let Some(r) = self.kernel_regularizer {
+            p += r.penalty(&self.kernel);
+        }
+        if let (Some(r), true) = (self.bias_regularizer, self.use_bias) {
+            p += r.penalty(&self.bias);
+        }
+        p
+    }
+
+    fn add_regularization_gradient(&self, grads: &mut [Vec<f32>]) {
+        if let Some(r) = self.kernel_regularizer {
+            r.add_gradient(&self.kernel, &mut grads[0]);
+        }
+        if let (Some(r), true) = (self.bias_regularizer, self.use_bias) {
+            r.add_gradient(&self.bias, &mut grads[1]);
+        }
+    }
+
+    fn config(&self) -> ConvConfig {
+        ConvConfig {
+            filters: self.filters,
+            kernel_size: self.window_dims(),
+            strides: if self.rank == 1 {
+                vec![self.strides[1]]
+            } else {
+                self.strides.to_vec()
+            },
+            padding: self.padding,
+            dilation_rate: if self.rank == 1 {
+                vec![self.dilation_rate[1]]
+            } else {
+                self.dilation_rate.to_vec()
+            },
+            activation: self.activation,
+            use_bias: self.use_bias,
+            kernel_initializer: self.kernel_initializer,
+            bias_initializer: self.bias_initializer,
+            kernel_regularizer: self.kernel_regularizer,
+            bias_regularizer: self.bias_regularizer,
+        }
+    }
+}
+
+/// A convolution's configuration as stored in model files (Keras' keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvConfig {
+    /// Output channels.
+    pub filters: usize,
+    /// Window size per spatial axis.
+    pub kernel_size: Vec<usize>,
+    /// Step per spatial axis.
+    pub strides: Vec<usize>,
+    /// Border handling.
+    pub padding: Padding,
+    /// Spacing of the window's cells per spatial axis.
+    pub dilation_rate: Vec<usize>,
+    /// Activation.
+    pub activation: Activation,
+    /// Whether there is a bias.
+    pub use_bias: bool,
+    /// Kernel initializer.
+    pub kernel_initializer: Initializer,
+    /// Bias initializer.
+    pub bias_initializer: Initializer,
+    /// Kernel penalty.
+    pub kernel_regularizer: Option<Regularizer>,
+    /// Bias penalty.
+    pub bias_regularizer: Option<Regularizer>,
+}
+
+impl ConvConfig {
+    /// The layer this configuration describes (unbuilt), or an error for
+    /// window settings of the wrong length.
+    pub(crate) fn layer(&self, rank: usize) -> Result<Conv> {
+        let pair = |name: &str, v: &[usize]| -> Result<[usize; 2]> {
+            match (rank, v) {
+                (1, [a]) => Ok([1, *a]),
+                (2, [a, b]) => Ok([*a, *b]),
+                _ => Err(Error::arg(name, format!("{rank} values"), format!("{v:?}"))),
+            }
+        };
+        let mut c = Conv::new(
+            rank,
+            self.filters,
+            pair("kernel_size", &self.kernel_size)?,
+            self.activation,
+        );
+        c.strides = pair("strides", &self.strides)?;
+        c.dilation_rate = pair("dilation_rate", &self.dilation_rate)?;
+        c.padding = self.padding;
+        c.use_bias = self.use_bias;
+        c.kernel_initializer = self.kernel_initializer;
+        c.bias_initializer = self.bias_initializer;
+        c.kernel_regularizer = self.kernel_regularizer;
+        c.bias_regularizer = self.bias_regularizer;
+        Ok(c)
+    }
+}
+
+/// A size per spatial axis: one number for all axes (`3`) or one per axis
+/// (`[3, 5]`), as Keras accepts for `kernel_size`, `strides` and `pool_size`.
+pub trait IntoWindow<const N: usize> {
+    /// The size per axis.
+    fn into_window(self) -> [usize; N];
+}
+
+impl<const N: usize> IntoWindow<N> for usize {
+    fn into_window(self) -> [usize; N] {
+        [self; N]
+    }
+}
+
+impl<const N: usize> IntoWindow<N> for [usize; N] {
+    fn into_window(self) -> [usize; N] {
+        self
+    }
+}
+
+/// Implements [`Layer`] for a public wrapper by forwarding to its core.
+macro_rules! forward_layer {
+    ($outer:ty, $config:expr) => {
+        impl Layer for $outer {
+            fn class_name(&self) -> &str {
+                self.0.class()
+            }
+            fn build(&mut self, input: &Shape, rng: &mut StdRng) -> Result<Shape> {
+                self.0.build(input, rng)
+            }
+            fn buffers(&self, input: &Shape, training: bool) -> Buffers {
+                self.0.buffers(input, training)
+            }
+            fn keep_preactivation(&mut self, keep: bool) {
+                self.0.keep_z = keep;
+            }
+            fn preactivation<'a>(
+                &self,
+                _x: ArrayView2<'a, f32>,
+                aux: ArrayView2<'a, f32>,
+            ) -> Option<ArrayView2<'a, f32>> {
+                let z = self.0.geo.positions() * self.0.filters;
+                if !self.0.keep_z || aux.ncols() < z {
+                    return None;
+                }
+                Some(aux.slice_move(ndarray::s![.., aux.ncols() - z..]))
+            }
+            fn forward(
+                &self,
+                x: ArrayView2<f32>,
+                y: ArrayViewMut2<f32>,
+                aux: ArrayViewMut2<f32>,
+                ctx: &mut ForwardContext<'_>,
+            ) {
+                self.0.forward(x, y, aux, ctx)
+            }
+            fn backward(
+                &self,
+                x: ArrayView2<f32>,
+                y: ArrayView2<f32>,
+                aux: ArrayView2<f32>,
+                dy: ArrayViewMut2<f32>,
+                dx: Option<ArrayViewMut2<f32>>,
+                grads: &mut [Vec<f32>],
+                ctx: &mut BackwardContext<'_>,
+            ) {
+                self.0.backward(x, y, aux, dy, dx, grads, ctx)
+            }
+            fn params(&self) -> Vec<ParamView<'_>> {
+                self.0.params()
+            }
+            fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut [f32])) {
+                self.0.visit_params_mut(f)
+            }
+            fn output_activation(&self) -> Option<Activation> {
+                Some(self.0.activation)
+            }
+            fn regularization_penalty(&self) -> f32 {
+                self.0.regularization_penalty()
+            }
+            fn add_regularization_gradient(&self, grads: &mut [Vec<f32>]) {
+                self.0.add_regularization_gradient(grads)
+            }
+            fn config(&self) -> Option<LayerConfig> {
+                Some($config(self.0.config()))
+            }
+        }
+    };
+}
+
+/// Builder methods shared by `Conv1D` and `Conv2D`.
+macro_rules! conv_options {
+    ($t:ty, $n:literal) => {
+        impl $t {
+            /// Step of the window per spatial axis (Keras default 1).
+            pub fn strides(mut self, strides: impl IntoWindow<$n>) -> Self {
+                let s = strides.into_window();
+                self.0.strides = if $n == 1 {
+                    [1, s[0]]
+                } else {
+                    [s[0], s[$n - 1]]
+                };
+                self
+            }
+            /// Border handling (Keras default `valid`).
+            pub fn padding(mut self, padding: Padding) -> Self {
+                self.0.padding = padding;
+                self
+            }
+            /// Spacing between the window's cells (Keras default 1).
+            pub fn dilation_rate(mut self, rate: impl IntoWindow<$n>) -> Self {
+                let d = rate.into_window();
+                self.0.dilation_rate = if $n == 1 {
+                    [1, d[0]]
+                } else {
+                    [d[0], d[$n - 1]]
+                };
+                self
+            }
+            /// Whether to add a bias (Keras default true).
+            pub fn use_bias(mut self, use_bias: bool) -> Self {
+                self.0.use_bias = use_bias;
+                self
+            }
+            /// Kernel initializer (Keras default `glorot_uniform`, with fans
+            /// that count the window: `kh * kw * in` and `kh * kw * filters`).
+            pub fn kernel_initializer(mut self, init: Initializer) -> Self {
+                self.0.kernel_initializer = init;
+                self
+            }
+            /// Bias initializer (Keras default `zeros`).
+            pub fn bias_initializer(mut self, init: Initializer) -> Self {
+                self.0.bias_initializer = init;
+                self
+            }
+            /// Penalty on the kernel.
+            pub fn kernel_regularizer(mut self, r: Regularizer) -> Self {
+                self.0.kernel_regularizer = Some(r);
+                self
+            }
+            /// Penalty on the bias.
+            pub fn bias_regularizer(mut self, r: Regularizer) -> Self {
+                self.0.bias_regularizer = Some(r);
+                self
+            }
+            /// The kernel in Keras' layout, row-major.
+            pub fn kernel(&self) -> &[f32] {
+                &self.0.kernel
+            }
+            /// The bias (empty without `use_bias`).
+            pub fn bias(&self) -> &[f32] {
+                &self.0.bias
+            }
+        }
+    };
+}
+
+/// A 2-D convolution over `(height, width, channels)` samples (Keras
+/// `Conv2D`): `filters` output channels, kernel `(kh, kw, in, filters)`.
+///
+/// Keras defaults: strides 1, padding `valid`, dilation 1, bias on, kernel
+/// `glorot_uniform`, bias `zeros`, activation linear. `data_format` is
+/// always `channels_last`, Keras' default.
+///
+/// ```
+/// use horn::prelude::*;
+/// let model = Sequential::new()
+///     .input_shape(&[28, 28, 1])
+///     .add(Conv2D::new(32, 3, Relu).padding(Padding::Same).strides(2));
+/// assert_eq!(model.output_shape().unwrap().dims(), &[14, 14, 32]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Conv2D(pub(crate) Conv);
+
+impl Conv2D {
+    /// `filters` output channels, a `kernel_size` window (`3` or `[3, 5]`).
+    pub fn new(
+        filters: usize,
+        kernel_size: impl IntoWindow<2>,
+        activation: impl IntoActivation,
+    ) -> Self {
+        let (act, err) = split_activation(activation);
+        let mut c = Conv::new(2, filters, kernel_size.into_window(), act);
+        c.bad_activation = err;
+        Conv2D(c)
+    }
+}
+
+/// A 1-D convolution over `(steps, channels)` samples (Keras `Conv1D`),
+/// kernel `(k, in, filters)`; padding `causal` makes step `t` see only steps
+/// up to `t`. Defaults as [`Conv2D`].
+///
+/// ```
+/// use horn::prelude::*;
+/// let model = Sequential::new()
+///     .input_shape(&[50, 8])
+///     .add(Conv1D::new(16, 5, Relu).padding(Padding::Causal));
+/// assert_eq!(model.output_shape().unwrap().dims(), &[50, 16]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Conv1D(pub(crate) Conv);
+
+impl Conv1D {
+    /// `filters` output channels, a window of `kernel_size` steps.
+    pub fn new(filters: usize, kernel_size: usize, activation: impl IntoActivation) -> Self {
+        let (act, err) = split_activation(activation);
+        let mut c = Conv::new(1, filters, [1, kernel_size], act);
+        c.bad_activation = err;
+        Conv1D(c)
+    }
+}
+
+/// An activation, or (for an unknown name) linear and the error's text,
+/// which `build` reports (builders do not return `Result`).
+fn split_activation(a: impl IntoActivation) -> (Activation, Option<String>) {
+    match a.into_activation() {
+        Ok(a) => (a, None),
+        Err(e) => (Activation::Linear, Some(e.to_string())),
+    }
+}
+
+conv_options!(Conv2D, 2);
+conv_options!(Conv1D, 1);
+forward_layer!(Conv2D, LayerConfig::Conv2D);
+forward_layer!(Conv1D, LayerConfig::Conv1D);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_geometry_matches_keras() {
+        // valid: floor((in - span) / stride) + 1
+        assert_eq!(Axis1::new(28, 3, 1, 1, Padding::Valid).unwrap().output, 26);
+        assert!(Axis1::new(2, 3, 1, 1, Padding::Valid).is_none());
+        // same: ceil(in / stride), TF puts the odd pad at the end
+        let a = Axis1::new(7, 3, 2, 1, Padding::Same).unwrap();
+        assert_eq!((a.output, a.pad_before), (4, 1));
+        let a = Axis1::new(6, 3, 2, 1, Padding::Same).unwrap();
+        assert_eq!((a.output, a.pad_before), (3, 0));
+        // causal: left pad (k - 1) * d
+        let a = Axis1::new(9, 3, 2, 1, Padding::Causal).unwrap();
+        assert_eq!((a.output, a.pad_before), (5, 2));
+    }
+}

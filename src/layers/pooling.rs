@@ -1,0 +1,622 @@
+//! Pooling: `MaxPooling1D/2D`, `AveragePooling1D/2D` and the global poolings.
+//!
+//! Each sample is pooled on its own (in parallel over samples for large
+//! batches). Max pooling keeps no indices: backward finds each window's
+//! first maximal cell again by comparing the input with the output, which
+//! costs one more pass over the window but no memory and gives the cell
+//! TensorFlow picks (the first in row-major window order). Overlapping
+//! windows add their gradients in a fixed order. A NaN in a window makes
+//! the window's output NaN (it is never silently dropped).
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+use rand::rngs::StdRng;
+use rayon::prelude::*;
+
+use super::conv::{check_window, spatial_dims, Axis1, Geometry, IntoWindow, Padding};
+use super::{expect_shape, BackwardContext, ForwardContext, Layer};
+use crate::error::{Error, Result};
+use crate::kernels::{values, values_mut};
+use crate::saving::LayerConfig;
+use crate::shape::Shape;
+
+/// Values per batch above which pooling runs in parallel over samples.
+const PAR_MIN_VALUES: usize = 1 << 14;
+
+/// Max or average.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolKind {
+    Max,
+    Average,
+}
+
+/// The shared core of the four windowed poolings.
+#[derive(Debug, Clone)]
+pub(crate) struct Pool {
+    pub(crate) kind: PoolKind,
+    pub(crate) rank: usize,
+    pub(crate) pool_size: [usize; 2],
+    /// Keras: `strides=None` means the pool size.
+    pub(crate) strides: Option<[usize; 2]>,
+    pub(crate) padding: Padding,
+    pub(crate) geo: Geometry,
+}
+
+impl Pool {
+    fn new(kind: PoolKind, rank: usize, pool_size: [usize; 2]) -> Self {
+        Pool {
+            kind,
+            rank,
+            pool_size,
+            strides: None,
+            padding: Padding::Valid,
+            geo: Geometry::default(),
+        }
+    }
+
+    fn class(&self) -> &'static str {
+        match (self.kind, self.rank) {
+            (PoolKind::Max, 1) => "MaxPooling1D",
+            (PoolKind::Max, _) => "MaxPooling2D",
+            (PoolKind::Average, 1) => "AveragePooling1D",
+            (PoolKind::Average, _) => "AveragePooling2D",
+        }
+    }
+
+    fn strides(&self) -> [usize; 2] {
+        self.strides.unwrap_or(self.pool_size)
+    }
+
+    fn build(&mut self, input: &Shape) -> Result<Shape> {
+        let class = self.class();
+        check_window("pool_size", &self.pool_size)?;
+        check_window("strides", &self.strides())?;
+        if self.padding == Padding::Causal {
+            return Err(Error::arg("padding", "\"valid\" or \"same\"", "causal"));
+        }
+        let [h, w, c] = spatial_dims(class, input, self.rank)?;
+        let [sh, sw] = self.strides();
+        let rows = Axis1::new(h, self.pool_size[0], sh, 1, self.padding);
+        let cols = Axis1::new(w, self.pool_size[1], sw, 1, self.padding);
+        let (Some(rows), Some(cols)) = (rows, cols) else {
+            return Err(Error::shape(
+                format!(
+                    "{class} input (pool_size {:?}, padding valid)",
+                    self.window_dims()
+                ),
+                "at least the pool size on every spatial axis",
+                input.to_string(),
+            ));
+        };
+        self.geo = Geometry {
+            rows,
+            cols,
+            channels: c,
+        };
+        Ok(if self.rank == 1 {
+            Shape::new(&[cols.output, c])
+        } else {
+            Shape::new(&[rows.output, cols.output, c])
+        })
+    }
+
+    fn window_dims(&self) -> Vec<usize> {
+        if self.rank == 1 {
+            vec![self.pool_size[1]]
+        } else {
+            self.pool_size.to_vec()
+        }
+    }
+
+    /// Pools one sample.
+    fn pool(&self, x: &[f32], y: &mut [f32]) {
+        let g = &self.geo;
+        let c = g.channels;
+        for oy in 0..g.rows.output {
+            for ox in 0..g.cols.output {
+                let out = &mut y[(oy * g.cols.output + ox) * c..][..c];
+                let init = match self.kind {
+                    PoolKind::Max => f32::NEG_INFINITY,
+                    PoolKind::Average => 0.0,
+                };
+                out.fill(init);
+                let mut count = 0usize;
+                for ky in 0..g.rows.window {
+                    let Some(iy) = g.rows.source(oy, ky) else {
+                        continue;
+                    };
+                    for kx in 0..g.cols.window {
+                        let Some(ix) = g.cols.source(ox, kx) else {
+                            continue;
+                        };
+                        count += 1;
+                        let src = &x[(iy * g.cols.input + ix) * c..][..c];
+                        match self.kind {
+                            PoolKind::Max => {
+                                for (o, &v) in out.iter_mut().zip(src) {
+                                    // A NaN wins and stays: the window reports it.
+                                    if v > *o || v.is_nan() {
+                                        *o = v;
+                                    }
+                                }
+                            }
+                            PoolKind::Average => {
+                                for (o, &v) in out.iter_mut().zip(src) {
+                                    *o += v;
+                                }
+                            }
+                        }
+                    }
+                }
+                if self.kind == PoolKind::Average {
+                    // `same` averaging counts only the real cells, as Keras.
+                    let inv = 1.0 / count.max(1) as f32;
+                    out.iter_mut().for_each(|o| *o *= inv);
+                }
+            }
+        }
+    }
+
+    /// Routes one sample's output gradient to its input (overwrites `dx`).
+    fn unpool(&self, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let g = &self.geo;
+        let c = g.channels;
+        dx.fill(0.0);
+        for oy in 0..g.rows.output {
+            for ox in 0..g.cols.output {
+                let o = (oy * g.cols.output + ox) * c;
+                match self.kind {
+                    PoolKind::Max => {
+                        for ch in 0..c {
+                            let m = y[o + ch];
+                            'window: for ky in 0..g.rows.window {
+                                let Some(iy) = g.rows.source(oy, ky) else {
+                                    continue;
+                                };
+                                for kx in 0..g.cols.window {
+                                    let Some(ix) = g.cols.source(ox, kx) else {
+                                        continue;
+                                    };
+                                    let i = (iy * g.cols.input + ix) * c + ch;
+                                    let v = x[i];
+                                    if v == m || (v.is_nan() && m.is_nan()) {
+                                        dx[i] += dy[o + ch];
+                                        break 'window;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    PoolKind::Average => {
+                        let count = (0..g.rows.window)
+                            .filter(|&k| g.rows.source(oy, k).is_some())
+                            .count()
+                            * (0..g.cols.window)
+                                .filter(|&k| g.cols.source(ox, k).is_some())
+                                .count();
+                        let inv = 1.0 / count.max(1) as f32;
+                        for ky in 0..g.rows.window {
+                            let Some(iy) = g.rows.source(oy, ky) else {
+                                continue;
+                            };
+                            for kx in 0..g.cols.window {
+                                let Some(ix) = g.cols.source(ox, kx) else {
+                                    continue;
+                                };
+                                let i = (iy * g.cols.input + ix) * c;
+                                for (d, &v) in dx[i..i + c].iter_mut().zip(&dy[o..o + c]) {
+                                    *d += v * inv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn out_size(&self) -> usize {
+        self.geo.positions() * self.geo.channels
+    }
+
+    fn forward(&self, x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>) {
+        let (class, n) = (self.class(), x.nrows());
+        let (is, os) = (self.geo.in_size(), self.out_size());
+        expect_shape(class, "x", x.shape(), &[n, is]);
+        expect_shape(class, "y", y.shape(), &[n, os]);
+        let (x, y) = (values(x), values_mut(y.view_mut()));
+        if x.len() >= PAR_MIN_VALUES {
+            y.par_chunks_mut(os)
+                .zip(x.par_chunks(is))
+                .for_each(|(y, x)| self.pool(x, y));
+        } else {
+            y.chunks_mut(os)
+                .zip(x.chunks(is))
+                .for_each(|(y, x)| self.pool(x, y));
+        }
+    }
+
+    fn backward(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        dy: ArrayViewMut2<f32>,
+        dx: Option<ArrayViewMut2<f32>>,
+    ) {
+        let Some(dx) = dx else { return };
+        let (class, n) = (self.class(), x.nrows());
+        let (is, os) = (self.geo.in_size(), self.out_size());
+        expect_shape(class, "x", x.shape(), &[n, is]);
+        expect_shape(class, "y", y.shape(), &[n, os]);
+        expect_shape(class, "dy", dy.shape(), &[n, os]);
+        expect_shape(class, "dx", dx.shape(), &[n, is]);
+        let (x, y, dy, dx) = (values(x), values(y), values(dy.view()), values_mut(dx));
+        if dx.len() >= PAR_MIN_VALUES {
+            dx.par_chunks_mut(is)
+                .zip(x.par_chunks(is))
+                .zip(y.par_chunks(os).zip(dy.par_chunks(os)))
+                .for_each(|((dx, x), (y, dy))| self.unpool(x, y, dy, dx));
+        } else {
+            dx.chunks_mut(is)
+                .zip(x.chunks(is))
+                .zip(y.chunks(os).zip(dy.chunks(os)))
+                .for_each(|((dx, x), (y, dy))| self.unpool(x, y, dy, dx));
+        }
+    }
+
+    pub(crate) fn config(&self) -> PoolConfig {
+        let one = |v: [usize; 2]| {
+            if self.rank == 1 {
+                vec![v[1]]
+            } else {
+                v.to_vec()
+            }
+        };
+        PoolConfig {
+            pool_size: one(self.pool_size),
+            strides: one(self.strides()),
+            padding: self.padding,
+        }
+    }
+}
+
+/// A pooling layer's configuration as stored in model files.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PoolConfig {
+    /// Window per spatial axis.
+    pub pool_size: Vec<usize>,
+    /// Step per spatial axis.
+    pub strides: Vec<usize>,
+    /// Border handling.
+    pub padding: Padding,
+}
+
+impl PoolConfig {
+    pub(crate) fn layer(&self, kind: PoolKind, rank: usize) -> Result<Pool> {
+        let pair = |name: &str, v: &[usize]| -> Result<[usize; 2]> {
+            match (rank, v) {
+                (1, [a]) => Ok([1, *a]),
+                (2, [a, b]) => Ok([*a, *b]),
+                _ => Err(Error::arg(name, format!("{rank} values"), format!("{v:?}"))),
+            }
+        };
+        let mut p = Pool::new(kind, rank, pair("pool_size", &self.pool_size)?);
+        p.strides = Some(pair("strides", &self.strides)?);
+        p.padding = self.padding;
+        Ok(p)
+    }
+}
+
+macro_rules! pool_layer {
+    ($name:ident, $kind:expr, $rank:literal, $config:path, $doc:literal, $example:literal) => {
+        #[doc = $doc]
+        ///
+        /// Keras defaults: `strides` equal to `pool_size`, padding `valid`,
+        /// `channels_last`.
+        ///
+        /// ```
+        /// use horn::prelude::*;
+        #[doc = $example]
+        /// ```
+        #[derive(Debug, Clone)]
+        pub struct $name(pub(crate) Pool);
+
+        impl $name {
+            /// A pooling window of `pool_size` per spatial axis.
+            pub fn new(pool_size: impl IntoWindow<$rank>) -> Self {
+                let p = pool_size.into_window();
+                $name(Pool::new(
+                    $kind,
+                    $rank,
+                    if $rank == 1 {
+                        [1, p[0]]
+                    } else {
+                        [p[0], p[$rank - 1]]
+                    },
+                ))
+            }
+            /// Step of the window (Keras default: the pool size).
+            pub fn strides(mut self, strides: impl IntoWindow<$rank>) -> Self {
+                let s = strides.into_window();
+                self.0.strides = Some(if $rank == 1 {
+                    [1, s[0]]
+                } else {
+                    [s[0], s[$rank - 1]]
+                });
+                self
+            }
+            /// Border handling (Keras default `valid`).
+            pub fn padding(mut self, padding: Padding) -> Self {
+                self.0.padding = padding;
+                self
+            }
+        }
+
+        impl Layer for $name {
+            fn class_name(&self) -> &str {
+                self.0.class()
+            }
+            fn build(&mut self, input: &Shape, _rng: &mut StdRng) -> Result<Shape> {
+                self.0.build(input)
+            }
+            fn forward(
+                &self,
+                x: ArrayView2<f32>,
+                y: ArrayViewMut2<f32>,
+                _aux: ArrayViewMut2<f32>,
+                _ctx: &mut ForwardContext<'_>,
+            ) {
+                self.0.forward(x, y)
+            }
+            fn backward(
+                &self,
+                x: ArrayView2<f32>,
+                y: ArrayView2<f32>,
+                _aux: ArrayView2<f32>,
+                dy: ArrayViewMut2<f32>,
+                dx: Option<ArrayViewMut2<f32>>,
+                _grads: &mut [Vec<f32>],
+                _ctx: &mut BackwardContext<'_>,
+            ) {
+                self.0.backward(x, y, dy, dx)
+            }
+            fn config(&self) -> Option<LayerConfig> {
+                Some($config(self.0.config()))
+            }
+        }
+    };
+}
+
+pool_layer!(
+    MaxPooling2D,
+    PoolKind::Max,
+    2,
+    LayerConfig::MaxPooling2D,
+    "The maximum of each window of `(height, width, channels)` samples, per channel (Keras `MaxPooling2D`).",
+    "let m = Sequential::new().input_shape(&[26, 26, 32]).add(MaxPooling2D::new(2));\nassert_eq!(m.output_shape().unwrap().dims(), &[13, 13, 32]);"
+);
+pool_layer!(
+    MaxPooling1D,
+    PoolKind::Max,
+    1,
+    LayerConfig::MaxPooling1D,
+    "The maximum of each window of `(steps, channels)` samples (Keras `MaxPooling1D`).",
+    "let m = Sequential::new().input_shape(&[10, 4]).add(MaxPooling1D::new(2));\nassert_eq!(m.output_shape().unwrap().dims(), &[5, 4]);"
+);
+pool_layer!(
+    AveragePooling2D,
+    PoolKind::Average,
+    2,
+    LayerConfig::AveragePooling2D,
+    "The mean of each window (Keras `AveragePooling2D`); with `same` padding only the cells inside the input are counted, as in Keras.",
+    "let m = Sequential::new().input_shape(&[7, 7, 3]).add(AveragePooling2D::new(2).padding(Padding::Same));\nassert_eq!(m.output_shape().unwrap().dims(), &[4, 4, 3]);"
+);
+pool_layer!(
+    AveragePooling1D,
+    PoolKind::Average,
+    1,
+    LayerConfig::AveragePooling1D,
+    "The mean of each window of steps (Keras `AveragePooling1D`).",
+    "let m = Sequential::new().input_shape(&[9, 2]).add(AveragePooling1D::new(3));\nassert_eq!(m.output_shape().unwrap().dims(), &[3, 2]);"
+);
+
+/// The shared core of the global poolings: one value per channel.
+#[derive(Debug, Clone)]
+pub(crate) struct GlobalPool {
+    kind: PoolKind,
+    rank: usize,
+    positions: usize,
+    channels: usize,
+}
+
+impl GlobalPool {
+    fn class(&self) -> &'static str {
+        match (self.kind, self.rank) {
+            (PoolKind::Max, 1) => "GlobalMaxPooling1D",
+            (PoolKind::Max, _) => "GlobalMaxPooling2D",
+            (PoolKind::Average, 1) => "GlobalAveragePooling1D",
+            (PoolKind::Average, _) => "GlobalAveragePooling2D",
+        }
+    }
+
+    fn build(&mut self, input: &Shape) -> Result<Shape> {
+        let [h, w, c] = spatial_dims(self.class(), input, self.rank)?;
+        self.positions = h * w;
+        self.channels = c;
+        Ok(Shape::new(&[c]))
+    }
+
+    fn forward(&self, x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>) {
+        let (class, n, c) = (self.class(), x.nrows(), self.channels);
+        expect_shape(class, "x", x.shape(), &[n, self.positions * c]);
+        expect_shape(class, "y", y.shape(), &[n, c]);
+        let inv = 1.0 / self.positions as f32;
+        for (xs, ys) in values(x)
+            .chunks(self.positions * c)
+            .zip(values_mut(y.view_mut()).chunks_mut(c))
+        {
+            match self.kind {
+                PoolKind::Max => {
+                    ys.fill(f32::NEG_INFINITY);
+                    for cell in xs.chunks(c) {
+                        for (o, &v) in ys.iter_mut().zip(cell) {
+                            if v > *o || v.is_nan() {
+                                *o = v;
+                            }
+                        }
+                    }
+                }
+                PoolKind::Average => {
+                    ys.fill(0.0);
+                    for cell in xs.chunks(c) {
+                        for (o, &v) in ys.iter_mut().zip(cell) {
+                            *o += v;
+                        }
+                    }
+                    ys.iter_mut().for_each(|o| *o *= inv);
+                }
+            }
+        }
+    }
+
+    fn backward(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        dy: ArrayViewMut2<f32>,
+        dx: Option<ArrayViewMut2<f32>>,
+    ) {
+        let Some(dx) = dx else { return };
+        let (class, n, c) = (self.class(), x.nrows(), self.channels);
+        expect_shape(class, "x", x.shape(), &[n, self.positions * c]);
+        expect_shape(class, "y", y.shape(), &[n, c]);
+        expect_shape(class, "dy", dy.shape(), &[n, c]);
+        expect_shape(class, "dx", dx.shape(), x.shape());
+        let inv = 1.0 / self.positions as f32;
+        let size = self.positions * c;
+        for (((dxs, xs), ys), dys) in values_mut(dx)
+            .chunks_mut(size)
+            .zip(values(x).chunks(size))
+            .zip(values(y).chunks(c))
+            .zip(values(dy.view()).chunks(c))
+        {
+            match self.kind {
+                PoolKind::Average => {
+                    for cell in dxs.chunks_mut(c) {
+                        for (d, &g) in cell.iter_mut().zip(dys) {
+                            *d = g * inv;
+                        }
+                    }
+                }
+                PoolKind::Max => {
+                    dxs.fill(0.0);
+                    for ch in 0..c {
+                        let m = ys[ch];
+                        if let Some(p) = (0..self.positions).find(|&p| {
+                            let v = xs[p * c + ch];
+                            v == m || (v.is_nan() && m.is_nan())
+                        }) {
+                            dxs[p * c + ch] = dys[ch];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+macro_rules! global_pool_layer {
+    ($name:ident, $kind:expr, $rank:literal, $config:path, $doc:literal, $example:literal) => {
+        #[doc = $doc]
+        ///
+        /// ```
+        /// use horn::prelude::*;
+        #[doc = $example]
+        /// ```
+        #[derive(Debug, Clone)]
+        pub struct $name(pub(crate) GlobalPool);
+
+        impl $name {
+            /// The layer (no options: `channels_last`, `keepdims` false).
+            pub fn new() -> Self {
+                $name(GlobalPool {
+                    kind: $kind,
+                    rank: $rank,
+                    positions: 0,
+                    channels: 0,
+                })
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl Layer for $name {
+            fn class_name(&self) -> &str {
+                self.0.class()
+            }
+            fn build(&mut self, input: &Shape, _rng: &mut StdRng) -> Result<Shape> {
+                self.0.build(input)
+            }
+            fn forward(
+                &self,
+                x: ArrayView2<f32>,
+                y: ArrayViewMut2<f32>,
+                _aux: ArrayViewMut2<f32>,
+                _ctx: &mut ForwardContext<'_>,
+            ) {
+                self.0.forward(x, y)
+            }
+            fn backward(
+                &self,
+                x: ArrayView2<f32>,
+                y: ArrayView2<f32>,
+                _aux: ArrayView2<f32>,
+                dy: ArrayViewMut2<f32>,
+                dx: Option<ArrayViewMut2<f32>>,
+                _grads: &mut [Vec<f32>],
+                _ctx: &mut BackwardContext<'_>,
+            ) {
+                self.0.backward(x, y, dy, dx)
+            }
+            fn config(&self) -> Option<LayerConfig> {
+                Some($config)
+            }
+        }
+    };
+}
+
+global_pool_layer!(
+    GlobalAveragePooling2D,
+    PoolKind::Average,
+    2,
+    LayerConfig::GlobalAveragePooling2D,
+    "The mean over all positions of `(height, width, channels)` samples, per channel (Keras `GlobalAveragePooling2D`).",
+    "let m = Sequential::new().input_shape(&[5, 5, 8]).add(GlobalAveragePooling2D::new());\nassert_eq!(m.output_shape().unwrap().dims(), &[8]);"
+);
+global_pool_layer!(
+    GlobalMaxPooling2D,
+    PoolKind::Max,
+    2,
+    LayerConfig::GlobalMaxPooling2D,
+    "The maximum over all positions, per channel (Keras `GlobalMaxPooling2D`).",
+    "let m = Sequential::new().input_shape(&[5, 5, 8]).add(GlobalMaxPooling2D::new());\nassert_eq!(m.output_shape().unwrap().dims(), &[8]);"
+);
+global_pool_layer!(
+    GlobalAveragePooling1D,
+    PoolKind::Average,
+    1,
+    LayerConfig::GlobalAveragePooling1D,
+    "The mean over all steps of `(steps, channels)` samples (Keras `GlobalAveragePooling1D`).",
+    "let m = Sequential::new().input_shape(&[20, 4]).add(GlobalAveragePooling1D::new());\nassert_eq!(m.output_shape().unwrap().dims(), &[4]);"
+);
+global_pool_layer!(
+    GlobalMaxPooling1D,
+    PoolKind::Max,
+    1,
+    LayerConfig::GlobalMaxPooling1D,
+    "The maximum over all steps (Keras `GlobalMaxPooling1D`).",
+    "let m = Sequential::new().input_shape(&[20, 4]).add(GlobalMaxPooling1D::new());\nassert_eq!(m.output_shape().unwrap().dims(), &[4]);"
+);
