@@ -253,6 +253,21 @@ impl Sequential {
         self
     }
 
+    /// Adds a boxed layer (layers chosen at run time, e.g. from a
+    /// configuration file).
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let layer: Box<dyn Layer> = Box::new(Flatten::new());
+    /// let m = Sequential::new().input_shape(&[2, 3]).add_boxed(layer);
+    /// assert_eq!(m.output_dim(), 6);
+    /// ```
+    pub fn add_boxed(mut self, layer: Box<dyn Layer>) -> Self {
+        self.push_named(layer);
+        self.build_pending();
+        self
+    }
+
     /// The name the next layer of this class will get (`dense`, `dense_1`, ...).
     pub(crate) fn next_layer_name(&self, class_name: &str) -> String {
         let base = snake_case(class_name);
@@ -489,8 +504,8 @@ impl Sequential {
         Ok(out)
     }
 
-    /// Names and sizes of the weight tensors, in Keras order: the variables an
-    /// optimizer's state belongs to.
+    /// Names and sizes of the trainable weight tensors, in Keras order: the
+    /// variables an optimizer's state belongs to.
     pub(crate) fn weight_sizes(&self) -> Vec<(String, usize)> {
         self.layers()
             .iter()
@@ -498,6 +513,7 @@ impl Sequential {
             .flat_map(|(l, name)| {
                 l.params()
                     .into_iter()
+                    .filter(|p| p.trainable)
                     .map(move |p| (format!("{name}/{}", p.name), p.values.len()))
             })
             .collect()
