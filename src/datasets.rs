@@ -38,6 +38,20 @@ impl MnistSplit {
         })
     }
 
+    /// Images as `(n, 28, 28, 1)`, channels last, scaled to `[0, 1]`: the
+    /// input of a convolutional network (Keras' MNIST convnet example does
+    /// `np.expand_dims(x, -1) / 255`).
+    ///
+    /// ```no_run
+    /// let mnist = horn::datasets::mnist::load_default().unwrap();
+    /// assert_eq!(mnist.test.images_scaled().shape(), &[10000, 28, 28, 1]);
+    /// ```
+    pub fn images_scaled(&self) -> ndarray::Array4<f32> {
+        self.x
+            .mapv(|v| v as f32 / 255.0)
+            .insert_axis(ndarray::Axis(3))
+    }
+
     /// Labels as `usize` class indices.
     pub fn labels(&self) -> Vec<usize> {
         self.y.iter().map(|&v| v as usize).collect()
