@@ -68,7 +68,20 @@ fn main() {
         .test
         .flat_scaled();
     let mx = mnist.slice(ndarray::s![..128, ..]);
+    // The MNIST convnet's products at batch 128: patches of the second
+    // convolution (121 positions x 288) and of the first (676 x 9).
+    let p2 = Array2::<f32>::from_shape_fn((15488, 288), |(i, j)| ((i * 3 + j) % 17) as f32 * 0.01);
+    let k2 = Array2::<f32>::from_shape_fn((288, 64), |(i, j)| ((i + j * 5) % 9) as f32 * 0.01);
+    let dz2 = Array2::<f32>::from_shape_fn((15488, 64), |(i, j)| ((i + j) % 7) as f32 * 0.01);
+    let p1 = Array2::<f32>::from_shape_fn((86528, 9), |(i, j)| ((i + j) % 5) as f32 * 0.1);
+    let k1 = Array2::<f32>::from_shape_fn((9, 32), |(i, j)| ((i + j) % 3) as f32 * 0.1);
+    let dz1 = Array2::<f32>::from_shape_fn((86528, 32), |(i, j)| ((i + j) % 7) as f32 * 0.01);
     let cases: Vec<(&str, ArrayView2<f32>, ArrayView2<f32>)> = vec![
+        ("conv2 P[15488x288] @ K", p2.view(), k2.view()),
+        ("conv2 P^T @ dZ[15488x64]", p2.t(), dz2.view()),
+        ("conv2 dZ @ K^T[64x288]", dz2.view(), k2.t()),
+        ("conv1 P[86528x9] @ K[9x32]", p1.view(), k1.view()),
+        ("conv1 P^T @ dZ[86528x32]", p1.t(), dz1.view()),
         ("X[128x784] @ W1[784x512]", x.view(), w1.view()),
         ("X^T[784x128] @ dH[128x512]", x.t(), dh.view()),
         ("dH[128x512] @ W1^T[512x784]", dh.view(), w1.t()),

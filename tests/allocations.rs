@@ -29,7 +29,12 @@ static GLOBAL: Counting = Counting;
 
 /// (allocations, bytes) of a 1-epoch fit over `rows` rows in batches of 64.
 fn fit_cost(model: &mut Sequential, rows: usize) -> (usize, usize) {
-    let x = Array2::from_shape_fn((rows, 200), |(i, j)| ((i * 7 + j) % 17) as f32 / 17.0);
+    let mut shape = vec![rows];
+    shape.extend_from_slice(model.get_input_shape().unwrap().dims());
+    let width: usize = shape[1..].iter().product();
+    let x = Array2::from_shape_fn((rows, width), |(i, j)| ((i * 7 + j) % 17) as f32 / 17.0)
+        .into_shape_with_order(ndarray::IxDyn(&shape))
+        .unwrap();
     let y = Array2::from_shape_fn((rows, 10), |(i, j)| (i % 10 == j) as u8 as f32);
     let opts = || FitOptions {
         epochs: 1,
@@ -47,17 +52,35 @@ fn fit_cost(model: &mut Sequential, rows: usize) -> (usize, usize) {
     )
 }
 
+/// One test for both models: the allocation counter is global, so two tests
+/// running at once would count each other's allocations.
 #[test]
 fn training_steps_do_not_allocate() {
-    let mut model = Sequential::new()
+    let mlp = Sequential::new()
         .seed(1)
         .input(200)
         .dense(256, Relu)
         .dropout(0.2)
         .dense(10, Softmax);
+    check_steps_do_not_allocate(mlp, RmsProp::default().into());
+    let cnn = Sequential::new()
+        .seed(1)
+        .input_shape(&[10, 10, 2])
+        .conv2d(8, 3, Relu)
+        .batch_normalization()
+        .max_pooling2d(2)
+        .add(Conv2D::new(8, 3, Relu).padding(Padding::Same))
+        .add(LayerNormalization::new())
+        .flatten()
+        .dropout(0.2)
+        .dense(10, Softmax);
+    check_steps_do_not_allocate(cnn, Adam::default().into());
+}
+
+fn check_steps_do_not_allocate(mut model: Sequential, optimizer: Optimizer) {
     model
         .compile(
-            RmsProp::default(),
+            optimizer,
             CategoricalCrossentropy::default(),
             &[Metric::Accuracy],
         )

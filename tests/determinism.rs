@@ -49,12 +49,57 @@ fn fit(model: &mut Sequential) -> History {
         .unwrap()
 }
 
+/// A small convnet over every vision layer with a reduction across the
+/// batch: convolutions (same padding, stride 2), batch normalization,
+/// pooling, dropout; batches large enough for the parallel paths.
+fn cnn_train() -> (u64, Vec<f32>) {
+    let n = 240;
+    let x = ndarray::Array4::<f32>::from_shape_fn((n, 12, 12, 2), |(i, r, c, ch)| {
+        (((i * 31 + r * 7 + c * 3 + ch) % 23) as f32 / 23.0 - 0.3).max(0.0)
+    });
+    let y = ndarray::Array2::<f32>::from_shape_fn((n, 3), |(i, j)| (i % 3 == j) as u8 as f32);
+    let mut model = Sequential::new()
+        .seed(4)
+        .input_shape(&[12, 12, 2])
+        .add(Conv2D::new(16, 3, Relu).padding(Padding::Same))
+        .batch_normalization()
+        .max_pooling2d(2)
+        .add(Conv2D::new(16, 3, Relu).strides(2))
+        .add(AveragePooling2D::new(2).padding(Padding::Same))
+        .flatten()
+        .dropout(0.3)
+        .dense(3, Softmax);
+    model
+        .compile(Adam::default(), "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    let h = model
+        .fit(
+            &x,
+            &y,
+            FitOptions {
+                epochs: 2,
+                batch_size: 96,
+                validation_split: 0.25,
+                seed: Some(9),
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut hist = h.get("loss").unwrap().to_vec();
+    hist.extend_from_slice(h.get("val_loss").unwrap());
+    (common::fingerprint(&model), hist)
+}
+
+/// The MLP's and the convnet's fingerprints and losses together.
 fn train() -> (u64, Vec<f32>) {
     let mut model = model(11);
     let h = fit(&mut model);
     let mut hist = h.get("loss").unwrap().to_vec();
     hist.extend_from_slice(h.get("val_loss").unwrap());
-    (common::fingerprint(&model), hist)
+    let (cnn_fp, cnn_hist) = cnn_train();
+    hist.extend(cnn_hist);
+    (common::fingerprint(&model) ^ cnn_fp.rotate_left(17), hist)
 }
 
 #[test]

@@ -112,6 +112,18 @@ impl Axis1 {
         })
     }
 
+    /// The input indices `[start, end)` that output `o`'s (undilated) window
+    /// covers inside the input: padding cells are left out.
+    #[inline]
+    pub(crate) fn window_range(&self, o: usize) -> (usize, usize) {
+        let first = o * self.stride;
+        let start = first.saturating_sub(self.pad_before).min(self.input);
+        let end = (first + self.window)
+            .saturating_sub(self.pad_before)
+            .min(self.input);
+        (start, end.max(start))
+    }
+
     /// The input index of output `o`'s window cell `k`, if inside the input.
     #[inline]
     pub(crate) fn source(&self, o: usize, k: usize) -> Option<usize> {
@@ -358,26 +370,41 @@ impl Conv {
     }
 
     /// Unrolls one sample's receptive fields into `positions x patch_len`.
+    /// Without dilation a window row is `kw * c` contiguous input values, so
+    /// a row fully inside the input is one copy.
     fn im2col(&self, x: &[f32], cols: &mut [f32]) {
         let g = &self.geo;
         let c = g.channels;
         let [kh, kw] = self.kernel_size;
+        let run = kw * c;
+        let contiguous = g.cols.dilation == 1;
         let mut k = 0;
         for oy in 0..g.rows.output {
             for ox in 0..g.cols.output {
+                let first = (ox * g.cols.stride).checked_sub(g.cols.pad_before);
+                let inside = contiguous && first.is_some_and(|f| f + kw <= g.cols.input);
                 for ky in 0..kh {
                     let iy = g.rows.source(oy, ky);
-                    for kx in 0..kw {
-                        let dst = &mut cols[k..k + c];
-                        match (iy, g.cols.source(ox, kx)) {
-                            (Some(iy), Some(ix)) => {
-                                let s = (iy * g.cols.input + ix) * c;
-                                dst.copy_from_slice(&x[s..s + c]);
-                            }
-                            _ => dst.fill(0.0),
+                    match (iy, inside) {
+                        (Some(iy), true) => {
+                            let s = (iy * g.cols.input + first.unwrap_or(0)) * c;
+                            cols[k..k + run].copy_from_slice(&x[s..s + run]);
                         }
-                        k += c;
+                        (None, _) => cols[k..k + run].fill(0.0),
+                        (Some(iy), false) => {
+                            for kx in 0..kw {
+                                let dst = &mut cols[k + kx * c..k + (kx + 1) * c];
+                                match g.cols.source(ox, kx) {
+                                    Some(ix) => {
+                                        let s = (iy * g.cols.input + ix) * c;
+                                        dst.copy_from_slice(&x[s..s + c]);
+                                    }
+                                    None => dst.fill(0.0),
+                                }
+                            }
+                        }
                     }
+                    k += run;
                 }
             }
         }

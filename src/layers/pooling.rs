@@ -112,70 +112,62 @@ impl Pool {
         let g = &self.geo;
         let c = g.channels;
         for oy in 0..g.rows.output {
+            let (y0, y1) = g.rows.window_range(oy);
             for ox in 0..g.cols.output {
+                let (x0, x1) = g.cols.window_range(ox);
                 let out = &mut y[(oy * g.cols.output + ox) * c..][..c];
-                let init = match self.kind {
-                    PoolKind::Max => f32::NEG_INFINITY,
-                    PoolKind::Average => 0.0,
-                };
-                out.fill(init);
-                let mut count = 0usize;
-                for ky in 0..g.rows.window {
-                    let Some(iy) = g.rows.source(oy, ky) else {
-                        continue;
-                    };
-                    for kx in 0..g.cols.window {
-                        let Some(ix) = g.cols.source(ox, kx) else {
-                            continue;
-                        };
-                        count += 1;
-                        let src = &x[(iy * g.cols.input + ix) * c..][..c];
-                        match self.kind {
-                            PoolKind::Max => {
+                match self.kind {
+                    PoolKind::Max => {
+                        out.fill(f32::NEG_INFINITY);
+                        for iy in y0..y1 {
+                            let row =
+                                &x[(iy * g.cols.input + x0) * c..(iy * g.cols.input + x1) * c];
+                            for src in row.chunks_exact(c) {
                                 for (o, &v) in out.iter_mut().zip(src) {
                                     // A NaN wins and stays: the window reports it.
-                                    if v > *o || v.is_nan() {
-                                        *o = v;
-                                    }
+                                    *o = if (v > *o) | v.is_nan() { v } else { *o };
                                 }
                             }
-                            PoolKind::Average => {
+                        }
+                    }
+                    PoolKind::Average => {
+                        out.fill(0.0);
+                        for iy in y0..y1 {
+                            let row =
+                                &x[(iy * g.cols.input + x0) * c..(iy * g.cols.input + x1) * c];
+                            for src in row.chunks_exact(c) {
                                 for (o, &v) in out.iter_mut().zip(src) {
                                     *o += v;
                                 }
                             }
                         }
+                        // `same` averaging counts only the real cells, as Keras.
+                        let inv = 1.0 / ((y1 - y0) * (x1 - x0)).max(1) as f32;
+                        out.iter_mut().for_each(|o| *o *= inv);
                     }
-                }
-                if self.kind == PoolKind::Average {
-                    // `same` averaging counts only the real cells, as Keras.
-                    let inv = 1.0 / count.max(1) as f32;
-                    out.iter_mut().for_each(|o| *o *= inv);
                 }
             }
         }
     }
 
     /// Routes one sample's output gradient to its input (overwrites `dx`).
+    /// Max pooling sends each gradient to the window's first maximal cell in
+    /// row-major order.
     fn unpool(&self, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
         let g = &self.geo;
         let c = g.channels;
         dx.fill(0.0);
         for oy in 0..g.rows.output {
+            let (y0, y1) = g.rows.window_range(oy);
             for ox in 0..g.cols.output {
+                let (x0, x1) = g.cols.window_range(ox);
                 let o = (oy * g.cols.output + ox) * c;
                 match self.kind {
                     PoolKind::Max => {
                         for ch in 0..c {
                             let m = y[o + ch];
-                            'window: for ky in 0..g.rows.window {
-                                let Some(iy) = g.rows.source(oy, ky) else {
-                                    continue;
-                                };
-                                for kx in 0..g.cols.window {
-                                    let Some(ix) = g.cols.source(ox, kx) else {
-                                        continue;
-                                    };
+                            'window: for iy in y0..y1 {
+                                for ix in x0..x1 {
                                     let i = (iy * g.cols.input + ix) * c + ch;
                                     let v = x[i];
                                     if v == m || (v.is_nan() && m.is_nan()) {
@@ -187,21 +179,9 @@ impl Pool {
                         }
                     }
                     PoolKind::Average => {
-                        let count = (0..g.rows.window)
-                            .filter(|&k| g.rows.source(oy, k).is_some())
-                            .count()
-                            * (0..g.cols.window)
-                                .filter(|&k| g.cols.source(ox, k).is_some())
-                                .count();
-                        let inv = 1.0 / count.max(1) as f32;
-                        for ky in 0..g.rows.window {
-                            let Some(iy) = g.rows.source(oy, ky) else {
-                                continue;
-                            };
-                            for kx in 0..g.cols.window {
-                                let Some(ix) = g.cols.source(ox, kx) else {
-                                    continue;
-                                };
+                        let inv = 1.0 / ((y1 - y0) * (x1 - x0)).max(1) as f32;
+                        for iy in y0..y1 {
+                            for ix in x0..x1 {
                                 let i = (iy * g.cols.input + ix) * c;
                                 for (d, &v) in dx[i..i + c].iter_mut().zip(&dy[o..o + c]) {
                                     *d += v * inv;

@@ -599,18 +599,22 @@ impl Sequential {
     }
 }
 
-/// `Dense` -> `dense`, `BatchNormalization` -> `batch_normalization`.
+/// Keras' `to_snake_case`: `Dense` -> `dense`, `BatchNormalization` ->
+/// `batch_normalization`, `Conv2D` -> `conv2d`, `MaxPooling2D` ->
+/// `max_pooling2d` (an underscore before a capital that starts a lowercase
+/// run, or after a lowercase letter before a capital).
 fn snake_case(s: &str) -> String {
+    let c: Vec<char> = s.chars().collect();
     let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if ch.is_uppercase() {
-            if i > 0 {
+    for (i, &ch) in c.iter().enumerate() {
+        if i > 0 && ch.is_ascii_uppercase() {
+            let starts_word = c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            let after_lower = c[i - 1].is_ascii_lowercase();
+            if starts_word || after_lower {
                 out.push('_');
             }
-            out.extend(ch.to_lowercase());
-        } else {
-            out.push(ch);
         }
+        out.extend(ch.to_lowercase());
     }
     out
 }
@@ -629,5 +633,24 @@ fn name_error(layer: &str, e: Error) -> Error {
             received,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    #[test]
+    fn layer_names_follow_keras() {
+        for (class, name) in [
+            ("Dense", "dense"),
+            ("BatchNormalization", "batch_normalization"),
+            ("Conv2D", "conv2d"),
+            ("MaxPooling2D", "max_pooling2d"),
+            ("GlobalAveragePooling1D", "global_average_pooling1d"),
+            ("LayerNormalization", "layer_normalization"),
+        ] {
+            assert_eq!(snake_case(class), name);
+        }
     }
 }
