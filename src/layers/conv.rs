@@ -180,6 +180,45 @@ const PAR_MIN_VALUES: usize = 1 << 14;
 /// Patch values per inference tile.
 const TILE_VALUES: usize = 1 << 20;
 
+/// Row blocks of a parallel column sum: a fixed count, so the order of the
+/// additions depends only on the shape.
+const SUM_BLOCKS: usize = 16;
+
+/// `out[j] = sum_i m[i][j]` over the rows of a `rows x f` matrix, in
+/// [`SUM_BLOCKS`] row blocks summed in parallel (into `partials`, when it is
+/// large enough) and then added in block order: the same bits for any number
+/// of threads.
+fn column_sums(m: &[f32], f: usize, out: &mut [f32], partials: &mut [f32]) {
+    let rows = m.len() / f.max(1);
+    let sum = |block: &[f32], acc: &mut [f32]| {
+        acc.fill(0.0);
+        for row in block.chunks_exact(f) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+    };
+    if m.len() < PAR_MIN_VALUES || partials.len() < SUM_BLOCKS * f || rows < SUM_BLOCKS {
+        sum(m, out);
+        return;
+    }
+    let block = rows.div_ceil(SUM_BLOCKS) * f;
+    let partials = &mut partials[..SUM_BLOCKS * f];
+    partials
+        .par_chunks_mut(f)
+        .zip(m.par_chunks(block))
+        .for_each(|(acc, rows)| sum(rows, acc));
+    // Blocks beyond the data (when rows divide unevenly) are zero.
+    let used = m.len().div_ceil(block);
+    partials[used * f..].fill(0.0);
+    out.fill(0.0);
+    for acc in partials.chunks_exact(f) {
+        for (o, &v) in out.iter_mut().zip(acc) {
+            *o += v;
+        }
+    }
+}
+
 /// The shared core of `Conv1D` and `Conv2D`.
 #[derive(Debug, Clone)]
 pub(crate) struct Conv {
@@ -557,13 +596,7 @@ impl Conv {
             gemm(pm.t(), dz, gk);
         }
         if self.use_bias {
-            let gb = &mut grads[1];
-            gb.fill(0.0);
-            for row in values(dz).chunks_exact(f) {
-                for (g, &d) in gb.iter_mut().zip(row) {
-                    *g += d;
-                }
-            }
+            column_sums(values(dz), f, &mut grads[1], ctx.scratch);
         }
         let Some(dx) = dx else { return };
         let kt = ArrayView2::from_shape((plen, f), &self.kernel[..]).expect("kernel built");

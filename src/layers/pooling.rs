@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rayon::prelude::*;
 
 use super::conv::{check_window, spatial_dims, Axis1, Geometry, IntoWindow, Padding};
-use super::{expect_shape, BackwardContext, ForwardContext, Layer};
+use super::{expect_shape, BackwardContext, Buffers, ForwardContext, Layer};
 use crate::error::{Error, Result};
 use crate::kernels::{values, values_mut};
 use crate::saving::LayerConfig;
@@ -21,6 +21,9 @@ use crate::shape::Shape;
 
 /// Values per batch above which pooling runs in parallel over samples.
 const PAR_MIN_VALUES: usize = 1 << 14;
+/// Samples up to this many values keep max pooling's argmax as exact f32
+/// indices in training; larger ones find it again in backward.
+const ARG_LIMIT: usize = 1 << 24;
 
 /// Max or average.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,17 +110,21 @@ impl Pool {
         }
     }
 
-    /// Pools one sample.
-    fn pool(&self, x: &[f32], y: &mut [f32]) {
+    /// Pools one sample. For max pooling in training, `arg` receives, for
+    /// each output, the index of the first value of the input cell that won
+    /// (within the sample, as an exact f32: indices stay below 2^24, see
+    /// [`ARG_LIMIT`]), so that backward is a plain scatter.
+    fn pool(&self, x: &[f32], y: &mut [f32], mut arg: Option<&mut [f32]>) {
         let g = &self.geo;
         let c = g.channels;
         for oy in 0..g.rows.output {
             let (y0, y1) = g.rows.window_range(oy);
             for ox in 0..g.cols.output {
                 let (x0, x1) = g.cols.window_range(ox);
-                let out = &mut y[(oy * g.cols.output + ox) * c..][..c];
-                match self.kind {
-                    PoolKind::Max => {
+                let at = (oy * g.cols.output + ox) * c;
+                let out = &mut y[at..at + c];
+                match (self.kind, arg.as_deref_mut()) {
+                    (PoolKind::Max, None) => {
                         out.fill(f32::NEG_INFINITY);
                         for iy in y0..y1 {
                             let row =
@@ -130,7 +137,28 @@ impl Pool {
                             }
                         }
                     }
-                    PoolKind::Average => {
+                    (PoolKind::Max, Some(arg)) => {
+                        let arg = &mut arg[at..at + c];
+                        out.fill(f32::NEG_INFINITY);
+                        // Windows without padding always hold a cell: start at the first.
+                        arg.fill(((y0 * g.cols.input + x0) * c) as f32);
+                        for iy in y0..y1 {
+                            for ix in x0..x1 {
+                                let base = (iy * g.cols.input + ix) * c;
+                                let src = &x[base..base + c];
+                                // The cell's first value: backward adds the channel.
+                                let cell = base as f32;
+                                for ((o, a), &v) in out.iter_mut().zip(arg.iter_mut()).zip(src) {
+                                    // The first maximum (or first NaN) wins;
+                                    // selects, not branches, so it vectorizes.
+                                    let take = (v > *o) | (v.is_nan() & !o.is_nan());
+                                    *o = if take { v } else { *o };
+                                    *a = if take { cell } else { *a };
+                                }
+                            }
+                        }
+                    }
+                    (PoolKind::Average, _) => {
                         out.fill(0.0);
                         for iy in y0..y1 {
                             let row =
@@ -198,20 +226,56 @@ impl Pool {
         self.geo.positions() * self.geo.channels
     }
 
-    fn forward(&self, x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>) {
+    /// Whether training keeps max pooling's argmax in `aux`.
+    fn keeps_argmax(&self, training: bool) -> bool {
+        training && self.kind == PoolKind::Max && self.geo.in_size() < ARG_LIMIT
+    }
+
+    fn buffers(&self, training: bool) -> Buffers {
+        Buffers {
+            aux: if self.keeps_argmax(training) {
+                self.out_size()
+            } else {
+                0
+            },
+            ..Buffers::default()
+        }
+    }
+
+    fn forward(
+        &self,
+        x: ArrayView2<f32>,
+        mut y: ArrayViewMut2<f32>,
+        mut aux: ArrayViewMut2<f32>,
+        training: bool,
+    ) {
         let (class, n) = (self.class(), x.nrows());
         let (is, os) = (self.geo.in_size(), self.out_size());
         expect_shape(class, "x", x.shape(), &[n, is]);
         expect_shape(class, "y", y.shape(), &[n, os]);
         let (x, y) = (values(x), values_mut(y.view_mut()));
-        if x.len() >= PAR_MIN_VALUES {
+        if self.keeps_argmax(training) {
+            expect_shape(class, "aux", aux.shape(), &[n, os]);
+            let arg = values_mut(aux.view_mut());
+            if x.len() >= PAR_MIN_VALUES {
+                y.par_chunks_mut(os)
+                    .zip(arg.par_chunks_mut(os))
+                    .zip(x.par_chunks(is))
+                    .for_each(|((y, a), x)| self.pool(x, y, Some(a)));
+            } else {
+                y.chunks_mut(os)
+                    .zip(arg.chunks_mut(os))
+                    .zip(x.chunks(is))
+                    .for_each(|((y, a), x)| self.pool(x, y, Some(a)));
+            }
+        } else if x.len() >= PAR_MIN_VALUES {
             y.par_chunks_mut(os)
                 .zip(x.par_chunks(is))
-                .for_each(|(y, x)| self.pool(x, y));
+                .for_each(|(y, x)| self.pool(x, y, None));
         } else {
             y.chunks_mut(os)
                 .zip(x.chunks(is))
-                .for_each(|(y, x)| self.pool(x, y));
+                .for_each(|(y, x)| self.pool(x, y, None));
         }
     }
 
@@ -219,6 +283,7 @@ impl Pool {
         &self,
         x: ArrayView2<f32>,
         y: ArrayView2<f32>,
+        aux: ArrayView2<f32>,
         dy: ArrayViewMut2<f32>,
         dx: Option<ArrayViewMut2<f32>>,
     ) {
@@ -230,6 +295,32 @@ impl Pool {
         expect_shape(class, "dy", dy.shape(), &[n, os]);
         expect_shape(class, "dx", dx.shape(), &[n, is]);
         let (x, y, dy, dx) = (values(x), values(y), values(dy.view()), values_mut(dx));
+        if self.kind == PoolKind::Max && aux.shape() == [n, os] {
+            // The forward pass kept each output's source: scatter.
+            let arg = values(aux);
+            let c = self.geo.channels;
+            let scatter = |(dx, (a, g)): (&mut [f32], (&[f32], &[f32]))| {
+                dx.fill(0.0);
+                for (k, (&cell, &d)) in a.iter().zip(g).enumerate() {
+                    // `pool` wrote the first index of the winning cell; the
+                    // channel is the output's. `get_mut` keeps a hand-made aux
+                    // from writing elsewhere.
+                    if let Some(t) = dx.get_mut(cell as usize + k % c) {
+                        *t += d;
+                    }
+                }
+            };
+            if dx.len() >= PAR_MIN_VALUES {
+                dx.par_chunks_mut(is)
+                    .zip(arg.par_chunks(os).zip(dy.par_chunks(os)))
+                    .for_each(scatter);
+            } else {
+                dx.chunks_mut(is)
+                    .zip(arg.chunks(os).zip(dy.chunks(os)))
+                    .for_each(scatter);
+            }
+            return;
+        }
         if dx.len() >= PAR_MIN_VALUES {
             dx.par_chunks_mut(is)
                 .zip(x.par_chunks(is))
@@ -338,26 +429,29 @@ macro_rules! pool_layer {
             fn build(&mut self, input: &Shape, _rng: &mut StdRng) -> Result<Shape> {
                 self.0.build(input)
             }
+            fn buffers(&self, _input: &Shape, training: bool) -> Buffers {
+                self.0.buffers(training)
+            }
             fn forward(
                 &self,
                 x: ArrayView2<f32>,
                 y: ArrayViewMut2<f32>,
-                _aux: ArrayViewMut2<f32>,
-                _ctx: &mut ForwardContext<'_>,
+                aux: ArrayViewMut2<f32>,
+                ctx: &mut ForwardContext<'_>,
             ) {
-                self.0.forward(x, y)
+                self.0.forward(x, y, aux, ctx.training)
             }
             fn backward(
                 &self,
                 x: ArrayView2<f32>,
                 y: ArrayView2<f32>,
-                _aux: ArrayView2<f32>,
+                aux: ArrayView2<f32>,
                 dy: ArrayViewMut2<f32>,
                 dx: Option<ArrayViewMut2<f32>>,
                 _grads: &mut [Vec<f32>],
                 _ctx: &mut BackwardContext<'_>,
             ) {
-                self.0.backward(x, y, dy, dx)
+                self.0.backward(x, y, aux, dy, dx)
             }
             fn config(&self) -> Option<LayerConfig> {
                 Some($config(self.0.config()))

@@ -22,9 +22,11 @@ use crate::metrics::MetricState;
 const MIN_BLOCK: usize = 2048;
 /// Rows per block in `predict`.
 const PREDICT_BLOCK: usize = 2048;
-/// The most f32 values one inference block's buffers may hold (256 MiB):
-/// a convolutional network's rows are large, so its blocks are fewer rows.
-const BLOCK_VALUES: usize = 1 << 26;
+/// The most f32 values one inference block's buffers may hold (32 MiB): a
+/// convolutional network's rows are large, so its blocks are fewer rows
+/// (about 200 for the MNIST convnet), which keeps `predict`'s memory small
+/// and its buffers in cache. A dense model's blocks keep their 2048 rows.
+const BLOCK_VALUES: usize = 1 << 23;
 
 /// Options of [`Sequential::evaluate_with`] (Keras `evaluate` arguments).
 #[derive(Debug, Clone, PartialEq)]
