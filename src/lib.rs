@@ -36,8 +36,10 @@
 //! - [`model`]: [`Sequential`] (builder, `compile`, weights), the training engine
 //!   (`fit`), inference (`predict`, `evaluate`), [`History`], progress output and
 //!   `summary()`.
-//! - [`layers`]: the [`Layer`](layers::Layer) trait, [`Dense`](layers::Dense),
-//!   [`Dropout`](layers::Dropout), [`ActivationLayer`](layers::ActivationLayer).
+//! - [`layers`]: the [`Layer`](layers::Layer) trait and the built-in layers:
+//!   `Dense`, `Dropout`, `Activation`; `Conv1D`/`Conv2D`, the poolings,
+//!   `Flatten`, `Reshape` (vision); `BatchNormalization`, `LayerNormalization`.
+//! - [`Shape`]: the per-sample shape a layer is built for.
 //! - [`activations`], [`losses`], [`metrics`], [`optimizers`], [`initializers`],
 //!   [`regularizers`], [`callbacks`]: the Keras catalogue, with Keras 3 names,
 //!   defaults and formulas (each item's docs give its formula).
@@ -50,11 +52,50 @@
 //!   Their packing skips the all-zero steps of sparse inputs (MNIST's pixels are
 //!   81% zeros) without changing a value.
 //!
+//! ## Tensors of any rank
+//! A batch is always a block of rows, one row per sample, holding the
+//! sample's tensor in row-major, channels-last order: a batch of `(28, 28, 1)`
+//! images is an `n x 784` block, exactly the memory of Keras' NHWC array,
+//! and a batch of `(steps, features)` sequences is `n x (steps * features)`.
+//! The shape travels beside the data, not in it: `Sequential` knows each
+//! layer's output [`Shape`], and each layer learns its input shape in
+//! [`Layer::build`](layers::Layer::build) and reads its rows accordingly
+//! (`Conv2D` as `h x w x c`, `Dense` on a `(steps, features)` input as
+//! `steps` rows of `features`, softmax over the last axis). So the engine
+//! (gathering, workspaces, losses, metrics, optimizers) moves plain rows and
+//! stays as fast as it was for the MLP, the matrix kernels always see
+//! contiguous blocks, and `fit`/`predict` take arrays of any rank by
+//! reshaping them to rows without copying. Flat rows of the right size are
+//! accepted for any input shape; arrays of rank 3 or more must match the
+//! input shape exactly.
+//!
+//! A layer asks for what it needs through [`Buffers`](layers::Buffers):
+//! per-row `aux` values kept from forward to backward (pre-activations,
+//! dropout masks, a convolution's patches, max pooling's argmax), scratch
+//! shared by all layers (a convolution's patch gradients, inference tiles),
+//! and per-batch `state` (BatchNormalization's batch statistics), which
+//! [`Layer::end_train_step`](layers::Layer::end_train_step) folds into the
+//! moving averages after the optimizer step. Weights carry a `trainable`
+//! flag: the optimizer and its state see only trainable ones; `summary()`
+//! counts the others apart. Why not the graph-of-tensors redesign sketched in
+//! the project notes: a row-block engine keeps every existing guarantee
+//! (allocation-free steps, bit-identical threads, the MLP's speed) with
+//! small, checkable changes, and a graph of layers (the functional API) can
+//! be built on the same trait by giving each node a row block; the loss
+//! fusion hooks stay until that graph exists.
+//!
+//! Convolutions unroll each sample's receptive fields into a patch matrix
+//! ("im2col") and multiply it by the kernel, which in Keras' `(kh, kw, in,
+//! out)` layout is already the `(kh * kw * in) x out` matrix: one GEMM per
+//! batch, whose output is the NHWC result. In training the patches stay in
+//! `aux` for the weight gradient; in inference they are built a tile of
+//! samples at a time in scratch.
+//!
 //! ## Design of one training step
 //! `fit` allocates one workspace sized for the batch: the gathered input rows,
-//! each layer's output, each layer's auxiliary values (pre-activations where the
-//! activation's derivative needs them, dropout masks), two ping-pong gradient
-//! buffers and one gradient buffer per weight tensor. A step then
+//! each layer's output, each layer's auxiliary values and state, one shared
+//! scratch area, two ping-pong gradient buffers and one gradient buffer per
+//! trainable weight tensor. A step then
 //! 1. gathers the batch's rows (shuffled indices) into the input buffer;
 //! 2. runs each layer forward: `Dense` does one matrix product, then a single
 //!    fused pass adds the bias and applies the activation (the whole step runs
@@ -64,7 +105,9 @@
 //!    TensorFlow backend;
 //! 4. runs each layer backward (`dK = x^T dz`, `db = sum dz`, `dx = dz K^T`);
 //! 5. applies the optimizer: clipping, weight decay, then the update rule in one
-//!    pass over each tensor and its interleaved slot variables.
+//!    pass over each tensor and its interleaved slot variables;
+//! 6. lets layers commit per-batch state (BatchNormalization's moving
+//!    statistics).
 //!
 //! A partial last batch uses the first rows of the same buffers: nothing is
 //! allocated per batch in steady state.

@@ -88,25 +88,25 @@ pub enum LayerConfig {
         /// The function.
         activation: Activation,
     },
-    /// [`Conv1D`](crate::layers::Conv1D).
+    /// [`Conv1D`].
     Conv1D(ConvConfig),
-    /// [`Conv2D`](crate::layers::Conv2D).
+    /// [`Conv2D`].
     Conv2D(ConvConfig),
-    /// [`MaxPooling1D`](crate::layers::MaxPooling1D).
+    /// [`MaxPooling1D`].
     MaxPooling1D(PoolConfig),
-    /// [`MaxPooling2D`](crate::layers::MaxPooling2D).
+    /// [`MaxPooling2D`].
     MaxPooling2D(PoolConfig),
-    /// [`AveragePooling1D`](crate::layers::AveragePooling1D).
+    /// [`AveragePooling1D`].
     AveragePooling1D(PoolConfig),
-    /// [`AveragePooling2D`](crate::layers::AveragePooling2D).
+    /// [`AveragePooling2D`].
     AveragePooling2D(PoolConfig),
-    /// [`GlobalAveragePooling1D`](crate::layers::GlobalAveragePooling1D).
+    /// [`GlobalAveragePooling1D`].
     GlobalAveragePooling1D,
-    /// [`GlobalAveragePooling2D`](crate::layers::GlobalAveragePooling2D).
+    /// [`GlobalAveragePooling2D`].
     GlobalAveragePooling2D,
-    /// [`GlobalMaxPooling1D`](crate::layers::GlobalMaxPooling1D).
+    /// [`GlobalMaxPooling1D`].
     GlobalMaxPooling1D,
-    /// [`GlobalMaxPooling2D`](crate::layers::GlobalMaxPooling2D).
+    /// [`GlobalMaxPooling2D`].
     GlobalMaxPooling2D,
     /// [`Flatten`].
     Flatten,

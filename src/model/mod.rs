@@ -169,7 +169,7 @@ impl Sequential {
     }
 
     /// Adds `Dense(units, activation)` with Keras' default initializers. The
-    /// activation is an [`Activation`] or its Keras name (`"relu"`); an unknown
+    /// activation is an [`Activation`](crate::activations::Activation) or its Keras name (`"relu"`); an unknown
     /// name is reported by `compile`, as every other build error.
     pub fn dense(mut self, units: usize, activation: impl IntoActivation) -> Self {
         match activation.into_activation() {
@@ -186,7 +186,7 @@ impl Sequential {
         self.add(Dropout::new(rate))
     }
 
-    /// Adds a separate `Activation` layer (an [`Activation`] or its Keras name).
+    /// Adds a separate `Activation` layer (an [`Activation`](crate::activations::Activation) or its Keras name).
     pub fn activation(mut self, activation: impl IntoActivation) -> Self {
         match activation.into_activation() {
             Ok(a) => self.add(ActivationLayer::new(a)),
