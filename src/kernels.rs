@@ -139,6 +139,50 @@ pub fn gemm_serial(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<
     general_mat_mul(1.0, &a, &b, 0.0, &mut c);
 }
 
+/// Blocks of `k` a tall product ([`gemm_tall_k`]) is split into.
+pub(crate) const K_SPLITS: usize = 8;
+
+/// `C = A B` for a small output and a long inner dimension (a convolution's
+/// weight gradient: `patches^T dz` sums over every position of the batch):
+/// `k` is cut into [`K_SPLITS`] fixed blocks whose products run in parallel
+/// into `partials` (at least `K_SPLITS * m * n` values), then added in block
+/// order. The blocks depend only on `k`, so the result is the same for any
+/// number of threads; with a short `k` (or too small a `partials`) it is
+/// [`gemm`].
+///
+/// # Panics
+/// When the shapes do not agree, as [`gemm`].
+#[track_caller]
+pub(crate) fn gemm_tall_k(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    mut c: ArrayViewMut2<f32>,
+    partials: &mut [f32],
+) {
+    check_shapes("gemm_tall_k", &a, &b, &c);
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let size = m * n;
+    if k < K_SPLITS * 512 || partials.len() < K_SPLITS * size || size == 0 {
+        gemm(a, b, c);
+        return;
+    }
+    let block = k.div_ceil(K_SPLITS);
+    partials[..K_SPLITS * size]
+        .par_chunks_mut(size)
+        .enumerate()
+        .for_each(|(i, part)| {
+            let (k0, k1) = ((i * block).min(k), ((i + 1) * block).min(k));
+            let pc = ArrayViewMut2::from_shape((m, n), part).expect("sized m x n above");
+            gemm_serial(a.slice(s![.., k0..k1]), b.slice(s![k0..k1, ..]), pc);
+        });
+    c.fill(0.0);
+    for part in partials[..K_SPLITS * size].chunks_exact(size) {
+        let p = ArrayView2::from_shape((m, n), part).expect("sized m x n above");
+        c.zip_mut_with(&p, |o, &v| *o += v);
+    }
+}
+
 /// Panics unless `a` is `m x k`, `b` is `k x n` and `c` is `m x n`. Runs in
 /// every build: it is what keeps the raw-pointer kernel inside its buffers.
 #[track_caller]

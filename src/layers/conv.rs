@@ -28,7 +28,7 @@ use super::{
 use crate::activations::{Activation, IntoActivation};
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
-use crate::kernels::{gemm, values, values_mut};
+use crate::kernels::{gemm, gemm_tall_k, values, values_mut};
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
 use crate::shape::Shape;
@@ -593,7 +593,9 @@ impl Conv {
         {
             let gk = ArrayViewMut2::from_shape((plen, f), &mut grads[0][..])
                 .expect("grads checked above");
-            gemm(pm.t(), dz, gk);
+            // A sum over every position of the batch into a small kernel:
+            // split over the positions, in a fixed order.
+            gemm_tall_k(pm.t(), dz, gk, ctx.scratch);
         }
         if self.use_bias {
             column_sums(values(dz), f, &mut grads[1], ctx.scratch);

@@ -2,7 +2,8 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, RngCore, SeedableRng};
+use rayon::prelude::*;
 
 use super::{expect_shape, BackwardContext, Buffers, ForwardContext, Layer};
 use crate::error::{Error, Result};
@@ -10,10 +11,16 @@ use crate::kernels::{values, values_mut};
 use crate::saving::LayerConfig;
 use crate::shape::Shape;
 
+/// Values per random stream of a dropout mask: the mask is drawn in blocks
+/// of this many values, each from its own stream seeded from the step's, so
+/// blocks fill in parallel and the mask is the same for any thread count.
+const MASK_BLOCK: usize = 4096;
+
 /// Inverted dropout (Keras `Dropout`): in training each value is kept with
 /// probability `1 - rate` and scaled by `1 / (1 - rate)`, else set to 0; at
-/// inference the layer is the identity. The mask is `U[0, 1) < 1 - rate`, drawn
-/// from the step's seeded stream.
+/// inference the layer is the identity. A value is kept when a uniform 32-bit
+/// draw is below `(1 - rate) * 2^32` (Keras: `U[0, 1) < 1 - rate`), drawn from
+/// per-block streams seeded from the step's seeded stream.
 ///
 /// ```
 /// use horn::prelude::*;
@@ -77,20 +84,36 @@ impl Layer for Dropout {
         }
         let keep = 1.0 - self.rate;
         let scale = if keep > 0.0 { 1.0 / keep } else { 0.0 };
+        // Keep a value when a uniform 32-bit draw is below keep * 2^32.
+        let threshold = (keep as f64 * 4_294_967_296.0) as u64;
+        // One stream per fixed block of values, seeded from the step's stream:
+        // the blocks fill in parallel, and the mask depends only on the seed.
+        let base: u64 = ctx.rng.random();
+        let fill = |(b, (mask, (ys, xs))): (usize, (&mut [f32], (&mut [f32], &[f32])))| {
+            let mut rng =
+                StdRng::seed_from_u64(base ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for ((m, o), &i) in mask.iter_mut().zip(ys.iter_mut()).zip(xs) {
+                *m = if (rng.next_u32() as u64) < threshold {
+                    scale
+                } else {
+                    0.0
+                };
+                *o = i * *m;
+            }
+        };
         let mask = values_mut(aux.view_mut());
-        for m in mask.iter_mut() {
-            *m = if ctx.rng.random::<f32>() < keep {
-                scale
-            } else {
-                0.0
-            };
-        }
-        for ((o, &i), &m) in values_mut(y.view_mut())
-            .iter_mut()
-            .zip(values(x))
-            .zip(mask.iter())
-        {
-            *o = i * m;
+        let ys = values_mut(y.view_mut());
+        let xs = values(x);
+        if mask.len() >= 1 << 14 {
+            mask.par_chunks_mut(MASK_BLOCK)
+                .zip(ys.par_chunks_mut(MASK_BLOCK).zip(xs.par_chunks(MASK_BLOCK)))
+                .enumerate()
+                .for_each(fill);
+        } else {
+            mask.chunks_mut(MASK_BLOCK)
+                .zip(ys.chunks_mut(MASK_BLOCK).zip(xs.chunks(MASK_BLOCK)))
+                .enumerate()
+                .for_each(fill);
         }
     }
 

@@ -152,8 +152,15 @@ impl Pool {
                                     // The first maximum (or first NaN) wins;
                                     // selects, not branches, so it vectorizes.
                                     let take = (v > *o) | (v.is_nan() & !o.is_nan());
-                                    *o = if take { v } else { *o };
-                                    *a = if take { cell } else { *a };
+                                    // A blend by bit masks: the compiler turns
+                                    // `if take` into branches here.
+                                    let keep = (take as u32).wrapping_neg();
+                                    *o = f32::from_bits(
+                                        (v.to_bits() & keep) | (o.to_bits() & !keep),
+                                    );
+                                    *a = f32::from_bits(
+                                        (cell.to_bits() & keep) | (a.to_bits() & !keep),
+                                    );
                                 }
                             }
                         }
