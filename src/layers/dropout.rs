@@ -16,6 +16,9 @@ use crate::shape::Shape;
 /// blocks fill in parallel and the mask is the same for any thread count.
 const MASK_BLOCK: usize = 4096;
 
+/// One block of a dropout pass: its index, mask, output and input values.
+type MaskBlock<'a> = (usize, (&'a mut [f32], (&'a mut [f32], &'a [f32])));
+
 /// Inverted dropout (Keras `Dropout`): in training each value is kept with
 /// probability `1 - rate` and scaled by `1 / (1 - rate)`, else set to 0; at
 /// inference the layer is the identity. A value is kept when a uniform 32-bit
@@ -89,7 +92,7 @@ impl Layer for Dropout {
         // One stream per fixed block of values, seeded from the step's stream:
         // the blocks fill in parallel, and the mask depends only on the seed.
         let base: u64 = ctx.rng.random();
-        let fill = |(b, (mask, (ys, xs))): (usize, (&mut [f32], (&mut [f32], &[f32])))| {
+        let fill = |(b, (mask, (ys, xs))): MaskBlock<'_>| {
             let mut rng =
                 StdRng::seed_from_u64(base ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             for ((m, o), &i) in mask.iter_mut().zip(ys.iter_mut()).zip(xs) {
