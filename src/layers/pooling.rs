@@ -308,12 +308,14 @@ impl Pool {
             let c = self.geo.channels;
             let scatter = |(dx, (a, g)): (&mut [f32], (&[f32], &[f32]))| {
                 dx.fill(0.0);
-                for (k, (&cell, &d)) in a.iter().zip(g).enumerate() {
-                    // `pool` wrote the first index of the winning cell; the
-                    // channel is the output's. `get_mut` keeps a hand-made aux
-                    // from writing elsewhere.
-                    if let Some(t) = dx.get_mut(cell as usize + k % c) {
-                        *t += d;
+                for (cells, grads) in a.chunks_exact(c).zip(g.chunks_exact(c)) {
+                    for (ch, (&cell, &d)) in cells.iter().zip(grads).enumerate() {
+                        // `pool` wrote the first index of the winning cell;
+                        // the channel is the output's. `get_mut` keeps a
+                        // hand-made aux from writing elsewhere.
+                        if let Some(t) = dx.get_mut(cell as usize + ch) {
+                            *t += d;
+                        }
                     }
                 }
             };
