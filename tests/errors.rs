@@ -228,8 +228,14 @@ fn bad_layer_and_optimizer_options() {
     assert!(msg(m.compile("adam", "mse", &["mae"]).unwrap_err()).contains("units=0"));
     let mut m = Sequential::new().input(4).dropout(1.5).dense(1, Linear);
     assert!(msg(m.compile("adam", "mse", &["mae"]).unwrap_err()).contains("rate"));
+    // Without an input shape, compile succeeds (the first fit builds the
+    // model, as Keras), and predicting before that says what is missing.
     let mut m = Sequential::new().dense(2, Relu);
-    assert!(msg(m.compile("adam", "mse", &["mae"]).unwrap_err()).contains("input"));
+    m.compile("adam", "mse", &["mae"]).unwrap();
+    let e = msg(m
+        .predict(&ndarray::Array2::<f32>::zeros((1, 3)))
+        .unwrap_err());
+    assert!(e.contains("input") && e.contains("fit"), "{e}");
     let mut m = Sequential::new().input(4).dense(1, Linear);
     let e = msg(m
         .compile(

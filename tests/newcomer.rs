@@ -293,3 +293,39 @@ fn save_errors_name_the_users_path() {
     assert!(e.contains("missing-folder/deeper/model.safetensors"), "{e}");
     assert!(!e.contains(".horn-save-"), "{e}");
 }
+
+/// Keras builds a model on its first call: a model without `.input(..)` can
+/// be compiled, and `fit` builds it for the data's shape (any rank).
+#[test]
+fn fit_builds_a_model_without_an_input_shape() {
+    let (x, y) = common::blobs(60, 4, 2);
+    let mut model = Sequential::new().seed(1).dense(8, Relu).dense(3, Softmax);
+    model
+        .compile("adam", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    let e = model.predict(&x).unwrap_err().to_string();
+    assert!(e.contains("fit"), "{e}");
+    let h = model.fit(&x, &y, common::quiet(2)).unwrap();
+    assert_eq!(h.get("accuracy").unwrap().len(), 2);
+    assert_eq!(model.get_input_shape().unwrap().dims(), &[4]);
+    assert!(model.summary().contains("(None, 8)"));
+    assert_eq!(model.predict(&x).unwrap().dim(), (60, 3));
+    // Images: the first fit builds the convolution for (6, 6, 1).
+    let imgs = ndarray::Array4::<f32>::from_shape_fn((12, 6, 6, 1), |(i, r, c, _)| {
+        ((i + r * c) % 5) as f32 / 5.0
+    });
+    let labels = ndarray::Array2::from_shape_fn((12, 2), |(i, j)| (i % 2 == j) as u8 as f32);
+    let mut cnn = Sequential::new()
+        .conv2d(2, 3, Relu)
+        .flatten()
+        .dense(2, Softmax);
+    cnn.compile("adam", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    cnn.fit(&imgs, &labels, common::quiet(1)).unwrap();
+    assert_eq!(cnn.output_shape().unwrap().dims(), &[2]);
+    // A layer that cannot take the data's shape says so at fit.
+    let mut bad = Sequential::new().conv2d(2, 3, Relu).dense(2, Softmax);
+    bad.compile("adam", "mse", Metric::NONE).unwrap();
+    let e = bad.fit(&x, &y, common::quiet(1)).unwrap_err().to_string();
+    assert!(e.contains("conv2d"), "{e}");
+}

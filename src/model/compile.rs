@@ -174,7 +174,12 @@ impl Sequential {
         loss: impl IntoLoss,
         options: CompileOptions,
     ) -> Result<()> {
-        self.ensure_built()?;
+        // Without an input shape the model is built by the first `fit`, as
+        // Keras builds on the first call; every other build problem is
+        // reported now.
+        if !self.awaits_input() {
+            self.ensure_built()?;
+        }
         let optimizer = optimizer.into_optimizer()?;
         optimizer.validate()?;
         let loss = loss.into_loss()?;
@@ -188,6 +193,7 @@ impl Sequential {
             options.weighted_metrics.into_iter().unzip();
         let out = self.output_dim();
         let keys = unique_keys(&metric_names, &weighted_names);
+        // Resolved again by `resolve_metrics` once an unbuilt model is built.
         let entries = metrics
             .iter()
             .map(|m| (m, false))
@@ -215,6 +221,26 @@ impl Sequential {
             fused,
         });
         Ok(())
+    }
+}
+
+impl Sequential {
+    /// Resolves `accuracy` and friends for the built output width (a model
+    /// compiled before its first `fit` knew no width yet).
+    pub(crate) fn resolve_metrics(&mut self) {
+        let out = self.output_dim();
+        if let Some(c) = self.compiled_mut() {
+            let loss = c.loss;
+            let all: Vec<Metric> = c
+                .metrics
+                .iter()
+                .chain(&c.weighted_metrics)
+                .cloned()
+                .collect();
+            for (e, m) in c.entries.iter_mut().zip(&all) {
+                e.resolved = m.resolve(&loss, out);
+            }
+        }
     }
 }
 

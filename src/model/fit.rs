@@ -204,9 +204,20 @@ impl Sequential {
         options: FitOptions,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
-        let compiled = self.compiled().ok_or(Error::NotCompiled("fit"))?;
-        let _ = compiled;
-        let x = validate::as_rows(x.into(), self.get_input_shape(), "x")?;
+        self.compiled().ok_or(Error::NotCompiled("fit"))?;
+        let x = x.into();
+        if self.awaits_input() {
+            // Keras builds the model on its first call, for the data's shape.
+            let sample = if x.ndim() == 1 {
+                vec![1]
+            } else {
+                x.shape()[1..].to_vec()
+            };
+            self.build_for(&sample)?;
+            self.resolve_metrics();
+        }
+        self.ensure_built()?;
+        let x = validate::as_rows(x, self.get_input_shape(), "x")?;
         let y = validate::as_rows(y.into(), self.output_shape(), "y")?;
         let (x, y) = (x.view(), y.view());
         let compiled = self.compiled().ok_or(Error::NotCompiled("fit"))?;

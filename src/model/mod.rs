@@ -339,6 +339,30 @@ impl Sequential {
         }
     }
 
+    /// Whether the model is complete but for its input shape, which the first
+    /// `fit` supplies (Keras builds a model on its first call).
+    pub(crate) fn awaits_input(&self) -> bool {
+        self.input_shape.is_none() && self.pending.is_none() && !self.layers.is_empty()
+    }
+
+    /// Builds the model for samples of `sample` shape when no input shape was
+    /// given, and reports what the build refused.
+    pub(crate) fn build_for(&mut self, sample: &[usize]) -> Result<()> {
+        if self.awaits_input() {
+            if sample.is_empty() || sample.contains(&0) {
+                return Err(Error::shape(
+                    "`x`",
+                    "samples with at least one value each, to build the model on",
+                    format!("{sample:?}"),
+                ));
+            }
+            self.input_shape = Some(Shape::new(sample));
+            self.rebuild();
+            self.ensure_built()?;
+        }
+        Ok(())
+    }
+
     /// Checks that every layer is built.
     pub(crate) fn ensure_built(&self) -> Result<()> {
         if let Some(e) = &self.pending {
