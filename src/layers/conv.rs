@@ -28,7 +28,7 @@ use super::{
 use crate::activations::{Activation, IntoActivation};
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
-use crate::kernels::{gemm, gemm_tall_k, values, values_mut};
+use crate::kernels::{gemm, gemm_tall_k, values, values_mut, K_SPLITS};
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
 use crate::shape::Shape;
@@ -591,11 +591,24 @@ impl Conv {
         let dz = ArrayView2::from_shape((m, f), values(dy.view())).expect("dy checked above");
         let pm = ArrayView2::from_shape((m, plen), patches).expect("aux checked above");
         {
-            let gk = ArrayViewMut2::from_shape((plen, f), &mut grads[0][..])
+            let mut gk = ArrayViewMut2::from_shape((plen, f), &mut grads[0][..])
                 .expect("grads checked above");
             // A sum over every position of the batch into a small kernel:
-            // split over the positions, in a fixed order.
-            gemm_tall_k(pm.t(), dz, gk, ctx.scratch);
+            // split over the positions, in a fixed order. With long patches
+            // (plen > 64) the product is formed transposed, `dK^T = dz^T
+            // patches`, so that the large operand (the patches) is read row
+            // by row; with short ones `patches^T` is read cheaply as it is.
+            let kernel_len = plen * f;
+            let partial_len = K_SPLITS * kernel_len;
+            if plen > 64 && ctx.scratch.len() >= partial_len + kernel_len {
+                let (partials, rest) = ctx.scratch.split_at_mut(partial_len);
+                let mut gt = ArrayViewMut2::from_shape((f, plen), &mut rest[..kernel_len])
+                    .expect("scratch sized above");
+                gemm_tall_k(dz.t(), pm, gt.view_mut(), partials);
+                gk.assign(&gt.t());
+            } else {
+                gemm_tall_k(pm.t(), dz, gk, ctx.scratch);
+            }
         }
         if self.use_bias {
             column_sums(values(dz), f, &mut grads[1], ctx.scratch);

@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use super::{expect_shape, BackwardContext, Buffers, ForwardContext, Layer};
@@ -95,13 +95,18 @@ impl Layer for Dropout {
         let fill = |(b, (mask, (ys, xs))): MaskBlock<'_>| {
             let mut rng =
                 StdRng::seed_from_u64(base ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for ((m, o), &i) in mask.iter_mut().zip(ys.iter_mut()).zip(xs) {
-                *m = if (rng.next_u32() as u64) < threshold {
-                    scale
-                } else {
-                    0.0
-                };
-                *o = i * *m;
+            // Draws in bulk, 64 at a time (one call instead of 64).
+            let mut draws = [0u32; 64];
+            for ((mask, ys), xs) in mask
+                .chunks_mut(64)
+                .zip(ys.chunks_mut(64))
+                .zip(xs.chunks(64))
+            {
+                rng.fill(&mut draws[..]);
+                for (((m, o), &i), &r) in mask.iter_mut().zip(ys.iter_mut()).zip(xs).zip(&draws) {
+                    *m = if (r as u64) < threshold { scale } else { 0.0 };
+                    *o = i * *m;
+                }
             }
         };
         let mask = values_mut(aux.view_mut());
