@@ -7,6 +7,12 @@
 //! floating-point operations however rayon schedules the blocks: a seeded `fit`
 //! gives bit-identical weights with 1 thread or 16.
 //!
+//! One product is split differently: a convolution's weight gradient sums
+//! over every position of the batch into a small kernel, which has too few
+//! output blocks for two threads. `gemm_tall_k` cuts its inner dimension into
+//! 8 blocks fixed by the shape and adds their results in block order: the
+//! same bits for any number of threads.
+//!
 //! The single-threaded GEMM is horn's own on x86-64 CPUs with AVX2 and FMA
 //! (detected at run time): a packed 6x16 micro-kernel in the
 //! style of BLIS. Each output element is accumulated over `k` in a fixed order

@@ -118,7 +118,10 @@
 //! the first layer's forward pass, the columns of their *output* (so no output
 //! element is ever summed across threads, and each is accumulated over `k` in
 //! one fixed order), elementwise passes split rows, and
-//! every sum over the batch (bias gradients, losses, metrics) runs in row order.
+//! every sum over the batch (bias gradients, losses, metrics) runs in row order
+//! or, for the large sums of convolutions (weight and bias gradients over
+//! every position), in a fixed number of blocks added in block order. Dropout
+//! draws each fixed block of its mask from its own stream seeded by the step.
 //! A seeded `fit` therefore gives bit-identical weights and History with any
 //! number of rayon threads (`RAYON_NUM_THREADS=1` or `2`, tested).
 //! Random streams (weight initialisation, shuffling, dropout) come from
