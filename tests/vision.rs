@@ -213,3 +213,30 @@ fn shapes_that_do_not_fit_are_clear_errors() {
     let e = m.fit(&bad, &y, opts(1, 0)).unwrap_err().to_string();
     assert!(e.contains("row 1"), "{e}");
 }
+
+/// A loss or metric that reads a row as one distribution is refused on
+/// outputs with several positions, instead of computing another number
+/// than Keras; element-wise losses work on any output shape.
+#[test]
+fn per_position_classification_is_refused_until_supported() {
+    let mut m = Sequential::new().input_shape(&[5, 3]).dense(4, Softmax);
+    let e = m
+        .compile("adam", "categorical_crossentropy", Metric::NONE)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("categorical_crossentropy") && e.contains("(None, 5, 4)"),
+        "{e}"
+    );
+    let e = m
+        .compile("adam", "mse", &["accuracy"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("accuracy"), "{e}");
+    // Element-wise: fine, and predict_nd gives the output's shape.
+    m.compile("adam", "mse", &["mae"]).unwrap();
+    let x = ndarray::Array3::<f32>::from_shape_fn((6, 5, 3), |(i, t, f)| (i + t + f) as f32 * 0.1);
+    let y = ndarray::Array3::<f32>::from_elem((6, 5, 4), 0.25);
+    m.fit(&x, &y, opts(2, 0)).unwrap();
+    assert_eq!(m.predict_nd(&x).unwrap().shape(), &[6, 5, 4]);
+}

@@ -220,11 +220,62 @@ impl Sequential {
             entries,
             fused,
         });
+        if let Err(e) = self.check_output_rank() {
+            self.compiled = None;
+            return Err(e);
+        }
         Ok(())
     }
 }
 
 impl Sequential {
+    /// Refuses a loss or metric that reads the whole output row as one
+    /// distribution when each sample's output has several positions (a
+    /// `(steps, classes)` output): Keras takes those over the last axis per
+    /// position, which horn does not do yet, and a silently different
+    /// number would be worse than an error.
+    pub(crate) fn check_output_rank(&self) -> Result<()> {
+        let (Some(shape), Some(c)) = (self.output_shape(), self.compiled()) else {
+            return Ok(());
+        };
+        if shape.rank() <= 1 {
+            return Ok(());
+        }
+        let per_row_loss = matches!(
+            c.loss,
+            Loss::CategoricalCrossentropy { .. }
+                | Loss::SparseCategoricalCrossentropy { .. }
+                | Loss::KlDivergence
+                | Loss::CategoricalHinge
+                | Loss::CosineSimilarity
+        );
+        let per_row_metric = c.entries.iter().find(|e| {
+            matches!(
+                e.resolved,
+                Metric::CategoricalAccuracy
+                    | Metric::SparseCategoricalAccuracy
+                    | Metric::TopKCategoricalAccuracy { .. }
+            )
+        });
+        if per_row_loss || per_row_metric.is_some() {
+            let what = if per_row_loss {
+                format!("loss {}", c.loss.name())
+            } else {
+                format!("metric `{}`", per_row_metric.map_or("", |e| e.key.as_str()))
+            };
+            return Err(Error::arg(
+                "compile",
+                format!(
+                    "a model whose output is one vector per sample for the {what} (it is computed over the \
+                     last axis per position in Keras, which horn does not support yet; add Flatten or a \
+                     global pooling before the last layer)"
+                ),
+                format!("output shape {shape}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Resolves `accuracy` and friends for the built output width (a model
     /// compiled before its first `fit` knew no width yet).
     pub(crate) fn resolve_metrics(&mut self) {

@@ -215,6 +215,7 @@ impl Sequential {
             };
             self.build_for(&sample)?;
             self.resolve_metrics();
+            self.check_output_rank()?;
         }
         self.ensure_built()?;
         let x = validate::as_rows(x, self.get_input_shape(), "x")?;
