@@ -184,7 +184,8 @@ mod shape;
 
 pub use error::{Error, Result};
 pub use model::{
-    CompileOptions, EvaluateOptions, FitOptions, History, HistoryParams, Logs, Sequential,
+    CompileOptions, EvaluateOptions, FitOptions, History, HistoryParams, IntoInput, Logs,
+    Sequential,
 };
 pub use shape::Shape;
 

@@ -329,3 +329,32 @@ fn fit_builds_a_model_without_an_input_shape() {
     let e = bad.fit(&x, &y, common::quiet(1)).unwrap_err().to_string();
     assert!(e.contains("conv2d"), "{e}");
 }
+
+/// f64 arrays (ndarray's usual float) work everywhere f32 arrays do, with
+/// the same results: they are converted to f32 once per call.
+#[test]
+fn f64_arrays_are_accepted() {
+    let (x, y) = common::blobs(40, 4, 3);
+    let (x64, y64) = (x.mapv(|v| v as f64), y.mapv(|v| v as f64));
+    let build = || {
+        let mut m = Sequential::new()
+            .seed(2)
+            .input(4)
+            .dense(6, Relu)
+            .dense(3, Softmax);
+        m.compile("adam", "categorical_crossentropy", &["accuracy"])
+            .unwrap();
+        m
+    };
+    let (mut a, mut b) = (build(), build());
+    a.fit(&x, &y, common::quiet(2)).unwrap();
+    b.fit(&x64, &y64, common::quiet(2)).unwrap();
+    assert_eq!(common::fingerprint(&a), common::fingerprint(&b));
+    assert_eq!(a.predict(&x).unwrap(), b.predict(&x64).unwrap());
+    assert_eq!(a.predict(x.view()).unwrap(), b.predict(x64.view()).unwrap());
+    assert_eq!(
+        a.evaluate(&x, &y).unwrap()["loss"].to_bits(),
+        b.evaluate(&x64, &y64).unwrap()["loss"].to_bits()
+    );
+    assert_eq!(b.predict_classes(&x64).unwrap().len(), 40);
+}

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ndarray::{Array2, ArrayView2, AsArray, Dimension};
+use ndarray::{Array2, ArrayView2};
+
+use super::IntoInput;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -181,10 +183,10 @@ impl Sequential {
     /// `(samples, h * w * c)` are accepted too); `y` is one-hot (or any target)
     /// rows of the output width, or one column of class indices for the
     /// sparse loss.
-    pub fn fit<'a, 'b, D: Dimension, E: Dimension>(
+    pub fn fit<'a, 'b>(
         &mut self,
-        x: impl AsArray<'a, f32, D>,
-        y: impl AsArray<'b, f32, E>,
+        x: impl IntoInput<'a>,
+        y: impl IntoInput<'b>,
         options: FitOptions,
     ) -> Result<History> {
         self.fit_with_callbacks(x, y, options, &mut [])
@@ -197,15 +199,17 @@ impl Sequential {
     /// when training ends with an error (a diverged loss, a callback's error):
     /// `EarlyStopping(restore_best_weights)` then restores the best weights
     /// before the error is returned.
-    pub fn fit_with_callbacks<'a, 'b, D: Dimension, E: Dimension>(
+    pub fn fit_with_callbacks<'a, 'b>(
         &mut self,
-        x: impl AsArray<'a, f32, D>,
-        y: impl AsArray<'b, f32, E>,
+        x: impl IntoInput<'a>,
+        y: impl IntoInput<'b>,
         options: FitOptions,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
         self.compiled().ok_or(Error::NotCompiled("fit"))?;
-        let x = x.into();
+        let x_in = x.into_input();
+        let y_in = y.into_input();
+        let x = x_in.view();
         if self.awaits_input() {
             // Keras builds the model on its first call, for the data's shape.
             let sample = if x.ndim() == 1 {
@@ -219,7 +223,7 @@ impl Sequential {
         }
         self.ensure_built()?;
         let x = validate::as_rows(x, self.get_input_shape(), "x")?;
-        let y = validate::as_rows(y.into(), self.output_shape(), "y")?;
+        let y = validate::as_rows(y_in.view(), self.output_shape(), "y")?;
         let (x, y) = (x.view(), y.view());
         let compiled = self.compiled().ok_or(Error::NotCompiled("fit"))?;
         let loss = compiled.loss;

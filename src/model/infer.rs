@@ -5,7 +5,9 @@
 //! `MIN_BLOCK` rows whatever `batch_size` says. Loss and metric totals are summed
 //! in row order in f64, so `evaluate` gives the same numbers for any batch size.
 
-use ndarray::{Array2, ArrayD, ArrayView2, AsArray, Dimension, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayView2, IxDyn};
+
+use super::IntoInput;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -133,7 +135,7 @@ impl Sequential {
     /// assert_eq!(p.dim(), (5, 2));
     /// assert!((p.row(0).sum() - 1.0).abs() < 1e-6);
     /// ```
-    pub fn predict<'a, D: Dimension>(&self, x: impl AsArray<'a, f32, D>) -> Result<Array2<f32>> {
+    pub fn predict<'a>(&self, x: impl IntoInput<'a>) -> Result<Array2<f32>> {
         self.ensure_built()?;
         if let Some(s) = self.output_shape().filter(|s| s.rank() > 1) {
             return Err(Error::shape(
@@ -156,7 +158,7 @@ impl Sequential {
     /// let p = model.predict_nd(&ndarray::Array3::<f32>::zeros((4, 5, 3))).unwrap();
     /// assert_eq!(p.shape(), &[4, 5, 2]);
     /// ```
-    pub fn predict_nd<'a, D: Dimension>(&self, x: impl AsArray<'a, f32, D>) -> Result<ArrayD<f32>> {
+    pub fn predict_nd<'a>(&self, x: impl IntoInput<'a>) -> Result<ArrayD<f32>> {
         self.ensure_built()?;
         let out = self.predict_rows(x)?;
         let mut shape = vec![out.nrows()];
@@ -166,8 +168,9 @@ impl Sequential {
     }
 
     /// Predictions as rows of the output's size.
-    fn predict_rows<'a, D: Dimension>(&self, x: impl AsArray<'a, f32, D>) -> Result<Array2<f32>> {
-        let x = validate::as_rows(x.into(), self.get_input_shape(), "x")?;
+    fn predict_rows<'a>(&self, x: impl IntoInput<'a>) -> Result<Array2<f32>> {
+        let x_in = x.into_input();
+        let x = validate::as_rows(x_in.view(), self.get_input_shape(), "x")?;
         let x = x.view();
         validate::check_inputs(x, self.input_dim().unwrap_or(0), "x")?;
         let n = x.nrows();
@@ -211,10 +214,7 @@ impl Sequential {
     /// assert_eq!(classes.len(), 5);
     /// assert!(classes.iter().all(|&c| c < 4));
     /// ```
-    pub fn predict_classes<'a, D: Dimension>(
-        &self,
-        x: impl AsArray<'a, f32, D>,
-    ) -> Result<Vec<usize>> {
+    pub fn predict_classes<'a>(&self, x: impl IntoInput<'a>) -> Result<Vec<usize>> {
         let p = self.predict(x)?;
         Ok(p.rows()
             .into_iter()
@@ -229,25 +229,22 @@ impl Sequential {
     /// Loss and metrics on `(x, y)` in inference mode (Keras `evaluate` with
     /// `return_dict = TRUE`): `{"loss": .., "accuracy": ..}`. The loss includes
     /// regularization penalties, as in Keras.
-    pub fn evaluate<'a, 'b, D: Dimension, E: Dimension>(
-        &self,
-        x: impl AsArray<'a, f32, D>,
-        y: impl AsArray<'b, f32, E>,
-    ) -> Result<Logs> {
+    pub fn evaluate<'a, 'b>(&self, x: impl IntoInput<'a>, y: impl IntoInput<'b>) -> Result<Logs> {
         self.evaluate_with(x, y, EvaluateOptions::default())
     }
 
     /// [`Sequential::evaluate`] with options.
-    pub fn evaluate_with<'a, 'b, D: Dimension, E: Dimension>(
+    pub fn evaluate_with<'a, 'b>(
         &self,
-        x: impl AsArray<'a, f32, D>,
-        y: impl AsArray<'b, f32, E>,
+        x: impl IntoInput<'a>,
+        y: impl IntoInput<'b>,
         options: EvaluateOptions,
     ) -> Result<Logs> {
         let c = self.compiled().ok_or(Error::NotCompiled("evaluate"))?;
         self.ensure_built()?;
-        let x = validate::as_rows(x.into(), self.get_input_shape(), "x")?;
-        let y = validate::as_rows(y.into(), self.output_shape(), "y")?;
+        let (x_in, y_in) = (x.into_input(), y.into_input());
+        let x = validate::as_rows(x_in.view(), self.get_input_shape(), "x")?;
+        let y = validate::as_rows(y_in.view(), self.output_shape(), "y")?;
         let (x, y) = (x.view(), y.view());
         validate::check_batch_size(options.batch_size)?;
         validate::check_inputs(x, self.input_dim().unwrap_or(0), "x")?;

@@ -4,6 +4,7 @@
 //! - `compile.rs`: `compile`, [`CompileOptions`], metric keys and weighting.
 //! - `fit.rs`: the epoch loop (splitting, shuffling, batching, callbacks, History).
 //! - `infer.rs`: `predict` and `evaluate` on large blocks.
+//! - `input.rs`: [`IntoInput`], the arrays they accept (f32 or f64, any rank).
 //! - `workspace.rs`: the reusable buffers and the forward/backward passes.
 //! - `validate.rs`: argument checks with Keras-style messages.
 //! - `history.rs`, `progress.rs`, `summary.rs`: what the user sees.
@@ -12,6 +13,7 @@ mod compile;
 mod fit;
 mod history;
 mod infer;
+mod input;
 mod plot;
 mod progress;
 mod summary;
@@ -23,6 +25,7 @@ pub(crate) use compile::Compiled;
 pub use fit::FitOptions;
 pub use history::{History, HistoryParams, Logs};
 pub use infer::EvaluateOptions;
+pub use input::{InputElement, IntoInput};
 
 use std::fmt;
 

@@ -1,0 +1,81 @@
+//! [`IntoInput`]: what `fit`, `evaluate` and `predict` accept as data.
+
+use ndarray::{ArrayBase, ArrayView, CowArray, Data, Dimension, IxDyn};
+
+/// An array `fit`, `evaluate` and `predict` accept: an `ndarray` array or
+/// view of `f32` or `f64` values, of any rank, samples on the first axis.
+///
+/// `f32` arrays are used in place (no copy); `f64` arrays (ndarray's usual
+/// float, what `Array::from_shape_fn` gives for `1.0` literals) are converted
+/// to `f32` once per call, which costs one copy of the data: for repeated
+/// calls on large data, convert once with `x.mapv(|v| v as f32)`.
+///
+/// ```
+/// use horn::prelude::*;
+/// let x = ndarray::Array2::<f64>::from_elem((4, 3), 0.5); // f64
+/// let y = ndarray::Array2::<f32>::from_elem((4, 1), 1.0);
+/// let mut model = Sequential::new().seed(1).input(3).dense(1, Linear);
+/// model.compile("sgd", "mse", Metric::NONE).unwrap();
+/// model.fit(&x, &y, FitOptions { epochs: 1, verbose: 0, ..Default::default() }).unwrap();
+/// assert_eq!(model.predict(&x).unwrap().dim(), (4, 1));
+/// ```
+///
+/// Anything else is a compile error that says what is expected (a `Vec`, a
+/// slice, an array of integers):
+///
+/// ```compile_fail
+/// use horn::prelude::*;
+/// let model = Sequential::new().input(3).dense(1, Linear);
+/// model.predict(&vec![1.0f32, 2.0, 3.0]); // not an ndarray array
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not data horn can use",
+    label = "expected a reference to an ndarray array (or a view) of f32 or f64",
+    note = "fit, evaluate and predict take `&Array2<f32>`, `&Array4<f64>`, `x.view()`, `x.slice(s![..])` and the like: any rank, samples first"
+)]
+pub trait IntoInput<'a> {
+    /// The values as `f32`, borrowed when they already are.
+    fn into_input(self) -> CowArray<'a, f32, IxDyn>;
+}
+
+impl<'a, S, D> IntoInput<'a> for &'a ArrayBase<S, D>
+where
+    S: Data,
+    S::Elem: InputElement,
+    D: Dimension,
+{
+    fn into_input(self) -> CowArray<'a, f32, IxDyn> {
+        S::Elem::to_f32(self.view().into_dyn())
+    }
+}
+
+impl<'a, A: InputElement, D: Dimension> IntoInput<'a> for ArrayView<'a, A, D> {
+    fn into_input(self) -> CowArray<'a, f32, IxDyn> {
+        A::to_f32(self.into_dyn())
+    }
+}
+
+/// The element types of [`IntoInput`] arrays: `f32` (used as it is) and
+/// `f64` (converted). Sealed: horn computes in `f32`.
+pub trait InputElement: Copy + sealed::Sealed {
+    /// The values as `f32`.
+    fn to_f32(a: ArrayView<'_, Self, IxDyn>) -> CowArray<'_, f32, IxDyn>;
+}
+
+impl InputElement for f32 {
+    fn to_f32(a: ArrayView<'_, f32, IxDyn>) -> CowArray<'_, f32, IxDyn> {
+        CowArray::from(a)
+    }
+}
+
+impl InputElement for f64 {
+    fn to_f32(a: ArrayView<'_, f64, IxDyn>) -> CowArray<'_, f32, IxDyn> {
+        CowArray::from(a.mapv(|v| v as f32))
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
