@@ -404,3 +404,74 @@ fn checkpoint_placeholders_must_name_logged_values() {
     assert!(e.to_string().contains("`val_acc` is not logged"), "{e}");
     assert!(cp.saved.is_empty());
 }
+
+/// Absurd windows, strides and shapes in a convnet's file give errors (no
+/// overflow, no allocation); pooling, which has no weights to check, must
+/// refuse windows that cannot be addressed.
+#[test]
+fn absurd_vision_configurations_are_refused() {
+    let mut m = Sequential::new()
+        .seed(1)
+        .input_shape(&[6, 6, 1])
+        .conv2d(2, 3, Relu)
+        .add(MaxPooling2D::new(2).padding(Padding::Same))
+        .flatten()
+        .dense(2, Softmax);
+    m.compile("adam", "categorical_crossentropy", Metric::NONE)
+        .unwrap();
+    let huge = 1u64 << 62;
+    let edits: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        (
+            "kernel",
+            Box::new(move |a| a["layers"][0]["kernel_size"] = serde_json::json!([huge, 3])),
+        ),
+        (
+            "dilation",
+            Box::new(|a| a["layers"][0]["dilation_rate"] = serde_json::json!([1u64 << 63, 1])),
+        ),
+        (
+            "span",
+            Box::new(move |a| {
+                a["layers"][0]["kernel_size"] = serde_json::json!([huge + 1, 3]);
+                a["layers"][0]["dilation_rate"] = serde_json::json!([4, 1]);
+            }),
+        ),
+        (
+            "pool",
+            Box::new(move |a| a["layers"][1]["pool_size"] = serde_json::json!([huge, huge])),
+        ),
+        (
+            "stride",
+            Box::new(move |a| a["layers"][1]["strides"] = serde_json::json!([u64::MAX, 1])),
+        ),
+        (
+            "input",
+            Box::new(move |a| {
+                a["input_shape"] = serde_json::json!([1u64 << 31, 1u64 << 31, 1]);
+                a["input_dim"] = serde_json::json!(1u64 << 62);
+            }),
+        ),
+        (
+            "rank",
+            Box::new(|a| a["layers"][0]["kernel_size"] = serde_json::json!([3])),
+        ),
+        (
+            "filters",
+            Box::new(move |a| a["layers"][0]["filters"] = serde_json::json!(huge)),
+        ),
+    ];
+    for (what, edit) in edits {
+        let p = edited_model(&format!("cnn-{what}.safetensors"), &m, |a| edit(a));
+        let r = std::panic::catch_unwind(|| Sequential::load(&p));
+        match r {
+            Ok(Err(_)) => {}
+            Ok(Ok(loaded)) => {
+                // A file that still describes a usable model must predict
+                // without panicking.
+                let x = ndarray::Array4::<f32>::zeros((1, 6, 6, 1));
+                let _ = loaded.predict(&x);
+            }
+            Err(_) => panic!("{what}: loading panicked"),
+        }
+    }
+}

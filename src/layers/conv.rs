@@ -87,7 +87,9 @@ impl Axis1 {
         dilation: usize,
         padding: Padding,
     ) -> Option<Axis1> {
-        let span = (window - 1) * dilation + 1;
+        // Checked: a window from a model file may be absurd; it must give an
+        // error, not an overflow.
+        let span = (window - 1).checked_mul(dilation)?.checked_add(1)?;
         let (output, pad_before) = match padding {
             Padding::Valid => {
                 if input < span {
@@ -97,11 +99,18 @@ impl Axis1 {
             }
             Padding::Same => {
                 let out = input.div_ceil(stride);
-                let total = ((out - 1) * stride + span).saturating_sub(input);
+                let total = ((out - 1) * stride)
+                    .checked_add(span)?
+                    .saturating_sub(input);
                 (out, total / 2)
             }
-            Padding::Causal => ((input + span - 1 - span) / stride + 1, span - 1),
+            Padding::Causal => ((input - 1) / stride + 1, span - 1),
         };
+        // Every window cell of every output stays addressable.
+        (output - 1)
+            .checked_mul(stride)?
+            .checked_add(span)?
+            .checked_add(input)?;
         Some(Axis1 {
             input,
             window,
