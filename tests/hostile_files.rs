@@ -420,7 +420,8 @@ fn absurd_vision_configurations_are_refused() {
     m.compile("adam", "categorical_crossentropy", Metric::NONE)
         .unwrap();
     let huge = 1u64 << 62;
-    let edits: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let edits: Vec<(&str, Edit)> = vec![
         (
             "kernel",
             Box::new(move |a| a["layers"][0]["kernel_size"] = serde_json::json!([huge, 3])),
