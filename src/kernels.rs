@@ -179,12 +179,12 @@ pub(crate) fn gemm_tall_k(
         .enumerate()
         .for_each(|(i, part)| {
             let (k0, k1) = ((i * block).min(k), ((i + 1) * block).min(k));
-            let pc = ArrayViewMut2::from_shape((m, n), part).expect("sized m x n above");
+            let pc = matrix_mut(part, m, n);
             gemm_serial(a.slice(s![.., k0..k1]), b.slice(s![k0..k1, ..]), pc);
         });
     c.fill(0.0);
     for part in partials[..K_SPLITS * size].chunks_exact(size) {
-        let p = ArrayView2::from_shape((m, n), part).expect("sized m x n above");
+        let p = matrix(part, m, n);
         c.zip_mut_with(&p, |o, &v| *o += v);
     }
 }
@@ -211,6 +211,26 @@ pub fn portable_forced() -> bool {
     *FORCED.get_or_init(|| {
         std::env::var_os("HORN_PORTABLE_GEMM").is_some_and(|v| !v.is_empty() && v != "0")
     })
+}
+
+/// The first `rows * cols` values of `buf` as a row-major `rows x cols`
+/// matrix: how the layers and the workspace see their flat buffers.
+///
+/// # Panics
+/// When `buf` holds fewer than `rows * cols` values (a caller's sizing bug:
+/// every buffer is sized for its layer's shapes before it is used).
+#[track_caller]
+pub(crate) fn matrix(buf: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
+    // A slice of exactly rows * cols values always has this 2-D shape: the
+    // `expect` cannot fail once the slicing above it succeeded.
+    ArrayView2::from_shape((rows, cols), &buf[..rows * cols]).expect("exact length")
+}
+
+/// Mutable [`matrix`].
+#[track_caller]
+pub(crate) fn matrix_mut(buf: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
+    // As in `matrix`: the slice has exactly rows * cols values.
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols]).expect("exact length")
 }
 
 /// The values of a row-major block. Every block the model hands to a layer or a

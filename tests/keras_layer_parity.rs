@@ -7,9 +7,11 @@
 //! trajectories (a small CNN with Adam, a Dense-BatchNorm net with SGD
 //! momentum) and the parameter counts.
 
+mod common;
+
 use horn::layers::{BackwardContext, ForwardContext, Layer, Padding};
 use horn::prelude::*;
-use ndarray::{Array2, ArrayD, IxDyn};
+use ndarray::{Array2, ArrayD};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::Value;
@@ -23,21 +25,7 @@ fn fixtures() -> Value {
     serde_json::from_str(&text).expect("valid JSON")
 }
 
-fn arr(v: &Value) -> ArrayD<f32> {
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    let data: Vec<f32> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_f64().unwrap() as f32)
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(&shape), data).unwrap()
-}
+use common::fixture_array as arr;
 
 /// Rows of an array: `(n, rest)`.
 fn rows(a: &ArrayD<f32>) -> Array2<f32> {

@@ -1,8 +1,10 @@
 //! Parity with values Keras 3 itself computed (`tests/fixtures/keras-fixtures.json`,
 //! generated with Keras 3.15.1 on the TensorFlow backend, float32).
 
+mod common;
+
 use horn::prelude::*;
-use ndarray::{Array2, ArrayD, IxDyn};
+use ndarray::{Array2, ArrayD};
 use serde_json::Value;
 
 fn fixtures() -> Value {
@@ -14,21 +16,7 @@ fn fixtures() -> Value {
     serde_json::from_str(&text).expect("valid JSON")
 }
 
-fn arr(v: &Value) -> ArrayD<f32> {
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    let data: Vec<f32> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_f64().unwrap() as f32)
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(&shape), data).unwrap()
-}
+use common::fixture_array as arr;
 
 fn arr2(v: &Value) -> Array2<f32> {
     let a = arr(v);

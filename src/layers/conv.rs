@@ -28,7 +28,7 @@ use super::{
 use crate::activations::{Activation, IntoActivation};
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
-use crate::kernels::{gemm, gemm_tall_k, values, values_mut, K_SPLITS};
+use crate::kernels::{gemm, gemm_tall_k, matrix, matrix_mut, values, values_mut, K_SPLITS};
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
 use crate::shape::Shape;
@@ -502,13 +502,9 @@ impl Conv {
     fn product(&self, patches: &[f32], y: &mut [f32], z: Option<&mut [f32]>) {
         let (f, plen) = (self.filters, self.patch_len());
         let m = y.len() / f;
-        let a = ArrayView2::from_shape((m, plen), patches).expect("patches sized for the tile");
-        let k = ArrayView2::from_shape((plen, f), &self.kernel[..]).expect("kernel built");
-        gemm(
-            a,
-            k,
-            ArrayViewMut2::from_shape((m, f), &mut *y).expect("output sized for the tile"),
-        );
+        let a = matrix(patches, m, plen);
+        let k = matrix(&self.kernel, plen, f);
+        gemm(a, k, matrix_mut(y, m, f));
         add_bias_activate(y, z, &self.bias, self.activation, f, 256);
     }
 
@@ -597,11 +593,10 @@ impl Conv {
                 .backward(z, values(y), values_mut(dy.view_mut()), f);
         }
         let m = n * p;
-        let dz = ArrayView2::from_shape((m, f), values(dy.view())).expect("dy checked above");
-        let pm = ArrayView2::from_shape((m, plen), patches).expect("aux checked above");
+        let dz = matrix(values(dy.view()), m, f);
+        let pm = matrix(patches, m, plen);
         {
-            let mut gk = ArrayViewMut2::from_shape((plen, f), &mut grads[0][..])
-                .expect("grads checked above");
+            let mut gk = matrix_mut(&mut grads[0], plen, f);
             // A sum over every position of the batch into a small kernel:
             // split over the positions, in a fixed order. With long patches
             // (plen > 64) the product is formed transposed, `dK^T = dz^T
@@ -611,8 +606,7 @@ impl Conv {
             let partial_len = K_SPLITS * kernel_len;
             if plen > 64 && ctx.scratch.len() >= partial_len + kernel_len {
                 let (partials, rest) = ctx.scratch.split_at_mut(partial_len);
-                let mut gt = ArrayViewMut2::from_shape((f, plen), &mut rest[..kernel_len])
-                    .expect("scratch sized above");
+                let mut gt = matrix_mut(rest, f, plen);
                 gemm_tall_k(dz.t(), pm, gt.view_mut(), partials);
                 gk.assign(&gt.t());
             } else {
@@ -623,14 +617,10 @@ impl Conv {
             column_sums(values(dz), f, &mut grads[1], ctx.scratch);
         }
         let Some(dx) = dx else { return };
-        let kt = ArrayView2::from_shape((plen, f), &self.kernel[..]).expect("kernel built");
+        let kt = matrix(&self.kernel, plen, f);
         let dxs = values_mut(dx);
         if identity {
-            gemm(
-                dz,
-                kt.t(),
-                ArrayViewMut2::from_shape((m, plen), dxs).expect("dx checked"),
-            );
+            gemm(dz, kt.t(), matrix_mut(dxs, m, plen));
             return;
         }
         assert!(
@@ -640,11 +630,7 @@ impl Conv {
             m * plen
         );
         let dcols = &mut ctx.scratch[..m * plen];
-        gemm(
-            dz,
-            kt.t(),
-            ArrayViewMut2::from_shape((m, plen), &mut *dcols).expect("scratch sized above"),
-        );
+        gemm(dz, kt.t(), matrix_mut(dcols, m, plen));
         let in_size = self.geo.in_size();
         if dxs.len() >= PAR_MIN_VALUES {
             dxs.par_chunks_mut(in_size)

@@ -11,7 +11,7 @@ use super::{
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
-use crate::kernels::{gemm, values, values_mut};
+use crate::kernels::{gemm, matrix, matrix_mut, values, values_mut};
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
 use crate::shape::Shape;
@@ -246,11 +246,7 @@ impl Layer for Dense {
         let dz = dy.view();
         // dK = x^T dz: split over the kernel's rows, each summing the batch in order.
         // (`expect_grads` above checked grads[0]'s length, so the view fits.)
-        {
-            let gk = ArrayViewMut2::from_shape((x.ncols(), units), &mut grads[0][..])
-                .expect("Layer contract: grads[0] has one value per kernel weight");
-            gemm(x.t(), dz, gk);
-        }
+        gemm(x.t(), dz, matrix_mut(&mut grads[0], x.ncols(), units));
         if self.use_bias {
             let gb = &mut grads[1];
             gb.fill(0.0);
@@ -339,39 +335,43 @@ impl Layer for Dense {
 
 /// A `rows x (positions * width)` view as `(rows * positions) x width`: Dense
 /// on the last axis. Views that already have `width` columns (2-D inputs, and
-/// every empty `aux`) pass unchanged; a wider one must be contiguous.
+/// every empty `aux`) and views whose width is not a multiple (which the
+/// callers' shape checks then report) pass unchanged; a wider one must be
+/// contiguous.
 #[track_caller]
 fn last_axis_rows<'a>(what: &str, v: ArrayView2<'a, f32>, width: usize) -> ArrayView2<'a, f32> {
-    if v.ncols() == width || v.ncols() == 0 || width == 0 || v.ncols() % width != 0 {
-        // Unchanged: the callers' shape checks report a wrong width.
+    if keeps_rows(v.ncols(), width) {
         return v;
     }
     let n = v.len();
-    assert!(
-        v.is_standard_layout(),
-        "Dense: `{what}` has shape {:?}; expected a contiguous view whose rows are a multiple of {width} values",
-        v.shape()
-    );
-    v.into_shape_with_order((n / width, width))
-        .expect("contiguous and a multiple of width, checked above")
+    match v.to_slice() {
+        Some(values) => matrix(values, n / width, width),
+        None => not_contiguous(what, width),
+    }
 }
 
+/// Mutable [`last_axis_rows`].
 #[track_caller]
 fn last_axis_rows_mut<'a>(
     what: &str,
     v: ArrayViewMut2<'a, f32>,
     width: usize,
 ) -> ArrayViewMut2<'a, f32> {
-    if v.ncols() == width || v.ncols() == 0 || width == 0 || v.ncols() % width != 0 {
-        // Unchanged: the callers' shape checks report a wrong width.
+    if keeps_rows(v.ncols(), width) {
         return v;
     }
     let n = v.len();
-    assert!(
-        v.is_standard_layout(),
-        "Dense: `{what}` has shape {:?}; expected a contiguous view whose rows are a multiple of {width} values",
-        v.shape()
-    );
-    v.into_shape_with_order((n / width, width))
-        .expect("contiguous and a multiple of width, checked above")
+    match v.into_slice() {
+        Some(values) => matrix_mut(values, n / width, width),
+        None => not_contiguous(what, width),
+    }
+}
+
+fn keeps_rows(cols: usize, width: usize) -> bool {
+    cols == width || cols == 0 || width == 0 || cols % width != 0
+}
+
+#[track_caller]
+fn not_contiguous(what: &str, width: usize) -> ! {
+    panic!("Dense: `{what}` must be a contiguous view whose rows are a multiple of {width} values")
 }

@@ -73,25 +73,23 @@ pub(crate) fn as_rows<'a, D: Dimension>(
     }
     let n = shape[0];
     let width = shape[1..].iter().product::<usize>();
-    Ok(match shape.len() {
-        2 => CowArray::from(x.into_dimensionality::<Ix2>().expect("a 2-D array is Ix2")),
-        _ => {
-            let x = x.into_dyn();
-            if x.is_standard_layout() {
-                CowArray::from(
-                    x.into_shape_with_order((n, width))
-                        .expect("a contiguous array reshapes to (n, rest)"),
-                )
-            } else {
-                let owned = x.as_standard_layout().into_owned();
-                CowArray::from(
-                    owned
-                        .into_shape_with_order((n, width))
-                        .expect("a standard-layout copy reshapes to (n, rest)"),
-                )
-            }
-        }
-    })
+    if shape.len() == 2 {
+        // A 2-D array stays as it is, strided views included (the gather
+        // copies its rows); `into_dimensionality` of 2 axes to Ix2 cannot fail.
+        return Ok(CowArray::from(
+            x.into_dimensionality::<Ix2>().expect("2 axes"),
+        ));
+    }
+    // Standard layout (borrowed when it already is, else one copy) always
+    // reshapes to (n, product of the rest): the `expect` cannot fail.
+    let x = x.into_dyn();
+    let x = if x.is_standard_layout() {
+        CowArray::from(x)
+    } else {
+        CowArray::from(x.as_standard_layout().into_owned())
+    };
+    Ok(x.into_shape_with_order((n, width))
+        .expect("standard layout, same number of values"))
 }
 
 /// Inputs: at least one row, the model's width, finite.

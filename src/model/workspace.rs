@@ -6,7 +6,7 @@
 //! gradient buffers and the parameter gradients. A partial last batch uses the
 //! first rows of the same buffers. Nothing is allocated per batch.
 
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::ArrayView2;
 
 use rand::rngs::StdRng;
 
@@ -38,16 +38,8 @@ pub(crate) struct Workspace {
 }
 
 // Every buffer is allocated for `cap` rows of its width and every pass uses at
-// most `cap` rows, so the shapes below always fit: the `expect`s are unreachable.
-
-pub(crate) fn view(buf: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
-    ArrayView2::from_shape((rows, cols), &buf[..rows * cols]).expect("buffer sized for the batch")
-}
-
-pub(crate) fn view_mut(buf: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
-    ArrayViewMut2::from_shape((rows, cols), &mut buf[..rows * cols])
-        .expect("buffer sized for the batch")
-}
+// most `cap` rows, so the views always fit.
+pub(crate) use crate::kernels::{matrix as view, matrix_mut as view_mut};
 
 impl Workspace {
     /// Buffers for `cap` rows through `layers` (`shapes[0]` the input shape,

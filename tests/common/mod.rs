@@ -57,3 +57,21 @@ pub fn join_safetensors(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(data);
     out
 }
+
+/// A fixture array `{"shape": [...], "data": [...]}` (row-major), as the
+/// Keras parity files store them.
+pub fn fixture_array(v: &serde_json::Value) -> ndarray::ArrayD<f32> {
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    let data: Vec<f32> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_f64().unwrap() as f32)
+        .collect();
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data).unwrap()
+}
