@@ -224,9 +224,59 @@ impl Activation {
         }
     }
 
+    /// Whether the derivative follows from the output alone, which is what a
+    /// recurrent cell keeps of each step (see [`Activation::derivative_from_output`]).
+    pub(crate) fn has_output_derivative(&self) -> bool {
+        matches!(
+            self,
+            Linear | Relu | Sigmoid | Tanh | HardSigmoid | Softsign | Elu(_) | Relu6 | Exponential
+        )
+    }
+
+    /// `f'(z)` from `y = f(z)`, for the activations of
+    /// [`Activation::has_output_derivative`] (1 for any other).
+    #[inline]
+    pub(crate) fn derivative_from_output(&self, y: f32) -> f32 {
+        match *self {
+            Sigmoid => y * (1.0 - y),
+            Tanh => 1.0 - y * y,
+            Relu => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            HardSigmoid => {
+                if y > 0.0 && y < 1.0 {
+                    1.0 / 6.0
+                } else {
+                    0.0
+                }
+            }
+            Softsign => (1.0 - y.abs()) * (1.0 - y.abs()),
+            Elu(a) => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    y + a
+                }
+            }
+            Relu6 => {
+                if y > 0.0 && y < 6.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Exponential => y,
+            _ => 1.0,
+        }
+    }
+
     /// The elementwise function (not for the row-wise ones).
     #[inline]
-    fn scalar(&self, z: f32) -> f32 {
+    pub(crate) fn scalar(&self, z: f32) -> f32 {
         match *self {
             Linear => z,
             Relu => {

@@ -211,10 +211,10 @@ pub mod prelude {
     };
     pub use crate::initializers::Initializer;
     pub use crate::layers::{
-        ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Conv1D, Conv2D,
-        Dense, Dropout, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D,
-        GlobalMaxPooling1D, GlobalMaxPooling2D, Layer, LayerNormalization, MaxPooling1D,
-        MaxPooling2D, Padding, Reshape,
+        ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional,
+        Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
+        GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, Layer, LayerNormalization,
+        MaxPooling1D, MaxPooling2D, MergeMode, Padding, Reshape, SimpleRNN, GRU, LSTM,
     };
     pub use crate::losses::{
         BinaryCrossentropy, CategoricalCrossentropy, Huber, Loss, MeanAbsoluteError,

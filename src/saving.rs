@@ -41,10 +41,12 @@ use crate::files::{read_file, write_atomic};
 use crate::initializers::Initializer;
 use crate::layers::conv::ConvConfig;
 use crate::layers::pooling::{PoolConfig, PoolKind};
+use crate::layers::recurrent::recurrent_weight_shapes;
 use crate::layers::{
-    ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Conv1D, Conv2D, Dense,
-    Dropout, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
-    GlobalMaxPooling2D, Layer, LayerNormalization, MaxPooling1D, MaxPooling2D, Reshape,
+    ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional,
+    BidirectionalConfig, Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten,
+    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, Layer,
+    LayerNormalization, MaxPooling1D, MaxPooling2D, RecurrentConfig, Reshape, SimpleRNN, GRU, LSTM,
 };
 use crate::losses::Loss;
 use crate::metrics::Metric;
@@ -139,6 +141,25 @@ pub enum LayerConfig {
         /// Whether `gamma` exists.
         scale: bool,
     },
+    /// [`Embedding`].
+    Embedding {
+        /// Vocabulary size.
+        input_dim: usize,
+        /// Vector width.
+        output_dim: usize,
+        /// Table initializer.
+        embeddings_initializer: Initializer,
+        /// Table penalty.
+        embeddings_regularizer: Option<Regularizer>,
+    },
+    /// [`SimpleRNN`].
+    SimpleRNN(RecurrentConfig),
+    /// [`LSTM`].
+    LSTM(RecurrentConfig),
+    /// [`GRU`].
+    GRU(RecurrentConfig),
+    /// [`Bidirectional`].
+    Bidirectional(BidirectionalConfig),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -302,6 +323,11 @@ impl LayerConfig {
             LayerConfig::Reshape { .. } => "Reshape",
             LayerConfig::BatchNormalization { .. } => "BatchNormalization",
             LayerConfig::LayerNormalization { .. } => "LayerNormalization",
+            LayerConfig::Embedding { .. } => "Embedding",
+            LayerConfig::SimpleRNN(_) => "SimpleRNN",
+            LayerConfig::LSTM(_) => "LSTM",
+            LayerConfig::GRU(_) => "GRU",
+            LayerConfig::Bidirectional(_) => "Bidirectional",
         }
     }
 
@@ -370,6 +396,21 @@ impl LayerConfig {
                     .center(center)
                     .scale(scale),
             ),
+            LayerConfig::Embedding {
+                input_dim,
+                output_dim,
+                embeddings_initializer,
+                embeddings_regularizer,
+            } => {
+                let mut e = Embedding::new(input_dim, output_dim)
+                    .embeddings_initializer(embeddings_initializer);
+                e.embeddings_regularizer = embeddings_regularizer;
+                Box::new(e)
+            }
+            LayerConfig::SimpleRNN(c) => Box::new(SimpleRNN::from_config(c)),
+            LayerConfig::LSTM(c) => Box::new(LSTM::from_config(c)),
+            LayerConfig::GRU(c) => Box::new(GRU::from_config(c)),
+            LayerConfig::Bidirectional(c) => Box::new(Bidirectional::from_config(c)?),
         })
     }
 
@@ -410,6 +451,17 @@ impl LayerConfig {
                 v.push(("moving_mean", vec![last]));
                 v.push(("moving_variance", vec![last]));
                 v
+            }
+            LayerConfig::Embedding {
+                input_dim,
+                output_dim,
+                ..
+            } => vec![("embeddings", vec![*input_dim, *output_dim])],
+            LayerConfig::SimpleRNN(c) | LayerConfig::LSTM(c) | LayerConfig::GRU(c) => {
+                recurrent_weight_shapes(self.class_name(), c, input, false)?
+            }
+            LayerConfig::Bidirectional(b) => {
+                recurrent_weight_shapes(&b.class_name, &b.layer, input, true)?
             }
             LayerConfig::LayerNormalization { center, scale, .. } => {
                 let mut v = Vec::new();
@@ -468,6 +520,21 @@ impl LayerConfig {
                 }
                 Ok(())
             }
+            LayerConfig::Embedding {
+                input_dim,
+                output_dim,
+                embeddings_initializer,
+                embeddings_regularizer,
+            } => {
+                let mut e = Embedding::new(*input_dim, *output_dim)
+                    .embeddings_initializer(*embeddings_initializer);
+                e.embeddings_regularizer = *embeddings_regularizer;
+                e.validate()
+            }
+            LayerConfig::SimpleRNN(c) | LayerConfig::LSTM(c) | LayerConfig::GRU(c) => {
+                c.validate(self.class_name())
+            }
+            LayerConfig::Bidirectional(b) => b.layer.validate(&b.class_name),
             // The remaining layers check their options when built.
             _ => Ok(()),
         }

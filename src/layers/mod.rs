@@ -13,18 +13,24 @@ mod activation;
 pub(crate) mod conv;
 mod dense;
 mod dropout;
+mod embedding;
 mod normalization;
 pub(crate) mod pooling;
+pub(crate) mod recurrent;
 mod reshape;
 
 pub use activation::ActivationLayer;
 pub use conv::{Conv1D, Conv2D, ConvConfig, IntoWindow, Padding};
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use embedding::Embedding;
 pub use normalization::{BatchNormalization, LayerNormalization};
 pub use pooling::{
     AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
     GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D, PoolConfig,
+};
+pub use recurrent::{
+    Bidirectional, BidirectionalConfig, MergeMode, RecurrentConfig, Rnn, SimpleRNN, GRU, LSTM,
 };
 pub use reshape::{Flatten, Reshape};
 
@@ -207,6 +213,13 @@ pub trait Layer: Send + Sync + fmt::Debug {
         _aux: ArrayView2<'a, f32>,
     ) -> Option<ArrayView2<'a, f32>> {
         None
+    }
+
+    /// Checks the values of a model's input before any pass, when this layer
+    /// is the model's first (an [`Embedding`] checks that every id is a whole
+    /// number in range). `name` is the argument's name for the error.
+    fn check_input(&self, _x: ArrayView2<f32>, _name: &str) -> Result<()> {
+        Ok(())
     }
 
     /// Computes `y` from `x` (both `rows x size`, standard layout). `aux` has

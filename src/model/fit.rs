@@ -243,9 +243,8 @@ impl Sequential {
                 o.validation_split,
             ));
         }
-        let input_dim = self.input_dim().unwrap_or(0);
         let out_dim = self.output_dim();
-        validate::check_inputs(x, input_dim, "x")?;
+        self.check_x(x, "x")?;
         validate::check_targets(&loss, y, out_dim, "y")?;
         validate::check_rows(x, y, "x", "y")?;
         let n = x.nrows();
@@ -272,7 +271,7 @@ impl Sequential {
         // Validation rows: explicit data, or the last fraction before shuffling,
         // with their sample weights (never class weights, as Keras).
         let (n_train, val) = if let Some((vx, vy)) = &o.validation_data {
-            validate::check_inputs(vx.view(), input_dim, "validation_data.x")?;
+            self.check_x(vx.view(), "validation_data.x")?;
             validate::check_targets(&loss, vy.view(), out_dim, "validation_data.y")?;
             validate::check_rows(
                 vx.view(),

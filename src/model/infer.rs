@@ -172,7 +172,7 @@ impl Sequential {
         let x_in = x.into_input();
         let x = validate::as_rows(x_in.view(), self.get_input_shape(), "x")?;
         let x = x.view();
-        validate::check_inputs(x, self.input_dim().unwrap_or(0), "x")?;
+        self.check_x(x, "x")?;
         let n = x.nrows();
         let mut out = Array2::<f32>::zeros((n, self.output_dim()));
         self.forward_blocks(
@@ -247,7 +247,7 @@ impl Sequential {
         let y = validate::as_rows(y_in.view(), self.output_shape(), "y")?;
         let (x, y) = (x.view(), y.view());
         validate::check_batch_size(options.batch_size)?;
-        validate::check_inputs(x, self.input_dim().unwrap_or(0), "x")?;
+        self.check_x(x, "x")?;
         validate::check_targets(&c.loss, y, self.output_dim(), "y")?;
         validate::check_rows(x, y, "x", "y")?;
         if let Some(w) = &options.sample_weight {

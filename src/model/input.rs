@@ -3,7 +3,8 @@
 use ndarray::{ArrayBase, ArrayView, CowArray, Data, Dimension, IxDyn};
 
 /// An array `fit`, `evaluate` and `predict` accept: an `ndarray` array or
-/// view of `f32` or `f64` values, of any rank, samples on the first axis.
+/// view of `f32` or `f64` values (or integers: token ids), of any rank,
+/// samples on the first axis.
 ///
 /// `f32` arrays are used in place (no copy); `f64` arrays (ndarray's usual
 /// float, what `Array::from_shape_fn` gives for `1.0` literals) are converted
@@ -21,7 +22,7 @@ use ndarray::{ArrayBase, ArrayView, CowArray, Data, Dimension, IxDyn};
 /// ```
 ///
 /// Anything else is a compile error that says what is expected (a `Vec`, a
-/// slice, an array of integers):
+/// slice):
 ///
 /// ```compile_fail
 /// use horn::prelude::*;
@@ -30,7 +31,7 @@ use ndarray::{ArrayBase, ArrayView, CowArray, Data, Dimension, IxDyn};
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not data horn can use",
-    label = "expected a reference to an ndarray array (or a view) of f32 or f64",
+    label = "expected a reference to an ndarray array (or a view) of f32, f64 or integers",
     note = "fit, evaluate and predict take `&Array2<f32>`, `&Array4<f64>`, `x.view()`, `x.slice(s![..])` and the like: any rank, samples first"
 )]
 pub trait IntoInput<'a> {
@@ -55,8 +56,8 @@ impl<'a, A: InputElement, D: Dimension> IntoInput<'a> for ArrayView<'a, A, D> {
     }
 }
 
-/// The element types of [`IntoInput`] arrays: `f32` (used as it is) and
-/// `f64` (converted). Sealed: horn computes in `f32`.
+/// The element types of [`IntoInput`] arrays: `f32` (used as it is), `f64`
+/// and the integer types (converted). Sealed: horn computes in `f32`.
 pub trait InputElement: Copy + sealed::Sealed {
     /// The values as `f32`.
     fn to_f32(a: ArrayView<'_, Self, IxDyn>) -> CowArray<'_, f32, IxDyn>;
@@ -73,6 +74,21 @@ impl InputElement for f64 {
         CowArray::from(a.mapv(|v| v as f32))
     }
 }
+
+/// Integer arrays (token ids for an [`Embedding`](crate::layers::Embedding),
+/// counts, codes) are converted to `f32` once per call; values beyond 2^24
+/// in magnitude round to the nearest `f32`.
+macro_rules! integer_input {
+    ($($t:ty),*) => {$(
+        impl InputElement for $t {
+            fn to_f32(a: ArrayView<'_, $t, IxDyn>) -> CowArray<'_, f32, IxDyn> {
+                CowArray::from(a.mapv(|v| v as f32))
+            }
+        }
+        impl sealed::Sealed for $t {}
+    )*};
+}
+integer_input!(i8, i16, i32, i64, u8, u16, u32, u64, usize);
 
 mod sealed {
     pub trait Sealed {}

@@ -238,6 +238,35 @@ impl Sequential {
         self.add(crate::layers::MaxPooling1D::new(pool_size))
     }
 
+    /// Adds `Embedding(input_dim, output_dim)` with Keras' defaults: token
+    /// ids in `0..input_dim` become vectors of `output_dim` values.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let m = Sequential::new().input_shape(&[20]).embedding(1000, 16).lstm(32);
+    /// assert_eq!(m.output_shape().unwrap().dims(), &[32]);
+    /// ```
+    pub fn embedding(self, input_dim: usize, output_dim: usize) -> Self {
+        self.add(crate::layers::Embedding::new(input_dim, output_dim))
+    }
+
+    /// Adds `LSTM(units)` with Keras' defaults (the last step's state only);
+    /// use [`LSTM`](crate::layers::LSTM) with [`Sequential::add`] for
+    /// `return_sequences` and the other options.
+    pub fn lstm(self, units: usize) -> Self {
+        self.add(crate::layers::LSTM::new(units))
+    }
+
+    /// Adds `GRU(units)` with Keras' defaults (see [`Sequential::lstm`]).
+    pub fn gru(self, units: usize) -> Self {
+        self.add(crate::layers::GRU::new(units))
+    }
+
+    /// Adds `SimpleRNN(units)` with Keras' defaults (see [`Sequential::lstm`]).
+    pub fn simple_rnn(self, units: usize) -> Self {
+        self.add(crate::layers::SimpleRNN::new(units))
+    }
+
     /// Adds `Flatten()`.
     pub fn flatten(self) -> Self {
         self.add(crate::layers::Flatten)
@@ -415,6 +444,16 @@ impl Sequential {
     /// The input width (values per sample), if the input shape is set.
     pub fn input_dim(&self) -> Option<usize> {
         self.input_shape.as_ref().map(Shape::size)
+    }
+
+    /// Checks input rows: present, the model's width, finite, and values the
+    /// first layer accepts (an Embedding's token ids).
+    pub(crate) fn check_x(&self, x: ndarray::ArrayView2<f32>, name: &str) -> Result<()> {
+        validate::check_inputs(x, self.input_dim().unwrap_or(0), name)?;
+        match self.layers().first() {
+            Some(first) => first.check_input(x, name),
+            None => Ok(()),
+        }
     }
 
     /// The shape of one input sample, if set.
