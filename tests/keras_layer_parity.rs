@@ -3,9 +3,10 @@
 //! backend, float32, generated with seed 7). Every case of a layer horn has
 //! is checked: the inference output, the gradients of `sum(output *
 //! upstream)` for the input and every trainable weight, BatchNormalization's
-//! training-mode output and moving statistics; then two 3-epoch `fit`
+//! training-mode output and moving statistics; then the four 3-epoch `fit`
 //! trajectories (a small CNN with Adam, a Dense-BatchNorm net with SGD
-//! momentum) and the parameter counts.
+//! momentum, an LSTM with RMSprop, an Embedding-GRU with Adam on integer
+//! token ids) and the parameter counts.
 
 mod common;
 
@@ -471,14 +472,27 @@ fn optimizer(c: &Value) -> Optimizer {
             nesterov: cfg["nesterov"].as_bool().unwrap(),
         }
         .into(),
+        "RMSprop" => RmsProp {
+            learning_rate: g("learning_rate"),
+            rho: g("rho"),
+            momentum: g("momentum"),
+            epsilon: g("epsilon"),
+            centered: cfg["centered"].as_bool().unwrap(),
+        }
+        .into(),
         other => panic!("optimizer {other}"),
     }
 }
 
 #[test]
-fn cnn_and_batchnorm_trajectories_match_keras() {
+fn fit_trajectories_match_keras() {
     let f = fixtures();
-    for name in ["cnn_adam", "batchnorm_sgd"] {
+    for name in [
+        "cnn_adam",
+        "batchnorm_sgd",
+        "lstm_rmsprop",
+        "embedding_gru_adam",
+    ] {
         let case = &f["fit_trajectories"][name];
         let x = arr(&case["x"]);
         let y = arr(&case["y"]);
@@ -503,7 +517,33 @@ fn cnn_and_batchnorm_trajectories_match_keras() {
                 },
             )
             .unwrap();
-        for (key, values) in case["history"].as_object().unwrap() {
+        // The TensorFlow backend's Embedding gradient is an IndexedSlices that
+        // Keras' Adam squares slice by slice, so an id repeated in a batch
+        // counts differently in the second moment than with the summed
+        // gradient that horn and Keras' other backends use. That trajectory
+        // is checked against Keras on its torch backend
+        // (scripts/keras_embedding_gru_dense.py), and the TensorFlow losses
+        // stay within 1e-3.
+        let dense;
+        let want_case = if name == "embedding_gru_adam" {
+            let text = std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/keras-embedding-gru-dense.json"
+            ))
+            .unwrap();
+            dense = serde_json::from_str::<Value>(&text).unwrap();
+            let tf: Vec<f32> = case["history"]["loss"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            assert_close(history.get("loss").unwrap(), &tf, 1e-3, "TF-backend loss");
+            &dense
+        } else {
+            case
+        };
+        for (key, values) in want_case["history"].as_object().unwrap() {
             let got = history.get(key).unwrap_or_else(|| panic!("{name}: {key}"));
             let want: Vec<f32> = values
                 .as_array()
@@ -514,20 +554,20 @@ fn cnn_and_batchnorm_trajectories_match_keras() {
             assert_close(got, &want, 1e-4, &format!("{name} History {key}"));
         }
         let got = model.get_weights().unwrap();
-        let want = case["final_weights"].as_array().unwrap();
+        let want = want_case["final_weights"].as_array().unwrap();
         assert_eq!(got.len(), want.len(), "{name}: weight count");
         for (g, w) in got.iter().zip(want) {
             assert_close(
                 g.as_slice().unwrap(),
                 arr(&w["value"]).as_slice().unwrap(),
                 1e-4,
-                &format!("{name} final {}", w["name"]),
+                &format!("{name} final {}", w["name"].as_str().unwrap_or("")),
             );
         }
         let p = model.predict(&x).unwrap();
         assert_close(
             p.as_slice().unwrap(),
-            arr(&case["predictions"]).as_slice().unwrap(),
+            arr(&want_case["predictions"]).as_slice().unwrap(),
             1e-4,
             &format!("{name} predictions"),
         );

@@ -23,6 +23,13 @@ const MAX_INPUT_DIM: usize = 1 << 24;
 /// `0..input_dim`, else the call fails with an error naming the sample and
 /// position. The output has one more axis, `(batch, steps, output_dim)`.
 ///
+/// The table's gradient is dense: an id that occurs several times in a
+/// batch gets the sum of its gradients, which optimizers then treat like any
+/// other weight's gradient, as Keras does on its torch and JAX backends. (On
+/// TensorFlow, Keras' Adam squares each occurrence's gradient separately for
+/// its second moment, which changes training slightly when ids repeat; the
+/// parity test documents both.)
+///
 /// Keras defaults: embeddings initialized uniform in `[-0.05, 0.05]`, no
 /// regularizer, `mask_zero` false (horn does not propagate masks yet, and
 /// refuses `mask_zero` in model files rather than ignore it).
