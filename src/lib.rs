@@ -181,6 +181,7 @@ pub mod preprocessing;
 pub mod regularizers;
 pub mod saving;
 mod shape;
+mod vmath;
 
 pub use error::{Error, Result};
 pub use model::{

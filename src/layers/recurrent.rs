@@ -43,6 +43,7 @@ use crate::kernels::{gemm_serial, matrix, matrix_mut, values, values_mut};
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
 use crate::shape::Shape;
+use crate::vmath;
 
 /// Sequences per block of the parallel split (fixed, so results do not
 /// depend on the number of threads).
@@ -313,11 +314,13 @@ impl Layout {
     }
 
     /// Scratch values per sequence: `dz`, GRU's recurrent `dz`, the state
-    /// and carry gradients and one spare row (the forward pass needs `gu`).
+    /// and carry gradients and spare values (the LSTM's `act(c)` and its
+    /// derivative, GRU's direct state gradient). The forward pass uses the
+    /// first two for the recurrent product and the new state.
     fn scratch_parts(&self) -> [usize; 5] {
         let (t, u) = (self.steps, self.units);
         let gru = usize::from(self.kind == CellKind::Gru);
-        [t * self.gu, gru * t * self.gu, u, u, self.gu.max(u)]
+        [t * self.gu, gru * t * self.gu, u, u, self.gu + 2 * u]
     }
 
     fn scratch_width(&self) -> usize {
@@ -726,45 +729,50 @@ impl Rnn {
                 match l.kind {
                     CellKind::SimpleRnn => {
                         for j in 0..u {
-                            let v = act.scalar(g[j] + r[j] + bias_in[j]);
-                            g[j] = v;
-                            hn[j] = v;
+                            g[j] = g[j] + r[j] + bias_in[j];
                         }
+                        activate(act, g);
+                        hn.copy_from_slice(g);
                     }
                     CellKind::Lstm => {
                         let c_row = &mut carry[i * (t + 1) * u..(i + 1) * (t + 1) * u];
                         let (cp, cn) = c_row[s * u..(s + 2) * u].split_at_mut(u);
-                        let (gi, rest) = g.split_at_mut(u);
-                        let (gf, rest) = rest.split_at_mut(u);
-                        let (gc, go) = rest.split_at_mut(u);
+                        for j in 0..gu {
+                            g[j] = g[j] + r[j] + bias_in[j];
+                        }
+                        activate(ra, &mut g[..2 * u]);
+                        activate(act, &mut g[2 * u..3 * u]);
+                        activate(ra, &mut g[3 * u..]);
+                        let (gi, rest) = g.split_at(u);
+                        let (gf, rest) = rest.split_at(u);
+                        let (gc, go) = rest.split_at(u);
                         for j in 0..u {
-                            let i_ = ra.scalar(gi[j] + r[j] + bias_in[j]);
-                            let f_ = ra.scalar(gf[j] + r[u + j] + bias_in[u + j]);
-                            let c_ = act.scalar(gc[j] + r[2 * u + j] + bias_in[2 * u + j]);
-                            let o_ = ra.scalar(go[j] + r[3 * u + j] + bias_in[3 * u + j]);
-                            let c = f_ * cp[j] + i_ * c_;
-                            gi[j] = i_;
-                            gf[j] = f_;
-                            gc[j] = c_;
-                            go[j] = o_;
+                            let c = gf[j] * cp[j] + gi[j] * gc[j];
                             cn[j] = c;
-                            hn[j] = o_ * act.scalar(c);
+                            hn[j] = c;
+                        }
+                        activate(act, hn);
+                        for j in 0..u {
+                            hn[j] *= go[j];
                         }
                     }
                     CellKind::Gru => {
                         let hp = &hprev[(i * t + tau) * u..(i * t + tau + 1) * u];
                         let rc = &mut cand[(i * t + tau) * u..(i * t + tau + 1) * u];
+                        for j in 0..2 * u {
+                            g[j] = g[j] + bias_in[j] + r[j] + bias_rec[j];
+                        }
+                        activate(ra, &mut g[..2 * u]);
+                        let (zr, gh) = g.split_at_mut(2 * u);
                         for j in 0..u {
-                            let z = ra.scalar(g[j] + bias_in[j] + r[j] + bias_rec[j]);
-                            let rr =
-                                ra.scalar(g[u + j] + bias_in[u + j] + r[u + j] + bias_rec[u + j]);
                             let rhh = r[2 * u + j] + bias_rec[2 * u + j];
-                            let hh = act.scalar(g[2 * u + j] + bias_in[2 * u + j] + rr * rhh);
-                            g[j] = z;
-                            g[u + j] = rr;
-                            g[2 * u + j] = hh;
                             rc[j] = rhh;
-                            hn[j] = z * hp[j] + (1.0 - z) * hh;
+                            gh[j] = gh[j] + bias_in[2 * u + j] + zr[u + j] * rhh;
+                        }
+                        activate(act, gh);
+                        for j in 0..u {
+                            let z = zr[j];
+                            hn[j] = z * hp[j] + (1.0 - z) * gh[j];
                         }
                     }
                 }
@@ -899,23 +907,36 @@ impl Rnn {
                 let dhi = &mut dh[i * u..(i + 1) * u];
                 match l.kind {
                     CellKind::SimpleRnn => {
+                        derivative(act, g, d);
                         for j in 0..u {
-                            d[j] = dhi[j] * act.derivative_from_output(g[j]);
+                            d[j] *= dhi[j];
                         }
                     }
                     CellKind::Lstm => {
                         let c_row = &carry[i * (t + 1) * u..(i + 1) * (t + 1) * u];
                         let (cp, cn) = c_row[s * u..(s + 2) * u].split_at(u);
                         let dci = &mut dc[i * u..(i + 1) * u];
+                        let (ac, rest) = spare.split_at_mut(u);
+                        let dac = &mut rest[..u];
+                        ac.copy_from_slice(cn);
+                        activate(act, ac);
+                        derivative(act, ac, dac);
+                        derivative(ra, &g[..2 * u], &mut d[..2 * u]);
+                        derivative(act, &g[2 * u..3 * u], &mut d[2 * u..3 * u]);
+                        derivative(ra, &g[3 * u..], &mut d[3 * u..]);
+                        let (gi, rest) = g.split_at(u);
+                        let (gf, rest) = rest.split_at(u);
+                        let (gc, go) = rest.split_at(u);
+                        let (di, rest) = d.split_at_mut(u);
+                        let (df, rest) = rest.split_at_mut(u);
+                        let (dg, do_) = rest.split_at_mut(u);
                         for j in 0..u {
-                            let (gi, gf, gc, go) = (g[j], g[u + j], g[2 * u + j], g[3 * u + j]);
-                            let ac = act.scalar(cn[j]);
-                            let dcj = dci[j] + dhi[j] * go * act.derivative_from_output(ac);
-                            d[j] = dcj * gc * ra.derivative_from_output(gi);
-                            d[u + j] = dcj * cp[j] * ra.derivative_from_output(gf);
-                            d[2 * u + j] = dcj * gi * act.derivative_from_output(gc);
-                            d[3 * u + j] = dhi[j] * ac * ra.derivative_from_output(go);
-                            dci[j] = dcj * gf;
+                            let dcj = dci[j] + dhi[j] * go[j] * dac[j];
+                            di[j] *= dcj * gc[j];
+                            df[j] *= dcj * cp[j];
+                            dg[j] *= dcj * gi[j];
+                            do_[j] *= dhi[j] * ac[j];
+                            dci[j] = dcj * gf[j];
                         }
                     }
                     CellKind::Gru => {
@@ -923,18 +944,25 @@ impl Rnn {
                         let rc = &cand[(i * t + tau) * u..(i * t + tau + 1) * u];
                         let dr = &mut dzr[(i * t + tau) * gu..(i * t + tau + 1) * gu];
                         let direct = &mut spare[i * u..(i + 1) * u];
+                        derivative(ra, &g[..2 * u], &mut d[..2 * u]);
+                        derivative(act, &g[2 * u..], &mut d[2 * u..]);
+                        let (gz, rest) = g.split_at(u);
+                        let (gr, gh) = rest.split_at(u);
+                        let (dz_, rest) = d.split_at_mut(u);
+                        let (dr_, dh_) = rest.split_at_mut(u);
+                        let (rz, rest) = dr.split_at_mut(u);
+                        let (rr, rh_) = rest.split_at_mut(u);
                         for j in 0..u {
-                            let (z, r, hh) = (g[j], g[u + j], g[2 * u + j]);
-                            let dhj = dhi[j];
-                            let dpre_h = dhj * (1.0 - z) * act.derivative_from_output(hh);
-                            let dpre_z = dhj * (hp[j] - hh) * ra.derivative_from_output(z);
-                            let dpre_r = dpre_h * rc[j] * ra.derivative_from_output(r);
-                            d[j] = dpre_z;
-                            d[u + j] = dpre_r;
-                            d[2 * u + j] = dpre_h;
-                            dr[j] = dpre_z;
-                            dr[u + j] = dpre_r;
-                            dr[2 * u + j] = dpre_h * r;
+                            let (z, r, hh, dhj) = (gz[j], gr[j], gh[j], dhi[j]);
+                            let dpre_h = dhj * (1.0 - z) * dh_[j];
+                            let dpre_z = dhj * (hp[j] - hh) * dz_[j];
+                            let dpre_r = dpre_h * rc[j] * dr_[j];
+                            dz_[j] = dpre_z;
+                            dr_[j] = dpre_r;
+                            dh_[j] = dpre_h;
+                            rz[j] = dpre_z;
+                            rr[j] = dpre_r;
+                            rh_[j] = dpre_h * r;
                             direct[j] = dhj * z;
                         }
                     }
@@ -994,6 +1022,43 @@ impl Rnn {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Applies `act` to every value: the vectorized forms for tanh and sigmoid
+/// (see [`crate::vmath`]), the scalar ones otherwise.
+#[inline(always)]
+fn activate(act: Activation, v: &mut [f32]) {
+    match act {
+        Activation::Sigmoid => vmath::sigmoid_slice(v),
+        Activation::Tanh => vmath::tanh_slice(v),
+        _ => {
+            for x in v.iter_mut() {
+                *x = act.scalar(*x);
+            }
+        }
+    }
+}
+
+/// `out = act'(z)` from the outputs `y = act(z)`, one loop per activation.
+#[inline(always)]
+fn derivative(act: Activation, y: &[f32], out: &mut [f32]) {
+    match act {
+        Activation::Sigmoid => {
+            for (o, &v) in out.iter_mut().zip(y) {
+                *o = v * (1.0 - v);
+            }
+        }
+        Activation::Tanh => {
+            for (o, &v) in out.iter_mut().zip(y) {
+                *o = 1.0 - v * v;
+            }
+        }
+        _ => {
+            for (o, &v) in out.iter_mut().zip(y) {
+                *o = act.derivative_from_output(v);
             }
         }
     }
