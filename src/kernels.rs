@@ -189,6 +189,85 @@ pub(crate) fn gemm_tall_k(
     }
 }
 
+/// Values [`pack_b`] needs for a `k x n` matrix.
+pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2::packed_len(k, n)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (k, n);
+        0
+    }
+}
+
+/// A matrix `B` packed once for many products `A B` (a recurrent kernel,
+/// used at every time step).
+pub(crate) struct PackedB<'a> {
+    values: &'a [f32],
+    k: usize,
+    n: usize,
+}
+
+/// Packs `b` into `buf` (at least [`packed_b_len`] values) for
+/// [`gemm_packed`]; `None` where the AVX2 kernel is not used (the product
+/// then reads `b` itself).
+pub(crate) fn pack_b<'a>(b: ArrayView2<f32>, buf: &'a mut [f32]) -> Option<PackedB<'a>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2::available() && !b.is_empty() && buf.len() >= avx2::packed_len(b.nrows(), b.ncols())
+        {
+            let (k, n) = b.dim();
+            return Some(PackedB {
+                values: avx2::pack(b, buf),
+                k,
+                n,
+            });
+        }
+    }
+    let _ = (b, buf);
+    None
+}
+
+/// `C = A B` on the calling thread, reading `B` from `packed` when given
+/// (which must be `b` packed by [`pack_b`]): the same bits as
+/// [`gemm_serial`], without packing `B` for every product.
+///
+/// # Panics
+/// When the shapes do not agree, as [`gemm`], or `packed` has another shape.
+#[track_caller]
+pub(crate) fn gemm_packed(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    packed: Option<&PackedB<'_>>,
+    c: ArrayViewMut2<f32>,
+) {
+    check_shapes("gemm_packed", &a, &b, &c);
+    if let Some(p) = packed {
+        assert!(
+            (p.k, p.n) == b.dim(),
+            "horn::kernels::gemm_packed: packed B is {}x{}, B is {}x{}",
+            p.k,
+            p.n,
+            b.nrows(),
+            b.ncols()
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2::usable(&c) && !c.is_empty() && a.ncols() > 0 {
+                // SAFETY: `usable` checked AVX2, FMA and the unit column
+                // stride of `c`; `check_shapes` the shapes; `pack_b` filled
+                // `p.values` with a packed k x n matrix (checked above to be
+                // `b`'s shape); nothing is empty.
+                unsafe { avx2::gemm_prepacked(a, p.values, p.n, c) };
+                return;
+            }
+        }
+    }
+    gemm_serial(a, b, c);
+}
+
 /// Panics unless `a` is `m x k`, `b` is `k x n` and `c` is `m x n`. Runs in
 /// every build: it is what keeps the raw-pointer kernel inside its buffers.
 #[track_caller]
@@ -318,10 +397,64 @@ mod avx2 {
 
     /// Whether this CPU and this output can use the kernel.
     pub fn usable(c: &ArrayViewMut2<f32>) -> bool {
-        c.strides()[1] == 1
-            && !super::portable_forced()
+        c.strides()[1] == 1 && available()
+    }
+
+    /// Whether this CPU has AVX2 and FMA (and the portable path is not forced).
+    pub fn available() -> bool {
+        !super::portable_forced()
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
+    }
+
+    /// Values a packed `k x n` matrix needs, alignment slack included.
+    pub fn packed_len(k: usize, n: usize) -> usize {
+        k * n.next_multiple_of(NR) + ALIGN_SLACK
+    }
+
+    /// Packs all of `b` as [`gemm`] does (`KC`-deep slices of `NR`-column
+    /// panels) into `buf`, starting at a 64-byte boundary, and returns the
+    /// packed values.
+    ///
+    /// # Panics
+    /// When `buf` is shorter than [`packed_len`].
+    pub fn pack<'a>(b: ArrayView2<f32>, buf: &'a mut [f32]) -> &'a [f32] {
+        let (k, n) = b.dim();
+        assert!(buf.len() >= packed_len(k, n), "packed B buffer too small");
+        let n_pad = n.next_multiple_of(NR);
+        let off = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
+        let dst = &mut buf[off..off + k * n_pad];
+        let (brs, bcs) = (b.strides()[0], b.strides()[1]);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            for j0 in (0..n).step_by(NR) {
+                let panel = &mut dst[pc * n_pad + j0 * kc..][..kc * NR];
+                // SAFETY: rows pc..pc+kc < k and columns j0..j0+w <= n lie
+                // inside `b`; the panel holds kc x NR values.
+                unsafe { pack_b_panel(b.as_ptr(), brs, bcs, pc, kc, j0, NR.min(n - j0), panel) };
+            }
+        }
+        dst
+    }
+
+    /// `C = A B` with `B` (`k x n`) already packed by [`pack`], on the
+    /// calling thread: the arithmetic of [`gemm`], without packing `B` again.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA, `c` must have a unit column stride
+    /// and be `m x n` for an `m x k` `a`, `packed` must hold `k x n` packed
+    /// (at least `k * n.next_multiple_of(16)` values), and nothing may be empty.
+    pub unsafe fn gemm_prepacked(
+        a: ArrayView2<f32>,
+        packed: &[f32],
+        n: usize,
+        mut c: ArrayViewMut2<f32>,
+    ) {
+        let m = a.nrows();
+        let ldc = c.strides()[0];
+        let out = SharedPtr(c.as_mut_ptr());
+        // SAFETY: this function's contract is row_block's, for rows 0..m.
+        unsafe { row_block(a, n, packed, n.next_multiple_of(NR), out, ldc, 0, m) };
     }
 
     /// A pointer shared by tasks that write disjoint parts of one buffer.

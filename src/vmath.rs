@@ -21,7 +21,8 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -30,8 +31,10 @@ pub(crate) fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    // 2^n through the exponent bits (n is in [-126, 128] after the clamp).
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n through the exponent bits: the low bits of `shifted` hold n (in
+    // [-126, 127] after the clamp) offset by ROUND's, integer arithmetic only
+    // (a float-to-int cast would not vectorize).
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
     y * scale
 }
 
@@ -103,10 +106,16 @@ mod tests {
         for i in -20_000..20_000 {
             let z = i as f32 * 1e-3;
             let (t, want) = (tanh(z), z.tanh());
-            assert!((t - want).abs() <= 2e-7 + 4.0 * f32::EPSILON * want.abs(), "tanh({z}) = {t}, std {want}");
+            assert!(
+                (t - want).abs() <= 2e-7 + 4.0 * f32::EPSILON * want.abs(),
+                "tanh({z}) = {t}, std {want}"
+            );
             let s = sigmoid(z);
             let want = 1.0 / (1.0 + (-z as f64).exp()) as f32;
-            assert!((s - want).abs() <= 4.0 * f32::EPSILON * want.abs(), "sigmoid({z}) = {s}, exact {want}");
+            assert!(
+                (s - want).abs() <= 4.0 * f32::EPSILON * want.abs(),
+                "sigmoid({z}) = {s}, exact {want}"
+            );
         }
         for z in [1e-6f32, -3e-5, 1e-20] {
             assert!((tanh(z) - z).abs() <= f32::EPSILON * z.abs(), "tanh({z})");

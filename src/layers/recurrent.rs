@@ -39,7 +39,9 @@ use super::{
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
-use crate::kernels::{gemm_serial, matrix, matrix_mut, values, values_mut};
+use crate::kernels::{
+    gemm_packed, gemm_serial, matrix, matrix_mut, pack_b, packed_b_len, values, values_mut, PackedB,
+};
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
 use crate::shape::Shape;
@@ -335,6 +337,20 @@ impl Layout {
         }
     }
 
+    /// Values of the recurrent kernel (or its transpose) packed once per
+    /// pass for the per-step products.
+    fn packed_len(&self) -> usize {
+        packed_b_len(self.units, self.gu).max(packed_b_len(self.gu, self.units))
+    }
+
+    /// Scratch of a pass over `n` sequences: per-sequence values, then each
+    /// block's weight-gradient partials, then the packed recurrent kernel.
+    fn scratch_len(&self, n: usize, use_bias: bool) -> usize {
+        n * self.scratch_width()
+            + n.div_ceil(BLOCK_ROWS) * self.partial_len(use_bias)
+            + self.packed_len()
+    }
+
     /// Values of one block's weight-gradient partials.
     fn partial_len(&self, use_bias: bool) -> usize {
         self.features * self.gu + self.units * self.gu + if use_bias { self.bias_len() } else { 0 }
@@ -519,7 +535,7 @@ impl Rnn {
         Buffers {
             aux: l.aux_width(),
             scratch_per_row: l.scratch_width() + partial.div_ceil(BLOCK_ROWS),
-            scratch: partial,
+            scratch: partial + l.packed_len(),
             state: 0,
         }
     }
@@ -614,27 +630,31 @@ impl Rnn {
         let l = self.layout();
         let (aw, yw, xw) = (l.aux_width(), self.out_width(), l.steps * l.features);
         let sw = l.scratch_width();
+        let need = l.scratch_len(n, self.cfg.use_bias);
         assert!(
-            scratch.len() >= n * sw,
-            "{}: scratch of {} values, expected at least {}",
+            scratch.len() >= need,
+            "{}: scratch of {} values, expected at least {need}",
             self.kind.class_name(),
             scratch.len(),
-            n * sw
         );
         let masked = training && l.dropout;
         if masked {
             self.draw_masks(x, n, aux, rng);
         }
+        let (rows_scratch, rest) = scratch.split_at_mut(n * sw);
+        let pl = l.partial_len(self.cfg.use_bias);
+        let packed_buf = &mut rest[n.div_ceil(BLOCK_ROWS) * pl..];
+        let packed = pack_b(matrix(&self.recurrent, l.units, l.gu), packed_buf);
         aux[..n * aw]
             .par_chunks_mut(BLOCK_ROWS * aw)
             .zip(y[..n * yw].par_chunks_mut(BLOCK_ROWS * yw))
-            .zip(scratch[..n * sw].par_chunks_mut(BLOCK_ROWS * sw))
+            .zip(rows_scratch.par_chunks_mut(BLOCK_ROWS * sw))
             .enumerate()
             .for_each(|(b, ((auxb, yb), sb))| {
                 let r0 = b * BLOCK_ROWS;
                 let rows = yb.len() / yw;
                 let xb = &x[r0 * xw..(r0 + rows) * xw];
-                self.forward_block(xb, rows, yb, auxb, sb, masked);
+                self.forward_block(xb, rows, yb, auxb, sb, masked, packed.as_ref());
             });
     }
 
@@ -671,7 +691,10 @@ impl Rnn {
         }
     }
 
-    /// One block of `rows` sequences, forward.
+    /// One block of `rows` sequences, forward: [`Rnn::forward_body`]
+    /// compiled for AVX2 where the CPU has it (8 lanes instead of 4 for the
+    /// gate passes; the same bits, as no multiply-add is fused).
+    #[allow(clippy::too_many_arguments)]
     fn forward_block(
         &self,
         x: &[f32],
@@ -680,6 +703,31 @@ impl Rnn {
         aux: &mut [f32],
         scratch: &mut [f32],
         masked: bool,
+        packed: Option<&PackedB<'_>>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if simd::available() {
+                // SAFETY: `available` checked that this CPU has AVX2 and FMA.
+                unsafe { simd::forward(self, x, rows, y, aux, scratch, masked, packed) };
+                return;
+            }
+        }
+        self.forward_body(x, rows, y, aux, scratch, masked, packed)
+    }
+
+    /// The forward pass of one block (see [`Rnn::forward_block`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn forward_body(
+        &self,
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+        aux: &mut [f32],
+        scratch: &mut [f32],
+        masked: bool,
+        packed: Option<&PackedB<'_>>,
     ) {
         let l = self.layout();
         let (t, f, u, gu) = (l.steps, l.features, l.units, l.gu);
@@ -714,9 +762,10 @@ impl Rnn {
                 }
             } else {
                 let h = matrix(hprev, rows, t * u);
-                gemm_serial(
+                gemm_packed(
                     h.slice(s![.., tau * u..(tau + 1) * u]),
                     recurrent,
+                    packed,
                     matrix_mut(rh, rows, gu),
                 );
             }
@@ -818,14 +867,16 @@ impl Rnn {
         let pl = l.partial_len(self.cfg.use_bias);
         let blocks = n.div_ceil(BLOCK_ROWS);
         let class = self.kind.class_name();
+        let need = l.scratch_len(n, self.cfg.use_bias);
         assert!(
-            scratch.len() >= n * sw + blocks * pl,
-            "{class}: scratch of {} values, expected at least {}",
+            scratch.len() >= need,
+            "{class}: scratch of {} values, expected at least {need}",
             scratch.len(),
-            n * sw + blocks * pl
         );
-        let (rows_scratch, partials) = scratch.split_at_mut(n * sw);
-        let partials = &mut partials[..blocks * pl];
+        let (rows_scratch, rest) = scratch.split_at_mut(n * sw);
+        let (partials, packed_buf) = rest.split_at_mut(blocks * pl);
+        let recurrent_t = matrix(&self.recurrent, l.units, l.gu).reversed_axes();
+        let packed = pack_b(recurrent_t, packed_buf);
         let dx_blocks = match dx {
             Some(d) => {
                 rayon::iter::Either::Left(d[..n * xw].par_chunks_mut(BLOCK_ROWS * xw).map(Some))
@@ -848,6 +899,7 @@ impl Rnn {
                     dxb,
                     sb,
                     part,
+                    packed.as_ref(),
                 );
             });
         // The blocks' weight gradients, added in block order.
@@ -863,9 +915,8 @@ impl Rnn {
         }
     }
 
-    /// One block of `rows` sequences, backward: back-propagation through
-    /// time, then the block's weight gradients into `part` and its input
-    /// gradient into `dx`.
+    /// One block of `rows` sequences, backward, compiled for AVX2 where the
+    /// CPU has it (as [`Rnn::forward_block`]).
     #[allow(clippy::too_many_arguments)]
     fn backward_block(
         &self,
@@ -876,6 +927,34 @@ impl Rnn {
         dx: Option<&mut [f32]>,
         scratch: &mut [f32],
         part: &mut [f32],
+        packed: Option<&PackedB<'_>>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if simd::available() {
+                // SAFETY: `available` checked that this CPU has AVX2 and FMA.
+                unsafe { simd::backward(self, x, rows, aux, dy, dx, scratch, part, packed) };
+                return;
+            }
+        }
+        self.backward_body(x, rows, aux, dy, dx, scratch, part, packed)
+    }
+
+    /// One block of `rows` sequences, backward: back-propagation through
+    /// time, then the block's weight gradients into `part` and its input
+    /// gradient into `dx`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn backward_body(
+        &self,
+        x: &[f32],
+        rows: usize,
+        aux: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        scratch: &mut [f32],
+        part: &mut [f32],
+        packed: Option<&PackedB<'_>>,
     ) {
         let l = self.layout();
         let (t, f, u, gu) = (l.steps, l.features, l.units, l.gu);
@@ -971,9 +1050,10 @@ impl Rnn {
             // The previous state's gradient through the recurrent kernel.
             if s > 0 {
                 let src = if gru { &*dzr } else { &*dz };
-                gemm_serial(
+                gemm_packed(
                     matrix(src, rows, t * gu).slice(s![.., tau * gu..(tau + 1) * gu]),
                     recurrent_t,
+                    packed,
                     matrix_mut(dh, rows, u),
                 );
                 if gru {
@@ -1024,6 +1104,59 @@ impl Rnn {
                 }
             }
         }
+    }
+}
+
+/// The block passes compiled with AVX2 and FMA enabled.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{PackedB, Rnn};
+
+    /// Whether this CPU has AVX2 and FMA (`HORN_PORTABLE_GEMM=1` turns the
+    /// wide code off too, so that CI tests the portable build of it).
+    pub(super) fn available() -> bool {
+        !crate::kernels::portable_forced()
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+    }
+
+    /// [`Rnn::forward_body`] with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn forward(
+        rnn: &Rnn,
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+        aux: &mut [f32],
+        scratch: &mut [f32],
+        masked: bool,
+        packed: Option<&PackedB<'_>>,
+    ) {
+        rnn.forward_body(x, rows, y, aux, scratch, masked, packed)
+    }
+
+    /// [`Rnn::backward_body`] with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn backward(
+        rnn: &Rnn,
+        x: &[f32],
+        rows: usize,
+        aux: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        scratch: &mut [f32],
+        part: &mut [f32],
+        packed: Option<&PackedB<'_>>,
+    ) {
+        rnn.backward_body(x, rows, aux, dy, dx, scratch, part, packed)
     }
 }
 
