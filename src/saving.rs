@@ -461,7 +461,7 @@ impl LayerConfig {
                 recurrent_weight_shapes(self.class_name(), c, input, false)?
             }
             LayerConfig::Bidirectional(b) => {
-                recurrent_weight_shapes(&b.class_name, &b.layer, input, true)?
+                recurrent_weight_shapes(&b.layer_class, &b.layer, input, true)?
             }
             LayerConfig::LayerNormalization { center, scale, .. } => {
                 let mut v = Vec::new();
@@ -534,7 +534,7 @@ impl LayerConfig {
             LayerConfig::SimpleRNN(c) | LayerConfig::LSTM(c) | LayerConfig::GRU(c) => {
                 c.validate(self.class_name())
             }
-            LayerConfig::Bidirectional(b) => b.layer.validate(&b.class_name),
+            LayerConfig::Bidirectional(b) => b.layer.validate(&b.layer_class),
             // The remaining layers check their options when built.
             _ => Ok(()),
         }

@@ -52,7 +52,7 @@ fn fit_cost(model: &mut Sequential, rows: usize) -> (usize, usize) {
     )
 }
 
-/// One test for both models: the allocation counter is global, so two tests
+/// One test for the three models: the allocation counter is global, so two tests
 /// running at once would count each other's allocations.
 #[test]
 fn training_steps_do_not_allocate() {
@@ -75,6 +75,13 @@ fn training_steps_do_not_allocate() {
         .dropout(0.2)
         .dense(10, Softmax);
     check_steps_do_not_allocate(cnn, Adam::default().into());
+    let rnn = Sequential::new()
+        .seed(1)
+        .input_shape(&[12, 4])
+        .add(LSTM::new(16).return_sequences(true).dropout(0.1))
+        .add(Bidirectional::new(GRU::new(8)))
+        .dense(10, Softmax);
+    check_steps_do_not_allocate(rnn, Adam::default().into());
 }
 
 fn check_steps_do_not_allocate(mut model: Sequential, optimizer: Optimizer) {

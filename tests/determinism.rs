@@ -91,7 +91,44 @@ fn cnn_train() -> (u64, Vec<f32>) {
     (common::fingerprint(&model), hist)
 }
 
-/// The MLP's and the convnet's fingerprints and losses together.
+/// A recurrent model over several blocks of sequences per batch (the
+/// parallel split of the recurrent layers), with input dropout, an
+/// Embedding and both directions.
+fn rnn_train() -> (u64, Vec<f32>) {
+    let n = 200;
+    let x = ndarray::Array2::<f32>::from_shape_fn((n, 12), |(i, t)| ((i * 7 + t * t) % 30) as f32);
+    let y = ndarray::Array2::<f32>::from_shape_fn((n, 3), |(i, j)| (i % 3 == j) as u8 as f32);
+    let mut model = Sequential::new()
+        .seed(6)
+        .input_shape(&[12])
+        .embedding(30, 8)
+        .add(LSTM::new(12).return_sequences(true).dropout(0.2))
+        .add(Bidirectional::new(GRU::new(8)))
+        .dense(3, Softmax);
+    model
+        .compile(Adam::default(), "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    let h = model
+        .fit(
+            &x,
+            &y,
+            FitOptions {
+                epochs: 2,
+                batch_size: 70,
+                validation_split: 0.2,
+                seed: Some(2),
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut hist = h.get("loss").unwrap().to_vec();
+    hist.extend_from_slice(h.get("val_loss").unwrap());
+    (common::fingerprint(&model), hist)
+}
+
+/// The MLP's, the convnet's and the recurrent model's fingerprints and
+/// losses together.
 fn train() -> (u64, Vec<f32>) {
     let mut model = model(11);
     let h = fit(&mut model);
@@ -99,7 +136,12 @@ fn train() -> (u64, Vec<f32>) {
     hist.extend_from_slice(h.get("val_loss").unwrap());
     let (cnn_fp, cnn_hist) = cnn_train();
     hist.extend(cnn_hist);
-    (common::fingerprint(&model) ^ cnn_fp.rotate_left(17), hist)
+    let (rnn_fp, rnn_hist) = rnn_train();
+    hist.extend(rnn_hist);
+    (
+        common::fingerprint(&model) ^ cnn_fp.rotate_left(17) ^ rnn_fp.rotate_left(31),
+        hist,
+    )
 }
 
 #[test]

@@ -223,3 +223,62 @@ fn vision_layers_backpropagate_correctly() {
         .dense(2, Linear);
     check(model, MeanSquaredError.into(), &x, &y, "conv1d stack");
 }
+
+/// The recurrent layers in stacks, so that each one's input gradient is
+/// checked through the weights below it: LSTM with sequences, a backwards GRU,
+/// Bidirectional SimpleRNN (mul and ave merges), and the non-default
+/// activations a recurrent cell supports.
+#[test]
+fn recurrent_layers_backpropagate_correctly() {
+    let x = ndarray::Array3::<f32>::from_shape_fn((4, 6, 3), |(i, t, f)| {
+        ((i * 11 + t * 5 + f * 7) % 13) as f32 / 13.0 - 0.5
+    });
+    let y = Array2::from_shape_fn((4, 2), |(i, j)| ((i + 2 * j) % 3) as f32 * 0.5 - 0.4);
+    let model = Sequential::new()
+        .seed(7)
+        .input_shape(&[6, 3])
+        .add(LSTM::new(4).return_sequences(true))
+        .add(GRU::new(3).go_backwards(true).return_sequences(true))
+        .add(
+            Bidirectional::new(SimpleRNN::new(3).return_sequences(true)).merge_mode(MergeMode::Mul),
+        )
+        .add(Bidirectional::new(LSTM::new(2)).merge_mode(MergeMode::Ave))
+        .dense(2, Linear);
+    check(model, MeanSquaredError.into(), &x, &y, "recurrent stack");
+
+    let model = Sequential::new()
+        .seed(8)
+        .input_shape(&[6, 3])
+        .add(
+            LSTM::new(3)
+                .activation(Softsign)
+                .recurrent_activation(HardSigmoid)
+                .return_sequences(true),
+        )
+        .add(
+            GRU::new(3)
+                .activation(Elu(1.0))
+                .use_bias(false)
+                .return_sequences(true),
+        )
+        .add(Bidirectional::new(SimpleRNN::new(2).activation(Linear)))
+        .dense(2, Linear);
+    check(
+        model,
+        MeanSquaredError.into(),
+        &x,
+        &y,
+        "recurrent activations",
+    );
+
+    // An Embedding under a GRU: the table's rows get the summed gradients
+    // of every occurrence of their id.
+    let ids = ndarray::Array2::<f32>::from_shape_fn((4, 5), |(i, t)| ((i * 3 + t * t) % 6) as f32);
+    let model = Sequential::new()
+        .seed(9)
+        .input_shape(&[5])
+        .embedding(6, 3)
+        .add(GRU::new(3))
+        .dense(2, Linear);
+    check(model, MeanSquaredError.into(), &ids, &y, "embedding + gru");
+}

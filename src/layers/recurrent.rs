@@ -317,8 +317,9 @@ impl Layout {
 
     /// Scratch values per sequence: `dz`, GRU's recurrent `dz`, the state
     /// and carry gradients and spare values (the LSTM's `act(c)` and its
-    /// derivative, GRU's direct state gradient). The forward pass uses the
-    /// first two for the recurrent product and the new state.
+    /// derivative, GRU's direct state gradient). The forward pass keeps the
+    /// step's recurrent product in the first, its new state in the third
+    /// and its input projection in the last.
     fn scratch_parts(&self) -> [usize; 5] {
         let (t, u) = (self.steps, self.units);
         let gru = usize::from(self.kind == CellKind::Gru);
@@ -340,7 +341,8 @@ impl Layout {
     /// Values of the recurrent kernel (or its transpose) packed once per
     /// pass for the per-step products.
     fn packed_len(&self) -> usize {
-        packed_b_len(self.units, self.gu).max(packed_b_len(self.gu, self.units))
+        (packed_b_len(self.units, self.gu) + packed_b_len(self.features, self.gu))
+            .max(packed_b_len(self.gu, self.units))
     }
 
     /// Scratch of a pass over `n` sequences: per-sequence values, then each
@@ -563,6 +565,11 @@ impl Rnn {
         [vec![self.features, gu], vec![self.cfg.units, gu], bias]
     }
 
+    /// Gradient lengths of the three tensors (the bias's even without one).
+    fn grad_lens(&self) -> [usize; 3] {
+        [self.kernel.len(), self.recurrent.len(), self.bias.len()]
+    }
+
     fn param_count(&self) -> usize {
         2 + usize::from(self.cfg.use_bias)
     }
@@ -644,7 +651,10 @@ impl Rnn {
         let (rows_scratch, rest) = scratch.split_at_mut(n * sw);
         let pl = l.partial_len(self.cfg.use_bias);
         let packed_buf = &mut rest[n.div_ceil(BLOCK_ROWS) * pl..];
-        let packed = pack_b(matrix(&self.recurrent, l.units, l.gu), packed_buf);
+        let (rbuf, wbuf) = packed_buf.split_at_mut(packed_b_len(l.units, l.gu));
+        let packed_r = pack_b(matrix(&self.recurrent, l.units, l.gu), rbuf);
+        let packed_w = pack_b(matrix(&self.kernel, l.features, l.gu), wbuf);
+        let packed = [packed_r.as_ref(), packed_w.as_ref()];
         aux[..n * aw]
             .par_chunks_mut(BLOCK_ROWS * aw)
             .zip(y[..n * yw].par_chunks_mut(BLOCK_ROWS * yw))
@@ -654,7 +664,7 @@ impl Rnn {
                 let r0 = b * BLOCK_ROWS;
                 let rows = yb.len() / yw;
                 let xb = &x[r0 * xw..(r0 + rows) * xw];
-                self.forward_block(xb, rows, yb, auxb, sb, masked, packed.as_ref());
+                self.forward_block(xb, rows, yb, auxb, sb, masked, packed);
             });
     }
 
@@ -703,7 +713,7 @@ impl Rnn {
         aux: &mut [f32],
         scratch: &mut [f32],
         masked: bool,
-        packed: Option<&PackedB<'_>>,
+        packed: [Option<&PackedB<'_>>; 2],
     ) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -727,21 +737,18 @@ impl Rnn {
         aux: &mut [f32],
         scratch: &mut [f32],
         masked: bool,
-        packed: Option<&PackedB<'_>>,
+        packed: [Option<&PackedB<'_>>; 2],
     ) {
         let l = self.layout();
         let (t, f, u, gu) = (l.steps, l.features, l.units, l.gu);
         let [_, xd, gates, cand, hprev, carry] = carve(aux, rows, l.aux_parts());
         let xin: &[f32] = if masked { xd } else { x };
-        // 1. The input projection of every step at once.
-        gemm_serial(
-            matrix(xin, rows * t, f),
-            matrix(&self.kernel, f, gu),
-            matrix_mut(gates, rows * t, gu),
-        );
-        let [rh, _, hnew, _, _] = carve(scratch, rows, l.scratch_parts());
+        let [rh, _, hnew, _, zx] = carve(scratch, rows, l.scratch_parts());
         let rh = &mut rh[..rows * gu];
+        let zx = &mut zx[..rows * gu];
         let recurrent = matrix(&self.recurrent, u, gu);
+        let kernel = matrix(&self.kernel, f, gu);
+        let [packed_r, packed_w] = packed;
         let (bias_in, bias_rec) = if l.kind == CellKind::Gru {
             self.bias.split_at(gu)
         } else {
@@ -751,6 +758,14 @@ impl Rnn {
         let ow = self.out_width();
         for s in 0..t {
             let tau = self.time(s);
+            // 1. The input projection of this step (computed step by step,
+            // so that it is read back from L1, not from memory).
+            gemm_packed(
+                matrix(xin, rows, t * f).slice(s![.., tau * f..(tau + 1) * f]),
+                kernel,
+                packed_w,
+                matrix_mut(zx, rows, gu),
+            );
             // 2. The recurrent product (zero at the first step: h starts at 0).
             if s == 0 {
                 rh.fill(0.0);
@@ -765,7 +780,7 @@ impl Rnn {
                 gemm_packed(
                     h.slice(s![.., tau * u..(tau + 1) * u]),
                     recurrent,
-                    packed,
+                    packed_r,
                     matrix_mut(rh, rows, gu),
                 );
             }
@@ -774,11 +789,12 @@ impl Rnn {
             for i in 0..rows {
                 let g = &mut gates[(i * t + tau) * gu..(i * t + tau + 1) * gu];
                 let r = &rh[i * gu..(i + 1) * gu];
+                let xz = &zx[i * gu..(i + 1) * gu];
                 let hn = &mut hnew[i * u..(i + 1) * u];
                 match l.kind {
                     CellKind::SimpleRnn => {
                         for j in 0..u {
-                            g[j] = g[j] + r[j] + bias_in[j];
+                            g[j] = xz[j] + r[j] + bias_in[j];
                         }
                         activate(act, g);
                         hn.copy_from_slice(g);
@@ -787,7 +803,7 @@ impl Rnn {
                         let c_row = &mut carry[i * (t + 1) * u..(i + 1) * (t + 1) * u];
                         let (cp, cn) = c_row[s * u..(s + 2) * u].split_at_mut(u);
                         for j in 0..gu {
-                            g[j] = g[j] + r[j] + bias_in[j];
+                            g[j] = xz[j] + r[j] + bias_in[j];
                         }
                         activate(ra, &mut g[..2 * u]);
                         activate(act, &mut g[2 * u..3 * u]);
@@ -809,14 +825,14 @@ impl Rnn {
                         let hp = &hprev[(i * t + tau) * u..(i * t + tau + 1) * u];
                         let rc = &mut cand[(i * t + tau) * u..(i * t + tau + 1) * u];
                         for j in 0..2 * u {
-                            g[j] = g[j] + bias_in[j] + r[j] + bias_rec[j];
+                            g[j] = xz[j] + bias_in[j] + r[j] + bias_rec[j];
                         }
                         activate(ra, &mut g[..2 * u]);
                         let (zr, gh) = g.split_at_mut(2 * u);
                         for j in 0..u {
                             let rhh = r[2 * u + j] + bias_rec[2 * u + j];
                             rc[j] = rhh;
-                            gh[j] = gh[j] + bias_in[2 * u + j] + zr[u + j] * rhh;
+                            gh[j] = xz[2 * u + j] + bias_in[2 * u + j] + zr[u + j] * rhh;
                         }
                         activate(act, gh);
                         for j in 0..u {
@@ -1134,7 +1150,7 @@ mod simd {
         aux: &mut [f32],
         scratch: &mut [f32],
         masked: bool,
-        packed: Option<&PackedB<'_>>,
+        packed: [Option<&PackedB<'_>>; 2],
     ) {
         rnn.forward_body(x, rows, y, aux, scratch, masked, packed)
     }
@@ -1245,8 +1261,7 @@ impl Rnn {
         if let Some(d) = &dx {
             expect_shape(class, "dx", d.shape(), x.shape());
         }
-        let lens: Vec<usize> = self.params().iter().map(|p| p.values.len()).collect();
-        expect_grads(class, grads, &lens);
+        expect_grads(class, grads, &self.grad_lens()[..self.param_count()]);
         let n = x.nrows();
         self.backward_flat(
             values(x),
@@ -1535,7 +1550,7 @@ pub struct Bidirectional {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BidirectionalConfig {
     /// The wrapped layer's class: `SimpleRNN`, `LSTM` or `GRU`.
-    pub class_name: String,
+    pub layer_class: String,
     /// The wrapped layer's options (the forward direction's).
     pub layer: RecurrentConfig,
     /// How the outputs merge.
@@ -1564,7 +1579,7 @@ impl Bidirectional {
     }
 
     pub(crate) fn from_config(c: BidirectionalConfig) -> Result<Self> {
-        let kind = match c.class_name.as_str() {
+        let kind = match c.layer_class.as_str() {
             "SimpleRNN" => CellKind::SimpleRnn,
             "LSTM" => CellKind::Lstm,
             "GRU" => CellKind::Gru,
@@ -1736,8 +1751,16 @@ impl Layer for Bidirectional {
         expect_shape("Bidirectional", "dy", dy.shape(), y.shape());
         expect_shape("Bidirectional", "dy", dy.shape(), &[n, self.out_width()]);
         expect_shape("Bidirectional", "aux", aux.shape(), &[n, want.aux]);
-        let lens: Vec<usize> = self.params().iter().map(|p| p.values.len()).collect();
-        expect_grads("Bidirectional", grads, &lens);
+        // Checked without allocating: this runs every step.
+        let (f, b) = (self.forward.grad_lens(), self.backward.grad_lens());
+        let k = self.forward.param_count();
+        let lens = [f[0], f[1], f[2], b[0], b[1], b[2]];
+        let lens: [usize; 6] = if k == 3 {
+            lens
+        } else {
+            [f[0], f[1], b[0], b[1], 0, 0]
+        };
+        expect_grads("Bidirectional", grads, &lens[..2 * k]);
         let (fb, bb) = self.core_buffers(&input);
         let core = (fb.scratch_per_row.max(bb.scratch_per_row)) * n + fb.scratch.max(bb.scratch);
         let uw = self.unit_width();
@@ -1801,7 +1824,7 @@ impl Layer for Bidirectional {
 
     fn config(&self) -> Option<LayerConfig> {
         Some(LayerConfig::Bidirectional(BidirectionalConfig {
-            class_name: self.forward.kind.class_name().into(),
+            layer_class: self.forward.kind.class_name().into(),
             layer: self.forward.cfg.clone(),
             merge_mode: self.merge_mode,
         }))
