@@ -31,3 +31,34 @@ fn multilabel_reports_each_label() {
     assert_eq!(acc.len(), 3);
     assert!(acc.iter().all(|&a| a > 0.8), "{acc:?}");
 }
+
+#[allow(dead_code)]
+#[path = "../examples/sunspots.rs"]
+mod sunspots;
+
+#[allow(dead_code)]
+#[path = "../examples/word_language.rs"]
+mod word_language;
+
+/// The bar: both recurrent forecasts beat "next month = this month".
+#[test]
+fn sunspot_forecasts_beat_the_last_value() {
+    let [lstm, gru, last] = sunspots::run(20, 1, 0).unwrap();
+    assert!(
+        lstm < last && gru < last,
+        "LSTM {lstm}, GRU {gru}, last value {last}"
+    );
+}
+
+#[test]
+fn word_language_learns_from_letters() {
+    let (acc, model) = word_language::run(6, 1, 0).unwrap();
+    assert!(acc > 0.7, "test accuracy {acc}");
+    // Case is ignored, other characters dropped, long words keep their end.
+    assert_eq!(
+        word_language::encode("Ab-c").row(0).to_vec()[8..],
+        [0, 1, 2, 3]
+    );
+    assert_eq!(word_language::encode("abcdefghijklmnop").row(0)[0], 5);
+    assert!(model.predict(&word_language::encode("zzz")).is_ok());
+}
