@@ -78,8 +78,8 @@ pub fn run(epochs: usize, seed: u64, verbose: u8) -> Result<[f32; 3], Box<dyn st
             println!("{}", model.summary());
         }
         let history = model.fit(
-            &x_train,
-            &y_train,
+            x_train,
+            y_train,
             FitOptions {
                 epochs,
                 batch_size: 32,
@@ -89,7 +89,7 @@ pub fn run(epochs: usize, seed: u64, verbose: u8) -> Result<[f32; 3], Box<dyn st
                 ..Default::default()
             },
         )?;
-        errors[k] = mae(&model.predict(&x_test)?);
+        errors[k] = mae(&model.predict(x_test)?);
         if verbose > 0 {
             let val = history.get("val_mae").and_then(|v| v.last()).copied();
             println!(
