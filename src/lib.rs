@@ -38,7 +38,8 @@
 //!   `summary()`.
 //! - [`layers`]: the [`Layer`](layers::Layer) trait and the built-in layers:
 //!   `Dense`, `Dropout`, `Activation`; `Conv1D`/`Conv2D`, the poolings,
-//!   `Flatten`, `Reshape` (vision); `BatchNormalization`, `LayerNormalization`.
+//!   `Flatten`, `Reshape` (vision); `BatchNormalization`, `LayerNormalization`;
+//!   `Embedding`, `SimpleRNN`, `LSTM`, `GRU`, `Bidirectional` (sequences).
 //! - [`Shape`]: the per-sample shape a layer is built for.
 //! - [`activations`], [`losses`], [`metrics`], [`optimizers`], [`initializers`],
 //!   [`regularizers`], [`callbacks`]: the Keras catalogue, with Keras 3 names,
@@ -91,6 +92,26 @@
 //! `aux` for the weight gradient; in inference they are built a tile of
 //! samples at a time in scratch.
 //!
+//! ## Sequences
+//! A batch of sequences is `n x (steps * features)` rows like any other;
+//! token ids for an `Embedding` travel as whole numbers in those rows (any
+//! integer or float array is accepted, and ids are checked to be whole and
+//! in range before the first pass). The recurrent layers cut the batch into
+//! fixed blocks of 16 sequences; a block's sequences depend on no other
+//! block, so each block runs its whole recurrence on one thread, and a
+//! layer's pass is one parallel region, not one per time step. Per step and
+//! block: one product for the input (`x_t W`), one for the state
+//! (`h_{t-1} R`, with `R` packed once per pass), then one fused pass over the
+//! gates that adds the biases and applies the vectorized sigmoid and tanh of
+//! the private `vmath` module (the block code is compiled for AVX2 where the
+//! CPU has it). What the backward pass needs (gate activations, previous
+//! states, carries) is kept in the layer's `aux` rows. Backward walks the
+//! steps in reverse with one fused pass and one product (`dz R^T`) per step,
+//! then computes the block's weight gradients over all its steps at once
+//! (`x^T dz`, `h^T dz`, column sums) and the input gradient (`dz W^T`); the
+//! blocks' weight gradients are added in block order, so the result does not
+//! depend on the number of threads.
+//!
 //! ## Design of one training step
 //! `fit` allocates one workspace sized for the batch: the gathered input rows,
 //! each layer's output, each layer's auxiliary values and state, one shared
@@ -130,7 +151,8 @@
 //!
 //! ## Soundness and untrusted input
 //! - **No safe call corrupts memory.** The only `unsafe` code is the AVX2 GEMM
-//!   in [`kernels`]; its public entry points check every shape with `assert!`
+//!   in [`kernels`] and the calls of the recurrent layers' AVX2-compiled block
+//!   code behind a run-time CPU check; the GEMM's entry points check every shape with `assert!`
 //!   (in release builds too) before the raw-pointer kernel runs, and each
 //!   unsafe block states its invariant in a `SAFETY:` comment
 //!   (`unsafe_op_in_unsafe_fn` is denied). The built-in layers check the shape

@@ -293,22 +293,63 @@ struct Layout {
     /// Dropout mask (`features`) and masked inputs (`steps * features`).
     dropout: bool,
     kind: CellKind,
+    /// Whether `aux` keeps every step for the backward pass (training), or
+    /// only what the next step needs (inference: one slot of gates and
+    /// state, two of carry).
+    full: bool,
 }
 
 impl Layout {
     /// Values per sequence of each `aux` region: mask, masked inputs, gate
     /// activations, GRU's recurrent candidate, previous states, LSTM carries.
     fn aux_parts(&self) -> [usize; 6] {
-        let (t, f, u) = (self.steps, self.features, self.units);
-        let d = usize::from(self.dropout);
+        let (f, u) = (self.features, self.units);
+        let (t, c) = (self.kept_steps(), self.kept_carries());
+        let d = usize::from(self.dropout && self.full);
         [
             d * f,
-            d * t * f,
+            d * self.steps * f,
             t * self.gu,
             usize::from(self.kind == CellKind::Gru) * t * u,
             t * u,
-            usize::from(self.kind == CellKind::Lstm) * (t + 1) * u,
+            usize::from(self.kind == CellKind::Lstm) * c * u,
         ]
+    }
+
+    /// Steps of gates and states kept per sequence.
+    fn kept_steps(&self) -> usize {
+        if self.full {
+            self.steps
+        } else {
+            1
+        }
+    }
+
+    /// Carries kept per sequence (the initial one included).
+    fn kept_carries(&self) -> usize {
+        if self.full {
+            self.steps + 1
+        } else {
+            2
+        }
+    }
+
+    /// The slot of input time `tau` in the gate and state regions.
+    fn slot(&self, tau: usize) -> usize {
+        if self.full {
+            tau
+        } else {
+            0
+        }
+    }
+
+    /// The slot of the carry before processing step `s`.
+    fn carry_slot(&self, s: usize) -> usize {
+        if self.full {
+            s
+        } else {
+            s % 2
+        }
     }
 
     fn aux_width(&self) -> usize {
@@ -413,7 +454,12 @@ impl Rnn {
         }
     }
 
+    /// The training layout (every step kept).
     fn layout(&self) -> Layout {
+        self.layout_for(true)
+    }
+
+    fn layout_for(&self, full: bool) -> Layout {
         Layout {
             steps: self.steps,
             features: self.features,
@@ -421,6 +467,19 @@ impl Rnn {
             gu: self.kind.gates() * self.cfg.units,
             dropout: self.cfg.dropout > 0.0,
             kind: self.kind,
+            full,
+        }
+    }
+
+    /// Whether an `aux` of `cols` values per sequence is the training
+    /// layout (`Some(true)`), the inference one (`Some(false)`) or neither.
+    fn aux_mode(&self, cols: usize) -> Option<bool> {
+        if cols == self.layout_for(true).aux_width() {
+            Some(true)
+        } else if cols == self.layout_for(false).aux_width() {
+            Some(false)
+        } else {
+            None
         }
     }
 
@@ -524,14 +583,14 @@ impl Rnn {
         Ok(self.output_shape())
     }
 
-    fn buffers(&self, input: &Shape) -> Buffers {
+    fn buffers(&self, input: &Shape, training: bool) -> Buffers {
         if input.rank() != 2 {
             return Buffers::default();
         }
         let l = Layout {
             steps: input.dims()[0],
             features: input.dims()[1],
-            ..self.layout()
+            ..self.layout_for(training)
         };
         let partial = l.partial_len(self.cfg.use_bias);
         Buffers {
@@ -619,7 +678,10 @@ impl Rnn {
         let l = self.layout();
         expect_shape(class, "x", x.shape(), &[n, l.steps * l.features]);
         expect_shape(class, "y", &[y_rows, y_cols], &[n, self.out_width()]);
-        expect_shape(class, "aux", &[aux.0, aux.1], &[n, l.aux_width()]);
+        if self.aux_mode(aux.1).is_none() {
+            expect_shape(class, "aux", &[aux.0, aux.1], &[n, l.aux_width()]);
+        }
+        expect_shape(class, "aux", &[aux.0], &[n]);
     }
 
     /// The forward pass over flat row-major buffers of `n` sequences.
@@ -632,9 +694,10 @@ impl Rnn {
         aux: &mut [f32],
         scratch: &mut [f32],
         training: bool,
+        full: bool,
         rng: &mut StdRng,
     ) {
-        let l = self.layout();
+        let l = self.layout_for(full);
         let (aw, yw, xw) = (l.aux_width(), self.out_width(), l.steps * l.features);
         let sw = l.scratch_width();
         let need = l.scratch_len(n, self.cfg.use_bias);
@@ -644,7 +707,7 @@ impl Rnn {
             self.kind.class_name(),
             scratch.len(),
         );
-        let masked = training && l.dropout;
+        let masked = training && l.dropout && full;
         if masked {
             self.draw_masks(x, n, aux, rng);
         }
@@ -664,7 +727,7 @@ impl Rnn {
                 let r0 = b * BLOCK_ROWS;
                 let rows = yb.len() / yw;
                 let xb = &x[r0 * xw..(r0 + rows) * xw];
-                self.forward_block(xb, rows, yb, auxb, sb, masked, packed);
+                self.forward_block(xb, rows, yb, auxb, sb, masked, full, packed);
             });
     }
 
@@ -713,17 +776,18 @@ impl Rnn {
         aux: &mut [f32],
         scratch: &mut [f32],
         masked: bool,
+        full: bool,
         packed: [Option<&PackedB<'_>>; 2],
     ) {
         #[cfg(target_arch = "x86_64")]
         {
             if simd::available() {
                 // SAFETY: `available` checked that this CPU has AVX2 and FMA.
-                unsafe { simd::forward(self, x, rows, y, aux, scratch, masked, packed) };
+                unsafe { simd::forward(self, x, rows, y, aux, scratch, masked, full, packed) };
                 return;
             }
         }
-        self.forward_body(x, rows, y, aux, scratch, masked, packed)
+        self.forward_body(x, rows, y, aux, scratch, masked, full, packed)
     }
 
     /// The forward pass of one block (see [`Rnn::forward_block`]).
@@ -737,10 +801,13 @@ impl Rnn {
         aux: &mut [f32],
         scratch: &mut [f32],
         masked: bool,
+        full: bool,
         packed: [Option<&PackedB<'_>>; 2],
     ) {
-        let l = self.layout();
+        let l = self.layout_for(full);
         let (t, f, u, gu) = (l.steps, l.features, l.units, l.gu);
+        // Steps and carries kept per sequence (all of them in training).
+        let (kt, kc) = (l.kept_steps(), l.kept_carries());
         let [_, xd, gates, cand, hprev, carry] = carve(aux, rows, l.aux_parts());
         let xin: &[f32] = if masked { xd } else { x };
         let [rh, _, hnew, _, zx] = carve(scratch, rows, l.scratch_parts());
@@ -769,16 +836,18 @@ impl Rnn {
             // 2. The recurrent product (zero at the first step: h starts at 0).
             if s == 0 {
                 rh.fill(0.0);
-                for row in hprev.chunks_exact_mut(t * u) {
-                    row[tau * u..(tau + 1) * u].fill(0.0);
+                let k = l.slot(tau);
+                for row in hprev.chunks_exact_mut(kt * u) {
+                    row[k * u..(k + 1) * u].fill(0.0);
                 }
-                for row in carry.chunks_exact_mut((t + 1) * u) {
+                for row in carry.chunks_exact_mut(kc * u) {
                     row[..u].fill(0.0);
                 }
             } else {
-                let h = matrix(hprev, rows, t * u);
+                let h = matrix(hprev, rows, kt * u);
+                let k = l.slot(tau);
                 gemm_packed(
-                    h.slice(s![.., tau * u..(tau + 1) * u]),
+                    h.slice(s![.., k * u..(k + 1) * u]),
                     recurrent,
                     packed_r,
                     matrix_mut(rh, rows, gu),
@@ -786,8 +855,9 @@ impl Rnn {
             }
             // 3. The fused gate pass, one sequence at a time: the new state
             // goes to `hnew`.
+            let k = l.slot(tau);
             for i in 0..rows {
-                let g = &mut gates[(i * t + tau) * gu..(i * t + tau + 1) * gu];
+                let g = &mut gates[(i * kt + k) * gu..(i * kt + k + 1) * gu];
                 let r = &rh[i * gu..(i + 1) * gu];
                 let xz = &zx[i * gu..(i + 1) * gu];
                 let hn = &mut hnew[i * u..(i + 1) * u];
@@ -800,8 +870,16 @@ impl Rnn {
                         hn.copy_from_slice(g);
                     }
                     CellKind::Lstm => {
-                        let c_row = &mut carry[i * (t + 1) * u..(i + 1) * (t + 1) * u];
-                        let (cp, cn) = c_row[s * u..(s + 2) * u].split_at_mut(u);
+                        let c_row = &mut carry[i * kc * u..(i + 1) * kc * u];
+                        let (cp, cn) = if l.carry_slot(s) < l.carry_slot(s + 1) {
+                            let (a, b) = c_row.split_at_mut(l.carry_slot(s + 1) * u);
+                            (&a[l.carry_slot(s) * u..], &mut b[..u])
+                        } else {
+                            // Inference at an odd step: slot 1 holds the
+                            // previous carry, slot 0 takes the new one.
+                            let (a, b) = c_row.split_at_mut(u);
+                            (&b[..u], a)
+                        };
                         for j in 0..gu {
                             g[j] = xz[j] + r[j] + bias_in[j];
                         }
@@ -822,8 +900,8 @@ impl Rnn {
                         }
                     }
                     CellKind::Gru => {
-                        let hp = &hprev[(i * t + tau) * u..(i * t + tau + 1) * u];
-                        let rc = &mut cand[(i * t + tau) * u..(i * t + tau + 1) * u];
+                        let hp = &hprev[(i * kt + k) * u..(i * kt + k + 1) * u];
+                        let rc = &mut cand[(i * kt + k) * u..(i * kt + k + 1) * u];
                         for j in 0..2 * u {
                             g[j] = xz[j] + bias_in[j] + r[j] + bias_rec[j];
                         }
@@ -844,8 +922,8 @@ impl Rnn {
             }
             // 4. The new state: input of the next step, and output.
             if s + 1 < t {
-                let nt = self.time(s + 1);
-                for (row, h) in hprev.chunks_exact_mut(t * u).zip(hnew.chunks_exact(u)) {
+                let nt = l.slot(self.time(s + 1));
+                for (row, h) in hprev.chunks_exact_mut(kt * u).zip(hnew.chunks_exact(u)) {
                     row[nt * u..(nt + 1) * u].copy_from_slice(h);
                 }
             }
@@ -1150,9 +1228,10 @@ mod simd {
         aux: &mut [f32],
         scratch: &mut [f32],
         masked: bool,
+        full: bool,
         packed: [Option<&PackedB<'_>>; 2],
     ) {
-        rnn.forward_body(x, rows, y, aux, scratch, masked, packed)
+        rnn.forward_body(x, rows, y, aux, scratch, masked, full, packed)
     }
 
     /// [`Rnn::backward_body`] with AVX2.
@@ -1233,6 +1312,8 @@ impl Rnn {
     ) {
         self.check_views(&x, y.ncols(), y.nrows(), aux.dim());
         let n = x.nrows();
+        // `check_views` accepted one of the two layouts.
+        let full = self.aux_mode(aux.ncols()) == Some(true);
         self.forward_flat(
             values(x),
             n,
@@ -1240,6 +1321,7 @@ impl Rnn {
             values_mut(aux),
             ctx.scratch,
             ctx.training,
+            full,
             ctx.rng,
         );
     }
@@ -1257,6 +1339,13 @@ impl Rnn {
     ) {
         self.check_views(&x, y.ncols(), y.nrows(), aux.dim());
         let class = self.kind.class_name();
+        // Backward needs every step: the training layout.
+        expect_shape(
+            class,
+            "aux",
+            aux.shape(),
+            &[x.nrows(), self.layout().aux_width()],
+        );
         expect_shape(class, "dy", dy.shape(), y.shape());
         if let Some(d) = &dx {
             expect_shape(class, "dx", d.shape(), x.shape());
@@ -1359,8 +1448,8 @@ macro_rules! recurrent_layer {
             fn build(&mut self, input: &Shape, rng: &mut StdRng) -> Result<Shape> {
                 self.0.build(input, rng)
             }
-            fn buffers(&self, input: &Shape, _training: bool) -> Buffers {
-                self.0.buffers(input)
+            fn buffers(&self, input: &Shape, training: bool) -> Buffers {
+                self.0.buffers(input, training)
             }
             fn forward(
                 &self,
@@ -1608,8 +1697,11 @@ impl Bidirectional {
     }
 
     /// The two directions' buffers for `input`.
-    fn core_buffers(&self, input: &Shape) -> (Buffers, Buffers) {
-        (self.forward.buffers(input), self.backward.buffers(input))
+    fn core_buffers(&self, input: &Shape, training: bool) -> (Buffers, Buffers) {
+        (
+            self.forward.buffers(input, training),
+            self.backward.buffers(input, training),
+        )
     }
 
     /// The merged output of sequence row pair `(f, b)` into `out`, step by
@@ -1681,11 +1773,11 @@ impl Layer for Bidirectional {
         })
     }
 
-    fn buffers(&self, input: &Shape, _training: bool) -> Buffers {
+    fn buffers(&self, input: &Shape, training: bool) -> Buffers {
         if input.rank() != 2 {
             return Buffers::default();
         }
-        let (f, b) = self.core_buffers(input);
+        let (f, b) = self.core_buffers(input, training);
         let uw = if self.forward.cfg.return_sequences {
             input.dims()[0] * self.forward.cfg.units
         } else {
@@ -1708,11 +1800,13 @@ impl Layer for Bidirectional {
     ) {
         let n = x.nrows();
         let input = Shape::new(&[self.forward.steps, self.forward.features]);
-        let want = self.buffers(&input, true);
         expect_shape("Bidirectional", "x", x.shape(), &[n, input.size()]);
         expect_shape("Bidirectional", "y", y.shape(), &[n, self.out_width()]);
+        // The training layout, or the smaller inference one.
+        let full = aux.ncols() == self.buffers(&input, true).aux;
+        let want = self.buffers(&input, full);
         expect_shape("Bidirectional", "aux", aux.shape(), &[n, want.aux]);
-        let (fb, bb) = self.core_buffers(&input);
+        let (fb, bb) = self.core_buffers(&input, full);
         let uw = self.unit_width();
         let aux = values_mut(aux.view_mut());
         let (af, rest) = aux.split_at_mut(n * fb.aux);
@@ -1720,9 +1814,9 @@ impl Layer for Bidirectional {
         let (yf, yb) = rest.split_at_mut(n * uw);
         let x = values(x);
         self.forward
-            .forward_flat(x, n, yf, af, ctx.scratch, ctx.training, ctx.rng);
+            .forward_flat(x, n, yf, af, ctx.scratch, ctx.training, full, ctx.rng);
         self.backward
-            .forward_flat(x, n, yb, ab, ctx.scratch, ctx.training, ctx.rng);
+            .forward_flat(x, n, yb, ab, ctx.scratch, ctx.training, full, ctx.rng);
         let ow = self.out_width();
         let y = values_mut(y.view_mut());
         for ((f, b), o) in yf
@@ -1761,7 +1855,7 @@ impl Layer for Bidirectional {
             [f[0], f[1], b[0], b[1], 0, 0]
         };
         expect_grads("Bidirectional", grads, &lens[..2 * k]);
-        let (fb, bb) = self.core_buffers(&input);
+        let (fb, bb) = self.core_buffers(&input, true);
         let core = (fb.scratch_per_row.max(bb.scratch_per_row)) * n + fb.scratch.max(bb.scratch);
         let uw = self.unit_width();
         let xw = input.size();
