@@ -310,7 +310,7 @@ impl Loss {
                 name: "y_pred".into(),
             });
         }
-        crate::model::validate::check_targets(self, y_true, y_pred.ncols(), "y_true")?;
+        crate::model::validate::check_targets(self, y_true, y_pred.ncols(), 1, "y_true")?;
         if y_true.nrows() != n {
             return Err(Error::shape(
                 "loss",
@@ -321,14 +321,32 @@ impl Loss {
         let pred = y_pred.as_standard_layout();
         let truth = y_true.as_standard_layout();
         let mut losses = vec![0.0f32; n];
-        self.per_sample(pred.view(), truth.view(), None, &mut losses, None);
+        self.per_sample(pred.view(), truth.view(), None, &mut losses, None, 1);
         Ok(losses.iter().map(|&v| v as f64).sum::<f64>() as f32 / n as f32)
+    }
+
+    /// Whether the loss reads each output position as one distribution over
+    /// the last axis (the cross-entropies, KL divergence, categorical hinge,
+    /// cosine similarity), rather than value by value.
+    pub(crate) fn per_position(&self) -> bool {
+        matches!(
+            self,
+            Loss::CategoricalCrossentropy { .. }
+                | Loss::SparseCategoricalCrossentropy { .. }
+                | Loss::KlDivergence
+                | Loss::CategoricalHinge
+                | Loss::CosineSimilarity
+        )
     }
 
     /// Per-sample losses `l_i` and, when `grad` is given, `d l_i / d pred` (or,
     /// when `logits` is given for a fused loss, `d l_i / d logits`).
     ///
-    /// All arrays are in standard layout, one row per sample.
+    /// All arrays are in standard layout, one row per sample. With
+    /// `positions > 1` (a `(steps, classes)` output) a [`Loss::per_position`]
+    /// loss is taken over each position's last axis and averaged over the
+    /// positions, as Keras does; the sparse loss then has one class index
+    /// per position.
     pub(crate) fn per_sample(
         &self,
         pred: ArrayView2<f32>,
@@ -336,10 +354,42 @@ impl Loss {
         logits: Option<ArrayView2<f32>>,
         losses: &mut [f32],
         grad: Option<ArrayViewMut2<f32>>,
+        positions: usize,
     ) {
         use crate::kernels::{values, values_mut};
         let c = pred.ncols();
         if c == 0 {
+            return;
+        }
+        if positions > 1 && self.per_position() && c % positions == 0 {
+            let cp = c / positions;
+            let tp = truth.ncols() / positions;
+            let inv = 1.0 / positions as f32;
+            let preds = values(pred).chunks_exact(c);
+            let truths = values(truth).chunks_exact(truth.ncols().max(1));
+            let mut grads = grad.map(|g| values_mut(g).chunks_exact_mut(c));
+            let mut zs = logits.map(|z| values(z).chunks_exact(c));
+            for ((l, p), t) in losses.iter_mut().zip(preds).zip(truths) {
+                let mut g = grads.as_mut().and_then(|it| it.next());
+                let z = zs.as_mut().and_then(|it| it.next());
+                let mut sum = 0.0f32;
+                for k in 0..positions {
+                    let gk = g.as_mut().map(|g| &mut g[k * cp..(k + 1) * cp]);
+                    let zk = z.map(|z| &z[k * cp..(k + 1) * cp]);
+                    sum += self.row(
+                        &p[k * cp..(k + 1) * cp],
+                        &t[k * tp..(k + 1) * tp],
+                        zk,
+                        gk,
+                        cp,
+                        cp as f32,
+                    );
+                }
+                if let Some(g) = g {
+                    g.iter_mut().for_each(|v| *v *= inv);
+                }
+                *l = sum * inv;
+            }
             return;
         }
         let cf = c as f32;

@@ -269,6 +269,8 @@ pub struct MetricState {
     tn: Vec<f64>,
     // R2: per column sum y, sum y^2, sum residual^2, weight count.
     r2: Vec<[f64; 4]>,
+    // Output positions per sample (see `per_position`).
+    positions: usize,
 }
 
 /// Keras' AUC default number of thresholds.
@@ -291,12 +293,31 @@ impl MetricState {
             fnn: vec![0.0; n],
             tn: vec![0.0; n],
             r2: Vec::new(),
+            positions: 1,
         }
+    }
+
+    /// Reads each sample's row as `positions` outputs (a `(steps, classes)`
+    /// output): the class metrics (accuracies, top-k) then compare each
+    /// position's last axis and average over the positions, as Keras does.
+    /// The other metrics are element-wise and unchanged.
+    ///
+    /// ```
+    /// use horn::metrics::{Metric, MetricState};
+    /// use ndarray::array;
+    /// let mut s = MetricState::new(Metric::CategoricalAccuracy).per_position(2);
+    /// // One sample, two positions of two classes: right, then wrong.
+    /// s.update(array![[0.0f32, 1.0, 1.0, 0.0]].view(), array![[0.2f32, 0.8, 0.3, 0.7]].view(), None);
+    /// assert_eq!(s.result(), 0.5);
+    /// ```
+    pub fn per_position(mut self, positions: usize) -> Self {
+        self.positions = positions.max(1);
+        self
     }
 
     /// Clears the state (Keras `reset_state`).
     pub fn reset(&mut self) {
-        *self = MetricState::new(self.metric);
+        *self = MetricState::new(self.metric).per_position(self.positions);
     }
 
     /// Adds one batch: `y_true` and `y_pred` hold one row per sample (one column
@@ -334,6 +355,17 @@ impl MetricState {
                 _ => continue,
             };
             let wi = w(i);
+            let positions = self.positions;
+            if positions > 1 && self.is_class_metric() && c % positions == 0 {
+                let (cp, tp) = (c / positions, t.len() / positions);
+                let v: f64 = (0..positions)
+                    .map(|k| self.class_value(&p[k * cp..(k + 1) * cp], &t[k * tp..(k + 1) * tp]))
+                    .sum::<f64>()
+                    / positions as f64;
+                self.total += wi * v;
+                self.count += wi;
+                continue;
+            }
             let value: Option<f64> = match self.metric {
                 Metric::Accuracy | Metric::CategoricalAccuracy => {
                     Some((argmax(t) == argmax(p)) as u8 as f64)
@@ -427,6 +459,35 @@ impl MetricState {
                 self.total += wi * v;
                 self.count += wi;
             }
+        }
+    }
+
+    /// Whether the metric compares a whole distribution per row.
+    fn is_class_metric(&self) -> bool {
+        matches!(
+            self.metric,
+            Metric::Accuracy
+                | Metric::CategoricalAccuracy
+                | Metric::SparseCategoricalAccuracy
+                | Metric::TopKCategoricalAccuracy { .. }
+        )
+    }
+
+    /// 1 when one position's prediction `p` is right for its target `t`.
+    fn class_value(&self, p: &[f32], t: &[f32]) -> f64 {
+        let c = p.len();
+        match self.metric {
+            Metric::SparseCategoricalAccuracy => (t[0] as usize == argmax(p)) as u8 as f64,
+            Metric::TopKCategoricalAccuracy { k } => {
+                let target = if t.len() == 1 && c > 1 {
+                    t[0] as usize
+                } else {
+                    argmax(t)
+                };
+                let pt = p.get(target).copied().unwrap_or(f32::NEG_INFINITY);
+                (p.iter().filter(|&&v| v > pt).count() < k) as u8 as f64
+            }
+            _ => (argmax(t) == argmax(p)) as u8 as f64,
         }
     }
 

@@ -284,3 +284,32 @@ fn recurrent_files_round_trip_and_resume_bit_identically() {
         assert_eq!(back.predict(&x).unwrap(), m.predict(&x).unwrap());
     }
 }
+
+/// Sequence tagging: a label per step from an LSTM with `return_sequences`
+/// and a Dense softmax on each step (Keras' per-position losses).
+#[test]
+fn sequence_tagging_learns_a_label_per_step() {
+    // Tag each step with whether feature 0 rose since the previous step.
+    let (x, _) = sequences(64, 10);
+    let tags = ndarray::Array2::<f32>::from_shape_fn((64, 10), |(i, t)| {
+        (t > 0 && x[[i, t, 0]] > x[[i, t - 1, 0]]) as u8 as f32
+    });
+    let mut m = Sequential::new()
+        .seed(4)
+        .input_shape(&[10, 3])
+        .add(LSTM::new(16).return_sequences(true))
+        .dense(2, Softmax);
+    m.compile(
+        Adam {
+            learning_rate: 0.01,
+            ..Default::default()
+        },
+        "sparse_categorical_crossentropy",
+        &["accuracy"],
+    )
+    .unwrap();
+    let h = m.fit(&x, &tags, opts(40, 0)).unwrap();
+    let acc = h.get("accuracy").unwrap();
+    assert!(*acc.last().unwrap() > 0.9, "{acc:?}");
+    assert_eq!(m.predict_nd(&x).unwrap().shape(), &[64, 10, 2]);
+}

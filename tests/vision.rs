@@ -214,29 +214,66 @@ fn shapes_that_do_not_fit_are_clear_errors() {
     assert!(e.contains("row 1"), "{e}");
 }
 
-/// A loss or metric that reads a row as one distribution is refused on
-/// outputs with several positions, instead of computing another number
-/// than Keras; element-wise losses work on any output shape.
+/// Losses and metrics that read a distribution work per position on an
+/// output with several positions, over the last axis, averaged over the
+/// positions (Keras' semantics): checked against a hand computation from
+/// `predict_nd`, for one-hot and for class-index targets.
 #[test]
-fn per_position_classification_is_refused_until_supported() {
-    let mut m = Sequential::new().input_shape(&[5, 3]).dense(4, Softmax);
-    let e = m
-        .compile("adam", "categorical_crossentropy", Metric::NONE)
-        .unwrap_err()
-        .to_string();
+fn per_position_classification_follows_keras() {
+    let x = ndarray::Array3::<f32>::from_shape_fn((6, 5, 3), |(i, t, f)| {
+        ((i * 7 + t * 3 + f) % 11) as f32 * 0.1 - 0.4
+    });
+    let classes = ndarray::Array2::<usize>::from_shape_fn((6, 5), |(i, t)| (i + 2 * t) % 4);
+    let onehot = ndarray::Array3::<f32>::from_shape_fn((6, 5, 4), |(i, t, c)| {
+        (classes[[i, t]] == c) as u8 as f32
+    });
+    let mut m = Sequential::new()
+        .seed(3)
+        .input_shape(&[5, 3])
+        .dense(8, Tanh)
+        .dense(4, Softmax);
+    m.compile("adam", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    let p = m.predict_nd(&x).unwrap();
+    let (mut loss, mut right) = (0.0f64, 0.0f64);
+    for i in 0..6 {
+        for t in 0..5 {
+            let row: Vec<f32> = (0..4).map(|c| p[[i, t, c]]).collect();
+            loss -= (row[classes[[i, t]]] as f64).ln();
+            let best = (0..4).fold(0, |b, c| if row[c] > row[b] { c } else { b });
+            right += (best == classes[[i, t]]) as u8 as f64;
+        }
+    }
+    let (loss, acc) = ((loss / 30.0) as f32, (right / 30.0) as f32);
+    let scores = m.evaluate(&x, &onehot).unwrap();
     assert!(
-        e.contains("categorical_crossentropy") && e.contains("(None, 5, 4)"),
-        "{e}"
+        (scores["loss"] - loss).abs() < 1e-5,
+        "{} vs {loss}",
+        scores["loss"]
     );
+    assert!(
+        (scores["accuracy"] - acc).abs() < 1e-6,
+        "{} vs {acc}",
+        scores["accuracy"]
+    );
+
+    // Class indices, one per position.
+    m.compile("adam", "sparse_categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    let idx = classes.mapv(|c| c as f32);
+    let scores = m.evaluate(&x, &idx).unwrap();
+    assert!((scores["loss"] - loss).abs() < 1e-5);
+    assert!((scores["accuracy"] - acc).abs() < 1e-6);
+    let h = m.fit(&x, &idx, opts(40, 0)).unwrap();
+    let l = h.get("loss").unwrap();
+    assert!(
+        l.last().unwrap() < &(l[0] - 0.02),
+        "training lowers the per-position loss: {l:?}"
+    );
+    // One index per sample is refused, naming the positions.
     let e = m
-        .compile("adam", "mse", &["accuracy"])
+        .evaluate(&x, &ndarray::Array2::<f32>::zeros((6, 1)))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("accuracy"), "{e}");
-    // Element-wise: fine, and predict_nd gives the output's shape.
-    m.compile("adam", "mse", &["mae"]).unwrap();
-    let x = ndarray::Array3::<f32>::from_shape_fn((6, 5, 3), |(i, t, f)| (i + t + f) as f32 * 0.1);
-    let y = ndarray::Array3::<f32>::from_elem((6, 5, 4), 0.25);
-    m.fit(&x, &y, opts(2, 0)).unwrap();
-    assert_eq!(m.predict_nd(&x).unwrap().shape(), &[6, 5, 4]);
+    assert!(e.contains("5 class indices per sample"), "{e}");
 }

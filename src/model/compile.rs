@@ -191,7 +191,7 @@ impl Sequential {
             options.metrics.into_iter().unzip();
         let (weighted_names, weighted_metrics): (Vec<String>, Vec<Metric>) =
             options.weighted_metrics.into_iter().unzip();
-        let out = self.output_dim();
+        let out = self.output_classes();
         let keys = unique_keys(&metric_names, &weighted_names);
         // Resolved again by `resolve_metrics` once an unbuilt model is built.
         let entries = metrics
@@ -220,66 +220,31 @@ impl Sequential {
             entries,
             fused,
         });
-        if let Err(e) = self.check_output_rank() {
-            self.compiled = None;
-            return Err(e);
-        }
         Ok(())
     }
 }
 
 impl Sequential {
-    /// Refuses a loss or metric that reads the whole output row as one
-    /// distribution when each sample's output has several positions (a
-    /// `(steps, classes)` output): Keras takes those over the last axis per
-    /// position, which horn does not do yet, and a silently different
-    /// number would be worse than an error.
-    pub(crate) fn check_output_rank(&self) -> Result<()> {
-        let (Some(shape), Some(c)) = (self.output_shape(), self.compiled()) else {
-            return Ok(());
-        };
-        if shape.rank() <= 1 {
-            return Ok(());
-        }
-        let per_row_loss = matches!(
-            c.loss,
-            Loss::CategoricalCrossentropy { .. }
-                | Loss::SparseCategoricalCrossentropy { .. }
-                | Loss::KlDivergence
-                | Loss::CategoricalHinge
-                | Loss::CosineSimilarity
-        );
-        let per_row_metric = c.entries.iter().find(|e| {
-            matches!(
-                e.resolved,
-                Metric::CategoricalAccuracy
-                    | Metric::SparseCategoricalAccuracy
-                    | Metric::TopKCategoricalAccuracy { .. }
-            )
-        });
-        if per_row_loss || per_row_metric.is_some() {
-            let what = if per_row_loss {
-                format!("loss {}", c.loss.name())
+    /// Positions per sample of the output: the product of every axis but
+    /// the last (1 for a vector). Keras computes classification losses and
+    /// metrics per position, over the last axis, and averages them.
+    pub(crate) fn output_positions(&self) -> usize {
+        self.output_shape().map_or(1, |s| {
+            if s.rank() > 1 {
+                s.size() / s.last().max(1)
             } else {
-                format!("metric `{}`", per_row_metric.map_or("", |e| e.key.as_str()))
-            };
-            return Err(Error::arg(
-                "compile",
-                format!(
-                    "a model whose output is one vector per sample for the {what} (it is computed over the \
-                     last axis per position in Keras, which horn does not support yet; add Flatten or a \
-                     global pooling before the last layer)"
-                ),
-                format!("output shape {shape}"),
-            ));
-        }
-        Ok(())
+                1
+            }
+        })
     }
 
-    /// Resolves `accuracy` and friends for the built output width (a model
-    /// compiled before its first `fit` knew no width yet).
+    /// The output width of one position (the last axis).
+    pub(crate) fn output_classes(&self) -> usize {
+        self.output_dim() / self.output_positions().max(1)
+    }
+
     pub(crate) fn resolve_metrics(&mut self) {
-        let out = self.output_dim();
+        let out = self.output_classes();
         if let Some(c) = self.compiled_mut() {
             let loss = c.loss;
             let all: Vec<Metric> = c

@@ -219,7 +219,6 @@ impl Sequential {
             };
             self.build_for(&sample)?;
             self.resolve_metrics();
-            self.check_output_rank()?;
         }
         self.ensure_built()?;
         let x = validate::as_rows(x, self.get_input_shape(), "x")?;
@@ -245,7 +244,8 @@ impl Sequential {
         }
         let out_dim = self.output_dim();
         self.check_x(x, "x")?;
-        validate::check_targets(&loss, y, out_dim, "y")?;
+        let positions = self.output_positions();
+        validate::check_targets(&loss, y, out_dim, positions, "y")?;
         validate::check_rows(x, y, "x", "y")?;
         let n = x.nrows();
         if let Some(w) = &o.sample_weight {
@@ -272,7 +272,7 @@ impl Sequential {
         // with their sample weights (never class weights, as Keras).
         let (n_train, val) = if let Some((vx, vy)) = &o.validation_data {
             self.check_x(vx.view(), "validation_data.x")?;
-            validate::check_targets(&loss, vy.view(), out_dim, "validation_data.y")?;
+            validate::check_targets(&loss, vy.view(), out_dim, positions, "validation_data.y")?;
             validate::check_rows(
                 vx.view(),
                 vy.view(),
@@ -410,7 +410,7 @@ impl Sequential {
         let fused = compiled.fused;
         let mut states: Vec<MetricState> = entries
             .iter()
-            .map(|e| MetricState::new(e.resolved))
+            .map(|e| MetricState::new(e.resolved).per_position(self.output_positions()))
             .collect();
         let weighted: Vec<bool> = entries.iter().map(|e| e.weighted).collect();
         let val_bs = o.validation_batch_size.unwrap_or(o.batch_size);
@@ -553,6 +553,7 @@ impl Sequential {
         // 3. loss and its gradient
         let batch_loss = {
             let out_w = self.output_dim();
+            let positions = self.output_positions();
             let mut grad = std::mem::take(&mut ws.grad_a);
             let mut losses = std::mem::take(&mut ws.losses);
             {
@@ -568,6 +569,7 @@ impl Sequential {
                     logits,
                     &mut losses[..nb],
                     Some(view_mut(&mut grad, nb, out_w)),
+                    positions,
                 );
             }
             let inv = 1.0 / nb as f32;

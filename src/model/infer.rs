@@ -248,7 +248,7 @@ impl Sequential {
         let (x, y) = (x.view(), y.view());
         validate::check_batch_size(options.batch_size)?;
         self.check_x(x, "x")?;
-        validate::check_targets(&c.loss, y, self.output_dim(), "y")?;
+        validate::check_targets(&c.loss, y, self.output_dim(), self.output_positions(), "y")?;
         validate::check_rows(x, y, "x", "y")?;
         if let Some(w) = &options.sample_weight {
             super::fit::check_sample_weight(w, x.nrows(), "sample_weight")?;
@@ -278,10 +278,11 @@ impl Sequential {
         let mut states: Vec<MetricState> = c
             .entries
             .iter()
-            .map(|e| MetricState::new(e.resolved))
+            .map(|e| MetricState::new(e.resolved).per_position(self.output_positions()))
             .collect();
         let mut losses = vec![0.0f32; block];
         let mut total = 0.0f64;
+        let positions = self.output_positions();
         self.forward_blocks(x, block, |start, nb, ws| {
             let yb = y.slice(ndarray::s![start..start + nb, ..]);
             let yb = yb.as_standard_layout();
@@ -290,8 +291,14 @@ impl Sequential {
             } else {
                 None
             };
-            c.loss
-                .per_sample(ws.output(nb), yb.view(), logits, &mut losses[..nb], None);
+            c.loss.per_sample(
+                ws.output(nb),
+                yb.view(),
+                logits,
+                &mut losses[..nb],
+                None,
+                positions,
+            );
             let wb = weights.map(|w| &w[start..start + nb]);
             for (i, &l) in losses[..nb].iter().enumerate() {
                 total += l as f64 * wb.map_or(1.0, |w| w[i] as f64);

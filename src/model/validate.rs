@@ -107,19 +107,29 @@ pub(crate) fn check_inputs(x: ArrayView2<f32>, input_dim: usize, name: &str) -> 
     check_finite(x, name)
 }
 
-/// Targets: the model's output width (one column of class indices for the sparse
-/// loss, each an integer in range), finite.
+/// Targets: the model's output width (for the sparse loss, one class index
+/// per output position, each an integer in range), finite. `positions` is
+/// the number of positions per sample (1 for a vector output; `steps` for a
+/// `(steps, classes)` output).
 pub(crate) fn check_targets(
     loss: &Loss,
     y: ArrayView2<f32>,
     out_dim: usize,
+    positions: usize,
     name: &str,
 ) -> Result<()> {
     if loss.is_sparse() {
-        if y.ncols() != 1 {
+        let positions = positions.max(1);
+        let out_dim = out_dim / positions;
+        if y.ncols() != positions {
+            let want = if positions == 1 {
+                "(n, 1): one class index per row".to_string()
+            } else {
+                format!("{positions} class indices per sample, one per output position")
+            };
             return Err(Error::shape(
                 format!("`{name}` for sparse_categorical_crossentropy"),
-                "(n, 1): one class index per row",
+                want,
                 format!("{:?}", y.shape()),
             ));
         }
