@@ -39,7 +39,8 @@
 //! - [`layers`]: the [`Layer`](layers::Layer) trait and the built-in layers:
 //!   `Dense`, `Dropout`, `Activation`; `Conv1D`/`Conv2D`, the poolings,
 //!   `Flatten`, `Reshape` (vision); `BatchNormalization`, `LayerNormalization`;
-//!   `Embedding`, `SimpleRNN`, `LSTM`, `GRU`, `Bidirectional` (sequences).
+//!   `Embedding`, `SimpleRNN`, `LSTM`, `GRU`, `Bidirectional`,
+//!   `TimeDistributed` (sequences).
 //! - [`Shape`]: the per-sample shape a layer is built for.
 //! - [`activations`], [`losses`], [`metrics`], [`optimizers`], [`initializers`],
 //!   [`regularizers`], [`callbacks`]: the Keras catalogue, with Keras 3 names,
@@ -237,7 +238,8 @@ pub mod prelude {
         ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional,
         Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
         GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, Layer, LayerNormalization,
-        MaxPooling1D, MaxPooling2D, MergeMode, Padding, Reshape, SimpleRNN, GRU, LSTM,
+        MaxPooling1D, MaxPooling2D, MergeMode, Padding, Reshape, SimpleRNN, TimeDistributed, GRU,
+        LSTM,
     };
     pub use crate::losses::{
         BinaryCrossentropy, CategoricalCrossentropy, Huber, Loss, MeanAbsoluteError,

@@ -46,7 +46,8 @@ use crate::layers::{
     ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional,
     BidirectionalConfig, Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten,
     GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, Layer,
-    LayerNormalization, MaxPooling1D, MaxPooling2D, RecurrentConfig, Reshape, SimpleRNN, GRU, LSTM,
+    LayerNormalization, MaxPooling1D, MaxPooling2D, RecurrentConfig, Reshape, SimpleRNN,
+    TimeDistributed, GRU, LSTM,
 };
 use crate::losses::Loss;
 use crate::metrics::Metric;
@@ -160,6 +161,11 @@ pub enum LayerConfig {
     GRU(RecurrentConfig),
     /// [`Bidirectional`].
     Bidirectional(BidirectionalConfig),
+    /// [`TimeDistributed`].
+    TimeDistributed {
+        /// The wrapped layer.
+        layer: Box<LayerConfig>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -328,6 +334,7 @@ impl LayerConfig {
             LayerConfig::LSTM(_) => "LSTM",
             LayerConfig::GRU(_) => "GRU",
             LayerConfig::Bidirectional(_) => "Bidirectional",
+            LayerConfig::TimeDistributed { .. } => "TimeDistributed",
         }
     }
 
@@ -411,6 +418,9 @@ impl LayerConfig {
             LayerConfig::LSTM(c) => Box::new(LSTM::from_config(c)),
             LayerConfig::GRU(c) => Box::new(GRU::from_config(c)),
             LayerConfig::Bidirectional(c) => Box::new(Bidirectional::from_config(c)?),
+            LayerConfig::TimeDistributed { layer } => {
+                Box::new(TimeDistributed::new_boxed(layer.instantiate()?))
+            }
         })
     }
 
@@ -462,6 +472,16 @@ impl LayerConfig {
             }
             LayerConfig::Bidirectional(b) => {
                 recurrent_weight_shapes(&b.layer_class, &b.layer, input, true)?
+            }
+            LayerConfig::TimeDistributed { layer } => {
+                if input.rank() < 2 {
+                    return Err(Error::shape(
+                        "TimeDistributed input",
+                        "(steps, ...)",
+                        input.to_string(),
+                    ));
+                }
+                layer.weight_shapes(&Shape::new(&input.dims()[1..]))?
             }
             LayerConfig::LayerNormalization { center, scale, .. } => {
                 let mut v = Vec::new();
@@ -535,6 +555,7 @@ impl LayerConfig {
                 c.validate(self.class_name())
             }
             LayerConfig::Bidirectional(b) => b.layer.validate(&b.layer_class),
+            LayerConfig::TimeDistributed { layer } => layer.validate(),
             // The remaining layers check their options when built.
             _ => Ok(()),
         }

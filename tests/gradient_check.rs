@@ -281,4 +281,14 @@ fn recurrent_layers_backpropagate_correctly() {
         .add(GRU::new(3))
         .dense(2, Linear);
     check(model, MeanSquaredError.into(), &ids, &y, "embedding + gru");
+
+    // A wrapped layer sees every step as a row.
+    let model = Sequential::new()
+        .seed(10)
+        .input_shape(&[6, 3])
+        .add(TimeDistributed::new(Dense::new(4, Tanh)))
+        .add(TimeDistributed::new(LayerNormalization::new()))
+        .add(LSTM::new(3))
+        .dense(2, Linear);
+    check(model, MeanSquaredError.into(), &x, &y, "time distributed");
 }

@@ -313,3 +313,60 @@ fn sequence_tagging_learns_a_label_per_step() {
     assert!(*acc.last().unwrap() > 0.9, "{acc:?}");
     assert_eq!(m.predict_nd(&x).unwrap().shape(), &[64, 10, 2]);
 }
+
+/// TimeDistributed passes the same memory on as more rows: the wrapped
+/// Dense gives Dense's own numbers, a wrapped convolution trains under an
+/// LSTM, and the wrapper saves and loads.
+#[test]
+fn time_distributed_wraps_any_layer() {
+    let (x, _) = sequences(8, 10);
+    let mut plain = Sequential::new()
+        .seed(1)
+        .input_shape(&[10, 3])
+        .dense(4, Tanh);
+    let mut wrapped = Sequential::new()
+        .seed(2)
+        .input_shape(&[10, 3])
+        .add(TimeDistributed::new(Dense::new(4, Tanh)));
+    wrapped.set_weights(&plain.get_weights().unwrap()).unwrap();
+    assert_eq!(
+        wrapped.predict_nd(&x).unwrap(),
+        plain.predict_nd(&x).unwrap()
+    );
+    let s = wrapped.summary();
+    assert!(s.contains("time_distributed (TimeDistribu…"), "{s}");
+    let _ = &mut plain;
+
+    // Frames of small images, a convolution per frame, an LSTM over frames.
+    let frames = ndarray::Array5::<f32>::from_shape_fn((12, 4, 5, 5, 1), |(i, t, r, c, _)| {
+        ((i * 3 + t * 5 + r * 7 + c) % 9) as f32 / 9.0
+    });
+    let y = Array2::from_shape_fn((12, 2), |(i, j)| (i % 2 == j) as u8 as f32);
+    let mut m = Sequential::new()
+        .seed(3)
+        .input_shape(&[4, 5, 5, 1])
+        .add(TimeDistributed::new(Conv2D::new(2, 3, Relu)))
+        .add(TimeDistributed::new(Flatten::new()))
+        .lstm(4)
+        .dense(2, Softmax);
+    m.compile("adam", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    assert!(m.summary().contains("(None, 4, 18)"), "{}", m.summary());
+    m.fit(&frames, &y, opts(2, 0)).unwrap();
+    let path = tmp("td.safetensors");
+    m.save(&path).unwrap();
+    let back = Sequential::load(&path).unwrap();
+    assert_eq!(back.predict(&frames).unwrap(), m.predict(&frames).unwrap());
+    // A wrapper needs a time axis.
+    let mut bad = Sequential::new()
+        .input(6)
+        .add(TimeDistributed::new(Dense::new(2, Linear)));
+    let e = bad
+        .compile("adam", "mse", Metric::NONE)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("TimeDistributed") && e.contains("(None, 6)"),
+        "{e}"
+    );
+}

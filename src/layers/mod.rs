@@ -18,6 +18,7 @@ mod normalization;
 pub(crate) mod pooling;
 pub(crate) mod recurrent;
 mod reshape;
+mod time_distributed;
 
 pub use activation::ActivationLayer;
 pub use conv::{Conv1D, Conv2D, ConvConfig, IntoWindow, Padding};
@@ -33,6 +34,7 @@ pub use recurrent::{
     Bidirectional, BidirectionalConfig, MergeMode, RecurrentConfig, Rnn, SimpleRNN, GRU, LSTM,
 };
 pub use reshape::{Flatten, Reshape};
+pub use time_distributed::TimeDistributed;
 
 use std::fmt;
 
