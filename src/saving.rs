@@ -152,6 +152,9 @@ pub enum LayerConfig {
         embeddings_initializer: Initializer,
         /// Table penalty.
         embeddings_regularizer: Option<Regularizer>,
+        /// Id 0 masks its step.
+        #[serde(default)]
+        mask_zero: bool,
     },
     /// [`SimpleRNN`].
     SimpleRNN(RecurrentConfig),
@@ -408,9 +411,11 @@ impl LayerConfig {
                 output_dim,
                 embeddings_initializer,
                 embeddings_regularizer,
+                mask_zero,
             } => {
                 let mut e = Embedding::new(input_dim, output_dim)
-                    .embeddings_initializer(embeddings_initializer);
+                    .embeddings_initializer(embeddings_initializer)
+                    .mask_zero(mask_zero);
                 e.embeddings_regularizer = embeddings_regularizer;
                 Box::new(e)
             }
@@ -545,6 +550,7 @@ impl LayerConfig {
                 output_dim,
                 embeddings_initializer,
                 embeddings_regularizer,
+                ..
             } => {
                 let mut e = Embedding::new(*input_dim, *output_dim)
                     .embeddings_initializer(*embeddings_initializer);

@@ -282,6 +282,23 @@ fn recurrent_layers_backpropagate_correctly() {
         .dense(2, Linear);
     check(model, MeanSquaredError.into(), &ids, &y, "embedding + gru");
 
+    // Padding ids masked (Keras' mask_zero): the gradients skip those steps.
+    let padded = ids.mapv(|v| if v < 2.0 { 0.0 } else { v });
+    let model = Sequential::new()
+        .seed(11)
+        .input_shape(&[5])
+        .add(Embedding::new(6, 3).mask_zero(true))
+        .add(LSTM::new(3).return_sequences(true))
+        .add(Bidirectional::new(GRU::new(2)))
+        .dense(2, Linear);
+    check(
+        model,
+        MeanSquaredError.into(),
+        &padded,
+        &y,
+        "masked recurrent stack",
+    );
+
     // A wrapped layer sees every step as a row.
     let model = Sequential::new()
         .seed(10)

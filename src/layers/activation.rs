@@ -47,6 +47,10 @@ impl ActivationLayer {
 }
 
 impl Layer for ActivationLayer {
+    fn propagates_mask(&self) -> bool {
+        true
+    }
+
     fn class_name(&self) -> &str {
         "Activation"
     }

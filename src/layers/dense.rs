@@ -123,6 +123,10 @@ const KERNEL_LAYOUT: &str = "the kernel is created contiguous by build";
 const ROWS_PER_TASK: usize = 32;
 
 impl Layer for Dense {
+    fn propagates_mask(&self) -> bool {
+        true
+    }
+
     fn class_name(&self) -> &str {
         "Dense"
     }

@@ -48,6 +48,10 @@ impl Dropout {
 }
 
 impl Layer for Dropout {
+    fn propagates_mask(&self) -> bool {
+        true
+    }
+
     fn class_name(&self) -> &str {
         "Dropout"
     }

@@ -31,8 +31,7 @@ const MAX_INPUT_DIM: usize = 1 << 24;
 /// parity test documents both.)
 ///
 /// Keras defaults: embeddings initialized uniform in `[-0.05, 0.05]`, no
-/// regularizer, `mask_zero` false (horn does not propagate masks yet, and
-/// refuses `mask_zero` in model files rather than ignore it).
+/// regularizer, `mask_zero` false (see [`Embedding::mask_zero`]).
 ///
 /// ```
 /// use horn::prelude::*;
@@ -52,6 +51,7 @@ pub struct Embedding {
     pub(crate) output_dim: usize,
     pub(crate) embeddings_initializer: Initializer,
     pub(crate) embeddings_regularizer: Option<Regularizer>,
+    pub(crate) mask_zero: bool,
     /// `(input_dim, output_dim)`, row-major; empty until built.
     embeddings: Vec<f32>,
     /// Ids per sample.
@@ -69,6 +69,7 @@ impl Embedding {
                 maxval: 0.05,
             },
             embeddings_regularizer: None,
+            mask_zero: false,
             embeddings: Vec::new(),
             ids: 0,
         }
@@ -77,6 +78,17 @@ impl Embedding {
     /// Initializer of the table (default uniform in `[-0.05, 0.05]`).
     pub fn embeddings_initializer(mut self, init: Initializer) -> Self {
         self.embeddings_initializer = init;
+        self
+    }
+
+    /// Treat id 0 as padding (Keras `mask_zero`, default false): the steps
+    /// whose id is 0 are masked for the layers after, as in Keras: recurrent
+    /// layers carry their state over them and `GlobalAveragePooling1D`
+    /// averages the other steps only. The mask follows the layers that keep
+    /// the time axis (Dense, Dropout, the normalizations, recurrent layers
+    /// with `return_sequences`); losses do not use it.
+    pub fn mask_zero(mut self, yes: bool) -> Self {
+        self.mask_zero = yes;
         self
     }
 
@@ -138,6 +150,20 @@ impl Layer for Embedding {
         self.embeddings = table.into_iter().collect();
         self.ids = input.size();
         Ok(out)
+    }
+
+    fn mask_steps(&self, input: &Shape) -> usize {
+        if self.mask_zero {
+            input.size()
+        } else {
+            0
+        }
+    }
+
+    fn compute_mask(&self, x: ArrayView2<f32>, mask: &mut [f32]) {
+        for (m, &id) in mask.iter_mut().zip(x.iter()) {
+            *m = if id == 0.0 { 0.0 } else { 1.0 };
+        }
     }
 
     fn check_input(&self, x: ArrayView2<f32>, name: &str) -> Result<()> {
@@ -242,6 +268,7 @@ impl Layer for Embedding {
             output_dim: self.output_dim,
             embeddings_initializer: self.embeddings_initializer,
             embeddings_regularizer: self.embeddings_regularizer,
+            mask_zero: self.mask_zero,
         })
     }
 }

@@ -60,6 +60,11 @@ pub struct ForwardContext<'a> {
     /// `backward` and [`Layer::end_train_step`] (BatchNormalization's batch
     /// statistics).
     pub state: &'a mut [f32],
+    /// Keras' mask over the time steps of each sample (`rows x steps`, 1 for
+    /// a step to use, 0 for padding), when an `Embedding` with `mask_zero`
+    /// made one and every layer since passed it on
+    /// ([`Layer::propagates_mask`]). Recurrent layers skip masked steps.
+    pub mask: Option<&'a [f32]>,
 }
 
 impl<'a> ForwardContext<'a> {
@@ -71,6 +76,7 @@ impl<'a> ForwardContext<'a> {
             rng,
             scratch: &mut [],
             state: &mut [],
+            mask: None,
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct BackwardContext<'a> {
     pub scratch: &'a mut [f32],
     /// The state the forward pass left, as in [`ForwardContext::state`].
     pub state: &'a [f32],
+    /// The mask the forward pass saw, as in [`ForwardContext::mask`].
+    pub mask: Option<&'a [f32]>,
 }
 
 impl<'a> BackwardContext<'a> {
@@ -94,6 +102,7 @@ impl<'a> BackwardContext<'a> {
             dy_is_preactivation,
             scratch: &mut [],
             state: &[],
+            mask: None,
         }
     }
 }
@@ -215,6 +224,24 @@ pub trait Layer: Send + Sync + fmt::Debug {
         _aux: ArrayView2<'a, f32>,
     ) -> Option<ArrayView2<'a, f32>> {
         None
+    }
+
+    /// Values per sample of the mask this layer makes from its input (Keras'
+    /// `compute_mask`: an `Embedding` with `mask_zero` masks the steps whose
+    /// id is 0), or 0 when it makes none.
+    fn mask_steps(&self, _input: &Shape) -> usize {
+        0
+    }
+
+    /// Writes the mask of `x` (`rows x mask_steps` values, 1 to use a step,
+    /// 0 to skip it), for a layer whose [`Layer::mask_steps`] is not 0.
+    fn compute_mask(&self, _x: ArrayView2<f32>, _mask: &mut [f32]) {}
+
+    /// Whether the mask of this layer's input also applies to its output
+    /// (the time axis is kept: Dense, Dropout, the normalizations, recurrent
+    /// layers that return sequences), as Keras' `supports_masking`.
+    fn propagates_mask(&self) -> bool {
+        false
     }
 
     /// Checks the values of a model's input before any pass, when this layer

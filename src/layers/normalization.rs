@@ -176,6 +176,10 @@ impl BatchNormalization {
 }
 
 impl Layer for BatchNormalization {
+    fn propagates_mask(&self) -> bool {
+        true
+    }
+
     fn class_name(&self) -> &str {
         "BatchNormalization"
     }
@@ -481,6 +485,10 @@ impl LayerNormalization {
 }
 
 impl Layer for LayerNormalization {
+    fn propagates_mask(&self) -> bool {
+        true
+    }
+
     fn class_name(&self) -> &str {
         "LayerNormalization"
     }

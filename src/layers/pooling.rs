@@ -528,11 +528,37 @@ impl GlobalPool {
         Ok(Shape::new(&[c]))
     }
 
-    fn forward(&self, x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>) {
+    /// The step mask of a masked average (Keras: `GlobalAveragePooling1D`
+    /// averages the unmasked steps only), `rows x positions`.
+    fn step_mask<'a>(&self, mask: Option<&'a [f32]>, n: usize) -> Option<&'a [f32]> {
+        mask.filter(|m| {
+            self.kind == PoolKind::Average && self.rank == 1 && m.len() >= n * self.positions
+        })
+    }
+
+    fn forward(&self, x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>, mask: Option<&[f32]>) {
         let (class, n, c) = (self.class(), x.nrows(), self.channels);
         expect_shape(class, "x", x.shape(), &[n, self.positions * c]);
         expect_shape(class, "y", y.shape(), &[n, c]);
         let inv = 1.0 / self.positions as f32;
+        if let Some(mask) = self.step_mask(mask, n) {
+            // The mean of the unmasked steps (NaN when all are masked, as in Keras).
+            for ((xs, ys), m) in values(x)
+                .chunks(self.positions * c)
+                .zip(values_mut(y.view_mut()).chunks_mut(c))
+                .zip(mask.chunks(self.positions))
+            {
+                ys.fill(0.0);
+                for (cell, &mv) in xs.chunks(c).zip(m) {
+                    for (o, &v) in ys.iter_mut().zip(cell) {
+                        *o += v * mv;
+                    }
+                }
+                let count: f32 = m.iter().sum();
+                ys.iter_mut().for_each(|o| *o /= count);
+            }
+            return;
+        }
         for (xs, ys) in values(x)
             .chunks(self.positions * c)
             .zip(values_mut(y.view_mut()).chunks_mut(c))
@@ -567,6 +593,7 @@ impl GlobalPool {
         y: ArrayView2<f32>,
         dy: ArrayViewMut2<f32>,
         dx: Option<ArrayViewMut2<f32>>,
+        mask: Option<&[f32]>,
     ) {
         let Some(dx) = dx else { return };
         let (class, n, c) = (self.class(), x.nrows(), self.channels);
@@ -576,6 +603,21 @@ impl GlobalPool {
         expect_shape(class, "dx", dx.shape(), x.shape());
         let inv = 1.0 / self.positions as f32;
         let size = self.positions * c;
+        if let Some(mask) = self.step_mask(mask, n) {
+            for ((dxs, dys), m) in values_mut(dx)
+                .chunks_mut(size)
+                .zip(values(dy.view()).chunks(c))
+                .zip(mask.chunks(self.positions))
+            {
+                let count: f32 = m.iter().sum();
+                for (cell, &mv) in dxs.chunks_mut(c).zip(m) {
+                    for (d, &g) in cell.iter_mut().zip(dys) {
+                        *d = g * mv / count;
+                    }
+                }
+            }
+            return;
+        }
         for (((dxs, xs), ys), dys) in values_mut(dx)
             .chunks_mut(size)
             .zip(values(x).chunks(size))
@@ -648,9 +690,9 @@ macro_rules! global_pool_layer {
                 x: ArrayView2<f32>,
                 y: ArrayViewMut2<f32>,
                 _aux: ArrayViewMut2<f32>,
-                _ctx: &mut ForwardContext<'_>,
+                ctx: &mut ForwardContext<'_>,
             ) {
-                self.0.forward(x, y)
+                self.0.forward(x, y, ctx.mask)
             }
             fn backward(
                 &self,
@@ -660,9 +702,9 @@ macro_rules! global_pool_layer {
                 dy: ArrayViewMut2<f32>,
                 dx: Option<ArrayViewMut2<f32>>,
                 _grads: &mut [Vec<f32>],
-                _ctx: &mut BackwardContext<'_>,
+                ctx: &mut BackwardContext<'_>,
             ) {
-                self.0.backward(x, y, dy, dx)
+                self.0.backward(x, y, dy, dx, ctx.mask)
             }
             fn config(&self) -> Option<LayerConfig> {
                 Some($config)

@@ -364,7 +364,7 @@ impl Layout {
     fn scratch_parts(&self) -> [usize; 5] {
         let (t, u) = (self.steps, self.units);
         let gru = usize::from(self.kind == CellKind::Gru);
-        [t * self.gu, gru * t * self.gu, u, u, self.gu + 2 * u]
+        [t * self.gu, gru * t * self.gu, u, u, self.gu + 3 * u]
     }
 
     fn scratch_width(&self) -> usize {
@@ -695,9 +695,12 @@ impl Rnn {
         scratch: &mut [f32],
         training: bool,
         full: bool,
+        mask: Option<&[f32]>,
         rng: &mut StdRng,
     ) {
         let l = self.layout_for(full);
+        let t = l.steps;
+        let mask = mask.filter(|m| m.len() >= n * t);
         let (aw, yw, xw) = (l.aux_width(), self.out_width(), l.steps * l.features);
         let sw = l.scratch_width();
         let need = l.scratch_len(n, self.cfg.use_bias);
@@ -727,7 +730,8 @@ impl Rnn {
                 let r0 = b * BLOCK_ROWS;
                 let rows = yb.len() / yw;
                 let xb = &x[r0 * xw..(r0 + rows) * xw];
-                self.forward_block(xb, rows, yb, auxb, sb, masked, full, packed);
+                let mb = mask.map(|m| &m[r0 * t..(r0 + rows) * t]);
+                self.forward_block(xb, rows, yb, auxb, sb, masked, full, packed, mb);
             });
     }
 
@@ -778,16 +782,19 @@ impl Rnn {
         masked: bool,
         full: bool,
         packed: [Option<&PackedB<'_>>; 2],
+        mask: Option<&[f32]>,
     ) {
         #[cfg(target_arch = "x86_64")]
         {
             if simd::available() {
                 // SAFETY: `available` checked that this CPU has AVX2 and FMA.
-                unsafe { simd::forward(self, x, rows, y, aux, scratch, masked, full, packed) };
+                unsafe {
+                    simd::forward(self, x, rows, y, aux, scratch, masked, full, packed, mask)
+                };
                 return;
             }
         }
-        self.forward_body(x, rows, y, aux, scratch, masked, full, packed)
+        self.forward_body(x, rows, y, aux, scratch, masked, full, packed, mask)
     }
 
     /// The forward pass of one block (see [`Rnn::forward_block`]).
@@ -803,6 +810,7 @@ impl Rnn {
         masked: bool,
         full: bool,
         packed: [Option<&PackedB<'_>>; 2],
+        mask: Option<&[f32]>,
     ) {
         let l = self.layout_for(full);
         let (t, f, u, gu) = (l.steps, l.features, l.units, l.gu);
@@ -919,6 +927,17 @@ impl Rnn {
                         }
                     }
                 }
+                // A masked step keeps the state (and the carry) of the step
+                // before, as Keras does.
+                if mask.is_some_and(|m| m[i * t + tau] == 0.0) {
+                    let hp = &hprev[(i * kt + k) * u..(i * kt + k + 1) * u];
+                    hn.copy_from_slice(hp);
+                    if l.kind == CellKind::Lstm {
+                        let c_row = &mut carry[i * kc * u..(i + 1) * kc * u];
+                        let (from, to) = (l.carry_slot(s) * u, l.carry_slot(s + 1) * u);
+                        c_row.copy_within(from..from + u, to);
+                    }
+                }
             }
             // 4. The new state: input of the next step, and output.
             if s + 1 < t {
@@ -950,8 +969,10 @@ impl Rnn {
         dx: Option<&mut [f32]>,
         grads: &mut [Vec<f32>],
         scratch: &mut [f32],
+        mask: Option<&[f32]>,
     ) {
         let l = self.layout();
+        let mask = mask.filter(|m| m.len() >= n * l.steps);
         let (aw, yw, xw, sw) = (
             l.aux_width(),
             self.out_width(),
@@ -994,6 +1015,7 @@ impl Rnn {
                     sb,
                     part,
                     packed.as_ref(),
+                    mask.map(|m| &m[r0 * l.steps..(r0 + rows) * l.steps]),
                 );
             });
         // The blocks' weight gradients, added in block order.
@@ -1022,16 +1044,17 @@ impl Rnn {
         scratch: &mut [f32],
         part: &mut [f32],
         packed: Option<&PackedB<'_>>,
+        mask: Option<&[f32]>,
     ) {
         #[cfg(target_arch = "x86_64")]
         {
             if simd::available() {
                 // SAFETY: `available` checked that this CPU has AVX2 and FMA.
-                unsafe { simd::backward(self, x, rows, aux, dy, dx, scratch, part, packed) };
+                unsafe { simd::backward(self, x, rows, aux, dy, dx, scratch, part, packed, mask) };
                 return;
             }
         }
-        self.backward_body(x, rows, aux, dy, dx, scratch, part, packed)
+        self.backward_body(x, rows, aux, dy, dx, scratch, part, packed, mask)
     }
 
     /// One block of `rows` sequences, backward: back-propagation through
@@ -1049,11 +1072,13 @@ impl Rnn {
         scratch: &mut [f32],
         part: &mut [f32],
         packed: Option<&PackedB<'_>>,
+        mask: Option<&[f32]>,
     ) {
         let l = self.layout();
         let (t, f, u, gu) = (l.steps, l.features, l.units, l.gu);
-        let [mask, xd, gates, cand, hprev, carry] = carve_ref(aux, rows, l.aux_parts());
+        let [drop_mask, xd, gates, cand, hprev, carry] = carve_ref(aux, rows, l.aux_parts());
         let [dz, dzr, dh, dc, spare] = carve(scratch, rows, l.scratch_parts());
+        let (spare, keep) = spare.split_at_mut(rows * (gu + 2 * u));
         let (act, ra) = (self.cfg.activation, self.cfg.recurrent_activation);
         let recurrent_t = matrix(&self.recurrent, u, gu).reversed_axes();
         let ow = self.out_width();
@@ -1078,6 +1103,17 @@ impl Rnn {
                 let g = &gates[(i * t + tau) * gu..(i * t + tau + 1) * gu];
                 let d = &mut dz[(i * t + tau) * gu..(i * t + tau + 1) * gu];
                 let dhi = &mut dh[i * u..(i + 1) * u];
+                if mask.is_some_and(|m| m[i * t + tau] == 0.0) {
+                    // The step only passed the state on: no gate gradient,
+                    // and the state's gradient goes to the step before as
+                    // it is (the carry's too, left in `dc`).
+                    d.fill(0.0);
+                    if gru {
+                        dzr[(i * t + tau) * gu..(i * t + tau + 1) * gu].fill(0.0);
+                    }
+                    keep[i * u..(i + 1) * u].copy_from_slice(dhi);
+                    continue;
+                }
                 match l.kind {
                     CellKind::SimpleRnn => {
                         derivative(act, g, d);
@@ -1155,6 +1191,11 @@ impl Rnn {
                         *o += v;
                     }
                 }
+                if let Some(m) = mask {
+                    for i in (0..rows).filter(|&i| m[i * t + tau] == 0.0) {
+                        dh[i * u..(i + 1) * u].copy_from_slice(&keep[i * u..(i + 1) * u]);
+                    }
+                }
             }
         }
         // The block's weight gradients over all its steps at once.
@@ -1189,7 +1230,7 @@ impl Rnn {
                 matrix_mut(dx, rows * t, f),
             );
             if masked {
-                for (drow, m) in dx.chunks_exact_mut(t * f).zip(mask.chunks_exact(f)) {
+                for (drow, m) in dx.chunks_exact_mut(t * f).zip(drop_mask.chunks_exact(f)) {
                     for step in drow.chunks_exact_mut(f) {
                         for (o, &k) in step.iter_mut().zip(m) {
                             *o *= k;
@@ -1230,8 +1271,9 @@ mod simd {
         masked: bool,
         full: bool,
         packed: [Option<&PackedB<'_>>; 2],
+        mask: Option<&[f32]>,
     ) {
-        rnn.forward_body(x, rows, y, aux, scratch, masked, full, packed)
+        rnn.forward_body(x, rows, y, aux, scratch, masked, full, packed, mask)
     }
 
     /// [`Rnn::backward_body`] with AVX2.
@@ -1250,8 +1292,9 @@ mod simd {
         scratch: &mut [f32],
         part: &mut [f32],
         packed: Option<&PackedB<'_>>,
+        mask: Option<&[f32]>,
     ) {
-        rnn.backward_body(x, rows, aux, dy, dx, scratch, part, packed)
+        rnn.backward_body(x, rows, aux, dy, dx, scratch, part, packed, mask)
     }
 }
 
@@ -1322,6 +1365,7 @@ impl Rnn {
             ctx.scratch,
             ctx.training,
             full,
+            ctx.mask,
             ctx.rng,
         );
     }
@@ -1360,6 +1404,7 @@ impl Rnn {
             dx.map(values_mut),
             grads,
             ctx.scratch,
+            ctx.mask,
         );
     }
 }
@@ -1450,6 +1495,9 @@ macro_rules! recurrent_layer {
             }
             fn buffers(&self, input: &Shape, training: bool) -> Buffers {
                 self.0.buffers(input, training)
+            }
+            fn propagates_mask(&self) -> bool {
+                self.0.cfg.return_sequences
             }
             fn forward(
                 &self,
@@ -1764,6 +1812,10 @@ impl Layer for Bidirectional {
         "Bidirectional"
     }
 
+    fn propagates_mask(&self) -> bool {
+        self.forward.cfg.return_sequences
+    }
+
     fn build(&mut self, input: &Shape, rng: &mut StdRng) -> Result<Shape> {
         let out = self.forward.build(input, rng)?;
         self.backward.build(input, rng)?;
@@ -1813,10 +1865,28 @@ impl Layer for Bidirectional {
         let (ab, rest) = rest.split_at_mut(n * bb.aux);
         let (yf, yb) = rest.split_at_mut(n * uw);
         let x = values(x);
-        self.forward
-            .forward_flat(x, n, yf, af, ctx.scratch, ctx.training, full, ctx.rng);
-        self.backward
-            .forward_flat(x, n, yb, ab, ctx.scratch, ctx.training, full, ctx.rng);
+        self.forward.forward_flat(
+            x,
+            n,
+            yf,
+            af,
+            ctx.scratch,
+            ctx.training,
+            full,
+            ctx.mask,
+            ctx.rng,
+        );
+        self.backward.forward_flat(
+            x,
+            n,
+            yb,
+            ab,
+            ctx.scratch,
+            ctx.training,
+            full,
+            ctx.mask,
+            ctx.rng,
+        );
         let ow = self.out_width();
         let y = values_mut(y.view_mut());
         for ((f, b), o) in yf
@@ -1885,9 +1955,17 @@ impl Layer for Bidirectional {
         let mut dx = dx;
         let dxf = dx.as_mut().map(|d| values_mut(d.view_mut()));
         self.forward
-            .backward_flat(x, n, af, dyf, dxf, gf, core_scratch);
-        self.backward
-            .backward_flat(x, n, ab, dyb, has_dx.then_some(&mut *dxb), gb, core_scratch);
+            .backward_flat(x, n, af, dyf, dxf, gf, core_scratch, ctx.mask);
+        self.backward.backward_flat(
+            x,
+            n,
+            ab,
+            dyb,
+            has_dx.then_some(&mut *dxb),
+            gb,
+            core_scratch,
+            ctx.mask,
+        );
         if let Some(mut d) = dx {
             for (o, &v) in values_mut(d.view_mut()).iter_mut().zip(dxb.iter()) {
                 *o += v;

@@ -72,6 +72,11 @@ impl Layer for TimeDistributed {
         "TimeDistributed"
     }
 
+    /// The time axis stays (the wrapped layer sees single steps, no mask).
+    fn propagates_mask(&self) -> bool {
+        true
+    }
+
     fn build(&mut self, input: &Shape, rng: &mut StdRng) -> Result<Shape> {
         if input.rank() < 2 {
             return Err(Error::shape(
@@ -124,12 +129,14 @@ impl Layer for TimeDistributed {
         super::expect_shape("TimeDistributed", "y", y.shape(), &[n, self.steps * yi]);
         super::expect_shape("TimeDistributed", "aux", aux.shape(), &[n, self.steps * ai]);
         let aux = values_mut(aux.view_mut());
+        let mask = ctx.mask.take();
         self.inner.forward(
             matrix(values(x), nt, xi),
             matrix_mut(values_mut(y.view_mut()), nt, yi),
             matrix_mut(aux, nt, ai),
             ctx,
         );
+        ctx.mask = mask;
     }
 
     fn backward(
@@ -160,6 +167,7 @@ impl Layer for TimeDistributed {
         let dxi = dx
             .as_mut()
             .map(|d| matrix_mut(values_mut(d.view_mut()), nt, xi));
+        let mask = ctx.mask.take();
         self.inner.backward(
             matrix(values(x), nt, xi),
             matrix(values(y), nt, yi),
@@ -169,6 +177,7 @@ impl Layer for TimeDistributed {
             grads,
             ctx,
         );
+        ctx.mask = mask;
     }
 
     fn end_train_step(&mut self, state: &[f32]) {

@@ -35,6 +35,12 @@ pub(crate) struct Workspace {
     pub target_cols: usize,
     pub sample_weights: Vec<f32>,
     pub losses: Vec<f32>,
+    /// Keras' time-step mask: the layer that makes it, its values per row,
+    /// which layers see it, and the mask of the current batch.
+    pub mask_from: Option<usize>,
+    pub mask_steps: usize,
+    pub mask_reaches: Vec<bool>,
+    pub mask: Vec<f32>,
 }
 
 // Every buffer is allocated for `cap` rows of its width and every pass uses at
@@ -58,6 +64,21 @@ impl Workspace {
             .map(|(l, s)| l.buffers(s, training))
             .collect();
         let aux_widths: Vec<usize> = needs.iter().map(|b| b.aux).collect();
+        // The first layer that makes a mask; the layers after it see the mask
+        // while every layer before them passes it on.
+        let mask_from = layers
+            .iter()
+            .zip(shapes)
+            .position(|(l, s)| l.mask_steps(s) > 0);
+        let mask_steps = mask_from.map_or(0, |i| layers[i].mask_steps(&shapes[i]));
+        let mut mask_reaches = vec![false; layers.len()];
+        if let Some(m) = mask_from {
+            let mut on = true;
+            for (i, reach) in mask_reaches.iter_mut().enumerate().skip(m + 1) {
+                *reach = on;
+                on = on && layers[i].propagates_mask();
+            }
+        }
         let acts = widths.iter().map(|&w| vec![0.0; cap * w]).collect();
         let aux = aux_widths.iter().map(|&w| vec![0.0; cap * w]).collect();
         let state = needs.iter().map(|b| vec![0.0; b.state]).collect();
@@ -104,6 +125,10 @@ impl Workspace {
             target_cols,
             sample_weights: if training { vec![0.0; cap] } else { Vec::new() },
             losses: vec![0.0; cap],
+            mask_from,
+            mask_steps,
+            mask_reaches,
+            mask: vec![0.0; cap * mask_steps],
         }
     }
 
@@ -127,9 +152,13 @@ impl Workspace {
         training: bool,
         rng: &mut StdRng,
     ) {
+        let ms = self.mask_steps;
         for (i, layer) in layers.iter().enumerate() {
             let (before, after) = self.acts.split_at_mut(i + 1);
             let x = view(&before[i], n, self.widths[i]);
+            if self.mask_from == Some(i) {
+                layer.compute_mask(x, &mut self.mask[..n * ms]);
+            }
             let y = view_mut(&mut after[0], n, self.widths[i + 1]);
             let aux = view_mut(&mut self.aux[i], n, self.aux_widths[i]);
             let mut ctx = ForwardContext {
@@ -137,6 +166,7 @@ impl Workspace {
                 rng: &mut *rng,
                 scratch: &mut self.scratch,
                 state: &mut self.state[i],
+                mask: self.mask_reaches[i].then(|| &self.mask[..n * ms]),
             };
             layer.forward(x, y, aux, &mut ctx);
         }
@@ -168,6 +198,7 @@ impl Workspace {
                 dy_is_preactivation: fused && i == last,
                 scratch: &mut self.scratch,
                 state: &self.state[i],
+                mask: self.mask_reaches[i].then(|| &self.mask[..n * self.mask_steps]),
             };
             layer.backward(x, y, aux, dy, dx, &mut self.param_grads[i], &mut ctx);
             layer.add_regularization_gradient(&mut self.param_grads[i]);
