@@ -5,6 +5,10 @@
 //! cargo run --release --example mnist
 //! cargo run --release --example mnist -- --epochs 3 --batch-size 128 --threads 2 --seed 1 --json
 //! ```
+//! `--show-digits N` draws the first N test digits with their true and predicted
+//! labels (`digits.png`, the first one in the terminal), `--plot-model model.svg`
+//! (or `.dot`) the model's diagram, `--confusion confusion.png` the test set's
+//! confusion matrix.
 //! `--limit N` trains on the first N training rows (quick runs), `--history-csv F`
 //! writes the History, `--plot history.svg` plots it (R's `plot(history)`), `--json` ends with one line of timings in the format of the
 //! reference scripts in `../shared/bench/` (for `compare.sh`).
@@ -30,7 +34,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         y_train = y_train.slice(ndarray::s![..n, ..]).to_owned();
     }
     let x_test = data.test.flat_scaled();
-    let y_test = to_categorical(&data.test.labels(), Some(10))?;
+    let test_labels = data.test.labels();
+    let y_test = to_categorical(&test_labels, Some(10))?;
     drop(data);
 
     let mut model = Sequential::new()
@@ -71,5 +76,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fit_s,
         x_test.view(),
         &y_test,
-    )
+    )?;
+    common::pictures(&model, &args, x_test.view(), &test_labels)
 }

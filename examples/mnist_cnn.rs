@@ -31,7 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         y_train = y_train.slice(ndarray::s![..n, ..]).to_owned();
     }
     let x_test = data.test.images_scaled();
-    let y_test = to_categorical(&data.test.labels(), Some(10))?;
+    let test_labels = data.test.labels();
+    let y_test = to_categorical(&test_labels, Some(10))?;
     drop(data);
 
     let mut model = Sequential::new()
@@ -77,5 +78,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fit_s,
         x_test.view(),
         &y_test,
-    )
+    )?;
+    common::pictures(&model, &args, x_test.view(), &test_labels)
 }

@@ -47,6 +47,9 @@
 //!   defaults and formulas (each item's docs give its formula).
 //! - [`saving`]: model files (safetensors + JSON architecture); the private
 //!   `files` module reads untrusted files within bounds and writes atomically.
+//! - [`pictures`]: images from tensors (PNG, terminal), labelled grids, and
+//!   the confusion matrix's picture; `Sequential::plot_model` draws the
+//!   architecture (SVG, DOT).
 //! - [`datasets`] and [`preprocessing`]: MNIST IDX files, CSV tables, scaling,
 //!   one-hot encoding, stratified splits.
 //! - [`kernels`]: the parallel, deterministic matrix products (horn's own AVX2 + FMA
@@ -111,7 +114,18 @@
 //! then computes the block's weight gradients over all its steps at once
 //! (`x^T dz`, `h^T dz`, column sums) and the input gradient (`dz W^T`); the
 //! blocks' weight gradients are added in block order, so the result does not
-//! depend on the number of threads.
+//! depend on the number of threads. In inference only the current step is
+//! kept (one slot of gates and state), so `predict` needs little memory.
+//!
+//! Keras' masking rides beside the rows too: an `Embedding` with `mask_zero`
+//! writes a `rows x steps` mask (0 where the id is 0) into the workspace, and
+//! the layers after it see it in [`ForwardContext::mask`](layers::ForwardContext)
+//! for as long as each layer keeps the time axis
+//! ([`Layer::propagates_mask`](layers::Layer::propagates_mask)). A recurrent
+//! layer keeps its state over a masked step (and passes the state's gradient
+//! straight through it); `GlobalAveragePooling1D` averages the other steps.
+//! Losses and metrics over `(steps, classes)` outputs are computed per step
+//! over the last axis and averaged, as in Keras (they do not use the mask).
 //!
 //! ## Design of one training step
 //! `fit` allocates one workspace sized for the batch: the gathered input rows,
@@ -200,6 +214,7 @@ pub mod losses;
 pub mod metrics;
 pub mod model;
 pub mod optimizers;
+pub mod pictures;
 pub mod preprocessing;
 pub mod regularizers;
 pub mod saving;

@@ -646,6 +646,25 @@ impl ConfusionMatrix {
         }
     }
 
+    /// The class names (`"0"`, `"1"`, ... unless set by
+    /// [`ConfusionMatrix::with_labels`]).
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The matrix as a picture: one cell per (true, predicted) pair, shaded
+    /// by its share of the true class's row, with its count; true classes
+    /// down the side, predictions along the top.
+    ///
+    /// ```
+    /// let cm = horn::metrics::confusion_matrix(&[0, 1, 1, 2], &[0, 1, 2, 2], None).unwrap();
+    /// let img = cm.to_image().unwrap();
+    /// assert!(img.width() > 3 * 30 && img.to_png().is_ok());
+    /// ```
+    pub fn to_image(&self) -> Result<crate::pictures::Image> {
+        crate::pictures::confusion_image(self)
+    }
+
     /// Names the classes in the printed table (e.g. the species of the
     /// penguins); fails unless there is one name per class.
     pub fn with_labels<S: AsRef<str>>(mut self, labels: &[S]) -> Result<Self> {

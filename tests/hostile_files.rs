@@ -476,3 +476,82 @@ fn absurd_vision_configurations_are_refused() {
         }
     }
 }
+
+/// Sequence layers in a model file with absurd or unknown options: an error,
+/// never a panic or an allocation the file does not justify.
+#[test]
+fn absurd_sequence_configurations_are_refused() {
+    let mut m = Sequential::new()
+        .seed(1)
+        .input_shape(&[5])
+        .add(Embedding::new(10, 4).mask_zero(true))
+        .add(LSTM::new(3).return_sequences(true))
+        .add(TimeDistributed::new(Dense::new(3, Tanh)))
+        .add(Bidirectional::new(GRU::new(2)))
+        .dense(2, Softmax);
+    m.compile("adam", "categorical_crossentropy", Metric::NONE)
+        .unwrap();
+    let huge = 1u64 << 62;
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let mut nested = serde_json::json!({"class_name": "Dense", "units": 3, "activation": {"name": "tanh"},
+        "use_bias": true, "kernel_initializer": {"name": "glorot_uniform"},
+        "bias_initializer": {"name": "zeros"}, "kernel_regularizer": null, "bias_regularizer": null});
+    for _ in 0..100 {
+        nested = serde_json::json!({"class_name": "TimeDistributed", "layer": nested});
+    }
+    let edits: Vec<(&str, Edit)> = vec![
+        (
+            "vocabulary",
+            Box::new(move |a| a["layers"][0]["input_dim"] = serde_json::json!(huge)),
+        ),
+        (
+            "width",
+            Box::new(move |a| a["layers"][0]["output_dim"] = serde_json::json!(huge)),
+        ),
+        (
+            "units",
+            Box::new(move |a| a["layers"][1]["units"] = serde_json::json!(huge)),
+        ),
+        (
+            "dropout",
+            Box::new(|a| a["layers"][1]["dropout"] = serde_json::json!(5.0)),
+        ),
+        (
+            "activation",
+            Box::new(|a| a["layers"][1]["activation"] = serde_json::json!({"name": "softmax"})),
+        ),
+        (
+            "steps",
+            Box::new(move |a| a["input_shape"] = serde_json::json!([huge])),
+        ),
+        (
+            "class",
+            Box::new(|a| a["layers"][3]["layer_class"] = serde_json::json!("Foo")),
+        ),
+        (
+            "merge",
+            Box::new(|a| a["layers"][3]["merge_mode"] = serde_json::json!("bogus")),
+        ),
+        (
+            "nesting",
+            Box::new(move |a| a["layers"][2] = nested.clone()),
+        ),
+    ];
+    for (what, edit) in edits {
+        let p = edited_model(&format!("seq-{what}.safetensors"), &m, |a| edit(a));
+        match std::panic::catch_unwind(|| Sequential::load(&p)) {
+            Ok(Err(_)) => {}
+            Ok(Ok(loaded)) => {
+                let _ = loaded.predict(&ndarray::Array2::<f32>::zeros((1, 5)));
+            }
+            Err(_) => panic!("{what}: loading panicked"),
+        }
+    }
+    // The unedited file loads and predicts the same.
+    let p = edited_model("seq-ok.safetensors", &m, |_| {});
+    let x = ndarray::array![[1.0f32, 0.0, 3.0, 9.0, 0.0]];
+    assert_eq!(
+        Sequential::load(&p).unwrap().predict(&x).unwrap(),
+        m.predict(&x).unwrap()
+    );
+}

@@ -16,6 +16,9 @@ pub struct Args {
     pub history_csv: Option<String>,
     pub plot: Option<String>,
     pub verbose: u8,
+    pub show_digits: Option<usize>,
+    pub plot_model: Option<String>,
+    pub confusion: Option<String>,
 }
 
 /// Parses the flags; `name` and `default_epochs` differ per example.
@@ -32,6 +35,9 @@ pub fn parse_args(name: &str, default_epochs: usize) -> Result<Args, String> {
         history_csv: None,
         plot: None,
         verbose: 1,
+        show_digits: None,
+        plot_model: None,
+        confusion: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -64,6 +70,15 @@ pub fn parse_args(name: &str, default_epochs: usize) -> Result<Args, String> {
             }
             "--history-csv" => a.history_csv = Some(val("--history-csv")?),
             "--plot" => a.plot = Some(val("--plot")?),
+            "--show-digits" => {
+                a.show_digits = Some(
+                    val("--show-digits")?
+                        .parse()
+                        .map_err(|e| format!("--show-digits: {e}"))?,
+                )
+            }
+            "--plot-model" => a.plot_model = Some(val("--plot-model")?),
+            "--confusion" => a.confusion = Some(val("--confusion")?),
             "--verbose" => {
                 a.verbose = val("--verbose")?
                     .parse()
@@ -71,7 +86,7 @@ pub fn parse_args(name: &str, default_epochs: usize) -> Result<Args, String> {
             }
             "--json" => a.json = true,
             "-h" | "--help" => {
-                println!("usage: {name} [--epochs N] [--batch-size N] [--threads N] [--seed N] [--limit N] [--history-csv FILE] [--plot history.svg] [--verbose 0|1|2] [--json]");
+                println!("usage: {name} [--epochs N] [--batch-size N] [--threads N] [--seed N] [--limit N] [--history-csv FILE] [--plot history.svg] [--verbose 0|1|2] [--json] [--show-digits N] [--plot-model model.svg] [--confusion confusion.png]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -196,6 +211,81 @@ pub fn report<'a, D: ndarray::Dimension + ndarray::RemoveAxis>(
             "Fit took {fit_s:.1} s ({:.2} s per epoch)",
             fit_s / args.epochs.max(1) as f64
         );
+    }
+    Ok(())
+}
+
+/// The pictures the flags ask for: the first N test digits with true and
+/// predicted labels (`digits.png`, and the first one in the terminal), the
+/// model's diagram, the confusion matrix of the test set.
+pub fn pictures<'a, D: ndarray::Dimension + ndarray::RemoveAxis>(
+    model: &Sequential,
+    args: &Args,
+    x_test: ndarray::ArrayView<'a, f32, D>,
+    labels: &[usize],
+) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(path) = &args.plot_model {
+        let d = model.plot_model()?;
+        if path.ends_with(".dot") {
+            d.write_dot(path)?;
+        } else {
+            d.write_svg(path)?;
+        }
+        println!("Model diagram written to {path}");
+    }
+    let wants_predictions = args.show_digits.is_some() || args.confusion.is_some();
+    if !wants_predictions {
+        return Ok(());
+    }
+    let predicted = model.predict_classes(x_test.view())?;
+    if let Some(n) = args.show_digits {
+        let n = n.clamp(1, labels.len());
+        // (n, 28, 28) from flat rows or (n, 28, 28, 1) images alike.
+        let images = x_test
+            .slice_axis(ndarray::Axis(0), (0..n).into())
+            .to_owned()
+            .into_shape_with_order((n, 28, 28))?;
+        let grid = horn::pictures::ImageGrid::new(images.view())
+            .labels(&labels[..n])
+            .predicted(&predicted[..n])
+            .columns(8)
+            .render()?;
+        grid.save_png("digits.png")?;
+        let first = horn::pictures::Image::from_array(images.index_axis(ndarray::Axis(0), 0))?;
+        print!("{}", first.to_terminal());
+        let wrong = (0..n).filter(|&i| predicted[i] != labels[i]).count();
+        println!(
+            "First test digit: label {}, predicted {}; {n} digits with their labels in digits.png ({wrong} wrong, in red)",
+            labels[0], predicted[0]
+        );
+        // The first N digits the model got wrong, in mistakes.png.
+        let missed: Vec<usize> = (0..labels.len())
+            .filter(|&i| predicted[i] != labels[i])
+            .take(n)
+            .collect();
+        if !missed.is_empty() {
+            let images = x_test
+                .select(ndarray::Axis(0), &missed)
+                .into_shape_with_order((missed.len(), 28, 28))?;
+            let truth: Vec<usize> = missed.iter().map(|&i| labels[i]).collect();
+            let guess: Vec<usize> = missed.iter().map(|&i| predicted[i]).collect();
+            horn::pictures::ImageGrid::new(images.view())
+                .labels(&truth)
+                .predicted(&guess)
+                .columns(8)
+                .render()?
+                .save_png("mistakes.png")?;
+            println!(
+                "The first {} misclassified test digits in mistakes.png",
+                missed.len()
+            );
+        }
+    }
+    if let Some(path) = &args.confusion {
+        let cm = confusion_matrix(labels, &predicted, Some(10))?;
+        cm.to_image()?.save_png(path)?;
+        println!("{cm}");
+        println!("Confusion matrix written to {path}");
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! - `history.rs`, `progress.rs`, `summary.rs`: what the user sees.
 
 mod compile;
+mod diagram;
 mod fit;
 mod history;
 mod infer;
@@ -22,6 +23,7 @@ pub(crate) mod workspace;
 
 pub use compile::CompileOptions;
 pub(crate) use compile::Compiled;
+pub use diagram::{DiagramNode, ModelDiagram};
 pub use fit::FitOptions;
 pub use history::{History, HistoryParams, Logs};
 pub use infer::EvaluateOptions;
