@@ -256,10 +256,9 @@ pub(crate) fn gemm_packed(
         #[cfg(target_arch = "x86_64")]
         {
             if avx2::usable(&c) && !c.is_empty() && a.ncols() > 0 {
-                // SAFETY: `usable` checked AVX2, FMA and the unit column
-                // stride of `c`; `check_shapes` the shapes; `pack_b` filled
-                // `p.values` with a packed k x n matrix (checked above to be
-                // `b`'s shape); nothing is empty.
+                // SAFETY: `usable` checked AVX2, FMA and `c`'s unit column stride,
+                // `check_shapes` the shapes, the assert that `pack_b` packed a k x n
+                // matrix of `b`'s shape into `p.values`; nothing is empty.
                 unsafe { avx2::gemm_prepacked(a, p.values, p.n, c) };
                 return;
             }
