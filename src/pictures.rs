@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use ndarray::{ArrayView, ArrayView2, Axis, Dimension, IxDyn};
+use ndarray::{ArrayView, Axis, Dimension, IxDyn};
 
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
@@ -457,12 +457,6 @@ pub(crate) fn confusion_image(cm: &crate::metrics::ConfusionMatrix) -> Result<Im
         }
     }
     Ok(img)
-}
-
-/// The image of one 2-D array, as [`Image::from_array`] (a convenience for
-/// `x.slice(s![i, .., ..])`).
-pub fn image(a: ArrayView2<'_, f32>) -> Result<Image> {
-    Image::from_array(a)
 }
 
 #[cfg(test)]

@@ -524,15 +524,21 @@ impl Rnn {
             ));
         }
         let u = cfg.units;
-        let gu = u
-            .checked_mul(kind.gates())
+        u.checked_mul(kind.gates())
             .ok_or_else(|| Error::arg("units", "a number of units that fits in memory", u))?;
+        Ok(Self::shapes(kind, u, f))
+    }
+
+    /// Keras' shapes of `kernel`, `recurrent_kernel` and `bias` (GRU: `(2,
+    /// 3 units)`, the input then the recurrent bias).
+    fn shapes(kind: CellKind, units: usize, features: usize) -> [Vec<usize>; 3] {
+        let gu = kind.gates() * units;
         let bias = if kind == CellKind::Gru {
             vec![2, gu]
         } else {
             vec![gu]
         };
-        Ok([vec![f, gu], vec![u, gu], bias])
+        [vec![features, gu], vec![units, gu], bias]
     }
 
     fn build(&mut self, input: &Shape, rng: &mut StdRng) -> Result<Shape> {
@@ -603,7 +609,7 @@ impl Rnn {
 
     fn params(&self) -> Vec<ParamView<'_>> {
         let names = param_names(self.kind, self.dir);
-        let [ks, rs, bs] = self.param_shapes();
+        let [ks, rs, bs] = Self::shapes(self.kind, self.cfg.units, self.features);
         let mut v = vec![
             ParamView::trainable(names[0], ks, &self.kernel),
             ParamView::trainable(names[1], rs, &self.recurrent),
@@ -612,16 +618,6 @@ impl Rnn {
             v.push(ParamView::trainable(names[2], bs, &self.bias));
         }
         v
-    }
-
-    fn param_shapes(&self) -> [Vec<usize>; 3] {
-        let gu = self.kind.gates() * self.cfg.units;
-        let bias = if self.kind == CellKind::Gru {
-            vec![2, gu]
-        } else {
-            vec![gu]
-        };
-        [vec![self.features, gu], vec![self.cfg.units, gu], bias]
     }
 
     /// Gradient lengths of the three tensors (the bias's even without one).
