@@ -147,6 +147,22 @@ impl Image {
         }
     }
 
+    /// Sets one pixel (outside the image: nothing).
+    pub(crate) fn set_pixel(&mut self, x: usize, y: usize, colour: [u8; 3]) {
+        if x < self.width && y < self.height {
+            self.rgb[(y * self.width + x) * 3..][..3].copy_from_slice(&colour);
+        }
+    }
+
+    /// Fills a rectangle (clipped).
+    pub(crate) fn fill_rect(&mut self, x: usize, y: usize, w: usize, h: usize, colour: [u8; 3]) {
+        for py in y..(y + h).min(self.height) {
+            for px in x..(x + w).min(self.width) {
+                self.rgb[(py * self.width + px) * 3..][..3].copy_from_slice(&colour);
+            }
+        }
+    }
+
     /// Copies `other` with its top-left corner at `(x, y)` (clipped).
     fn paste(&mut self, other: &Image, x: usize, y: usize) {
         for r in 0..other.height.min(self.height.saturating_sub(y)) {
@@ -159,7 +175,14 @@ impl Image {
 
     /// Draws `text` (digits, letters, a few signs) with the built-in 3x5
     /// font, each font pixel `size x size`, top-left at `(x, y)`.
-    fn text(&mut self, text: &str, x: usize, y: usize, size: usize, colour: [u8; 3]) {
+    pub(crate) fn draw_text(
+        &mut self,
+        text: &str,
+        x: usize,
+        y: usize,
+        size: usize,
+        colour: [u8; 3],
+    ) {
         for (k, ch) in text.chars().enumerate() {
             let glyph = glyph(ch);
             for (row, bits) in glyph.iter().enumerate() {
@@ -258,6 +281,8 @@ fn glyph(c: char) -> [u8; 5] {
         '9' => [7, 5, 7, 1, 7],
         ':' => [0, 2, 0, 2, 0],
         '-' => [0, 0, 7, 0, 0],
+        '_' => [0, 0, 0, 0, 7],
+        '+' => [0, 2, 7, 2, 0],
         '/' => [1, 1, 2, 4, 4],
         '.' => [0, 0, 0, 0, 2],
         '?' => [7, 1, 2, 0, 2],
@@ -401,13 +426,13 @@ impl<'a> ImageGrid<'a> {
             let ty = y + th + 4;
             let mut tx = x;
             if let Some(l) = self.labels.get(k) {
-                grid.text(l, tx, ty, font, [0, 0, 0]);
+                grid.draw_text(l, tx, ty, font, [0, 0, 0]);
                 tx += (l.chars().count() * 4 + 2) * font;
             }
             if let Some(p) = self.predicted.get(k) {
                 let right = self.labels.get(k).is_none_or(|l| l == p);
                 let colour = if right { [0, 140, 0] } else { [220, 0, 0] };
-                grid.text(p, tx, ty, font, colour);
+                grid.draw_text(p, tx, ty, font, colour);
             }
         }
         Ok(grid)
@@ -430,8 +455,8 @@ pub(crate) fn confusion_image(cm: &crate::metrics::ConfusionMatrix) -> Result<Im
     let (left, top) = ((label_w * 4 + 3) * font + 6, 5 * font + 12);
     let mut img = Image::filled(left + k * cell + 4, top + k * cell + 4, [255, 255, 255])?;
     for (i, l) in labels.iter().enumerate() {
-        img.text(l, 4, top + i * cell + cell / 2 - 5, font, [0, 0, 0]);
-        img.text(l, left + i * cell + 4, 6, font, [0, 0, 0]);
+        img.draw_text(l, 4, top + i * cell + cell / 2 - 5, font, [0, 0, 0]);
+        img.draw_text(l, left + i * cell + 4, 6, font, [0, 0, 0]);
     }
     for i in 0..k {
         let row_total: usize = counts.row(i).sum();
@@ -453,7 +478,7 @@ pub(crate) fn confusion_image(cm: &crate::metrics::ConfusionMatrix) -> Result<Im
             } else {
                 [0, 0, 0]
             };
-            img.text(&c.to_string(), x + 3, y + cell / 2 - 5, font, ink);
+            img.draw_text(&c.to_string(), x + 3, y + cell / 2 - 5, font, ink);
         }
     }
     Ok(img)

@@ -1,4 +1,4 @@
-//! History output: CSV, JSON and the SVG plot.
+//! History output: CSV, JSON and the plot (SVG and PNG).
 
 mod common;
 
@@ -161,4 +161,43 @@ fn one_legend_and_readable_large_values() {
         .collect();
     assert!(labels.iter().any(|l| l.contains("e7")), "{labels:?}");
     assert!(labels.iter().all(|l| l.len() <= 6), "{labels:?}");
+}
+
+/// The PNG is the same picture as the SVG: its size, the panels' grey, both
+/// series' colours in each panel, and a valid PNG file.
+#[test]
+fn png_draws_the_same_picture() {
+    let h = history();
+    let img = h.to_image().unwrap();
+    let svg = h.to_svg();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let root = doc.root_element();
+    let size = |k: &str| root.attribute(k).unwrap().parse::<f64>().unwrap() as usize;
+    assert_eq!((img.width(), img.height()), (size("width"), size("height")));
+    // Each panel's rectangle holds both series' colours.
+    for panel in doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("panel"))
+    {
+        let rect = panel.children().find(|c| c.has_tag_name("rect")).unwrap();
+        let num = |k: &str| rect.attribute(k).unwrap().parse::<f64>().unwrap() as usize;
+        let (x, y, w, hh) = (num("x"), num("y"), num("width"), num("height"));
+        let count = |c: [u8; 3]| {
+            (y..y + hh)
+                .flat_map(|py| (x..x + w).map(move |px| (px, py)))
+                .filter(|&(px, py)| img.pixel(px, py) == Some(c))
+                .count()
+        };
+        assert!(count([0xEB, 0xEB, 0xEB]) > w * hh / 2, "panel grey");
+        assert!(count([0xF8, 0x76, 0x6D]) > 50, "training series");
+        assert!(count([0x00, 0xBF, 0xC4]) > 50, "validation series");
+    }
+    let path = std::env::temp_dir().join(format!("horn-history-{}.png", std::process::id()));
+    h.write_png(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(
+        u32::from_be_bytes(bytes[16..20].try_into().unwrap()) as usize,
+        img.width()
+    );
 }

@@ -175,7 +175,11 @@ pub fn report<'a, D: ndarray::Dimension + ndarray::RemoveAxis>(
         std::fs::write(path, history.to_csv())?;
     }
     if let Some(path) = &args.plot {
-        history.write_svg(path)?;
+        if path.ends_with(".png") {
+            history.write_png(path)?;
+        } else {
+            history.write_svg(path)?;
+        }
     }
 
     if args.json {

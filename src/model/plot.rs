@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::history::History;
 use crate::error::{Error, Result};
+use crate::pictures::Image;
 
 const WIDTH: f64 = 640.0;
 const PANEL_H: f64 = 200.0;
@@ -19,6 +20,7 @@ const TOP: f64 = 28.0;
 const GAP: f64 = 44.0;
 const TRAIN_COLOUR: &str = "#F8766D";
 const VAL_COLOUR: &str = "#00BFC4";
+const PANEL_FILL: &str = "#EBEBEB";
 
 /// Up to about six round tick values covering `[lo, hi]` (steps of 1, 2 or 5 x 10^k).
 fn ticks(lo: f64, hi: f64) -> Vec<f64> {
@@ -72,6 +74,179 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Where a text's x coordinate sits.
+#[derive(Clone, Copy)]
+enum Anchor {
+    Start,
+    Middle,
+    End,
+}
+
+/// What the History picture is drawn with (coordinates in SVG units, one
+/// pixel each in the image).
+trait Canvas {
+    fn begin(&mut self, width: f64, height: f64);
+    /// A panel's background `[x, y, w, h]`, and its group in the SVG.
+    fn begin_panel(&mut self, metric: &str, rect: [f64; 4]);
+    fn end_panel(&mut self);
+    fn line(&mut self, class: &str, xy: [f64; 4], colour: &str, width: f64);
+    fn text(&mut self, x: f64, y: f64, text: &str, anchor: Anchor, bold: bool);
+    /// One series' line and points.
+    fn series(&mut self, metric: &str, split: &str, pts: &[(f64, f64)], colour: &str);
+    fn end(&mut self);
+}
+
+struct SvgCanvas(String);
+
+impl Canvas for SvgCanvas {
+    fn begin(&mut self, width: f64, height: f64) {
+        let _ = write!(
+            self.0,
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>"##
+        );
+    }
+    fn begin_panel(&mut self, metric: &str, [x, y, w, h]: [f64; 4]) {
+        let _ = write!(
+            self.0,
+            r##"<g class="panel" data-metric="{m}"><rect x="{x}" y="{y}" width="{w}" height="{h}" fill="{PANEL_FILL}"/>"##,
+            m = escape(metric)
+        );
+    }
+    fn end_panel(&mut self) {
+        self.0.push_str("</g>");
+    }
+    fn line(&mut self, class: &str, [x1, y1, x2, y2]: [f64; 4], colour: &str, width: f64) {
+        let _ = write!(
+            self.0,
+            r##"<line class="{class}" x1="{x1:.2}" x2="{x2:.2}" y1="{y1:.2}" y2="{y2:.2}" stroke="{colour}" stroke-width="{width}"/>"##
+        );
+    }
+    fn text(&mut self, x: f64, y: f64, text: &str, anchor: Anchor, bold: bool) {
+        let anchor = match anchor {
+            Anchor::Start => "start",
+            Anchor::Middle => "middle",
+            Anchor::End => "end",
+        };
+        let weight = if bold {
+            r##" font-size="13" font-weight="bold""##
+        } else {
+            ""
+        };
+        let _ = write!(
+            self.0,
+            r##"<text x="{x:.2}" y="{y:.2}" text-anchor="{anchor}"{weight}>{}</text>"##,
+            escape(text)
+        );
+    }
+    fn series(&mut self, metric: &str, split: &str, pts: &[(f64, f64)], colour: &str) {
+        let path: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.2},{y:.2}")).collect();
+        let _ = write!(
+            self.0,
+            r##"<polyline class="series" data-metric="{m}" data-split="{split}" points="{}" fill="none" stroke="{colour}" stroke-width="1.5"/>"##,
+            path.join(" "),
+            m = escape(metric)
+        );
+        for (x, y) in pts {
+            let _ = write!(
+                self.0,
+                r##"<circle cx="{x:.2}" cy="{y:.2}" r="2.5" fill="{colour}"/>"##
+            );
+        }
+    }
+    fn end(&mut self) {
+        self.0.push_str("</svg>\n");
+    }
+}
+
+/// The raster canvas: lines stamped along their length, text in horn's
+/// 3x5 pixel font at twice its size.
+struct RasterCanvas(Image);
+
+/// `#RRGGBB` (or `white`) to RGB.
+fn rgb(colour: &str) -> [u8; 3] {
+    let hex = |i: usize| u8::from_str_radix(colour.get(i..i + 2).unwrap_or("00"), 16).unwrap_or(0);
+    if colour == "white" {
+        [255, 255, 255]
+    } else {
+        [hex(1), hex(3), hex(5)]
+    }
+}
+
+impl RasterCanvas {
+    fn dot(&mut self, x: f64, y: f64, r: f64, colour: [u8; 3]) {
+        let (x0, x1) = (
+            (x - r).floor().max(0.0) as usize,
+            (x + r).ceil().max(0.0) as usize,
+        );
+        let (y0, y1) = (
+            (y - r).floor().max(0.0) as usize,
+            (y + r).ceil().max(0.0) as usize,
+        );
+        for py in y0..=y1 {
+            for px in x0..=x1 {
+                let (dx, dy) = (px as f64 - x, py as f64 - y);
+                if dx * dx + dy * dy <= r * r + 0.25 {
+                    self.0.set_pixel(px, py, colour);
+                }
+            }
+        }
+    }
+}
+
+impl Canvas for RasterCanvas {
+    fn begin(&mut self, width: f64, height: f64) {
+        // Sizes come from the constants above: small and positive.
+        if let Ok(img) = Image::filled(width as usize, height as usize, [255, 255, 255]) {
+            self.0 = img;
+        }
+    }
+    fn begin_panel(&mut self, _metric: &str, [x, y, w, h]: [f64; 4]) {
+        self.0.fill_rect(
+            x as usize,
+            y as usize,
+            w as usize,
+            h as usize,
+            rgb(PANEL_FILL),
+        );
+    }
+    fn end_panel(&mut self) {}
+    fn line(&mut self, _class: &str, [x1, y1, x2, y2]: [f64; 4], colour: &str, width: f64) {
+        let steps = ((x2 - x1).abs().max((y2 - y1).abs()) * 2.0).ceil().max(1.0) as usize;
+        let c = rgb(colour);
+        for i in 0..=steps {
+            let t = i as f64 / steps as f64;
+            self.dot(x1 + (x2 - x1) * t, y1 + (y2 - y1) * t, width / 2.0, c);
+        }
+    }
+    fn text(&mut self, x: f64, y: f64, text: &str, anchor: Anchor, bold: bool) {
+        let size = if bold { 3 } else { 2 };
+        let w = (text.chars().count() * 4).saturating_sub(1) * size;
+        let left = match anchor {
+            Anchor::Start => x,
+            Anchor::Middle => x - w as f64 / 2.0,
+            Anchor::End => x - w as f64,
+        };
+        // SVG puts the baseline at y; the pixel font hangs from its top.
+        let top = y - (5 * size) as f64;
+        self.0.draw_text(
+            text,
+            left.max(0.0) as usize,
+            top.max(0.0) as usize,
+            size,
+            [40, 40, 40],
+        );
+    }
+    fn series(&mut self, _metric: &str, _split: &str, pts: &[(f64, f64)], colour: &str) {
+        for w in pts.windows(2) {
+            self.line("", [w[0].0, w[0].1, w[1].0, w[1].1], colour, 1.5);
+        }
+        for &(x, y) in pts {
+            self.dot(x, y, 2.5, rgb(colour));
+        }
+    }
+    fn end(&mut self) {}
+}
+
 impl History {
     /// The metrics plotted by [`History::to_svg`]: every key that is not a
     /// `val_` twin or the learning rate, in History order.
@@ -97,16 +272,44 @@ impl History {
     /// assert!(svg.starts_with("<svg") && svg.contains("data-split=\"validation\""));
     /// ```
     pub fn to_svg(&self) -> String {
+        let mut svg = SvgCanvas(String::new());
+        self.draw(&mut svg);
+        svg.0
+    }
+
+    /// The same picture as [`History::to_svg`] as an image (labels in horn's
+    /// pixel font): [`Image::save_png`](crate::pictures::Image::save_png)
+    /// writes it as PNG.
+    ///
+    /// ```
+    /// use horn::{History, Logs};
+    /// let mut h = History::default();
+    /// for (e, l) in [0.9f32, 0.5, 0.3].into_iter().enumerate() {
+    ///     let mut logs = Logs::default();
+    ///     logs.insert("loss", l);
+    ///     h.push(e, &logs);
+    /// }
+    /// let img = h.to_image().unwrap();
+    /// assert_eq!(img.width(), 640);
+    /// ```
+    pub fn to_image(&self) -> Result<Image> {
+        let mut raster = RasterCanvas(Image::filled(1, 1, [255, 255, 255])?);
+        self.draw(&mut raster);
+        Ok(raster.0)
+    }
+
+    /// Writes [`History::to_image`] as a PNG file.
+    pub fn write_png(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.to_image()?.save_png(path)
+    }
+
+    /// The picture, drawn on either canvas: one code path for SVG and PNG.
+    fn draw(&self, c: &mut dyn Canvas) {
         let metrics = self.plotted_metrics();
         let panels = metrics.len().max(1) as f64;
         let height = TOP + panels * (PANEL_H + GAP);
         let plot_w = WIDTH - LEFT - RIGHT;
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">"##
-        );
-        let _ = write!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
+        c.begin(WIDTH, height);
         let epochs: Vec<f64> = self.epoch.iter().map(|&e| (e + 1) as f64).collect();
         let (x_lo, x_hi) = match (epochs.first(), epochs.last()) {
             (Some(&a), Some(&b)) if b > a => (a, b),
@@ -142,28 +345,12 @@ impl History {
             let pad = (hi - lo) * 0.05;
             let (lo, hi) = (lo - pad, hi + pad);
             let y_of = |v: f64| top + PANEL_H - (v - lo) / (hi - lo) * PANEL_H;
-            let _ = write!(
-                s,
-                r##"<g class="panel" data-metric="{m}"><rect x="{LEFT}" y="{top}" width="{plot_w}" height="{PANEL_H}" fill="#EBEBEB"/>"##,
-                m = escape(metric)
-            );
-            let _ = write!(
-                s,
-                r##"<text x="{}" y="{}" font-size="13" font-weight="bold">{}</text>"##,
-                LEFT,
-                top - 8.0,
-                escape(metric)
-            );
+            c.begin_panel(metric, [LEFT, top, plot_w, PANEL_H]);
+            c.text(LEFT, top - 8.0, metric, Anchor::Start, true);
             for t in ticks(lo, hi) {
                 let y = y_of(t);
-                let _ = write!(
-                    s,
-                    r##"<line class="ytick" x1="{LEFT}" x2="{}" y1="{y:.2}" y2="{y:.2}" stroke="white"/><text x="{}" y="{:.2}" text-anchor="end">{}</text>"##,
-                    LEFT + plot_w,
-                    LEFT - 6.0,
-                    y + 4.0,
-                    label(t)
-                );
+                c.line("ytick", [LEFT, y, LEFT + plot_w, y], "white", 1.0);
+                c.text(LEFT - 6.0, y + 4.0, &label(t), Anchor::End, false);
             }
             let (e_first, e_last) = (
                 epochs.first().copied().unwrap_or(1.0),
@@ -171,19 +358,15 @@ impl History {
             );
             for t in epoch_ticks(e_first, e_last) {
                 let x = x_of(t);
-                let _ = write!(
-                    s,
-                    r##"<line class="xtick" x1="{x:.2}" x2="{x:.2}" y1="{top}" y2="{}" stroke="white"/><text x="{x:.2}" y="{}" text-anchor="middle">{}</text>"##,
-                    top + PANEL_H,
-                    top + PANEL_H + 14.0,
-                    label(t)
-                );
+                c.line("xtick", [x, top, x, top + PANEL_H], "white", 1.0);
+                c.text(x, top + PANEL_H + 14.0, &label(t), Anchor::Middle, false);
             }
-            let _ = write!(
-                s,
-                r##"<text x="{}" y="{}" text-anchor="middle">epoch</text>"##,
+            c.text(
                 LEFT + plot_w / 2.0,
-                top + PANEL_H + 30.0
+                top + PANEL_H + 30.0,
+                "epoch",
+                Anchor::Middle,
+                false,
             );
             for (k, (split, colour, values)) in series.iter().enumerate() {
                 let pts: Vec<(f64, f64)> = epochs
@@ -192,37 +375,19 @@ impl History {
                     .filter(|(_, v)| v.is_finite())
                     .map(|(&e, &v)| (x_of(e), y_of(v as f64)))
                     .collect();
-                let path: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.2},{y:.2}")).collect();
-                let _ = write!(
-                    s,
-                    r##"<polyline class="series" data-metric="{m}" data-split="{split}" points="{}" fill="none" stroke="{colour}" stroke-width="1.5"/>"##,
-                    path.join(" "),
-                    m = escape(metric)
-                );
-                for (x, y) in &pts {
-                    let _ = write!(
-                        s,
-                        r##"<circle cx="{x:.2}" cy="{y:.2}" r="2.5" fill="{colour}"/>"##
-                    );
-                }
+                c.series(metric, split, &pts, colour);
                 // One legend, beside the first panel (the colours are shared).
                 if p > 0 {
                     continue;
                 }
                 let ly = top + 20.0 + k as f64 * 18.0;
                 let lx = LEFT + plot_w + 12.0;
-                let _ = write!(
-                    s,
-                    r##"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}">{split}</text>"##,
-                    lx + 18.0,
-                    lx + 24.0,
-                    ly + 4.0
-                );
+                c.line("legend", [lx, ly, lx + 18.0, ly], colour, 2.0);
+                c.text(lx + 24.0, ly + 4.0, split, Anchor::Start, false);
             }
-            s.push_str("</g>");
+            c.end_panel();
         }
-        s.push_str("</svg>\n");
-        s
+        c.end();
     }
 
     /// Writes [`History::to_svg`] to a file.
