@@ -92,54 +92,28 @@ enum Direction {
 /// Keras' weight names, `<cell>/kernel` and so on, as seen from the layer
 /// that holds them (`lstm/lstm_cell/kernel` in a file).
 fn param_names(kind: CellKind, dir: Direction) -> [&'static str; 3] {
+    /// `<prefix><cell>/kernel`, `.../recurrent_kernel`, `.../bias`.
+    macro_rules! names {
+        ($prefix:literal, $cell:literal) => {
+            [
+                concat!($prefix, $cell, "/kernel"),
+                concat!($prefix, $cell, "/recurrent_kernel"),
+                concat!($prefix, $cell, "/bias"),
+            ]
+        };
+    }
     use CellKind::*;
     use Direction::*;
     match (kind, dir) {
-        (SimpleRnn, Alone) => [
-            "simple_rnn_cell/kernel",
-            "simple_rnn_cell/recurrent_kernel",
-            "simple_rnn_cell/bias",
-        ],
-        (Lstm, Alone) => [
-            "lstm_cell/kernel",
-            "lstm_cell/recurrent_kernel",
-            "lstm_cell/bias",
-        ],
-        (Gru, Alone) => [
-            "gru_cell/kernel",
-            "gru_cell/recurrent_kernel",
-            "gru_cell/bias",
-        ],
-        (SimpleRnn, Forward) => [
-            "forward_simple_rnn/simple_rnn_cell/kernel",
-            "forward_simple_rnn/simple_rnn_cell/recurrent_kernel",
-            "forward_simple_rnn/simple_rnn_cell/bias",
-        ],
-        (Lstm, Forward) => [
-            "forward_lstm/lstm_cell/kernel",
-            "forward_lstm/lstm_cell/recurrent_kernel",
-            "forward_lstm/lstm_cell/bias",
-        ],
-        (Gru, Forward) => [
-            "forward_gru/gru_cell/kernel",
-            "forward_gru/gru_cell/recurrent_kernel",
-            "forward_gru/gru_cell/bias",
-        ],
-        (SimpleRnn, Backward) => [
-            "backward_simple_rnn/simple_rnn_cell/kernel",
-            "backward_simple_rnn/simple_rnn_cell/recurrent_kernel",
-            "backward_simple_rnn/simple_rnn_cell/bias",
-        ],
-        (Lstm, Backward) => [
-            "backward_lstm/lstm_cell/kernel",
-            "backward_lstm/lstm_cell/recurrent_kernel",
-            "backward_lstm/lstm_cell/bias",
-        ],
-        (Gru, Backward) => [
-            "backward_gru/gru_cell/kernel",
-            "backward_gru/gru_cell/recurrent_kernel",
-            "backward_gru/gru_cell/bias",
-        ],
+        (SimpleRnn, Alone) => names!("", "simple_rnn_cell"),
+        (Lstm, Alone) => names!("", "lstm_cell"),
+        (Gru, Alone) => names!("", "gru_cell"),
+        (SimpleRnn, Forward) => names!("forward_simple_rnn/", "simple_rnn_cell"),
+        (Lstm, Forward) => names!("forward_lstm/", "lstm_cell"),
+        (Gru, Forward) => names!("forward_gru/", "gru_cell"),
+        (SimpleRnn, Backward) => names!("backward_simple_rnn/", "simple_rnn_cell"),
+        (Lstm, Backward) => names!("backward_lstm/", "lstm_cell"),
+        (Gru, Backward) => names!("backward_gru/", "gru_cell"),
     }
 }
 
