@@ -100,6 +100,11 @@ pub enum Error {
         /// What was wrong with it.
         reason: String,
     },
+    /// A functional model whose graph cannot be built or run: a layer name
+    /// used twice, an input no output depends on, an output that needs an
+    /// input the model does not list, tensors of another graph.
+    #[error("invalid model graph: {0}")]
+    Graph(String),
     /// A bad value in tabular data (unparsable number, unseen category, ...).
     #[error("data error: {0}")]
     Data(String),

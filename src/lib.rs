@@ -223,8 +223,8 @@ mod vmath;
 
 pub use error::{Error, Result};
 pub use model::{
-    CompileOptions, EvaluateOptions, FitOptions, History, HistoryParams, IntoInput, Logs,
-    Sequential,
+    CompileOptions, EvaluateOptions, FitOptions, Graph, History, HistoryParams, IntoData,
+    IntoInput, LayerRef, Logs, Model, ModelCompile, Sequential, Tensor,
 };
 pub use shape::Shape;
 
@@ -250,11 +250,11 @@ pub mod prelude {
     };
     pub use crate::initializers::Initializer;
     pub use crate::layers::{
-        ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional,
-        Conv1D, Conv2D, Dense, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
-        GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, Layer, LayerNormalization,
-        MaxPooling1D, MaxPooling2D, MergeMode, Padding, Reshape, SimpleRNN, TimeDistributed, GRU,
-        LSTM,
+        ActivationLayer, Add, Average, AveragePooling1D, AveragePooling2D, BatchNormalization,
+        Bidirectional, Concatenate, Conv1D, Conv2D, Dense, Dot, Dropout, Embedding, Flatten,
+        GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+        Layer, LayerNormalization, MaxPooling1D, MaxPooling2D, Maximum, MergeMode, Minimum,
+        Multiply, Padding, Reshape, SimpleRNN, Subtract, TimeDistributed, GRU, LSTM,
     };
     pub use crate::losses::{
         BinaryCrossentropy, CategoricalCrossentropy, Huber, Loss, MeanAbsoluteError,
@@ -267,6 +267,7 @@ pub mod prelude {
     };
     pub use crate::regularizers::Regularizer;
     pub use crate::{
-        CompileOptions, Error, EvaluateOptions, FitOptions, History, Logs, Sequential, Shape,
+        CompileOptions, Error, EvaluateOptions, FitOptions, Graph, History, Logs, Model,
+        ModelCompile, Sequential, Shape, Tensor,
     };
 }

@@ -14,6 +14,7 @@ pub(crate) mod conv;
 mod dense;
 mod dropout;
 mod embedding;
+pub(crate) mod merge;
 mod normalization;
 pub(crate) mod pooling;
 pub(crate) mod recurrent;
@@ -25,6 +26,7 @@ pub use conv::{Conv1D, Conv2D, ConvConfig, IntoWindow, Padding};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
+pub use merge::{Add, Average, Concatenate, Dot, Maximum, MergeOp, Minimum, Multiply, Subtract};
 pub use normalization::{BatchNormalization, LayerNormalization};
 pub use pooling::{
     AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,

@@ -113,7 +113,7 @@ pub(crate) struct Compiled {
 }
 
 /// Log keys in Keras' order and with its rules for repeated names.
-fn unique_keys(plain: &[String], weighted: &[String]) -> Vec<String> {
+pub(crate) fn unique_keys(plain: &[String], weighted: &[String]) -> Vec<String> {
     let mut counters: std::collections::HashMap<String, usize> = Default::default();
     let mut keys = Vec::new();
     for name in plain {

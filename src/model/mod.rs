@@ -12,12 +12,13 @@
 mod compile;
 mod diagram;
 mod fit;
+pub mod functional;
 mod history;
 mod infer;
 mod input;
 mod plot;
 mod progress;
-mod summary;
+pub(crate) mod summary;
 pub(crate) mod validate;
 pub(crate) mod workspace;
 
@@ -25,6 +26,7 @@ pub use compile::CompileOptions;
 pub(crate) use compile::Compiled;
 pub use diagram::{DiagramNode, ModelDiagram};
 pub use fit::FitOptions;
+pub use functional::{Callee, Graph, IntoData, IntoTensors, LayerRef, Model, ModelCompile, Tensor};
 pub use history::{History, HistoryParams, Logs};
 pub use infer::EvaluateOptions;
 pub use input::{InputElement, IntoInput};

@@ -18,7 +18,7 @@ pub(crate) fn thousands(n: usize) -> String {
 }
 
 /// Keras' `readable_memory_size`: 1024-based units, two decimals.
-fn memory(bytes: f64) -> String {
+pub(crate) fn memory(bytes: f64) -> String {
     let units = ["B", "KB", "MB", "GB", "TB"];
     let mut v = bytes;
     let mut i = 0;
