@@ -152,3 +152,364 @@ fn the_four_keras_functional_cases_match() {
         }
     }
 }
+
+/// Analytic gradients of a model from one full-batch SGD step with
+/// learning rate 1 (`w0 - w1`), checked against central differences of
+/// `evaluate`'s loss.
+fn gradient_check(mut model: Model, losses: ModelCompile, x: &[&Array2<f32>], y: &[&Array2<f32>], label: &str) {
+    model
+        .compile(
+            Sgd {
+                learning_rate: 1.0,
+                ..Default::default()
+            },
+            losses,
+        )
+        .unwrap();
+    let before = model.get_weights().unwrap();
+    model
+        .fit(
+            x.to_vec(),
+            y.to_vec(),
+            FitOptions {
+                batch_size: x[0].nrows(),
+                shuffle: false,
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let after = model.get_weights().unwrap();
+    let grads: Vec<ArrayD<f32>> = before.iter().zip(&after).map(|(b, a)| b - a).collect();
+    model.set_weights(&before).unwrap();
+    // Small steps: Maximum and Minimum have kinks where the branches meet.
+    let eps = 1e-3f32;
+    let mut checked = 0;
+    for t in 0..before.len() {
+        for i in (0..before[t].len()).step_by(2) {
+            let mut w = before.clone();
+            let orig = w[t].as_slice().unwrap()[i];
+            w[t].as_slice_mut().unwrap()[i] = orig + eps;
+            model.set_weights(&w).unwrap();
+            let up = model.evaluate(x.to_vec(), y.to_vec()).unwrap()["loss"];
+            w[t].as_slice_mut().unwrap()[i] = orig - eps;
+            model.set_weights(&w).unwrap();
+            let down = model.evaluate(x.to_vec(), y.to_vec()).unwrap()["loss"];
+            let numeric = (up - down) / (2.0 * eps);
+            let a = grads[t].as_slice().unwrap()[i];
+            assert!(
+                (a - numeric).abs() <= 2e-3 + 3e-2 * numeric.abs(),
+                "{label}: {}[{i}] analytic {a} vs numeric {numeric}",
+                model.weight_names()[t]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{label}: only {checked} weights checked");
+}
+
+fn data(n: usize, d: usize, seed: u64) -> Array2<f32> {
+    Array2::from_shape_fn((n, d), |(i, j)| {
+        let v = ((i * 31 + j * 17 + seed as usize * 7) % 23) as f32 / 23.0;
+        2.0 * v - 1.0
+    })
+}
+
+#[test]
+fn a_shared_layer_and_fan_out_match_finite_differences() {
+    let mut g = Graph::with_seed(5);
+    let left = g.input("left", &[4]);
+    let right = g.input("right", &[4]);
+    let encoder = g.layer_named("encoder", Dense::new(3, Tanh));
+    let l = g.call(encoder, left);
+    let r = g.call(encoder, right);
+    let diff = g.call(Subtract::new(), [l, r]);
+    let prod = g.call(Multiply::new(), [l, r, l]);
+    let hi = g.call(Maximum::new(), [l, r]);
+    let lo = g.call(Minimum::new(), [diff, prod]);
+    let cos = g.call(Dot::new(1).normalize(true), [l, r]);
+    let joined = g.call(Concatenate::new(), [diff, prod, hi, lo, cos, l]);
+    let class = g.call_named("class", Dense::new(3, Softmax), joined);
+    let value = g.call_named("value", Dense::new(2, Linear), joined);
+    let model = Model::new(g, [left, right], [class, value]).unwrap();
+    assert_eq!(model.layer_names().iter().filter(|n| **n == "encoder").count(), 1);
+    let x1 = data(6, 4, 1);
+    let x2 = data(6, 4, 2);
+    let yc = Array2::from_shape_fn((6, 3), |(i, j)| (i % 3 == j) as u8 as f32);
+    let yv = data(6, 2, 3);
+    gradient_check(
+        model,
+        ModelCompile::new()
+            .output_loss("class", "categorical_crossentropy")
+            .output_loss("value", "mse")
+            .loss_weights(&[1.0, 0.7]),
+        &[&x1, &x2],
+        &[&yc, &yv],
+        "shared encoder",
+    );
+}
+
+#[test]
+fn sequences_through_a_shared_lstm_and_a_matrix_dot_match_finite_differences() {
+    let mut g = Graph::with_seed(9);
+    let a = g.input("a", &[4, 3]);
+    let b = g.input("b", &[4, 3]);
+    let lstm = g.layer(LSTM::new(2).return_sequences(true));
+    let ha = g.call(lstm, a);
+    let hb = g.call(lstm, b);
+    let att = g.call(Dot::axes(2, 2), [ha, hb]); // (4, 4)
+    let both = g.call(Concatenate::new().axis(1), [ha, hb]); // (8, 2)
+    let f1 = g.call(Flatten::new(), att);
+    let f2 = g.call(Flatten::new(), both);
+    let joined = g.call(Concatenate::new(), [f1, f2]);
+    let out = g.call(Dense::new(1, Linear), joined);
+    let model = Model::new(g, [a, b], [out]).unwrap();
+    assert_eq!(model.output_shapes()[0].dims(), &[1]);
+    let xa = data(5, 12, 4).into_shape_with_order((5, 4, 3)).unwrap();
+    let xb = data(5, 12, 5).into_shape_with_order((5, 4, 3)).unwrap();
+    let y = data(5, 1, 6);
+    // 3-D inputs go in as they are; the check helper wants 2-D views, so
+    // flatten them (a 2-D array of flat rows is accepted too).
+    let xa2 = xa.into_shape_with_order((5, 12)).unwrap();
+    let xb2 = xb.into_shape_with_order((5, 12)).unwrap();
+    gradient_check(model, ModelCompile::new().loss("mse"), &[&xa2, &xb2], &[&y], "shared LSTM + Dot");
+}
+
+#[test]
+fn graph_mistakes_are_clear_errors() {
+    // Shapes that do not merge, naming the layer and both shapes.
+    let mut g = Graph::new();
+    let a = g.input("a", &[4]);
+    let b = g.input("b", &[5]);
+    let s = g.call(Add::new(), [a, b]);
+    let e = Model::new(g, [a, b], [s]).unwrap_err().to_string();
+    assert!(e.contains("add") && e.contains("(None, 4) and (None, 5)"), "{e}");
+
+    // Two inputs with one name.
+    let mut g = Graph::new();
+    let a = g.input("x", &[4]);
+    let b = g.input("x", &[4]);
+    let s = g.call(Add::new(), [a, b]);
+    let e = Model::new(g, [a, b], [s]).unwrap_err().to_string();
+    assert!(e.contains("two layers (or inputs) are named `x`"), "{e}");
+
+    // An input no output depends on.
+    let mut g = Graph::new();
+    let a = g.input("a", &[4]);
+    let b = g.input("unused", &[4]);
+    let o = g.call(Dense::new(1, Linear), a);
+    let e = Model::new(g, [a, b], [o]).unwrap_err().to_string();
+    assert!(e.contains("input `unused` is not connected to any output"), "{e}");
+
+    // An output that needs an input the model does not list.
+    let mut g = Graph::new();
+    let a = g.input("a", &[4]);
+    let b = g.input("b", &[4]);
+    let s = g.call(Add::new(), [a, b]);
+    let e = Model::new(g, [a], [s]).unwrap_err().to_string();
+    assert!(e.contains("graph disconnected") && e.contains("`b`"), "{e}");
+
+    // A tensor of another graph.
+    let mut g1 = Graph::new();
+    let mut g2 = Graph::new();
+    let a = g1.input("a", &[4]);
+    let b = g2.input("b", &[4]);
+    let o = g2.call(Dense::new(1, Linear), a);
+    let e = Model::new(g2, [b], [o]).unwrap_err().to_string();
+    assert!(e.contains("another graph"), "{e}");
+
+    // A shared layer called on a second shape.
+    let mut g = Graph::new();
+    let a = g.input("a", &[4]);
+    let b = g.input("b", &[5]);
+    let d = g.layer(Dense::new(2, Relu));
+    let x = g.call(d, a);
+    let y = g.call(d, b);
+    let e = Model::new(g, [a, b], [x, y]).unwrap_err().to_string();
+    assert!(e.contains("shared layer `dense`") && e.contains("(None, 5)"), "{e}");
+
+    // A layer with weights called on two tensors.
+    let mut g = Graph::new();
+    let a = g.input("a", &[4]);
+    let b = g.input("b", &[4]);
+    let o = g.call(Dense::new(2, Relu), [a, b]);
+    let e = Model::new(g, [a, b], [o]).unwrap_err().to_string();
+    assert!(e.contains("exactly one tensor"), "{e}");
+
+    // A kernel larger than its input, inside a graph.
+    let mut g = Graph::new();
+    let a = g.input("img", &[2, 2, 1]);
+    let o = g.call(Conv2D::new(4, 3, Relu), a);
+    let e = Model::new(g, [a], [o]).unwrap_err().to_string();
+    assert!(e.contains("conv2d"), "{e}");
+}
+
+fn two_branch(seed: u64) -> Model {
+    let mut g = Graph::with_seed(seed);
+    let a = g.input("numbers", &[5]);
+    let b = g.input("flags", &[3]);
+    let h = g.call(Dense::new(8, Relu), a);
+    let h = g.call(Dropout::new(0.2), h);
+    let j = g.call(Concatenate::new(), [h, b]);
+    let c = g.call_named("class", Dense::new(3, Softmax), j);
+    let v = g.call_named("value", Dense::new(1, Linear), j);
+    Model::new(g, [a, b], [c, v]).unwrap()
+}
+
+fn two_branch_data() -> [Array2<f32>; 4] {
+    let n = 40;
+    let x = data(n, 5, 1);
+    let f = Array2::from_shape_fn((n, 3), |(i, j)| (i % 3 == j) as u8 as f32);
+    let c = Array2::from_shape_fn((n, 3), |(i, j)| ((i + (x[[i, 0]] > 0.0) as usize) % 3 == j) as u8 as f32);
+    let v = Array2::from_shape_fn((n, 1), |(i, _)| x[[i, 1]] * 2.0 + f[[i, 0]]);
+    [x, f, c, v]
+}
+
+fn compiled_two_branch(seed: u64) -> Model {
+    let mut m = two_branch(seed);
+    m.compile(
+        "adam",
+        ModelCompile::new()
+            .output_loss("class", "categorical_crossentropy")
+            .output_loss("value", "mse")
+            .loss_weights(&[1.0, 0.5])
+            .metrics("class", &["accuracy"])
+            .metrics("value", &["mae"]),
+    )
+    .unwrap();
+    m
+}
+
+#[test]
+fn data_by_name_equals_data_by_position_and_history_keys_follow_keras() {
+    let [x, f, c, v] = two_branch_data();
+    let opts = FitOptions {
+        epochs: 3,
+        batch_size: 8,
+        validation_split: 0.25,
+        verbose: 0,
+        ..Default::default()
+    };
+    let mut by_pos = compiled_two_branch(3);
+    let h1 = by_pos.fit([&x, &f], [&c, &v], opts.clone()).unwrap();
+    let mut by_name = compiled_two_branch(3);
+    let h2 = by_name
+        .fit([("flags", &f), ("numbers", &x)], [("value", &v), ("class", &c)], opts)
+        .unwrap();
+    let mut keys: Vec<&str> = h1.keys().collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "class_accuracy",
+            "class_loss",
+            "loss",
+            "val_class_accuracy",
+            "val_class_loss",
+            "val_loss",
+            "val_value_loss",
+            "val_value_mae",
+            "value_loss",
+            "value_mae"
+        ]
+    );
+    for k in h1.keys() {
+        assert_eq!(h1.get(k), h2.get(k), "{k}");
+    }
+    assert_eq!(by_pos.get_weights().unwrap(), by_name.get_weights().unwrap());
+    // The total is the weighted sum of the outputs' losses (no penalties here).
+    let last = h1.last();
+    let total = last.get("class_loss").unwrap() + 0.5 * last.get("value_loss").unwrap();
+    assert!((last.get("loss").unwrap() - total).abs() < 1e-5);
+    // evaluate reports the same keys, and its numbers match predict's.
+    let e = by_pos.evaluate([&x, &f], [&c, &v]).unwrap();
+    let p = by_pos.predict([("numbers", &x), ("flags", &f)]).unwrap();
+    let pv: Array2<f32> = p[1].clone().into_dimensionality().unwrap();
+    let mse = (&pv - &v).mapv(|d| d * d).mean().unwrap();
+    assert!((e["value_loss"] - mse).abs() < 1e-5, "{} vs {mse}", e["value_loss"]);
+}
+
+#[test]
+fn bad_data_is_a_clear_error() {
+    let [x, f, c, v] = two_branch_data();
+    let mut m = compiled_two_branch(1);
+    let quiet = || FitOptions { verbose: 0, ..Default::default() };
+    let e = m.fit([&x], [&c, &v], quiet()).unwrap_err().to_string();
+    assert!(e.contains("2 arrays, one per model input (numbers, flags)"), "{e}");
+    let e = m.fit([("numbers", &x), ("flag", &f)], [&c, &v], quiet()).unwrap_err().to_string();
+    assert!(e.contains("\"flag\""), "{e}");
+    let e = m.fit([&x, &x], [&c, &v], quiet()).unwrap_err().to_string();
+    assert!(e.contains("x[\"flags\"]"), "{e}");
+    let short = c.slice(ndarray::s![..10, ..]).to_owned();
+    let e = m.fit([&x, &f], [&short, &v], quiet()).unwrap_err().to_string();
+    assert!(e.contains("y[0]"), "{e}");
+    let mut nan = x.clone();
+    nan[[3, 2]] = f32::NAN;
+    let e = m.predict([&nan, &f]).unwrap_err().to_string();
+    assert!(e.contains("non-finite") && e.contains("numbers"), "{e}");
+    let mut un = two_branch(1);
+    assert!(matches!(un.fit([&x, &f], [&c, &v], quiet()), Err(Error::NotCompiled(_))));
+    let e = un.compile("sgd", ModelCompile::new().output_loss("class", "mse")).unwrap_err().to_string();
+    assert!(e.contains("none for `value`"), "{e}");
+    let e = un.compile("sgd", ModelCompile::new().loss("mse").metrics("nope", &["mae"])).unwrap_err().to_string();
+    assert!(e.contains("\"nope\""), "{e}");
+}
+
+fn fingerprint(m: &Model) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for w in m.get_weights().unwrap() {
+        for v in w.iter() {
+            h ^= v.to_bits() as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[test]
+fn seeded_fit_is_bit_identical_on_one_and_four_threads() {
+    let run = || {
+        let [x, f, c, v] = two_branch_data();
+        let mut m = compiled_two_branch(11);
+        let h = m
+            .fit([&x, &f], [&c, &v], FitOptions { epochs: 3, batch_size: 16, verbose: 0, ..Default::default() })
+            .unwrap();
+        (fingerprint(&m), h.get("loss").unwrap().to_vec())
+    };
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
+    let four = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap().install(run);
+    assert_eq!(one, four);
+}
+
+#[test]
+fn summary_shows_connections_like_keras() {
+    let m = fixture_model(Concatenate::new());
+    let s = m.summary();
+    for want in [
+        "Model: \"functional\"",
+        "Connected to",
+        "a (InputLayer)",
+        "(None, 5)",
+        "da (Dense)",
+        "a[0][0]",
+        "da[0][0], db[0][0]",
+        "concatenate[0][0]",
+        "Total params: 84 (336.00 B)",
+        "Trainable params: 84",
+    ] {
+        assert!(s.replace("│\n│", " ").contains(want) || s.contains(want), "missing {want:?} in\n{s}");
+    }
+    // A shared layer is one row with a connection per call.
+    let mut g = Graph::with_seed(1);
+    let a = g.input("a", &[3]);
+    let b = g.input("b", &[3]);
+    let d = g.layer_named("shared", Dense::new(2, Relu));
+    let x = g.call(d, a);
+    let y = g.call(d, b);
+    let s = g.call(Add::new(), [x, y]);
+    let m = Model::new(g, [a, b], [s]).unwrap();
+    let text = m.summary();
+    assert_eq!(text.matches("shared (Dense)").count(), 1, "{text}");
+    assert!(text.contains("shared[0][0]") && text.contains("shared[1][0]"), "{text}");
+    assert_eq!(m.count_params(), 8);
+}

@@ -736,3 +736,56 @@ mod tests {
         assert_eq!(y, [4.0, 5.0, 10.0, 11.0]);
     }
 }
+
+#[cfg(test)]
+mod gradient_tests {
+    use super::*;
+
+    /// Every op's backward against central differences of `sum(y * u)`.
+    #[test]
+    fn every_op_matches_finite_differences() {
+        let shapes2 = [Shape::new(&[2, 3]), Shape::new(&[2, 3])];
+        let ops = [
+            MergeOp::Concatenate { axis: 1 },
+            MergeOp::Add,
+            MergeOp::Subtract,
+            MergeOp::Multiply,
+            MergeOp::Average,
+            MergeOp::Maximum,
+            MergeOp::Minimum,
+            MergeOp::Dot { axes: [2, 2], normalize: false },
+            MergeOp::Dot { axes: [1, 1], normalize: true },
+        ];
+        let rows = 2;
+        for op in ops {
+            let out = op.output_shape(&shapes2).unwrap();
+            let a: Vec<f32> = (0..12).map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0).collect();
+            let b: Vec<f32> = (0..12).map(|i| ((i * 5 % 13) as f32 - 6.0) / 5.0).collect();
+            let u: Vec<f32> = (0..rows * out.size()).map(|i| ((i * 3 % 7) as f32 - 3.0) / 3.0).collect();
+            let mut scratch = vec![0.0; op.scratch_len(&shapes2)];
+            let f = |a: &[f32], b: &[f32], scratch: &mut [f32]| -> f32 {
+                let mut y = vec![0.0; rows * out.size()];
+                op.forward(&[a, b], &shapes2, &out, rows, &mut y, scratch);
+                y.iter().zip(&u).map(|(y, u)| y * u).sum()
+            };
+            for k in 0..2 {
+                let mut dx = vec![0.0; 12];
+                op.backward(k, &[&a, &b], &shapes2, &out, rows, &u, &mut dx, &mut scratch);
+                for i in 0..12 {
+                    let eps = 1e-3;
+                    let (mut ap, mut bp) = (a.clone(), b.clone());
+                    let (mut am, mut bm) = (a.clone(), b.clone());
+                    if k == 0 {
+                        ap[i] += eps;
+                        am[i] -= eps;
+                    } else {
+                        bp[i] += eps;
+                        bm[i] -= eps;
+                    }
+                    let num = (f(&ap, &bp, &mut scratch) - f(&am, &bm, &mut scratch)) / (2.0 * eps);
+                    assert!((num - dx[i]).abs() < 1e-2, "{op:?} input {k}[{i}]: analytic {} numeric {num}", dx[i]);
+                }
+            }
+        }
+    }
+}
