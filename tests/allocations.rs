@@ -82,6 +82,74 @@ fn training_steps_do_not_allocate() {
         .add(Bidirectional::new(GRU::new(8)))
         .dense(10, Softmax);
     check_steps_do_not_allocate(rnn, Adam::default().into());
+    functional_steps_do_not_allocate();
+}
+
+/// A functional model: two inputs, a shared layer, fan-out, merges (one
+/// with scratch), two outputs with a fused and a plain loss.
+fn functional_steps_do_not_allocate() {
+    if !own_kernel() {
+        return;
+    }
+    let mut g = Graph::with_seed(1);
+    let a = g.input("a", &[20]);
+    let b = g.input("b", &[20]);
+    let shared = g.layer(Dense::new(16, Relu));
+    let ha = g.call(shared, a);
+    let hb = g.call(shared, b);
+    let prod = g.call(Multiply::new(), [ha, hb]);
+    let cos = g.call(Dot::new(1).normalize(true), [ha, hb]);
+    let joined = g.call(Concatenate::new(), [prod, cos, ha]);
+    let joined = g.call(Dropout::new(0.1), joined);
+    let class = g.call_named("class", Dense::new(10, Softmax), joined);
+    let value = g.call_named("value", Dense::new(1, Linear), joined);
+    let mut model = Model::new(g, [a, b], [class, value]).unwrap();
+    model
+        .compile(
+            Adam::default(),
+            ModelCompile::new()
+                .output_loss("class", "categorical_crossentropy")
+                .output_loss("value", "mse")
+                .metrics("class", &["accuracy"]),
+        )
+        .unwrap();
+    let cost = |model: &mut Model, rows: usize| {
+        let x = Array2::from_shape_fn((rows, 20), |(i, j)| ((i * 7 + j) % 17) as f32 / 17.0);
+        let x2 = Array2::from_shape_fn((rows, 20), |(i, j)| ((i * 3 + j) % 13) as f32 / 13.0);
+        let y = Array2::from_shape_fn((rows, 10), |(i, j)| (i % 10 == j) as u8 as f32);
+        let v = Array2::from_shape_fn((rows, 1), |(i, _)| (i % 5) as f32);
+        let opts = || FitOptions {
+            epochs: 1,
+            batch_size: 64,
+            verbose: 0,
+            seed: Some(1),
+            ..Default::default()
+        };
+        model.fit([&x, &x2], [&y, &v], opts()).unwrap();
+        let (a0, b0) = (ALLOCS.load(Ordering::SeqCst), BYTES.load(Ordering::SeqCst));
+        model.fit([&x, &x2], [&y, &v], opts()).unwrap();
+        (
+            ALLOCS.load(Ordering::SeqCst) - a0,
+            BYTES.load(Ordering::SeqCst) - b0,
+        )
+    };
+    let (a10, b10) = cost(&mut model, 640);
+    let (a40, b40) = cost(&mut model, 2560);
+    let per_step = (a40 as f64 - a10 as f64) / 30.0;
+    let bytes_per_step = (b40 as f64 - b10 as f64) / 30.0;
+    println!("functional, per step: {per_step} allocations, {bytes_per_step} bytes");
+    assert!(bytes_per_step < 1024.0, "{bytes_per_step} bytes per step");
+    assert!(per_step <= 4.0, "{per_step} allocations per step");
+}
+
+/// Whether horn's own GEMM runs (the portable fallback allocates per
+/// product).
+fn own_kernel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let own = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let own = false;
+    own && !horn::kernels::portable_forced()
 }
 
 fn check_steps_do_not_allocate(mut model: Sequential, optimizer: Optimizer) {
@@ -96,11 +164,7 @@ fn check_steps_do_not_allocate(mut model: Sequential, optimizer: Optimizer) {
     // with HORN_PORTABLE_GEMM=1) allocates its packing buffers inside every
     // product; horn's own kernel reuses per-thread buffers. Only the latter is
     // allocation-free.
-    #[cfg(target_arch = "x86_64")]
-    let own_kernel = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    let own_kernel = false;
-    if !own_kernel || horn::kernels::portable_forced() {
+    if !own_kernel() {
         eprintln!("skipped: the portable GEMM allocates per product");
         return;
     }

@@ -156,7 +156,13 @@ fn the_four_keras_functional_cases_match() {
 /// Analytic gradients of a model from one full-batch SGD step with
 /// learning rate 1 (`w0 - w1`), checked against central differences of
 /// `evaluate`'s loss.
-fn gradient_check(mut model: Model, losses: ModelCompile, x: &[&Array2<f32>], y: &[&Array2<f32>], label: &str) {
+fn gradient_check(
+    mut model: Model,
+    losses: ModelCompile,
+    x: &[&Array2<f32>],
+    y: &[&Array2<f32>],
+    label: &str,
+) {
     model
         .compile(
             Sgd {
@@ -232,7 +238,14 @@ fn a_shared_layer_and_fan_out_match_finite_differences() {
     let class = g.call_named("class", Dense::new(3, Softmax), joined);
     let value = g.call_named("value", Dense::new(2, Linear), joined);
     let model = Model::new(g, [left, right], [class, value]).unwrap();
-    assert_eq!(model.layer_names().iter().filter(|n| **n == "encoder").count(), 1);
+    assert_eq!(
+        model
+            .layer_names()
+            .iter()
+            .filter(|n| **n == "encoder")
+            .count(),
+        1
+    );
     let x1 = data(6, 4, 1);
     let x2 = data(6, 4, 2);
     let yc = Array2::from_shape_fn((6, 3), |(i, j)| (i % 3 == j) as u8 as f32);
@@ -272,7 +285,13 @@ fn sequences_through_a_shared_lstm_and_a_matrix_dot_match_finite_differences() {
     // flatten them (a 2-D array of flat rows is accepted too).
     let xa2 = xa.into_shape_with_order((5, 12)).unwrap();
     let xb2 = xb.into_shape_with_order((5, 12)).unwrap();
-    gradient_check(model, ModelCompile::new().loss("mse"), &[&xa2, &xb2], &[&y], "shared LSTM + Dot");
+    gradient_check(
+        model,
+        ModelCompile::new().loss("mse"),
+        &[&xa2, &xb2],
+        &[&y],
+        "shared LSTM + Dot",
+    );
 }
 
 #[test]
@@ -283,7 +302,10 @@ fn graph_mistakes_are_clear_errors() {
     let b = g.input("b", &[5]);
     let s = g.call(Add::new(), [a, b]);
     let e = Model::new(g, [a, b], [s]).unwrap_err().to_string();
-    assert!(e.contains("add") && e.contains("(None, 4) and (None, 5)"), "{e}");
+    assert!(
+        e.contains("add") && e.contains("(None, 4) and (None, 5)"),
+        "{e}"
+    );
 
     // Two inputs with one name.
     let mut g = Graph::new();
@@ -299,7 +321,10 @@ fn graph_mistakes_are_clear_errors() {
     let b = g.input("unused", &[4]);
     let o = g.call(Dense::new(1, Linear), a);
     let e = Model::new(g, [a, b], [o]).unwrap_err().to_string();
-    assert!(e.contains("input `unused` is not connected to any output"), "{e}");
+    assert!(
+        e.contains("input `unused` is not connected to any output"),
+        "{e}"
+    );
 
     // An output that needs an input the model does not list.
     let mut g = Graph::new();
@@ -326,7 +351,10 @@ fn graph_mistakes_are_clear_errors() {
     let x = g.call(d, a);
     let y = g.call(d, b);
     let e = Model::new(g, [a, b], [x, y]).unwrap_err().to_string();
-    assert!(e.contains("shared layer `dense`") && e.contains("(None, 5)"), "{e}");
+    assert!(
+        e.contains("shared layer `dense`") && e.contains("(None, 5)"),
+        "{e}"
+    );
 
     // A layer with weights called on two tensors.
     let mut g = Graph::new();
@@ -360,7 +388,9 @@ fn two_branch_data() -> [Array2<f32>; 4] {
     let n = 40;
     let x = data(n, 5, 1);
     let f = Array2::from_shape_fn((n, 3), |(i, j)| (i % 3 == j) as u8 as f32);
-    let c = Array2::from_shape_fn((n, 3), |(i, j)| ((i + (x[[i, 0]] > 0.0) as usize) % 3 == j) as u8 as f32);
+    let c = Array2::from_shape_fn((n, 3), |(i, j)| {
+        ((i + (x[[i, 0]] > 0.0) as usize) % 3 == j) as u8 as f32
+    });
     let v = Array2::from_shape_fn((n, 1), |(i, _)| x[[i, 1]] * 2.0 + f[[i, 0]]);
     [x, f, c, v]
 }
@@ -394,7 +424,11 @@ fn data_by_name_equals_data_by_position_and_history_keys_follow_keras() {
     let h1 = by_pos.fit([&x, &f], [&c, &v], opts.clone()).unwrap();
     let mut by_name = compiled_two_branch(3);
     let h2 = by_name
-        .fit([("flags", &f), ("numbers", &x)], [("value", &v), ("class", &c)], opts)
+        .fit(
+            [("flags", &f), ("numbers", &x)],
+            [("value", &v), ("class", &c)],
+            opts,
+        )
         .unwrap();
     let mut keys: Vec<&str> = h1.keys().collect();
     keys.sort_unstable();
@@ -416,7 +450,10 @@ fn data_by_name_equals_data_by_position_and_history_keys_follow_keras() {
     for k in h1.keys() {
         assert_eq!(h1.get(k), h2.get(k), "{k}");
     }
-    assert_eq!(by_pos.get_weights().unwrap(), by_name.get_weights().unwrap());
+    assert_eq!(
+        by_pos.get_weights().unwrap(),
+        by_name.get_weights().unwrap()
+    );
     // The total is the weighted sum of the outputs' losses (no penalties here).
     let last = h1.last();
     let total = last.get("class_loss").unwrap() + 0.5 * last.get("value_loss").unwrap();
@@ -426,32 +463,60 @@ fn data_by_name_equals_data_by_position_and_history_keys_follow_keras() {
     let p = by_pos.predict([("numbers", &x), ("flags", &f)]).unwrap();
     let pv: Array2<f32> = p[1].clone().into_dimensionality().unwrap();
     let mse = (&pv - &v).mapv(|d| d * d).mean().unwrap();
-    assert!((e["value_loss"] - mse).abs() < 1e-5, "{} vs {mse}", e["value_loss"]);
+    assert!(
+        (e["value_loss"] - mse).abs() < 1e-5,
+        "{} vs {mse}",
+        e["value_loss"]
+    );
 }
 
 #[test]
 fn bad_data_is_a_clear_error() {
     let [x, f, c, v] = two_branch_data();
     let mut m = compiled_two_branch(1);
-    let quiet = || FitOptions { verbose: 0, ..Default::default() };
+    let quiet = || FitOptions {
+        verbose: 0,
+        ..Default::default()
+    };
     let e = m.fit([&x], [&c, &v], quiet()).unwrap_err().to_string();
-    assert!(e.contains("2 arrays, one per model input (numbers, flags)"), "{e}");
-    let e = m.fit([("numbers", &x), ("flag", &f)], [&c, &v], quiet()).unwrap_err().to_string();
+    assert!(
+        e.contains("2 arrays, one per model input (numbers, flags)"),
+        "{e}"
+    );
+    let e = m
+        .fit([("numbers", &x), ("flag", &f)], [&c, &v], quiet())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("\"flag\""), "{e}");
     let e = m.fit([&x, &x], [&c, &v], quiet()).unwrap_err().to_string();
     assert!(e.contains("x[\"flags\"]"), "{e}");
     let short = c.slice(ndarray::s![..10, ..]).to_owned();
-    let e = m.fit([&x, &f], [&short, &v], quiet()).unwrap_err().to_string();
-    assert!(e.contains("y[0]"), "{e}");
+    let e = m
+        .fit([&x, &f], [&short, &v], quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("y[\"class\"]") && e.contains("40 rows"), "{e}");
     let mut nan = x.clone();
     nan[[3, 2]] = f32::NAN;
     let e = m.predict([&nan, &f]).unwrap_err().to_string();
     assert!(e.contains("non-finite") && e.contains("numbers"), "{e}");
     let mut un = two_branch(1);
-    assert!(matches!(un.fit([&x, &f], [&c, &v], quiet()), Err(Error::NotCompiled(_))));
-    let e = un.compile("sgd", ModelCompile::new().output_loss("class", "mse")).unwrap_err().to_string();
+    assert!(matches!(
+        un.fit([&x, &f], [&c, &v], quiet()),
+        Err(Error::NotCompiled(_))
+    ));
+    let e = un
+        .compile("sgd", ModelCompile::new().output_loss("class", "mse"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("none for `value`"), "{e}");
-    let e = un.compile("sgd", ModelCompile::new().loss("mse").metrics("nope", &["mae"])).unwrap_err().to_string();
+    let e = un
+        .compile(
+            "sgd",
+            ModelCompile::new().loss("mse").metrics("nope", &["mae"]),
+        )
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("\"nope\""), "{e}");
 }
 
@@ -472,12 +537,29 @@ fn seeded_fit_is_bit_identical_on_one_and_four_threads() {
         let [x, f, c, v] = two_branch_data();
         let mut m = compiled_two_branch(11);
         let h = m
-            .fit([&x, &f], [&c, &v], FitOptions { epochs: 3, batch_size: 16, verbose: 0, ..Default::default() })
+            .fit(
+                [&x, &f],
+                [&c, &v],
+                FitOptions {
+                    epochs: 3,
+                    batch_size: 16,
+                    verbose: 0,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         (fingerprint(&m), h.get("loss").unwrap().to_vec())
     };
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
-    let four = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap().install(run);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(run);
+    let four = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap()
+        .install(run);
     assert_eq!(one, four);
 }
 
@@ -497,7 +579,10 @@ fn summary_shows_connections_like_keras() {
         "Total params: 84 (336.00 B)",
         "Trainable params: 84",
     ] {
-        assert!(s.replace("│\n│", " ").contains(want) || s.contains(want), "missing {want:?} in\n{s}");
+        assert!(
+            s.replace("│\n│", " ").contains(want) || s.contains(want),
+            "missing {want:?} in\n{s}"
+        );
     }
     // A shared layer is one row with a connection per call.
     let mut g = Graph::with_seed(1);
@@ -510,6 +595,9 @@ fn summary_shows_connections_like_keras() {
     let m = Model::new(g, [a, b], [s]).unwrap();
     let text = m.summary();
     assert_eq!(text.matches("shared (Dense)").count(), 1, "{text}");
-    assert!(text.contains("shared[0][0]") && text.contains("shared[1][0]"), "{text}");
+    assert!(
+        text.contains("shared[0][0]") && text.contains("shared[1][0]"),
+        "{text}"
+    );
     assert_eq!(m.count_params(), 8);
 }

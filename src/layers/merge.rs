@@ -449,11 +449,12 @@ impl MergeOp {
         let y = &mut y[..rows * ow];
         match *self {
             MergeOp::Concatenate { axis } => {
-                let (outer, inner) = concat_geometry(axis, shapes);
+                let (outer, ax) = concat_geometry(axis, shapes);
                 for r in 0..rows {
                     let mut o = r * ow;
                     for b in 0..outer {
-                        for (x, &w) in xs.iter().zip(&inner) {
+                        for (x, s) in xs.iter().zip(shapes) {
+                            let w = run_after(s, ax);
                             let src = &x[r * outer * w + b * w..][..w];
                             y[o..o + w].copy_from_slice(src);
                             o += w;
@@ -530,10 +531,10 @@ impl MergeOp {
         let dy = &dy[..rows * ow];
         match *self {
             MergeOp::Concatenate { axis } => {
-                let (outer, inner) = concat_geometry(axis, shapes);
-                let before: usize = inner[..k].iter().sum();
-                let total: usize = inner.iter().sum();
-                let w = inner[k];
+                let (outer, ax) = concat_geometry(axis, shapes);
+                let before: usize = shapes[..k].iter().map(|s| run_after(s, ax)).sum();
+                let total: usize = shapes.iter().map(|s| run_after(s, ax)).sum();
+                let w = run_after(&shapes[k], ax);
                 for r in 0..rows {
                     for b in 0..outer {
                         let src = &dy[r * ow + b * total + before..][..w];
@@ -636,18 +637,18 @@ impl MergeOp {
     }
 }
 
-/// The blocks before the axis (`outer`) and each input's run of values
-/// after it.
-fn concat_geometry(axis: i32, shapes: &[Shape]) -> (usize, Vec<usize>) {
+/// The number of blocks before the concatenation axis, and the axis.
+fn concat_geometry(axis: i32, shapes: &[Shape]) -> (usize, usize) {
     let rank = shapes[0].rank();
     // Checked when the graph was built.
     let ax = sample_axis(axis, rank, "axis").unwrap_or(rank.saturating_sub(1));
-    let outer: usize = shapes[0].dims()[..ax].iter().product();
-    let inner = shapes
-        .iter()
-        .map(|s| s.dims()[ax..].iter().product())
-        .collect();
-    (outer, inner)
+    (shapes[0].dims()[..ax].iter().product(), ax)
+}
+
+/// The values of one block of `s` from axis `ax` on (one input's run in
+/// each block of a concatenation).
+fn run_after(s: &Shape, ax: usize) -> usize {
+    s.dims()[ax..].iter().product()
 }
 
 fn dot_plan(axes: [i32; 2], shapes: &[Shape]) -> DotPlan {
@@ -753,15 +754,23 @@ mod gradient_tests {
             MergeOp::Average,
             MergeOp::Maximum,
             MergeOp::Minimum,
-            MergeOp::Dot { axes: [2, 2], normalize: false },
-            MergeOp::Dot { axes: [1, 1], normalize: true },
+            MergeOp::Dot {
+                axes: [2, 2],
+                normalize: false,
+            },
+            MergeOp::Dot {
+                axes: [1, 1],
+                normalize: true,
+            },
         ];
         let rows = 2;
         for op in ops {
             let out = op.output_shape(&shapes2).unwrap();
             let a: Vec<f32> = (0..12).map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0).collect();
             let b: Vec<f32> = (0..12).map(|i| ((i * 5 % 13) as f32 - 6.0) / 5.0).collect();
-            let u: Vec<f32> = (0..rows * out.size()).map(|i| ((i * 3 % 7) as f32 - 3.0) / 3.0).collect();
+            let u: Vec<f32> = (0..rows * out.size())
+                .map(|i| ((i * 3 % 7) as f32 - 3.0) / 3.0)
+                .collect();
             let mut scratch = vec![0.0; op.scratch_len(&shapes2)];
             let f = |a: &[f32], b: &[f32], scratch: &mut [f32]| -> f32 {
                 let mut y = vec![0.0; rows * out.size()];
@@ -770,7 +779,16 @@ mod gradient_tests {
             };
             for k in 0..2 {
                 let mut dx = vec![0.0; 12];
-                op.backward(k, &[&a, &b], &shapes2, &out, rows, &u, &mut dx, &mut scratch);
+                op.backward(
+                    k,
+                    &[&a, &b],
+                    &shapes2,
+                    &out,
+                    rows,
+                    &u,
+                    &mut dx,
+                    &mut scratch,
+                );
                 for i in 0..12 {
                     let eps = 1e-3;
                     let (mut ap, mut bp) = (a.clone(), b.clone());
@@ -783,7 +801,11 @@ mod gradient_tests {
                         bm[i] -= eps;
                     }
                     let num = (f(&ap, &bp, &mut scratch) - f(&am, &bm, &mut scratch)) / (2.0 * eps);
-                    assert!((num - dx[i]).abs() < 1e-2, "{op:?} input {k}[{i}]: analytic {} numeric {num}", dx[i]);
+                    assert!(
+                        (num - dx[i]).abs() < 1e-2,
+                        "{op:?} input {k}[{i}]: analytic {} numeric {num}",
+                        dx[i]
+                    );
                 }
             }
         }

@@ -233,14 +233,12 @@ tuple_data!(A a, B b);
 tuple_data!(A a, B b, C c);
 tuple_data!(A a, B b, C c, D d);
 
-/// Arrays matched to `names` (by name when named, else by position), as
-/// rows of `shapes` each.
+/// Arrays matched to `names`: by name when named, else by position.
 fn match_data<'a>(
     data: Vec<(Option<String>, CowArray<'a, f32, IxDyn>)>,
     names: &[&str],
-    shapes: &[&crate::Shape],
     what: &str,
-) -> Result<Vec<CowArray<'a, f32, Ix2>>> {
+) -> Result<Vec<CowArray<'a, f32, IxDyn>>> {
     let named = data.iter().filter(|(n, _)| n.is_some()).count();
     if data.len() != names.len() {
         return Err(Error::arg(
@@ -278,20 +276,19 @@ fn match_data<'a>(
             }
         }
     }
-    let mut out = Vec::with_capacity(names.len());
-    for ((slot, name), shape) in slots.into_iter().zip(names).zip(shapes) {
-        let label = format!("{what}[\"{name}\"]");
-        let a = slot.ok_or_else(|| {
-            Error::arg(
-                format!("{what} names"),
-                format!("an array for `{name}`"),
-                "none",
-            )
-        })?;
-        let rows = validate::as_rows(a.view(), Some(shape), &label)?.into_owned();
-        out.push(CowArray::from(rows));
-    }
-    Ok(out)
+    slots
+        .into_iter()
+        .zip(names)
+        .map(|(slot, name)| {
+            slot.ok_or_else(|| {
+                Error::arg(
+                    format!("{what} names"),
+                    format!("an array for `{name}`"),
+                    "none",
+                )
+            })
+        })
+        .collect()
 }
 
 impl Model {
@@ -467,42 +464,81 @@ impl Model {
             .sum()
     }
 
-    /// Inputs as checked rows: shapes, finite values, and what the layers
-    /// reading them accept (an Embedding's ids).
-    fn input_rows<'a>(
+    /// The inputs' arrays in input order (by name or position).
+    fn order_inputs<'a>(
         &self,
         x: impl IntoData<'a>,
         what: &str,
-    ) -> Result<Vec<CowArray<'a, f32, Ix2>>> {
+    ) -> Result<Vec<CowArray<'a, f32, IxDyn>>> {
+        match_data(x.into_data(), &self.input_names(), what)
+    }
+
+    /// Inputs as checked rows (views of `arrays` where they are contiguous):
+    /// shapes, finite values, and what the layers reading them accept (an
+    /// Embedding's ids).
+    fn input_rows<'s>(
+        &self,
+        arrays: &'s [CowArray<'_, f32, IxDyn>],
+        what: &str,
+    ) -> Result<Vec<CowArray<'s, f32, Ix2>>> {
         let names = self.input_names();
         let shapes = self.input_shapes();
-        let rows = match_data(x.into_data(), &names, &shapes, what)?;
-        for (i, (r, name)) in rows.iter().zip(&names).enumerate() {
-            let label = format!("{what}[\"{name}\"]");
+        let mut rows = Vec::with_capacity(arrays.len());
+        for (i, a) in arrays.iter().enumerate() {
+            let label = format!("{what}[\"{}\"]", names[i]);
+            let r = validate::as_rows(a.view(), Some(shapes[i]), &label)?;
             validate::check_inputs(r.view(), shapes[i].size(), &label)?;
             for node in self.nodes.iter().filter(|n| n.inputs.contains(&i)) {
                 if let LayerKind::Layer(l) = &self.layers[node.layer].kind {
                     l.check_input(r.view(), &label)?;
                 }
             }
+            rows.push(r);
+        }
+        for (i, r) in rows.iter().enumerate().skip(1) {
+            validate::check_rows(
+                rows[0].view(),
+                r.view(),
+                &format!("{what}[0]"),
+                &format!("{what}[{i}]"),
+            )?;
         }
         Ok(rows)
     }
 
-    /// Targets as checked rows, one array per output.
-    fn target_rows<'a>(
+    /// The targets' arrays in output order.
+    fn order_targets<'a>(
         &self,
-        c: &ModelCompiled,
         y: impl IntoData<'a>,
         what: &str,
-    ) -> Result<Vec<CowArray<'a, f32, Ix2>>> {
+    ) -> Result<Vec<CowArray<'a, f32, IxDyn>>> {
+        match_data(y.into_data(), &self.output_names(), what)
+    }
+
+    /// Targets as checked rows, one per output, with as many rows as `x`.
+    fn target_rows<'s>(
+        &self,
+        c: &ModelCompiled,
+        arrays: &'s [CowArray<'_, f32, IxDyn>],
+        x_rows: usize,
+        what: &str,
+    ) -> Result<Vec<CowArray<'s, f32, Ix2>>> {
         let names = self.output_names();
         let shapes = self.output_shapes();
-        let rows = match_data(y.into_data(), &names, &shapes, what)?;
-        for (o, r) in rows.iter().enumerate() {
+        let mut rows = Vec::with_capacity(arrays.len());
+        for (o, a) in arrays.iter().enumerate() {
             let label = format!("{what}[\"{}\"]", names[o]);
+            let r = validate::as_rows(a.view(), Some(shapes[o]), &label)?;
             let oc = &c.outputs[o];
             validate::check_targets(&oc.loss, r.view(), shapes[o].size(), oc.positions, &label)?;
+            if r.nrows() != x_rows {
+                return Err(Error::shape(
+                    format!("`{label}`"),
+                    format!("{x_rows} rows, as many as the inputs"),
+                    format!("{} rows", r.nrows()),
+                ));
+            }
+            rows.push(r);
         }
         Ok(rows)
     }
@@ -551,15 +587,11 @@ impl Model {
                 o.validation_split,
             ));
         }
-        let xs = self.input_rows(x, "x")?;
-        let ys = self.target_rows(&c, y, "y")?;
+        let x_in = self.order_inputs(x, "x")?;
+        let y_in = self.order_targets(y, "y")?;
+        let xs = self.input_rows(&x_in, "x")?;
         let n = xs[0].nrows();
-        for (i, a) in xs.iter().enumerate().skip(1) {
-            validate::check_rows(xs[0].view(), a.view(), "x[0]", &format!("x[{i}]"))?;
-        }
-        for (i, a) in ys.iter().enumerate() {
-            validate::check_rows(xs[0].view(), a.view(), "x", &format!("y[{i}]"))?;
-        }
+        let ys = self.target_rows(&c, &y_in, n, "y")?;
         if let Some(w) = &o.sample_weight {
             check_sample_weight(w, n, "sample_weight")?;
         }
@@ -894,11 +926,9 @@ impl Model {
     /// Predictions, one array per output shaped `(samples, ...output
     /// shape)` (Keras `predict` on a multi-output model).
     pub fn predict<'a>(&self, x: impl IntoData<'a>) -> Result<Vec<ArrayD<f32>>> {
-        let xs = self.input_rows(x, "x")?;
+        let x_in = self.order_inputs(x, "x")?;
+        let xs = self.input_rows(&x_in, "x")?;
         let n = xs[0].nrows();
-        for (i, a) in xs.iter().enumerate().skip(1) {
-            validate::check_rows(xs[0].view(), a.view(), "x[0]", &format!("x[{i}]"))?;
-        }
         let xv: Vec<ArrayView2<f32>> = xs.iter().map(|a| a.view()).collect();
         let mut outs: Vec<Array2<f32>> = self
             .outputs
@@ -930,14 +960,10 @@ impl Model {
             .compiled
             .as_ref()
             .ok_or(Error::NotCompiled("evaluate"))?;
-        let xs = self.input_rows(x, "x")?;
-        let ys = self.target_rows(c, y, "y")?;
-        for (i, a) in xs.iter().enumerate().skip(1) {
-            validate::check_rows(xs[0].view(), a.view(), "x[0]", &format!("x[{i}]"))?;
-        }
-        for (i, a) in ys.iter().enumerate() {
-            validate::check_rows(xs[0].view(), a.view(), "x", &format!("y[{i}]"))?;
-        }
+        let x_in = self.order_inputs(x, "x")?;
+        let y_in = self.order_targets(y, "y")?;
+        let xs = self.input_rows(&x_in, "x")?;
+        let ys = self.target_rows(c, &y_in, xs[0].nrows(), "y")?;
         let xv: Vec<ArrayView2<f32>> = xs.iter().map(|a| a.view()).collect();
         let yv: Vec<ArrayView2<f32>> = ys.iter().map(|a| a.view()).collect();
         Ok(self.evaluate_rows(c, &xv, &yv, None, ""))
