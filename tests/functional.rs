@@ -601,3 +601,161 @@ fn summary_shows_connections_like_keras() {
     );
     assert_eq!(m.count_params(), 8);
 }
+
+#[test]
+fn save_load_and_resume_are_exact() {
+    let [x, f, c, v] = two_branch_data();
+    let opts = |epochs, initial_epoch| FitOptions {
+        epochs,
+        initial_epoch,
+        batch_size: 8,
+        verbose: 0,
+        seed: Some(4),
+        ..Default::default()
+    };
+    let mut straight = compiled_two_branch(2);
+    straight.fit([&x, &f], [&c, &v], opts(4, 0)).unwrap();
+
+    let mut first = compiled_two_branch(2);
+    first.fit([&x, &f], [&c, &v], opts(2, 0)).unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "horn-functional-{}.safetensors",
+        std::process::id()
+    ));
+    first.save(&path).unwrap();
+    let mut resumed = Model::load(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(resumed.input_names(), ["numbers", "flags"]);
+    assert_eq!(resumed.output_names(), ["class", "value"]);
+    assert_eq!(resumed.summary(), first.summary());
+    let p0 = first.predict([&x, &f]).unwrap();
+    let p1 = resumed.predict([&x, &f]).unwrap();
+    assert_eq!(p0, p1);
+    let h = resumed.fit([&x, &f], [&c, &v], opts(4, 2)).unwrap();
+    assert!(h.get("class_accuracy").is_some() && h.get("value_mae").is_some());
+    assert_eq!(
+        resumed.get_weights().unwrap(),
+        straight.get_weights().unwrap()
+    );
+    // The same model gives the same bytes.
+    assert_eq!(resumed.to_bytes().unwrap(), straight.to_bytes().unwrap());
+
+    // Each kind of model file names the loader it needs.
+    let bytes = first.to_bytes().unwrap();
+    let e = Sequential::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(e.contains("Model::load"), "{e}");
+    let seq = Sequential::new().seed(1).input(3).dense(2, Linear);
+    let e = Model::from_bytes(&seq.to_bytes().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Sequential::load"), "{e}");
+
+    // Weights by Keras name.
+    let wpath = std::env::temp_dir().join(format!(
+        "horn-functional-w-{}.safetensors",
+        std::process::id()
+    ));
+    straight.save_weights(&wpath).unwrap();
+    let mut fresh = two_branch(99);
+    assert_ne!(
+        fresh.get_weights().unwrap(),
+        straight.get_weights().unwrap()
+    );
+    fresh.load_weights(&wpath).unwrap();
+    std::fs::remove_file(&wpath).ok();
+    assert_eq!(
+        fresh.get_weights().unwrap(),
+        straight.get_weights().unwrap()
+    );
+}
+
+/// A change to a model file's graph.
+type Edit = dyn Fn(&mut Value);
+
+/// The `model` metadata of a functional file, edited, written back.
+fn with_graph(bytes: &[u8], edit: impl Fn(&mut Value)) -> Vec<u8> {
+    let (mut header, data) = common::split_safetensors(bytes);
+    let mut model: Value =
+        serde_json::from_str(header["__metadata__"]["model"].as_str().unwrap()).unwrap();
+    edit(&mut model);
+    header["__metadata__"]["model"] = Value::String(model.to_string());
+    common::join_safetensors(&header, &data)
+}
+
+#[test]
+fn hostile_graph_files_are_refused_without_panics() {
+    let model = compiled_two_branch(1);
+    let bytes = model.to_bytes().unwrap();
+    assert!(Model::from_bytes(&bytes).is_ok());
+    let cases: Vec<(&str, Box<Edit>)> = vec![
+        (
+            "reads tensor",
+            Box::new(|m| m["nodes"][0]["inputs"][0] = 7.into()),
+        ),
+        (
+            "calls layer",
+            Box::new(|m| m["nodes"][1]["layer"] = 40.into()),
+        ),
+        (
+            "used twice",
+            Box::new(|m| m["layers"][1]["name"] = m["layers"][0]["name"].clone()),
+        ),
+        (
+            "shape",
+            Box::new(|m| m["inputs"][0]["shape"] = serde_json::json!([0])),
+        ),
+        (
+            "shape",
+            Box::new(|m| m["inputs"][0]["shape"] = serde_json::json!([1usize << 40, 1usize << 40])),
+        ),
+        (
+            "not made by a layer",
+            Box::new(|m| m["outputs"][0] = 0.into()),
+        ),
+        (
+            "not made by a layer",
+            Box::new(|m| m["outputs"][1] = 1000.into()),
+        ),
+        (
+            "never called",
+            Box::new(|m| {
+                m["layers"].as_array_mut().unwrap().push(
+                    serde_json::json!({"name": "extra", "body": {"Merge": {"class_name": "Add"}}}),
+                )
+            }),
+        ),
+        (
+            "tensors",
+            Box::new(|m| m["nodes"][0]["inputs"] = serde_json::json!([0, 1])),
+        ),
+        (
+            "compiled outputs",
+            Box::new(|m| {
+                m["compile"]["outputs"].as_array_mut().unwrap().pop();
+            }),
+        ),
+        (
+            "",
+            Box::new(|m| m["inputs"][0]["shape"] = serde_json::json!([6])),
+        ),
+    ];
+    for (want, edit) in cases {
+        let e = Model::from_bytes(&with_graph(&bytes, edit))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "expected {want:?} in: {e}");
+    }
+    // Random byte flips anywhere: an error or a model, never a panic.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..2000 {
+        let mut b = bytes.clone();
+        for _ in 0..3 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let i = (state % b.len() as u64) as usize;
+            b[i] = (state >> 32) as u8;
+        }
+        let _ = Model::from_bytes(&b);
+    }
+}

@@ -148,6 +148,26 @@ impl ModelCompile {
         self
     }
 
+    /// A metric with its key (model loading).
+    pub(crate) fn named_metric(
+        mut self,
+        output: &str,
+        key: &str,
+        metric: Metric,
+        weighted: bool,
+    ) -> Self {
+        if let Err(e) = metric.validate() {
+            self.keep(e);
+        }
+        self.metrics.push((
+            Target::Name(output.into()),
+            key.to_string(),
+            metric,
+            weighted,
+        ));
+        self
+    }
+
     fn keep(&mut self, e: Error) {
         self.error.get_or_insert(e);
     }
@@ -167,6 +187,9 @@ pub(crate) struct OutputCompiled {
     pub fused_node: Option<usize>,
     /// Positions per sample (1 for a vector output).
     pub positions: usize,
+    /// The metrics as given to `compile`: key, metric, weighted (model
+    /// files).
+    pub given: Vec<(String, Metric, bool)>,
 }
 
 #[derive(Debug, Clone)]
@@ -427,6 +450,11 @@ impl Model {
                 entries,
                 fused_node: fused.then_some(k),
                 positions,
+                given: plain
+                    .iter()
+                    .map(|(k, m)| (k.clone(), *m, false))
+                    .chain(weighted.iter().map(|(k, m)| (k.clone(), *m, true)))
+                    .collect(),
             });
         }
         for oc in &outputs {

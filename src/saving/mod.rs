@@ -56,6 +56,8 @@ use crate::optimizers::Optimizer;
 use crate::regularizers::Regularizer;
 use crate::shape::Shape;
 
+mod functional;
+
 /// The newest file format version this build reads and the one it writes
 /// (2: optimizer state named by weight; 1: numbered, still read).
 pub const FORMAT_VERSION: u32 = 2;
@@ -309,6 +311,122 @@ fn parse_file<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
     }
     SafeTensors::deserialize(bytes)
         .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))
+}
+
+/// Parses a horn model file: the safetensors container, its metadata and
+/// its format version (checked: 1 up to [`FORMAT_VERSION`]).
+fn open_model_file<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+) -> Result<(
+    SafeTensors<'a>,
+    std::collections::HashMap<String, String>,
+    u32,
+)> {
+    let st = parse_file(bytes, path)?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
+    let meta = header.metadata().clone().ok_or_else(|| {
+        Error::format(
+            path,
+            "no metadata: not a horn model file (weights only? use load_weights)",
+        )
+    })?;
+    if meta.get("format").map(String::as_str) != Some("horn") {
+        return Err(Error::format(
+            path,
+            "not a horn model file (metadata `format` is not \"horn\")",
+        ));
+    }
+    let version: u32 = meta
+        .get("format_version")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::format(path, "missing or unreadable `format_version`"))?;
+    if version > FORMAT_VERSION {
+        return Err(Error::format(
+            path,
+            format!("format version {version} is newer than this horn reads ({FORMAT_VERSION}); upgrade horn"),
+        ));
+    }
+    if version == 0 {
+        return Err(Error::format(path, "format version 0 does not exist"));
+    }
+    Ok((st, meta, version))
+}
+
+/// An optimizer's progress as a model file holds it, checked.
+struct SavedOptimizer {
+    iterations: u64,
+    u_product: f64,
+    state: Vec<(String, Vec<f32>)>,
+}
+
+impl SavedOptimizer {
+    /// Reads and checks the iteration count, Nadam's momentum product and,
+    /// when the file has them, the slot variables of every trainable
+    /// weight (`vars`: names and sizes).
+    fn read(
+        optimizer: &Optimizer,
+        has_state: bool,
+        vars: &[(String, usize)],
+        st: &SafeTensors<'_>,
+        version: u32,
+        path: &Path,
+    ) -> Result<Self> {
+        let iterations = optimizer.iterations();
+        if iterations > MAX_ITERATIONS {
+            return Err(Error::format(
+                path,
+                format!("optimizer iterations {iterations} is beyond Keras' int64 range"),
+            ));
+        }
+        let u_product = optimizer.u_product();
+        if !(u_product.is_finite() && (0.0..=1.0).contains(&u_product)) {
+            return Err(Error::format(
+                path,
+                format!("optimizer momentum product {u_product} is not in [0, 1]"),
+            ));
+        }
+        let mut state = Vec::new();
+        if has_state {
+            let k = optimizer.slots_per_weight();
+            for (i, (key, len)) in vars.iter().enumerate() {
+                let name = if version == 1 {
+                    format!("optimizer/{i}")
+                } else {
+                    format!("optimizer/{key}")
+                };
+                state.push((key.clone(), tensor(st, &name, &[k, *len], path)?));
+            }
+        }
+        Ok(SavedOptimizer {
+            iterations,
+            u_product,
+            state,
+        })
+    }
+
+    fn restore(self, optimizer: &mut Optimizer) {
+        optimizer.restore_state(self.iterations, self.u_product, self.state);
+    }
+}
+
+/// The optimizer's slot variables as tensors named `optimizer/{weight}`;
+/// returns whether there were any.
+fn optimizer_tensors<'a>(opt: &'a Optimizer, tensors: &mut Vec<Tensor<'a>>) -> bool {
+    let k = opt.slots_per_weight();
+    let mut has_state = false;
+    if k > 0 {
+        for (key, s) in opt.slots() {
+            has_state = true;
+            tensors.push(Tensor {
+                name: format!("optimizer/{key}"),
+                shape: vec![k, s.len() / k],
+                values: s,
+            });
+        }
+    }
+    has_state
 }
 
 impl LayerConfig {
@@ -660,18 +778,7 @@ impl Sequential {
         let mut tensors = self.weight_tensors();
         let compile = self.compiled().map(|c| {
             let opt = &c.optimizer;
-            let k = opt.slots_per_weight();
-            let mut has_state = false;
-            if k > 0 {
-                for (key, s) in opt.slots() {
-                    has_state = true;
-                    tensors.push(Tensor {
-                        name: format!("optimizer/{key}"),
-                        shape: vec![k, s.len() / k],
-                        values: s,
-                    });
-                }
-            }
+            let has_state = optimizer_tensors(opt, &mut tensors);
             CompileEntry {
                 optimizer: opt.clone(),
                 loss: c.loss,
@@ -733,33 +840,12 @@ impl Sequential {
 
     /// Parses and checks a model file's bytes; `path` names it in errors.
     fn decode(bytes: &[u8], path: &Path) -> Result<Sequential> {
-        let st = parse_file(bytes, path)?;
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
-        let meta = header.metadata().clone().ok_or_else(|| {
-            Error::format(
-                path,
-                "no metadata: not a horn model file (weights only? use load_weights)",
-            )
-        })?;
-        if meta.get("format").map(String::as_str) != Some("horn") {
+        let (st, meta, version) = open_model_file(bytes, path)?;
+        if meta.get("model_kind").map(String::as_str) == Some("functional") {
             return Err(Error::format(
                 path,
-                "not a horn model file (metadata `format` is not \"horn\")",
+                "this file holds a functional model; load it with `Model::load`",
             ));
-        }
-        let version: u32 = meta
-            .get("format_version")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::format(path, "missing or unreadable `format_version`"))?;
-        if version > FORMAT_VERSION {
-            return Err(Error::format(
-                path,
-                format!("format version {version} is newer than this horn reads ({FORMAT_VERSION}); upgrade horn"),
-            ));
-        }
-        if version == 0 {
-            return Err(Error::format(path, "format version 0 does not exist"));
         }
         let json = meta
             .get("model")
@@ -812,33 +898,9 @@ impl Sequential {
             .map_err(|e| Error::format(path, format!("invalid architecture: {e}")))?;
 
         if let Some(c) = entry.compile {
-            let iterations = c.optimizer.iterations();
-            if iterations > MAX_ITERATIONS {
-                return Err(Error::format(
-                    path,
-                    format!("optimizer iterations {iterations} is beyond Keras' int64 range"),
-                ));
-            }
-            let u_product = c.optimizer.u_product();
-            if !(u_product.is_finite() && (0.0..=1.0).contains(&u_product)) {
-                return Err(Error::format(
-                    path,
-                    format!("optimizer momentum product {u_product} is not in [0, 1]"),
-                ));
-            }
             let vars = model.weight_sizes();
-            let mut state = Vec::new();
-            if c.optimizer_state {
-                let k = c.optimizer.slots_per_weight();
-                for (i, (key, len)) in vars.iter().enumerate() {
-                    let name = if version == 1 {
-                        format!("optimizer/{i}")
-                    } else {
-                        format!("optimizer/{key}")
-                    };
-                    state.push((key.clone(), tensor(&st, &name, &[k, *len], path)?));
-                }
-            }
+            let saved =
+                SavedOptimizer::read(&c.optimizer, c.optimizer_state, &vars, &st, version, path)?;
             let names = |names: Vec<String>, metrics: &[Metric]| -> Vec<String> {
                 if names.len() == metrics.len() {
                     names
@@ -856,7 +918,7 @@ impl Sequential {
                 .compile_with(c.optimizer, c.loss, options)
                 .map_err(|e| Error::format(path, format!("invalid compile settings: {e}")))?;
             if let Some(comp) = model.compiled_mut() {
-                comp.optimizer.restore_state(iterations, u_product, state);
+                saved.restore(&mut comp.optimizer);
             }
         }
         Ok(model)
