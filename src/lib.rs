@@ -36,11 +36,15 @@
 //! - [`model`]: [`Sequential`] (builder, `compile`, weights), the training engine
 //!   (`fit`), inference (`predict`, `evaluate`), [`History`], progress output and
 //!   `summary()`.
+//! - [`model::functional`]: the functional API: [`Graph`] (inputs, layers
+//!   called on [`Tensor`]s, shared layers), [`Model`] (several inputs and
+//!   outputs, a loss per output), its graph engine, files and `summary()`.
 //! - [`layers`]: the [`Layer`](layers::Layer) trait and the built-in layers:
 //!   `Dense`, `Dropout`, `Activation`; `Conv1D`/`Conv2D`, the poolings,
 //!   `Flatten`, `Reshape` (vision); `BatchNormalization`, `LayerNormalization`;
 //!   `Embedding`, `SimpleRNN`, `LSTM`, `GRU`, `Bidirectional`,
-//!   `TimeDistributed` (sequences).
+//!   `TimeDistributed` (sequences); the merge layers `Concatenate`, `Add`,
+//!   `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum`, `Dot`.
 //! - [`Shape`]: the per-sample shape a layer is built for.
 //! - [`activations`], [`losses`], [`metrics`], [`optimizers`], [`initializers`],
 //!   [`regularizers`], [`callbacks`]: the Keras catalogue, with Keras 3 names,
@@ -126,6 +130,24 @@
 //! straight through it); `GlobalAveragePooling1D` averages the other steps.
 //! Losses and metrics over `(steps, classes)` outputs are computed per step
 //! over the last axis and averaged, as in Keras (they do not use the mask).
+//!
+//! ## Graphs: the functional API
+//! A [`Model`] is a list of nodes (a layer called on tensors) in creation
+//! order, which is topological because a call can only read tensors that
+//! exist; tensors are numbered inputs first, then one per node. The engine
+//! gives every tensor one buffer of rows, as `Sequential` gives every layer,
+//! so the same layers run unchanged; merge layers read several tensors.
+//! Backward walks the nodes in reverse with one gradient buffer per tensor:
+//! the first consumer writes it and the next ones add into it, so a tensor
+//! read twice (fan-out) and a layer called twice (shared weights) sum their
+//! gradients in an order fixed by the graph, and nothing is allocated per
+//! batch. Each output has its loss; its gradient is scaled by its
+//! `loss_weight` and written into the output's buffer before backward
+//! starts (fused with a softmax or sigmoid when only the loss reads the
+//! output). Masks follow tensors: a layer that makes one marks its output,
+//! layers that keep the time axis pass it on, and a merge keeps a mask all
+//! its inputs share. `Sequential` keeps its own chain engine, the speed
+//! reference, with none of this bookkeeping.
 //!
 //! ## Design of one training step
 //! `fit` allocates one workspace sized for the batch: the gathered input rows,

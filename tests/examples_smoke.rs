@@ -62,3 +62,15 @@ fn word_language_learns_from_letters() {
     assert_eq!(word_language::encode("abcdefghijklmnop").row(0)[0], 5);
     assert!(model.predict(&word_language::encode("zzz")).is_ok());
 }
+
+#[allow(dead_code)]
+#[path = "../examples/multi_io.rs"]
+mod multi_io;
+
+#[test]
+fn multi_io_learns_both_outputs() {
+    let s = multi_io::run(60, 1, 0).unwrap();
+    assert!(s.accuracy >= 0.95, "species accuracy {}", s.accuracy);
+    // The body mass spread (sd) is about 800 g; the model must do much better.
+    assert!(s.mass_mae_g < 400.0, "body mass MAE {} g", s.mass_mae_g);
+}

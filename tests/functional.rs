@@ -759,3 +759,93 @@ fn hostile_graph_files_are_refused_without_panics() {
         let _ = Model::from_bytes(&b);
     }
 }
+
+#[test]
+fn a_chain_as_a_graph_trains_bit_identically_to_sequential() {
+    let x = data(50, 6, 1);
+    let y = Array2::from_shape_fn((50, 3), |(i, j)| ((i * 7 % 3) == j) as u8 as f32);
+    let mut seq = Sequential::new()
+        .seed(21)
+        .input(6)
+        .dense(16, Relu)
+        .dropout(0.3)
+        .dense(3, Softmax);
+    seq.compile("rmsprop", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    let mut g = Graph::with_seed(21);
+    let i = g.input("x", &[6]);
+    let h = g.call(Dense::new(16, Relu), i);
+    let h = g.call(Dropout::new(0.3), h);
+    let o = g.call(Dense::new(3, Softmax), h);
+    let mut model = Model::new(g, [i], [o]).unwrap();
+    model
+        .compile(
+            "rmsprop",
+            ModelCompile::new()
+                .loss("categorical_crossentropy")
+                .metrics_all(&["accuracy"]),
+        )
+        .unwrap();
+    assert_eq!(seq.get_weights().unwrap(), model.get_weights().unwrap());
+    let opts = FitOptions {
+        epochs: 3,
+        batch_size: 8,
+        validation_split: 0.2,
+        verbose: 0,
+        ..Default::default()
+    };
+    let hs = seq.fit(&x, &y, opts.clone()).unwrap();
+    let hm = model.fit(&x, &y, opts).unwrap();
+    assert_eq!(seq.get_weights().unwrap(), model.get_weights().unwrap());
+    // One output: Keras' single-output keys, no per-output prefix.
+    for k in ["loss", "accuracy", "val_loss", "val_accuracy"] {
+        assert_eq!(hs.get(k), hm.get(k), "{k}");
+    }
+    assert_eq!(hm.len(), 3);
+    let p = model.predict(&x).unwrap();
+    assert_eq!(
+        p[0].clone().into_dimensionality::<ndarray::Ix2>().unwrap(),
+        seq.predict(&x).unwrap()
+    );
+}
+
+#[test]
+fn masks_flow_through_a_graph_as_through_sequential() {
+    // Embedding(mask_zero) -> LSTM, as a chain and as a graph, on padded ids.
+    let ids = Array2::from_shape_fn((6, 5), |(i, j)| {
+        if j + i % 3 >= 5 {
+            0.0
+        } else {
+            ((i + 2 * j) % 9 + 1) as f32
+        }
+    });
+    let seq = Sequential::new()
+        .seed(4)
+        .input_shape(&[5])
+        .add(Embedding::new(10, 4).mask_zero(true))
+        .add(LSTM::new(3))
+        .dense(2, Linear);
+    let mut g = Graph::with_seed(4);
+    let i = g.input("ids", &[5]);
+    let e = g.call(Embedding::new(10, 4).mask_zero(true), i);
+    let h = g.call(LSTM::new(3), e);
+    let o = g.call(Dense::new(2, Linear), h);
+    let model = Model::new(g, [i], [o]).unwrap();
+    let p = model.predict(&ids).unwrap();
+    let want = seq.predict(&ids).unwrap();
+    assert_eq!(p[0].as_slice().unwrap(), want.as_slice().unwrap());
+    // Padding changes nothing: a row with extra zeros at the end predicts
+    // what the unpadded steps give.
+    let mut unmasked = Sequential::new()
+        .seed(4)
+        .input_shape(&[5])
+        .add(Embedding::new(10, 4))
+        .add(LSTM::new(3))
+        .dense(2, Linear);
+    unmasked.set_weights(&seq.get_weights().unwrap()).unwrap();
+    assert_ne!(
+        unmasked.predict(&ids).unwrap(),
+        want,
+        "the mask must matter on padded rows"
+    );
+}
