@@ -2,18 +2,69 @@
 //! with access to the logs and the model (Keras `keras/src/callbacks/`).
 //!
 //! Callbacks are plain structs passed by mutable reference to
-//! [`Sequential::fit_with_callbacks`], so their state (e.g.
+//! [`Sequential::fit_with_callbacks`] or [`Model::fit_with_callbacks`], so
+//! their state (e.g.
 //! [`EarlyStopping::stopped_epoch`]) is there to read after `fit`, and they can
 //! be driven by hand in a loop of your own.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ndarray::ArrayD;
 
 use crate::error::{Error, Result};
-use crate::model::{Logs, Sequential};
+use crate::model::{Logs, Model, Sequential};
+
+/// What a callback can read of the model being trained, whichever kind it
+/// is ([`Sequential`] or a functional [`Model`]).
+pub trait TrainedModel {
+    /// Copies of all weights, in Keras order.
+    fn get_weights(&self) -> Result<Vec<ArrayD<f32>>>;
+    /// The optimizer's current learning rate, once compiled.
+    fn learning_rate(&self) -> Option<f32>;
+    /// Saves the whole model (architecture, weights, optimizer state).
+    fn save(&self, path: &Path) -> Result<()>;
+    /// Saves the weights only, under their Keras names.
+    fn save_weights(&self, path: &Path) -> Result<()>;
+    /// The `summary()` table.
+    fn summary(&self) -> String;
+    /// Total number of weights.
+    fn count_params(&self) -> usize;
+}
+
+macro_rules! trained_model {
+    ($t:ty) => {
+        impl TrainedModel for $t {
+            fn get_weights(&self) -> Result<Vec<ArrayD<f32>>> {
+                <$t>::get_weights(self)
+            }
+            fn learning_rate(&self) -> Option<f32> {
+                <$t>::learning_rate(self)
+            }
+            fn save(&self, path: &Path) -> Result<()> {
+                <$t>::save(self, path)
+            }
+            fn save_weights(&self, path: &Path) -> Result<()> {
+                <$t>::save_weights(self, path)
+            }
+            fn summary(&self) -> String {
+                <$t>::summary(self)
+            }
+            fn count_params(&self) -> usize {
+                <$t>::count_params(self)
+            }
+        }
+    };
+}
+trained_model!(Sequential);
+trained_model!(Model);
+
+/// The model a context hands to callbacks.
+enum Trained<'a> {
+    Sequential(&'a mut Sequential),
+    Functional(&'a mut Model),
+}
 
 /// What a callback sees: the model (read-only), its weights and learning rate
 /// (writable), and a way to stop.
@@ -32,31 +83,69 @@ use crate::model::{Logs, Sequential};
 /// ctx.set_weights(&w).unwrap();
 /// ctx.set_learning_rate(0.5).unwrap();
 /// assert_eq!(ctx.model().learning_rate(), Some(0.5));
+/// assert!(ctx.sequential().is_some());
 /// ```
 pub struct CallbackContext<'a> {
-    model: &'a mut Sequential,
+    model: Trained<'a>,
     stop: bool,
 }
 
 impl<'a> CallbackContext<'a> {
     pub(crate) fn new(model: &'a mut Sequential) -> Self {
-        CallbackContext { model, stop: false }
+        CallbackContext {
+            model: Trained::Sequential(model),
+            stop: false,
+        }
     }
 
-    /// The model being trained.
-    pub fn model(&self) -> &Sequential {
-        self.model
+    pub(crate) fn functional(model: &'a mut Model) -> Self {
+        CallbackContext {
+            model: Trained::Functional(model),
+            stop: false,
+        }
     }
 
-    /// Replaces the weights, in the order of [`Sequential::get_weights`]; every
-    /// shape must match the model's (checked before anything changes).
+    /// The model being trained, as what every model offers (weights,
+    /// learning rate, saving); [`CallbackContext::sequential`] and
+    /// [`CallbackContext::functional_model`] give the model itself.
+    pub fn model(&self) -> &dyn TrainedModel {
+        match &self.model {
+            Trained::Sequential(m) => &**m,
+            Trained::Functional(m) => &**m,
+        }
+    }
+
+    /// The model, when it is a [`Sequential`].
+    pub fn sequential(&self) -> Option<&Sequential> {
+        match &self.model {
+            Trained::Sequential(m) => Some(m),
+            Trained::Functional(_) => None,
+        }
+    }
+
+    /// The model, when it is a functional [`Model`].
+    pub fn functional_model(&self) -> Option<&Model> {
+        match &self.model {
+            Trained::Functional(m) => Some(m),
+            Trained::Sequential(_) => None,
+        }
+    }
+
+    /// Replaces the weights, in the order of `get_weights`; every shape must
+    /// match the model's (checked before anything changes).
     pub fn set_weights(&mut self, weights: &[ArrayD<f32>]) -> Result<()> {
-        self.model.set_weights(weights)
+        match &mut self.model {
+            Trained::Sequential(m) => m.set_weights(weights),
+            Trained::Functional(m) => m.set_weights(weights),
+        }
     }
 
     /// Sets the optimizer's learning rate for the next steps.
     pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
-        self.model.set_learning_rate(lr)
+        match &mut self.model {
+            Trained::Sequential(m) => m.set_learning_rate(lr),
+            Trained::Functional(m) => m.set_learning_rate(lr),
+        }
     }
 
     /// Asks `fit` to stop after the current batch or epoch (Keras
@@ -74,6 +163,45 @@ impl<'a> CallbackContext<'a> {
     pub fn manual(model: &'a mut Sequential) -> Self {
         Self::new(model)
     }
+
+    /// [`CallbackContext::manual`] for a functional [`Model`].
+    pub fn manual_functional(model: &'a mut Model) -> Self {
+        Self::functional(model)
+    }
+}
+
+/// Runs a training run between the callbacks' `on_train_begin` and
+/// `on_train_end`: `train` gets the model, the callbacks and the logs to
+/// leave for `on_train_end`. `on_train_end` runs on every path once
+/// `on_train_begin` has, errors included (callbacks restore weights and
+/// close files); the first error wins. A stop requested in
+/// `on_train_begin` skips `train`.
+pub(crate) fn with_train_hooks<M>(
+    model: &mut M,
+    context: impl for<'m> Fn(&'m mut M) -> CallbackContext<'m>,
+    callbacks: &mut [&mut dyn Callback],
+    train: impl FnOnce(&mut M, &mut [&mut dyn Callback], &mut Logs) -> Result<()>,
+) -> Result<()> {
+    let mut ctx = context(model);
+    for cb in callbacks.iter_mut() {
+        cb.on_train_begin(&mut ctx)?;
+    }
+    let stop = ctx.stop_requested();
+    let mut last_logs = Logs::default();
+    let result = if stop {
+        Ok(())
+    } else {
+        train(model, callbacks, &mut last_logs)
+    };
+    let mut ctx = context(model);
+    let mut end = Ok(());
+    for cb in callbacks.iter_mut() {
+        let r = cb.on_train_end(&last_logs, &mut ctx);
+        if end.is_ok() {
+            end = r;
+        }
+    }
+    result.and(end)
 }
 
 /// Hooks called by `fit`. Every method has an empty default.

@@ -849,3 +849,61 @@ fn masks_flow_through_a_graph_as_through_sequential() {
         "the mask must matter on padded rows"
     );
 }
+
+#[test]
+fn callbacks_work_on_functional_models() {
+    let [x, f, c, v] = two_branch_data();
+    let mut model = compiled_two_branch(6);
+    let dir = std::env::temp_dir().join(format!("horn-functional-cb-{}", std::process::id()));
+    let mut early = EarlyStopping::default()
+        .monitor("val_class_loss")
+        .patience(2)
+        .restore_best_weights(true);
+    let mut checkpoint = ModelCheckpoint::new(
+        dir.join("epoch-{epoch:02d}.safetensors")
+            .to_string_lossy()
+            .to_string(),
+    );
+    let mut lr = ReduceLrOnPlateau::default().monitor("val_loss").patience(1);
+    let h = model
+        .fit_with_callbacks(
+            [&x, &f],
+            [&c, &v],
+            FitOptions {
+                epochs: 60,
+                batch_size: 8,
+                validation_split: 0.25,
+                verbose: 0,
+                ..Default::default()
+            },
+            &mut [&mut early, &mut checkpoint, &mut lr],
+        )
+        .unwrap();
+    assert!(h.get("lr").is_some(), "ReduceLrOnPlateau logs lr");
+    assert_eq!(checkpoint.saved.len(), h.len());
+    // Every checkpoint is a functional model file that loads.
+    let last = Model::load(checkpoint.saved.last().unwrap()).unwrap();
+    assert_eq!(last.output_names(), ["class", "value"]);
+    std::fs::remove_dir_all(&dir).ok();
+    // Seeded: it stops early, and restores the best epoch's weights, so
+    // evaluating gives the best val_class_loss seen.
+    assert!(early.stopped_epoch > 0 && h.len() < 60);
+    {
+        let n_train = 30;
+        let sl = |a: &Array2<f32>| a.slice(ndarray::s![n_train.., ..]).to_owned();
+        let e = model
+            .evaluate([&sl(&x), &sl(&f)], [&sl(&c), &sl(&v)])
+            .unwrap();
+        let best = h
+            .get("val_class_loss")
+            .unwrap()
+            .iter()
+            .cloned()
+            .fold(f32::INFINITY, f32::min);
+        assert!(
+            (e["class_loss"] - best).abs() < 1e-5,
+            "{} vs {best}",
+            e["class_loss"]
+        );
+    }
+}

@@ -30,7 +30,7 @@ use super::progress::Progress;
 use super::validate;
 use super::workspace::{view, view_mut, Workspace};
 use super::Sequential;
-use crate::callbacks::{Callback, CallbackContext};
+use crate::callbacks::{with_train_hooks, Callback, CallbackContext};
 use crate::error::{Error, Result};
 use crate::losses::Loss;
 use crate::metrics::{argmax, MetricState};
@@ -367,32 +367,15 @@ impl Sequential {
             loss,
         };
 
-        let mut ctx = CallbackContext::new(self);
-        for cb in callbacks.iter_mut() {
-            cb.on_train_begin(&mut ctx)?;
-        }
-        let stop = ctx.stop_requested();
-        let mut last_logs = Logs::default();
-        let result = if stop {
-            Ok(())
-        } else {
-            self.run_epochs(&plan, o, &mut ws, &mut history, &mut last_logs, callbacks)
-        };
-        // on_train_end runs on every path, errors included, so that callbacks
-        // restore weights and close files; the first error wins.
-        let mut ctx = CallbackContext::new(self);
-        let mut end = Ok(());
-        for cb in callbacks.iter_mut() {
-            let r = cb.on_train_end(&last_logs, &mut ctx);
-            if end.is_ok() {
-                end = r;
-            }
-        }
+        let result = with_train_hooks(
+            self,
+            |m| CallbackContext::new(m),
+            callbacks,
+            |m, cbs, last| m.run_epochs(&plan, o, &mut ws, &mut history, last, cbs),
+        );
         // Keras' `model.history`: the epochs done survive an error.
         self.set_history(history.clone());
-        result?;
-        end?;
-        Ok(history)
+        result.map(|_| history)
     }
 
     /// The epoch loop of `fit`.

@@ -22,6 +22,7 @@ use rand::SeedableRng;
 use super::engine::GraphWorkspace;
 use super::graph::LayerKind;
 use super::Model;
+use crate::callbacks::{with_train_hooks, Callback, CallbackContext};
 use crate::error::{Error, Result};
 use crate::losses::{IntoLoss, Loss};
 use crate::metrics::{IntoMetric, Metric, MetricState};
@@ -190,6 +191,26 @@ pub(crate) struct OutputCompiled {
     /// The metrics as given to `compile`: key, metric, weighted (model
     /// files).
     pub given: Vec<(String, Metric, bool)>,
+}
+
+/// What `fit` trains on, fixed for the whole run.
+struct Plan<'p> {
+    c: &'p ModelCompiled,
+    x: &'p [ArrayView2<'p, f32>],
+    y: &'p [ArrayView2<'p, f32>],
+    /// Per training row sample weights.
+    weights: Option<&'p [f32]>,
+    /// Validation inputs, targets and weights.
+    #[allow(clippy::type_complexity)]
+    val: Option<(
+        Vec<ArrayView2<'p, f32>>,
+        Vec<ArrayView2<'p, f32>>,
+        Option<&'p [f32]>,
+    )>,
+    n_train: usize,
+    bs: usize,
+    steps: usize,
+    seed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -473,6 +494,20 @@ impl Model {
         self.compiled.as_ref().map(|c| &c.optimizer)
     }
 
+    /// The optimizer's current learning rate.
+    pub fn learning_rate(&self) -> Option<f32> {
+        self.optimizer().map(|o| o.learning_rate())
+    }
+
+    /// Sets the optimizer's learning rate (between steps, e.g. from a
+    /// callback).
+    pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        match &mut self.compiled {
+            Some(c) => c.optimizer.set_learning_rate(lr),
+            None => Err(Error::NotCompiled("set_learning_rate")),
+        }
+    }
+
     /// Names and sizes of the trainable weight tensors (the optimizer's
     /// variables).
     pub(crate) fn weight_sizes(&self) -> Vec<(String, usize)> {
@@ -587,6 +622,20 @@ impl Model {
         y: impl IntoData<'b>,
         options: FitOptions,
     ) -> Result<History> {
+        self.fit_with_callbacks(x, y, options, &mut [])
+    }
+
+    /// [`Model::fit`] with callbacks (`EarlyStopping`, `ModelCheckpoint`,
+    /// `ReduceLrOnPlateau`, ...), which see the model through
+    /// [`CallbackContext`] and keep their state afterwards. Every callback's
+    /// `on_train_end` runs whenever `on_train_begin` did, errors included.
+    pub fn fit_with_callbacks<'a, 'b>(
+        &mut self,
+        x: impl IntoData<'a>,
+        y: impl IntoData<'b>,
+        options: FitOptions,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
         let o = &options;
         let c = self
             .compiled
@@ -682,6 +731,39 @@ impl Model {
         });
         let train_w = o.sample_weight.as_deref().map(|w| &w[..n_train]);
 
+        let plan = Plan {
+            c: &c,
+            x: &train_x,
+            y: &train_y,
+            weights: train_w,
+            val,
+            n_train,
+            bs,
+            steps,
+            seed,
+        };
+        let result = with_train_hooks(
+            self,
+            |m| CallbackContext::functional(m),
+            callbacks,
+            |m, cbs, last| m.run_epochs(&plan, o, &mut ws, &mut history, last, cbs),
+        );
+        // Keras' `model.history`: the epochs done survive an error.
+        self.last_history = Some(history.clone());
+        result.map(|_| history)
+    }
+
+    /// The epoch loop of `fit`.
+    fn run_epochs(
+        &mut self,
+        plan: &Plan<'_>,
+        o: &FitOptions,
+        ws: &mut GraphWorkspace,
+        history: &mut History,
+        last_logs: &mut Logs,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<()> {
+        let c = plan.c;
         let mut states: Vec<Vec<MetricState>> = c
             .outputs
             .iter()
@@ -692,20 +774,25 @@ impl Model {
                     .collect()
             })
             .collect();
-        let mut progress = Progress::new(o.verbose, steps);
-        let mut order: Vec<usize> = (0..n_train).collect();
+        let mut progress = Progress::new(o.verbose, plan.steps);
+        let mut order: Vec<usize> = (0..plan.n_train).collect();
         let cancelled = || o.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
-        let mut result = Ok(());
         let mut out_totals = vec![0.0f64; c.outputs.len()];
         let mut out_batch = vec![0.0f64; c.outputs.len()];
-        'epochs: for epoch in o.initial_epoch..o.epochs {
-            if cancelled() {
+        let mut stop = false;
+        for epoch in o.initial_epoch..o.epochs {
+            if stop || cancelled() {
                 break;
             }
+            let mut ctx = CallbackContext::functional(self);
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_begin(epoch, &mut ctx)?;
+            }
+            stop |= ctx.stop_requested();
             progress.epoch_begin(epoch, o.epochs);
             if o.shuffle {
                 order.sort_unstable();
-                let mut rng = StdRng::seed_from_u64(stream_seed(seed, epoch as u64, u64::MAX));
+                let mut rng = StdRng::seed_from_u64(stream_seed(plan.seed, epoch as u64, u64::MAX));
                 order.shuffle(&mut rng);
             }
             states.iter_mut().flatten().for_each(MetricState::reset);
@@ -713,46 +800,36 @@ impl Model {
             let mut loss_total = 0.0f64;
             let mut seen = 0usize;
             let mut logs = Logs::default();
-            let mut partial = false;
-            for step in 0..steps {
+            // Cancelled (no validation) or stopped by a callback mid-epoch.
+            let mut early: Option<bool> = None;
+            for step in 0..plan.steps {
                 if cancelled() {
-                    partial = true;
+                    early = Some(true);
                     break;
                 }
-                let rows = &order[step * bs..((step + 1) * bs).min(n_train)];
-                let nb = rows.len();
-                let step_seed = stream_seed(seed, epoch as u64, step as u64);
-                let batch = rayon::scope(|_| {
-                    self.train_step(
-                        &mut ws,
-                        &c,
-                        &mut states,
-                        &mut out_batch,
-                        &train_x,
-                        &train_y,
-                        train_w,
-                        rows,
-                        step_seed,
-                    )
-                });
-                let batch_loss = match batch {
-                    Ok(l) => l,
-                    Err(e) => {
-                        result = Err(e);
-                        break 'epochs;
+                if !callbacks.is_empty() {
+                    let mut ctx = CallbackContext::functional(self);
+                    for cb in callbacks.iter_mut() {
+                        cb.on_batch_begin(step, &mut ctx)?;
                     }
-                };
+                    stop |= ctx.stop_requested();
+                }
+                let rows = &order[step * plan.bs..((step + 1) * plan.bs).min(plan.n_train)];
+                let nb = rows.len();
+                let step_seed = stream_seed(plan.seed, epoch as u64, step as u64);
+                let batch_loss = rayon::scope(|_| {
+                    self.train_step(ws, c, &mut states, &mut out_batch, plan, rows, step_seed)
+                })?;
                 if !batch_loss.is_finite() {
                     if o.verbose > 0 {
                         println!();
                     }
-                    result = Err(Error::Diverged {
+                    return Err(Error::Diverged {
                         epoch: epoch + 1,
                         batch: step,
                         loss: batch_loss,
                         history: Box::new(history.clone()),
                     });
-                    break 'epochs;
                 }
                 loss_total += batch_loss as f64 * nb as f64;
                 for (t, b) in out_totals.iter_mut().zip(&out_batch) {
@@ -769,28 +846,43 @@ impl Model {
                     }
                 }
                 progress.batch_end(step + 1, &logs);
+                if !callbacks.is_empty() {
+                    let mut ctx = CallbackContext::functional(self);
+                    for cb in callbacks.iter_mut() {
+                        cb.on_batch_end(step, &logs, &mut ctx)?;
+                    }
+                    stop |= ctx.stop_requested();
+                }
+                if stop && step + 1 < plan.steps {
+                    early = Some(false);
+                    break;
+                }
             }
             if seen == 0 {
+                // Cancelled before its first batch: nothing to record.
                 break;
             }
-            if !partial {
-                if let Some((vx, vy, vw)) = &val {
-                    let vl = self.evaluate_rows(&c, vx, vy, *vw, "val_");
+            if early != Some(true) {
+                if let Some((vx, vy, vw)) = &plan.val {
+                    let vl = self.evaluate_rows(c, vx, vy, *vw, "val_");
                     for (k, v) in vl.iter() {
                         logs.insert(k, v);
                     }
                 }
-            } else {
+            }
+            if early.is_some() {
                 history.partial_epoch = Some(epoch);
             }
+            let mut ctx = CallbackContext::functional(self);
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_end(epoch, &mut logs, &mut ctx)?;
+            }
+            stop |= ctx.stop_requested() || early.is_some();
             progress.epoch_end(&logs);
             history.push(epoch, &logs);
-            if partial {
-                break;
-            }
+            *last_logs = logs;
         }
-        self.last_history = Some(history.clone());
-        result.map(|_| history)
+        Ok(())
     }
 
     /// One training step; returns the batch loss (before any weight
@@ -803,12 +895,11 @@ impl Model {
         c: &ModelCompiled,
         states: &mut [Vec<MetricState>],
         out_batch: &mut [f64],
-        xs: &[ArrayView2<f32>],
-        ys: &[ArrayView2<f32>],
-        weights: Option<&[f32]>,
+        plan: &Plan<'_>,
         rows: &[usize],
         seed: u64,
     ) -> Result<f32> {
+        let (xs, ys, weights) = (plan.x, plan.y, plan.weights);
         let nb = rows.len();
         for (i, x) in xs.iter().enumerate() {
             let w = ws.widths[i];
