@@ -8,7 +8,7 @@
 //! the standardized mass), with loss weights 1 and 0.5.
 //!
 //! ```text
-//! cargo run --release --example multi_io [-- --epochs 150 --seed 1]
+//! cargo run --release --example multi_io [-- --epochs 150 --seed 1 --plot-model model.svg]
 //! ```
 
 use horn::prelude::*;
@@ -28,6 +28,17 @@ pub struct Scores {
 
 /// Trains the model and scores it on the held-out rows.
 pub fn run(epochs: usize, seed: u64, verbose: u8) -> Result<Scores, Box<dyn std::error::Error>> {
+    run_with(epochs, seed, verbose, None)
+}
+
+/// [`run`], also writing the model's diagram (SVG, or DOT for a `.dot`
+/// name) when `plot` is given.
+pub fn run_with(
+    epochs: usize,
+    seed: u64,
+    verbose: u8,
+    plot: Option<&str>,
+) -> Result<Scores, Box<dyn std::error::Error>> {
     let table = horn::datasets::penguins::load()?.drop_na();
     let species = table.categorical("species")?;
     let species_enc = OneHotEncoder::fit(&species);
@@ -76,6 +87,14 @@ pub fn run(epochs: usize, seed: u64, verbose: u8) -> Result<Scores, Box<dyn std:
             .metrics("species", &["accuracy"])
             .metrics("body_mass", &["mae"]),
     )?;
+    if let Some(path) = plot {
+        let d = model.plot_model();
+        if path.ends_with(".dot") {
+            d.write_dot(path)?;
+        } else {
+            d.write_svg(path)?;
+        }
+    }
     if verbose > 0 {
         println!("{}", model.summary());
         println!(
@@ -129,14 +148,16 @@ pub fn run(epochs: usize, seed: u64, verbose: u8) -> Result<Scores, Box<dyn std:
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut epochs = 150;
     let mut seed = 1;
+    let mut plot = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--epochs" => epochs = args.next().ok_or("--epochs needs a value")?.parse()?,
             "--seed" => seed = args.next().ok_or("--seed needs a value")?.parse()?,
+            "--plot-model" => plot = Some(args.next().ok_or("--plot-model needs a file")?),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    run(epochs, seed, 1)?;
+    run_with(epochs, seed, 1, plot.as_deref())?;
     Ok(())
 }

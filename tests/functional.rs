@@ -595,6 +595,14 @@ fn summary_shows_connections_like_keras() {
     let m = Model::new(g, [a, b], [s]).unwrap();
     let text = m.summary();
     assert_eq!(text.matches("shared (Dense)").count(), 1, "{text}");
+    // The diagram: one box per input and layer, an arrow per connection.
+    let d = m.plot_model();
+    let names: Vec<&str> = d.nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "shared", "add"]);
+    assert_eq!(d.edges(), [(0, 2), (1, 2), (2, 3)]);
+    assert_eq!(d.nodes()[3].input_shape, "[(None, 2), (None, 2)]");
+    let svg = d.to_svg();
+    assert_eq!(svg.matches("class=\"edge\"").count(), 3);
     assert!(
         text.contains("shared[0][0]") && text.contains("shared[1][0]"),
         "{text}"

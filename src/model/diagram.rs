@@ -25,8 +25,9 @@ pub struct DiagramNode {
 }
 
 /// A model's architecture as boxes and arrows (Keras `plot_model` with
-/// `show_shapes=True`). Boxes are in data-flow order; each arrow goes from
-/// one box to the next.
+/// `show_shapes=True`). Boxes are in data-flow order (inputs first); a
+/// `Sequential` model's arrows go from each box to the next, a functional
+/// model's follow its graph.
 ///
 /// ```
 /// use horn::prelude::*;
@@ -40,6 +41,7 @@ pub struct DiagramNode {
 pub struct ModelDiagram {
     title: String,
     nodes: Vec<DiagramNode>,
+    edges: Vec<(usize, usize)>,
 }
 
 fn escape(s: &str) -> String {
@@ -61,7 +63,35 @@ impl ModelDiagram {
 
     /// The arrows, as `(from, to)` indices into [`ModelDiagram::nodes`].
     pub fn edges(&self) -> Vec<(usize, usize)> {
-        (1..self.nodes.len()).map(|i| (i - 1, i)).collect()
+        self.edges.clone()
+    }
+
+    /// A diagram from boxes and arrows (`from` before `to` in `nodes`).
+    pub(crate) fn from_parts(
+        title: String,
+        nodes: Vec<DiagramNode>,
+        edges: Vec<(usize, usize)>,
+    ) -> Self {
+        ModelDiagram {
+            title,
+            nodes,
+            edges,
+        }
+    }
+
+    /// Each box's row: 0 for boxes without arrows in, else one below the
+    /// lowest box that points to it.
+    fn levels(&self) -> Vec<usize> {
+        let mut level = vec![0usize; self.nodes.len()];
+        // Arrows point forward in `nodes`, so one pass in order settles them.
+        let mut edges = self.edges.clone();
+        edges.sort_by_key(|&(_, b)| b);
+        for (a, b) in edges {
+            if a < b && b < level.len() {
+                level[b] = level[b].max(level[a] + 1);
+            }
+        }
+        level
     }
 
     /// Graphviz DOT text (`dot -Tpng model.dot > model.png` draws it):
@@ -101,9 +131,25 @@ impl ModelDiagram {
             top.max(bottom) as f64 * CHAR_W + 24.0
         };
         let box_w = self.nodes.iter().map(text_w).fold(220.0, f64::max);
-        let width = box_w + 40.0;
-        let height = 20.0 + self.nodes.len() as f64 * (BOX_H + GAP) - GAP + 20.0;
-        let x0 = 20.0;
+        // Rows by level, boxes side by side in each row, rows centred.
+        let level = self.levels();
+        let rows = level.iter().max().map_or(0, |m| m + 1);
+        let mut per_row = vec![0usize; rows];
+        let mut slot = vec![0usize; self.nodes.len()];
+        for (i, &l) in level.iter().enumerate() {
+            slot[i] = per_row[l];
+            per_row[l] += 1;
+        }
+        let widest = per_row.iter().copied().max().unwrap_or(1).max(1) as f64;
+        let h_gap = 24.0;
+        let width = widest * box_w + (widest - 1.0) * h_gap + 40.0;
+        let height = 20.0 + rows as f64 * (BOX_H + GAP) - GAP + 20.0;
+        let pos = |i: usize| -> (f64, f64) {
+            let n = per_row[level[i]] as f64;
+            let row_w = n * box_w + (n - 1.0) * h_gap;
+            let x = (width - row_w) / 2.0 + slot[i] as f64 * (box_w + h_gap);
+            (x, 20.0 + level[i] as f64 * (BOX_H + GAP))
+        };
         let mut s = String::new();
         let _ = write!(
             s,
@@ -115,13 +161,13 @@ impl ModelDiagram {
             escape(&self.title)
         );
         for (i, n) in self.nodes.iter().enumerate() {
-            let y = 20.0 + i as f64 * (BOX_H + GAP);
+            let (x0, y) = pos(i);
             let mid = y + BOX_H / 2.0;
             let _ = writeln!(
                 s,
                 "<g class=\"layer\" data-name=\"{}\" data-class=\"{}\">\
-                 <rect x=\"{x0}\" y=\"{y:.1}\" width=\"{box_w:.1}\" height=\"{BOX_H}\" rx=\"4\" fill=\"#f2f6fb\" stroke=\"#34495e\"/>\
-                 <line x1=\"{x0}\" y1=\"{mid:.1}\" x2=\"{:.1}\" y2=\"{mid:.1}\" stroke=\"#34495e\"/>\
+                 <rect x=\"{x0:.1}\" y=\"{y:.1}\" width=\"{box_w:.1}\" height=\"{BOX_H}\" rx=\"4\" fill=\"#f2f6fb\" stroke=\"#34495e\"/>\
+                 <line x1=\"{x0:.1}\" y1=\"{mid:.1}\" x2=\"{:.1}\" y2=\"{mid:.1}\" stroke=\"#34495e\"/>\
                  <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-weight=\"bold\">{} ({})</text>\
                  <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">Input: {}   Output: {}</text></g>",
                 escape(&n.name),
@@ -137,13 +183,14 @@ impl ModelDiagram {
                 escape(&n.output_shape),
             );
         }
-        for (a, b) in self.edges() {
-            let y1 = 20.0 + a as f64 * (BOX_H + GAP) + BOX_H;
-            let y2 = 20.0 + b as f64 * (BOX_H + GAP) - 2.0;
-            let xm = x0 + box_w / 2.0;
+        for &(a, b) in &self.edges {
+            let (xa, ya) = pos(a);
+            let (xb, yb) = pos(b);
+            let (x1, y1) = (xa + box_w / 2.0, ya + BOX_H);
+            let (x2, y2) = (xb + box_w / 2.0, yb - 2.0);
             let _ = writeln!(
                 s,
-                "<line class=\"edge\" data-from=\"{}\" data-to=\"{}\" x1=\"{xm:.1}\" y1=\"{y1:.1}\" x2=\"{xm:.1}\" y2=\"{y2:.1}\" stroke=\"#444\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>",
+                "<line class=\"edge\" data-from=\"{}\" data-to=\"{}\" x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"#444\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>",
                 escape(&self.nodes[a].name),
                 escape(&self.nodes[b].name)
             );
@@ -189,9 +236,11 @@ impl Sequential {
                 output_shape: shapes.get(i + 1).map_or("?".into(), Shape::to_string),
             });
         }
+        let edges = (1..nodes.len()).map(|i| (i - 1, i)).collect();
         Ok(ModelDiagram {
             title: self.model_name().to_string(),
             nodes,
+            edges,
         })
     }
 }

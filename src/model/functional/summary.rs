@@ -195,3 +195,78 @@ impl Model {
         out
     }
 }
+
+impl Model {
+    /// The model's diagram (Keras `keras.utils.plot_model(model,
+    /// show_shapes=True)`): a box per input and per layer, arrows along the
+    /// graph, rows by depth. Write it with
+    /// [`ModelDiagram::write_svg`](crate::model::ModelDiagram::write_svg) or
+    /// `write_dot`.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let mut g = Graph::with_seed(1);
+    /// let a = g.input("a", &[4]);
+    /// let b = g.input("b", &[4]);
+    /// let s = g.call(Add::new(), [a, b]);
+    /// let o = g.call(Dense::new(1, Linear), s);
+    /// let model = Model::new(g, [a, b], [o]).unwrap();
+    /// let d = model.plot_model();
+    /// assert_eq!(d.nodes().len(), 4);
+    /// assert_eq!(d.edges(), [(0, 2), (1, 2), (2, 3)]);
+    /// assert!(d.to_dot().contains("\"b\" -> \"add\""));
+    /// ```
+    pub fn plot_model(&self) -> crate::model::ModelDiagram {
+        use crate::model::DiagramNode;
+        let n_in = self.inputs.len();
+        let mut nodes: Vec<DiagramNode> = self
+            .inputs
+            .iter()
+            .map(|(name, shape)| DiagramNode {
+                name: name.clone(),
+                class: "InputLayer".into(),
+                input_shape: shape.to_string(),
+                output_shape: shape.to_string(),
+            })
+            .collect();
+        let mut edges = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let calls: Vec<&super::Node> = self.nodes.iter().filter(|n| n.layer == l).collect();
+            let Some(first) = calls.first() else {
+                continue;
+            };
+            let ins: Vec<String> = first
+                .inputs
+                .iter()
+                .map(|&t| self.shapes[t].to_string())
+                .collect();
+            let input_shape = if ins.len() == 1 {
+                ins[0].clone()
+            } else {
+                format!("[{}]", ins.join(", "))
+            };
+            let box_index = nodes.len();
+            nodes.push(DiagramNode {
+                name: layer.name.clone(),
+                class: layer.kind.class_name().to_string(),
+                input_shape,
+                output_shape: self.shapes[first.output].to_string(),
+            });
+            for call in calls {
+                for &t in &call.inputs {
+                    // The box of the input or of the layer that made `t`.
+                    let from = if t < n_in {
+                        t
+                    } else {
+                        n_in + self.nodes[t - n_in].layer
+                    };
+                    // A layer called on its own output draws no loop.
+                    if from != box_index && !edges.contains(&(from, box_index)) {
+                        edges.push((from, box_index));
+                    }
+                }
+            }
+        }
+        crate::model::ModelDiagram::from_parts(self.name.clone(), nodes, edges)
+    }
+}
