@@ -339,6 +339,34 @@ impl Sequential {
         Ok(())
     }
 
+    /// [`Sequential::push_built`] under a given name (a Keras file's layer
+    /// names); a name already taken is an error.
+    #[cfg_attr(not(feature = "keras"), allow(dead_code))]
+    pub(crate) fn push_built_named(
+        &mut self,
+        layer: Box<dyn Layer>,
+        out: Shape,
+        name: &str,
+    ) -> Result<()> {
+        if self.shapes.len() != self.layers.len() || self.pending.is_some() {
+            return Err(Error::NotBuilt(
+                "a built layer follows one that is not built".into(),
+            ));
+        }
+        if name.is_empty() || self.names.iter().any(|n| n == name) {
+            return Err(Error::arg("layer name", "a unique, non-empty name", name));
+        }
+        *self
+            .name_counts
+            .entry(snake_case(layer.class_name()))
+            .or_insert(0) += 1;
+        self.names.push(name.to_string());
+        self.layers.push(layer);
+        self.compiled = None;
+        self.shapes.push(out);
+        Ok(())
+    }
+
     /// Re-initialises every layer from the seed.
     fn rebuild(&mut self) {
         self.rng = StdRng::seed_from_u64(self.seed);
@@ -646,6 +674,11 @@ impl Sequential {
         self.compiled.as_mut()
     }
 
+    /// The layers, moved out (turning a model into another kind).
+    pub(crate) fn into_layers(self) -> Vec<Box<dyn Layer>> {
+        self.layers
+    }
+
     pub(crate) fn default_seed(&self) -> u64 {
         self.seed
     }
@@ -673,7 +706,7 @@ impl Sequential {
 /// `batch_normalization`, `Conv2D` -> `conv2d`, `MaxPooling2D` ->
 /// `max_pooling2d` (an underscore before a capital that starts a lowercase
 /// run, or after a lowercase letter before a capital).
-fn snake_case(s: &str) -> String {
+pub(crate) fn snake_case(s: &str) -> String {
     let c: Vec<char> = s.chars().collect();
     let mut out = String::new();
     for (i, &ch) in c.iter().enumerate() {

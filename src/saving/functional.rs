@@ -33,27 +33,27 @@ use crate::optimizers::Optimizer;
 use crate::shape::Shape;
 
 #[derive(Debug, Serialize, Deserialize)]
-struct InputEntry {
-    name: String,
-    shape: Vec<usize>,
+pub(super) struct InputEntry {
+    pub name: String,
+    pub shape: Vec<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum LayerBody {
+pub(super) enum LayerBody {
     Layer(LayerConfig),
     Merge(MergeOp),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct GraphLayerEntry {
-    name: String,
-    body: LayerBody,
+pub(super) struct GraphLayerEntry {
+    pub name: String,
+    pub body: LayerBody,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct NodeEntry {
-    layer: usize,
-    inputs: Vec<usize>,
+pub(super) struct NodeEntry {
+    pub layer: usize,
+    pub inputs: Vec<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,16 +72,43 @@ struct FunctionalCompileEntry {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct FunctionalEntry {
-    name: String,
-    seed: u64,
-    inputs: Vec<InputEntry>,
-    layers: Vec<GraphLayerEntry>,
+pub(super) struct FunctionalEntry {
+    pub name: String,
+    pub seed: u64,
+    pub inputs: Vec<InputEntry>,
+    pub layers: Vec<GraphLayerEntry>,
     /// Node `k` makes tensor `inputs.len() + k`.
-    nodes: Vec<NodeEntry>,
-    outputs: Vec<usize>,
+    pub nodes: Vec<NodeEntry>,
+    pub outputs: Vec<usize>,
     compile: Option<FunctionalCompileEntry>,
 }
+
+impl FunctionalEntry {
+    /// A graph without compile settings (the Keras loader adds its own).
+    #[cfg_attr(not(feature = "keras"), allow(dead_code))]
+    pub(super) fn graph(
+        name: String,
+        inputs: Vec<InputEntry>,
+        layers: Vec<GraphLayerEntry>,
+        nodes: Vec<NodeEntry>,
+        outputs: Vec<usize>,
+    ) -> Self {
+        FunctionalEntry {
+            name,
+            seed: 0,
+            inputs,
+            layers,
+            nodes,
+            outputs,
+            compile: None,
+        }
+    }
+}
+
+/// Builds one layer with weights: `(layer index, config, input shape,
+/// name)` to the layer and its output shape.
+pub(super) type LoadLayer<'a> = dyn FnMut(usize, &LayerConfig, &Shape, &str) -> Result<(Box<dyn crate::layers::Layer>, Shape)>
+    + 'a;
 
 /// The most layers, nodes or inputs a functional model file may list.
 const MAX_ENTRIES: usize = 1 << 16;
@@ -234,147 +261,10 @@ impl Model {
             .ok_or_else(|| Error::format(path, "metadata has no `model` entry"))?;
         let entry: FunctionalEntry = serde_json::from_str(json)
             .map_err(|e| Error::format(path, format!("unreadable architecture: {e}")))?;
+        let mut model = build_model(&entry, path, &mut |_, config, input, name| {
+            config.load(input, name, &st, path)
+        })?;
         let bad = |why: String| Error::format(path, format!("invalid graph: {why}"));
-        let n_in = entry.inputs.len();
-        if n_in == 0 || entry.outputs.is_empty() || entry.nodes.is_empty() {
-            return Err(bad("a model needs inputs, layers and outputs".into()));
-        }
-        if n_in > MAX_ENTRIES || entry.layers.len() > MAX_ENTRIES || entry.nodes.len() > MAX_ENTRIES
-        {
-            return Err(bad(format!(
-                "more than {MAX_ENTRIES} inputs, layers or nodes"
-            )));
-        }
-        let mut names = HashSet::new();
-        let mut shapes: Vec<Shape> = Vec::with_capacity(n_in + entry.nodes.len());
-        let mut inputs = Vec::with_capacity(n_in);
-        for i in &entry.inputs {
-            if i.shape.is_empty()
-                || i.shape.len() > MAX_RANK
-                || i.shape.contains(&0)
-                || i.shape
-                    .iter()
-                    .try_fold(1usize, |a, &d| a.checked_mul(d))
-                    .is_none()
-            {
-                return Err(bad(format!("input `{}` has shape {:?}", i.name, i.shape)));
-            }
-            if i.name.is_empty() || !names.insert(i.name.clone()) {
-                return Err(bad(format!(
-                    "input name `{}` is empty or used twice",
-                    i.name
-                )));
-            }
-            shapes.push(Shape::new(&i.shape));
-            inputs.push((i.name.clone(), Shape::new(&i.shape)));
-        }
-        // Each layer is built (from the file's tensors) at its first call.
-        let mut built: Vec<Option<(LayerKind, Vec<Shape>)>> =
-            (0..entry.layers.len()).map(|_| None).collect();
-        let mut nodes = Vec::with_capacity(entry.nodes.len());
-        for (k, node) in entry.nodes.iter().enumerate() {
-            let t = n_in + k;
-            let Some(le) = entry.layers.get(node.layer) else {
-                return Err(bad(format!(
-                    "node {k} calls layer {} of {}",
-                    node.layer,
-                    entry.layers.len()
-                )));
-            };
-            if let Some(&i) = node.inputs.iter().find(|&&i| i >= t) {
-                return Err(bad(format!(
-                    "node {k} reads tensor {i}, which is not made before it"
-                )));
-            }
-            let in_shapes: Vec<Shape> = node.inputs.iter().map(|&i| shapes[i].clone()).collect();
-            let out = match &mut built[node.layer] {
-                Some((kind, first)) => {
-                    if first != &in_shapes {
-                        return Err(bad(format!(
-                            "shared layer `{}` is called on two shapes",
-                            le.name
-                        )));
-                    }
-                    match kind {
-                        LayerKind::Merge(m) => {
-                            m.output_shape(&in_shapes).map_err(|e| bad(e.to_string()))?
-                        }
-                        LayerKind::Layer(_) => {
-                            // Same input shape as its first call: the same output.
-                            let first_node =
-                                nodes.iter().position(|n: &Node| n.layer == node.layer);
-                            first_node.map_or_else(Shape::default, |f| shapes[n_in + f].clone())
-                        }
-                    }
-                }
-                slot @ None => {
-                    if le.name.is_empty() || !names.insert(le.name.clone()) {
-                        return Err(bad(format!(
-                            "layer name `{}` is empty or used twice",
-                            le.name
-                        )));
-                    }
-                    match &le.body {
-                        LayerBody::Layer(config) => {
-                            if in_shapes.len() != 1 {
-                                return Err(bad(format!(
-                                    "layer `{}` is called on {} tensors",
-                                    le.name,
-                                    in_shapes.len()
-                                )));
-                            }
-                            let (layer, out) = config.load(&in_shapes[0], &le.name, &st, path)?;
-                            *slot = Some((LayerKind::Layer(layer), in_shapes));
-                            out
-                        }
-                        LayerBody::Merge(m) => {
-                            if in_shapes.len() > MAX_MERGE_INPUTS {
-                                return Err(bad(format!(
-                                    "merge `{}` has {} inputs",
-                                    le.name,
-                                    in_shapes.len()
-                                )));
-                            }
-                            let out = m.output_shape(&in_shapes).map_err(|e| bad(e.to_string()))?;
-                            *slot = Some((LayerKind::Merge(*m), in_shapes));
-                            out
-                        }
-                    }
-                }
-            };
-            shapes.push(out);
-            nodes.push(Node {
-                layer: node.layer,
-                inputs: node.inputs.clone(),
-                output: t,
-            });
-        }
-        let mut layers = Vec::with_capacity(entry.layers.len());
-        for (le, b) in entry.layers.iter().zip(built) {
-            let (kind, _) = b.ok_or_else(|| bad(format!("layer `{}` is never called", le.name)))?;
-            layers.push(ModelLayer {
-                name: le.name.clone(),
-                kind,
-            });
-        }
-        if let Some(&o) = entry
-            .outputs
-            .iter()
-            .find(|&&o| o < n_in || o >= shapes.len())
-        {
-            return Err(bad(format!("output tensor {o} is not made by a layer")));
-        }
-        let mut model = Model {
-            name: entry.name,
-            seed: entry.seed,
-            layers,
-            inputs,
-            nodes,
-            shapes,
-            outputs: entry.outputs,
-            compiled: None,
-            last_history: None,
-        };
         if let Some(c) = entry.compile {
             let out_names: Vec<String> =
                 model.output_names().iter().map(|s| s.to_string()).collect();
@@ -439,4 +329,152 @@ impl Model {
         meta.insert("format".to_string(), "horn-weights".to_string());
         write_atomic(path.as_ref(), &encode(&mut self.weight_tensors(), meta))
     }
+}
+
+/// The model of a graph entry (checked as untrusted: indices, names,
+/// shapes), its layers built by `load_layer`.
+pub(super) fn build_model(
+    entry: &FunctionalEntry,
+    path: &Path,
+    load_layer: &mut LoadLayer<'_>,
+) -> Result<Model> {
+    let bad = |why: String| Error::format(path, format!("invalid graph: {why}"));
+    let n_in = entry.inputs.len();
+    if n_in == 0 || entry.outputs.is_empty() || entry.nodes.is_empty() {
+        return Err(bad("a model needs inputs, layers and outputs".into()));
+    }
+    if n_in > MAX_ENTRIES || entry.layers.len() > MAX_ENTRIES || entry.nodes.len() > MAX_ENTRIES {
+        return Err(bad(format!(
+            "more than {MAX_ENTRIES} inputs, layers or nodes"
+        )));
+    }
+    let mut names = HashSet::new();
+    let mut shapes: Vec<Shape> = Vec::with_capacity(n_in + entry.nodes.len());
+    let mut inputs = Vec::with_capacity(n_in);
+    for i in &entry.inputs {
+        if i.shape.is_empty()
+            || i.shape.len() > MAX_RANK
+            || i.shape.contains(&0)
+            || i.shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .is_none()
+        {
+            return Err(bad(format!("input `{}` has shape {:?}", i.name, i.shape)));
+        }
+        if i.name.is_empty() || !names.insert(i.name.clone()) {
+            return Err(bad(format!(
+                "input name `{}` is empty or used twice",
+                i.name
+            )));
+        }
+        shapes.push(Shape::new(&i.shape));
+        inputs.push((i.name.clone(), Shape::new(&i.shape)));
+    }
+    // Each layer is built (from the file's tensors) at its first call.
+    let mut built: Vec<Option<(LayerKind, Vec<Shape>)>> =
+        (0..entry.layers.len()).map(|_| None).collect();
+    let mut nodes = Vec::with_capacity(entry.nodes.len());
+    for (k, node) in entry.nodes.iter().enumerate() {
+        let t = n_in + k;
+        let Some(le) = entry.layers.get(node.layer) else {
+            return Err(bad(format!(
+                "node {k} calls layer {} of {}",
+                node.layer,
+                entry.layers.len()
+            )));
+        };
+        if let Some(&i) = node.inputs.iter().find(|&&i| i >= t) {
+            return Err(bad(format!(
+                "node {k} reads tensor {i}, which is not made before it"
+            )));
+        }
+        let in_shapes: Vec<Shape> = node.inputs.iter().map(|&i| shapes[i].clone()).collect();
+        let out = match &mut built[node.layer] {
+            Some((kind, first)) => {
+                if first != &in_shapes {
+                    return Err(bad(format!(
+                        "shared layer `{}` is called on two shapes",
+                        le.name
+                    )));
+                }
+                match kind {
+                    LayerKind::Merge(m) => {
+                        m.output_shape(&in_shapes).map_err(|e| bad(e.to_string()))?
+                    }
+                    LayerKind::Layer(_) => {
+                        // Same input shape as its first call: the same output.
+                        let first_node = nodes.iter().position(|n: &Node| n.layer == node.layer);
+                        first_node.map_or_else(Shape::default, |f| shapes[n_in + f].clone())
+                    }
+                }
+            }
+            slot @ None => {
+                if le.name.is_empty() || !names.insert(le.name.clone()) {
+                    return Err(bad(format!(
+                        "layer name `{}` is empty or used twice",
+                        le.name
+                    )));
+                }
+                match &le.body {
+                    LayerBody::Layer(config) => {
+                        if in_shapes.len() != 1 {
+                            return Err(bad(format!(
+                                "layer `{}` is called on {} tensors",
+                                le.name,
+                                in_shapes.len()
+                            )));
+                        }
+                        let (layer, out) = load_layer(node.layer, config, &in_shapes[0], &le.name)?;
+                        *slot = Some((LayerKind::Layer(layer), in_shapes));
+                        out
+                    }
+                    LayerBody::Merge(m) => {
+                        if in_shapes.len() > MAX_MERGE_INPUTS {
+                            return Err(bad(format!(
+                                "merge `{}` has {} inputs",
+                                le.name,
+                                in_shapes.len()
+                            )));
+                        }
+                        let out = m.output_shape(&in_shapes).map_err(|e| bad(e.to_string()))?;
+                        *slot = Some((LayerKind::Merge(*m), in_shapes));
+                        out
+                    }
+                }
+            }
+        };
+        shapes.push(out);
+        nodes.push(Node {
+            layer: node.layer,
+            inputs: node.inputs.clone(),
+            output: t,
+        });
+    }
+    let mut layers = Vec::with_capacity(entry.layers.len());
+    for (le, b) in entry.layers.iter().zip(built) {
+        let (kind, _) = b.ok_or_else(|| bad(format!("layer `{}` is never called", le.name)))?;
+        layers.push(ModelLayer {
+            name: le.name.clone(),
+            kind,
+        });
+    }
+    if let Some(&o) = entry
+        .outputs
+        .iter()
+        .find(|&&o| o < n_in || o >= shapes.len())
+    {
+        return Err(bad(format!("output tensor {o} is not made by a layer")));
+    }
+    Ok(Model {
+        name: entry.name.clone(),
+        seed: entry.seed,
+        layers,
+        inputs,
+        nodes,
+        shapes,
+        outputs: entry.outputs.clone(),
+        compiled: None,
+        last_history: None,
+    })
 }

@@ -57,10 +57,17 @@ use crate::regularizers::Regularizer;
 use crate::shape::Shape;
 
 mod functional;
+#[cfg(feature = "keras")]
+mod keras;
+#[cfg(feature = "keras")]
+pub use keras::{load_keras, load_keras_bytes, KerasModel};
 
 /// The newest file format version this build reads and the one it writes
 /// (2: optimizer state named by weight; 1: numbered, still read).
 pub const FORMAT_VERSION: u32 = 2;
+
+/// Fetches a layer's weight: `(index, name, shape)` to its values.
+pub(crate) type FetchWeight<'a> = dyn FnMut(usize, &str, &[usize]) -> Result<Vec<f32>> + 'a;
 
 /// A built-in layer's configuration, as stored in model files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -697,12 +704,27 @@ impl LayerConfig {
         st: &SafeTensors<'_>,
         path: &Path,
     ) -> Result<(Box<dyn Layer>, Shape)> {
+        self.load_with(input, prefix, path, &mut |_, name, shape| {
+            tensor(st, &format!("{prefix}/{name}"), shape, path)
+        })
+    }
+
+    /// [`LayerConfig::load`] with the weights from `fetch(index, name,
+    /// shape)`, which returns the values of the layer's `index`-th weight
+    /// (named `name`, e.g. `kernel`) after checking its shape.
+    pub(crate) fn load_with(
+        &self,
+        input: &Shape,
+        prefix: &str,
+        path: &Path,
+        fetch: &mut FetchWeight<'_>,
+    ) -> Result<(Box<dyn Layer>, Shape)> {
         let invalid = |e: Error| Error::format(path, format!("layer `{prefix}`: {e}"));
         self.validate().map_err(invalid)?;
         let shapes = self.weight_shapes(input).map_err(invalid)?;
         let mut tensors = Vec::with_capacity(shapes.len());
-        for (name, shape) in &shapes {
-            tensors.push(tensor(st, &format!("{prefix}/{name}"), shape, path)?);
+        for (i, (name, shape)) in shapes.iter().enumerate() {
+            tensors.push(fetch(i, name, shape)?);
         }
         let mut layer = self.instantiate().map_err(invalid)?;
         let mut rng = rand::SeedableRng::seed_from_u64(0);
@@ -720,6 +742,12 @@ impl LayerConfig {
             )));
         }
         Ok((layer, out))
+    }
+
+    /// The number of weight tensors the layer has on this input shape.
+    #[cfg_attr(not(feature = "keras"), allow(dead_code))]
+    pub(crate) fn weight_count(&self, input: &Shape) -> Result<usize> {
+        Ok(self.weight_shapes(input)?.len())
     }
 }
 

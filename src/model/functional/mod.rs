@@ -272,6 +272,56 @@ impl Model {
         })
     }
 
+    /// The same layers as a functional model: one input named
+    /// `input_layer` and a chain of calls. Weights move over unchanged; the
+    /// compile settings do not (compile the model again).
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let seq = Sequential::new().seed(1).input(3).dense(4, Relu).dense(2, Softmax);
+    /// let w = seq.get_weights().unwrap();
+    /// let model = Model::from_sequential(seq);
+    /// assert_eq!(model.get_weights().unwrap(), w);
+    /// assert_eq!(model.input_names(), ["input_layer"]);
+    /// ```
+    pub fn from_sequential(seq: crate::Sequential) -> Model {
+        let input = seq.get_input_shape().cloned().unwrap_or_default();
+        let shapes_out: Vec<Shape> = seq.layer_shapes().to_vec();
+        let name = seq.model_name().to_string();
+        let seed = seq.default_seed();
+        let names = seq.layer_names().to_vec();
+        let layers: Vec<ModelLayer> = seq
+            .into_layers()
+            .into_iter()
+            .zip(names)
+            .map(|(l, name)| ModelLayer {
+                name,
+                kind: LayerKind::Layer(l),
+            })
+            .collect();
+        let mut shapes = vec![input.clone()];
+        shapes.extend(shapes_out);
+        let nodes = (0..layers.len())
+            .map(|k| Node {
+                layer: k,
+                inputs: vec![k],
+                output: k + 1,
+            })
+            .collect();
+        let n = layers.len();
+        Model {
+            name,
+            seed,
+            layers,
+            inputs: vec![("input_layer".into(), input)],
+            nodes,
+            shapes,
+            outputs: vec![n],
+            compiled: None,
+            last_history: None,
+        }
+    }
+
     /// Sets the model's name (shown by `summary()`; Keras' default is
     /// `functional`).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {

@@ -1,0 +1,99 @@
+//! The zip archive of a `.keras` file, read as untrusted input.
+//!
+//! Only three entries matter: `config.json`, `metadata.json` and
+//! `model.weights.h5`. Each is read into memory through a reader that stops
+//! at its declared size and at a hard limit, so a lying header or a
+//! decompression bomb ends in an error, not in an allocation the archive
+//! does not justify. Entry names that climb out of the archive (`../x`,
+//! absolute paths) are refused even though nothing is written to disk: a
+//! file that carries them was not written by Keras.
+
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The parts of a `.keras` archive horn reads.
+pub(crate) struct KerasArchive {
+    pub config: Vec<u8>,
+    pub weights: Vec<u8>,
+}
+
+/// Most entries an archive may list (Keras writes three, plus assets).
+const MAX_ENTRIES: usize = 1024;
+/// Largest `config.json` / `metadata.json` read.
+const MAX_JSON_BYTES: u64 = 64 << 20;
+/// Largest weights file read (16 GiB).
+const MAX_WEIGHTS_BYTES: u64 = 16 << 30;
+/// Largest expansion of a compressed entry over its stored size (deflate's
+/// best case is about 1000:1; Keras stores its entries uncompressed).
+const MAX_RATIO: u64 = 1100;
+
+impl KerasArchive {
+    /// Reads the archive's entries; `path` names the file in errors.
+    pub fn read(bytes: &[u8], path: &Path) -> Result<KerasArchive> {
+        let bad = |why: String| Error::format(path, why);
+        if !bytes.starts_with(b"PK") {
+            return Err(bad(
+                "not a `.keras` file: a Keras 3 model file is a zip archive".into(),
+            ));
+        }
+        let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+            .map_err(|e| bad(format!("unreadable zip archive ({e})")))?;
+        if zip.len() > MAX_ENTRIES {
+            return Err(bad(format!("{} entries in the archive", zip.len())));
+        }
+        let mut config = None;
+        let mut weights = None;
+        for i in 0..zip.len() {
+            let mut entry = zip
+                .by_index(i)
+                .map_err(|e| bad(format!("entry {i} is unreadable ({e})")))?;
+            let name = entry.name().to_string();
+            if entry.enclosed_name().is_none() || name.starts_with('/') || name.contains('\\') {
+                return Err(bad(format!(
+                    "entry name `{name}` points outside the archive (not written by Keras)"
+                )));
+            }
+            let limit = match name.as_str() {
+                "config.json" | "metadata.json" => MAX_JSON_BYTES,
+                "model.weights.h5" => MAX_WEIGHTS_BYTES,
+                _ => continue,
+            };
+            let declared = entry.size();
+            let stored = entry.compressed_size();
+            if declared > limit {
+                return Err(bad(format!(
+                    "`{name}` declares {declared} bytes, more than the {limit} horn reads"
+                )));
+            }
+            if declared > stored.saturating_mul(MAX_RATIO).max(1 << 20) {
+                return Err(bad(format!(
+                    "`{name}` would expand from {stored} to {declared} bytes (a decompression bomb?)"
+                )));
+            }
+            // The declared size bounds the allocation; reading one byte more
+            // than declared shows a header that lies.
+            let mut data = Vec::with_capacity(declared as usize);
+            (&mut entry)
+                .take(declared + 1)
+                .read_to_end(&mut data)
+                .map_err(|e| bad(format!("`{name}` cannot be read ({e})")))?;
+            if data.len() as u64 != declared {
+                return Err(bad(format!(
+                    "`{name}` holds {} bytes where its header declares {declared}",
+                    data.len()
+                )));
+            }
+            match name.as_str() {
+                "config.json" => config = Some(data),
+                "model.weights.h5" => weights = Some(data),
+                _ => {}
+            }
+        }
+        Ok(KerasArchive {
+            config: config.ok_or_else(|| bad("the archive has no `config.json`".into()))?,
+            weights: weights.ok_or_else(|| bad("the archive has no `model.weights.h5`".into()))?,
+        })
+    }
+}

@@ -1,0 +1,710 @@
+//! Keras 3's own model files (`.keras`), read natively: no Python.
+//!
+//! A `.keras` file is a zip archive of `config.json` (the architecture and
+//! the compile settings), `metadata.json` and `model.weights.h5` (the
+//! weights and the optimizer's variables, HDF5). Loading
+//! 1. reads the archive within limits (`archive.rs`);
+//! 2. translates the architecture, Sequential or Functional, into horn's
+//!    layers (`config.rs`): every key a layer's result depends on is read,
+//!    and anything horn does not implement (a layer class, a custom object,
+//!    `return_state`, constraints, a dtype other than float32) is an error
+//!    that names the layer and the key;
+//! 3. builds every layer from its weights in the HDF5 file, found where
+//!    Keras puts them (`layers/{class}_{n}/vars/{i}`, recurrent cells under
+//!    `cell/`, Bidirectional under `forward_layer/` and `backward_layer/`),
+//!    each checked for presence, dtype, shape and finite values before it is
+//!    copied;
+//! 4. restores the compile settings (optimizer and its hyper-parameters,
+//!    losses, loss weights, metrics) and, where the optimizer's variables
+//!    are laid out as horn keeps them, its state, so `fit` continues where
+//!    Keras stopped.
+//!
+//! The file is untrusted input: the archive reader bounds every allocation
+//! by the entries' declared sizes (and refuses decompression bombs and
+//! names that climb out of the archive), the JSON parser has a depth limit,
+//! the HDF5 decoder (`hdf5-reader`) is bounds-checked and its reads are
+//! capped at the weights file's size, and a weight is only allocated once
+//! the file's own dataset has the shape the configuration asks for. A
+//! failed load returns an error and builds nothing.
+
+mod archive;
+mod config;
+
+use std::path::Path;
+
+use hdf5_reader::{Hdf5File, OpenOptions};
+use serde_json::Value;
+
+use self::archive::KerasArchive;
+use self::config::{Architecture, Body};
+use super::functional::{
+    build_model, FunctionalEntry, GraphLayerEntry, InputEntry, LayerBody, NodeEntry,
+};
+use crate::error::{Error, Result};
+use crate::files::read_file;
+use crate::losses::Loss;
+use crate::metrics::Metric;
+use crate::model::{Model, ModelCompile, Sequential};
+use crate::optimizers::{
+    Adadelta, Adagrad, Adam, AdamW, Adamax, Lion, Nadam, Optimizer, RmsProp, Sgd,
+};
+use crate::shape::Shape;
+
+/// A model read from a `.keras` file: Keras' `Sequential` stays a
+/// [`Sequential`], a functional model becomes a [`Model`].
+#[derive(Debug)]
+pub enum KerasModel {
+    /// A Keras `Sequential`.
+    Sequential(Box<Sequential>),
+    /// A Keras functional model.
+    Functional(Box<Model>),
+}
+
+impl KerasModel {
+    /// The `summary()` table.
+    pub fn summary(&self) -> String {
+        match self {
+            KerasModel::Sequential(m) => m.summary(),
+            KerasModel::Functional(m) => m.summary(),
+        }
+    }
+
+    /// The model as a functional [`Model`] (a `Sequential` becomes a chain
+    /// of the same layers with an input named `input_layer`).
+    pub fn into_model(self) -> Model {
+        match self {
+            KerasModel::Sequential(m) => Model::from_sequential(*m),
+            KerasModel::Functional(m) => *m,
+        }
+    }
+}
+
+/// Loads a Keras 3 `.keras` file (Keras `keras.saving.load_model`): the
+/// architecture, the weights and, when the file has them, the compile
+/// settings and optimizer state.
+///
+/// ```no_run
+/// use horn::saving::{load_keras, KerasModel};
+/// match load_keras("model.keras")? {
+///     KerasModel::Sequential(m) => println!("{}", m.summary()),
+///     KerasModel::Functional(m) => println!("{}", m.summary()),
+/// }
+/// # Ok::<(), horn::Error>(())
+/// ```
+pub fn load_keras(path: impl AsRef<Path>) -> Result<KerasModel> {
+    let path = path.as_ref();
+    decode(&read_file(path)?, path)
+}
+
+/// [`load_keras`] from the bytes of a `.keras` file.
+pub fn load_keras_bytes(bytes: &[u8]) -> Result<KerasModel> {
+    decode(bytes, Path::new("<bytes>"))
+}
+
+impl Sequential {
+    /// Loads a Keras `Sequential` model from a `.keras` file (see
+    /// [`load_keras`]); a functional model is an error that says to use
+    /// [`Model::load_keras`].
+    pub fn load_keras(path: impl AsRef<Path>) -> Result<Sequential> {
+        let path = path.as_ref();
+        match load_keras(path)? {
+            KerasModel::Sequential(m) => Ok(*m),
+            KerasModel::Functional(_) => Err(Error::format(
+                path,
+                "this file holds a functional Keras model; load it with `Model::load_keras`",
+            )),
+        }
+    }
+}
+
+impl Model {
+    /// Loads any Keras model from a `.keras` file as a functional [`Model`]
+    /// (a `Sequential` becomes a chain); see [`load_keras`].
+    pub fn load_keras(path: impl AsRef<Path>) -> Result<Model> {
+        Ok(load_keras(path)?.into_model())
+    }
+}
+
+/// The weights file, with reads capped at its own size.
+struct Weights<'a> {
+    h5: Hdf5File,
+    size: usize,
+    path: &'a Path,
+}
+
+impl Weights<'_> {
+    /// The float32 values of dataset `name`, which must have `shape`.
+    fn f32s(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let bad =
+            |why: String| Error::format(self.path, format!("model.weights.h5: `{name}` {why}"));
+        let ds = self
+            .h5
+            .dataset(name)
+            .map_err(|_| bad("is missing (the weights do not match the configuration)".into()))?;
+        let got: Vec<usize> = ds.shape().iter().map(|&d| d as usize).collect();
+        if got != shape {
+            return Err(Error::shape(
+                format!("weight `{name}` in {}", self.path.display()),
+                format!("{shape:?}"),
+                format!("{got:?}"),
+            ));
+        }
+        let n: usize = shape.iter().product();
+        // Keras stores weights uncompressed: more values than the file
+        // holds bytes is a lie, refused before allocating.
+        if n.saturating_mul(4) > self.size {
+            return Err(bad(format!(
+                "claims {n} values in a {}-byte file",
+                self.size
+            )));
+        }
+        let mut v = vec![0.0f32; n];
+        ds.read_into(&mut v)
+            .map_err(|e| bad(format!("cannot be read as float32 ({e})")))?;
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(bad(format!("holds a non-finite value at index {i}")));
+        }
+        Ok(v)
+    }
+
+    /// A scalar integer dataset (the optimizer's iteration count).
+    fn int(&self, name: &str) -> Option<i64> {
+        let ds = self.h5.dataset(name).ok()?;
+        if ds.num_elements().ok()? != 1 {
+            return None;
+        }
+        ds.read_array::<i64>()
+            .ok()
+            .and_then(|a| a.iter().next().copied())
+            .or_else(|| {
+                ds.read_array::<i32>()
+                    .ok()
+                    .and_then(|a| a.iter().next().map(|&x| x as i64))
+            })
+    }
+
+    /// A scalar float dataset (the optimizer's learning rate).
+    fn float(&self, name: &str) -> Option<f32> {
+        let ds = self.h5.dataset(name).ok()?;
+        if ds.num_elements().ok()? != 1 {
+            return None;
+        }
+        ds.read_array::<f32>()
+            .ok()
+            .and_then(|a| a.iter().next().copied())
+    }
+}
+
+fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
+    let archive = KerasArchive::read(bytes, path)?;
+    let root: Value = serde_json::from_slice(&archive.config)
+        .map_err(|e| Error::format(path, format!("config.json is not valid JSON ({e})")))?;
+    let in_file = |e: Error| match e {
+        Error::Format { .. } | Error::Shape { .. } => e,
+        other => Error::format(path, other.to_string()),
+    };
+    let arch = config::architecture(&root).map_err(in_file)?;
+    let size = archive.weights.len();
+    let options = OpenOptions::default()
+        .with_max_read_bytes(size)
+        .with_max_chunk_bytes(size.max(1 << 20));
+    let h5 = Hdf5File::from_vec_with_options(archive.weights, options).map_err(|e| {
+        Error::format(
+            path,
+            format!("model.weights.h5 is not a readable HDF5 file ({e})"),
+        )
+    })?;
+    let weights = Weights { h5, size, path };
+    let compile = root.get("compile_config").filter(|v| !v.is_null());
+    match arch {
+        Architecture::Sequential {
+            name,
+            input_shape,
+            layers,
+        } => {
+            let mut model = Sequential::new()
+                .name(name)
+                .seed(0)
+                .input_shape(&input_shape);
+            let mut shape = Shape::new(&input_shape);
+            for l in &layers {
+                let Body::Layer(config) = &l.body else {
+                    return Err(Error::format(path, "a merge layer in a Sequential model"));
+                };
+                let n = config.weight_count(&shape).map_err(in_file)?;
+                let (layer, out) = config.load_with(&shape, &l.name, path, &mut |i, _, s| {
+                    weights.f32s(&config::var_path(config, &l.h5_key, i, n), s)
+                })?;
+                model.push_built_named(layer, out.clone(), &l.name)?;
+                shape = out;
+            }
+            model.ensure_built().map_err(in_file)?;
+            if let Some(c) = compile {
+                let (optimizer, losses, _, metrics) =
+                    compile_settings(c, &["output".to_string()]).map_err(in_file)?;
+                let loss = losses
+                    .into_iter()
+                    .next()
+                    .flatten()
+                    .ok_or_else(|| Error::format(path, "compile_config has no loss"))?;
+                let metrics: Vec<(String, Metric)> = metrics.into_iter().next().unwrap_or_default();
+                let options = crate::model::CompileOptions::named(metrics, Vec::new());
+                model
+                    .compile_with(optimizer, loss, options)
+                    .map_err(in_file)?;
+                let vars = model.weight_sizes();
+                if let Some(c) = model.compiled_mut() {
+                    restore_optimizer(&mut c.optimizer, &weights, &vars)?;
+                }
+            }
+            Ok(KerasModel::Sequential(Box::new(model)))
+        }
+        Architecture::Functional {
+            name,
+            inputs,
+            layers,
+            nodes,
+            outputs,
+        } => {
+            // Keras names tensors by (layer, call, output); horn numbers
+            // them inputs first, then one per call in order.
+            let n_in = inputs.len();
+            let mut calls: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
+            let mut entry_nodes = Vec::with_capacity(nodes.len());
+            let mut done = vec![false; nodes.len()];
+            let tensor_of = |name: &str, call: usize, calls: &Vec<Vec<usize>>| -> Option<usize> {
+                if let Some(i) = inputs.iter().position(|(n, _)| n == name) {
+                    return (call == 0).then_some(i);
+                }
+                let l = layers.iter().position(|l| l.name == name)?;
+                calls[l].get(call).map(|&k| n_in + k)
+            };
+            // Calls in an order where every input exists (Keras lists layers,
+            // not calls, in a valid order; shared layers interleave).
+            let mut progress = true;
+            while progress {
+                progress = false;
+                for (k, node) in nodes.iter().enumerate() {
+                    if done[k] {
+                        continue;
+                    }
+                    let ins: Option<Vec<usize>> = node
+                        .inputs
+                        .iter()
+                        .map(|(n, c, t)| {
+                            if *t == 0 {
+                                tensor_of(n, *c, &calls)
+                            } else {
+                                None
+                            }
+                        })
+                        .collect();
+                    if let Some(ins) = ins {
+                        calls[node.layer].push(entry_nodes.len());
+                        entry_nodes.push(NodeEntry {
+                            layer: node.layer,
+                            inputs: ins,
+                        });
+                        done[k] = true;
+                        progress = true;
+                    }
+                }
+            }
+            if let Some(k) = done.iter().position(|d| !d) {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "layer `{}` is called on tensors that no layer makes (a cycle, or a multi-output layer horn does not have)",
+                        layers[nodes[k].layer].name
+                    ),
+                ));
+            }
+            let outputs: Vec<usize> = outputs
+                .iter()
+                .map(|(n, c, t)| {
+                    (*t == 0)
+                        .then(|| tensor_of(n, *c, &calls))
+                        .flatten()
+                        .ok_or_else(|| {
+                            Error::format(path, format!("output `{n}` is not made by any layer"))
+                        })
+                })
+                .collect::<Result<_>>()?;
+            let counts: Vec<usize> = calls.iter().map(Vec::len).collect();
+            let entry = FunctionalEntry::graph(
+                name,
+                inputs
+                    .iter()
+                    .map(|(n, s)| InputEntry {
+                        name: n.clone(),
+                        shape: s.clone(),
+                    })
+                    .collect(),
+                layers
+                    .iter()
+                    .map(|l| GraphLayerEntry {
+                        name: l.name.clone(),
+                        body: match &l.body {
+                            Body::Layer(c) => LayerBody::Layer(c.clone()),
+                            Body::Merge(m) => LayerBody::Merge(*m),
+                        },
+                    })
+                    .collect(),
+                entry_nodes,
+                outputs,
+            );
+            if let Some(l) = counts.iter().position(|&c| c == 0) {
+                return Err(Error::format(
+                    path,
+                    format!("layer `{}` is never called", layers[l].name),
+                ));
+            }
+            let mut model = build_model(&entry, path, &mut |l, config, input, name| {
+                let n = config.weight_count(input)?;
+                config.load_with(input, name, path, &mut |i, _, s| {
+                    weights.f32s(&config::var_path(config, &layers[l].h5_key, i, n), s)
+                })
+            })?;
+            if let Some(c) = compile {
+                let names: Vec<String> =
+                    model.output_names().iter().map(|s| s.to_string()).collect();
+                let (optimizer, losses, loss_weights, metrics) =
+                    compile_settings(c, &names).map_err(in_file)?;
+                let mut options = ModelCompile::new();
+                for (name, loss) in names.iter().zip(losses) {
+                    let loss = loss.ok_or_else(|| {
+                        Error::format(path, format!("compile_config has no loss for `{name}`"))
+                    })?;
+                    options = options.output_loss(name, loss);
+                }
+                for (name, ms) in names.iter().zip(metrics) {
+                    for (key, m) in ms {
+                        options = options.named_metric(name, &key, m, false);
+                    }
+                }
+                if let Some(w) = loss_weights {
+                    options = options.loss_weights(&w);
+                }
+                model.compile(optimizer, options).map_err(in_file)?;
+                let vars = model.weight_sizes();
+                if let Some(c) = model.compiled.as_mut() {
+                    restore_optimizer(&mut c.optimizer, &weights, &vars)?;
+                }
+            }
+            Ok(KerasModel::Functional(Box::new(model)))
+        }
+    }
+}
+
+/// Per-output settings: `(optimizer, loss per output, loss weights,
+/// metrics per output)`.
+type CompileSettings = (
+    Optimizer,
+    Vec<Option<Loss>>,
+    Option<Vec<f32>>,
+    Vec<Vec<(String, Metric)>>,
+);
+
+/// A value given once, per output in a list, or per output name in a dict.
+fn per_output<'a>(v: &'a Value, outputs: &[String]) -> Vec<Option<&'a Value>> {
+    match v {
+        Value::Array(a)
+            if outputs.len() > 1
+                || a.len() == outputs.len() && a.first().is_some_and(Value::is_array) =>
+        {
+            (0..outputs.len()).map(|i| a.get(i)).collect()
+        }
+        Value::Object(o) if o.get("class_name").is_none() => {
+            outputs.iter().map(|n| o.get(n)).collect()
+        }
+        Value::Null => vec![None; outputs.len()],
+        other => vec![Some(other); outputs.len()],
+    }
+}
+
+fn compile_settings(c: &Value, outputs: &[String]) -> Result<CompileSettings> {
+    let optimizer = keras_optimizer(c.get("optimizer").unwrap_or(&Value::Null))?;
+    let loss_v = c.get("loss").unwrap_or(&Value::Null);
+    let losses = per_output(loss_v, outputs)
+        .into_iter()
+        .map(|v| v.map(keras_loss).transpose())
+        .collect::<Result<Vec<_>>>()?;
+    let loss_weights = c.get("loss_weights").filter(|v| !v.is_null()).map(|v| {
+        per_output(v, outputs)
+            .into_iter()
+            .map(|x| x.and_then(Value::as_f64).map_or(1.0, |f| f as f32))
+            .collect()
+    });
+    let metrics = per_output(c.get("metrics").unwrap_or(&Value::Null), outputs)
+        .into_iter()
+        .map(|v| match v {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => a.iter().map(keras_metric).collect(),
+            Some(m) => Ok(vec![keras_metric(m)?]),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if c.get("weighted_metrics").is_some_and(|v| !v.is_null()) {
+        return Err(Error::arg(
+            "weighted_metrics in compile_config",
+            "none (not read from .keras files yet)",
+            "a list",
+        ));
+    }
+    Ok((optimizer, losses, loss_weights, metrics))
+}
+
+fn keras_metric(v: &Value) -> Result<(String, Metric)> {
+    match v {
+        Value::String(s) => Ok((s.clone(), s.parse()?)),
+        Value::Object(o) => {
+            let class = o.get("class_name").and_then(Value::as_str).unwrap_or("");
+            let name = o
+                .get("config")
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or(class);
+            Ok((name.to_string(), class.parse()?))
+        }
+        other => Err(Error::arg(
+            "metric in compile_config",
+            "a name or a metric object",
+            other,
+        )),
+    }
+}
+
+fn keras_loss(v: &Value) -> Result<Loss> {
+    match v {
+        Value::String(s) => s.parse(),
+        Value::Object(o) => {
+            let class = o.get("class_name").and_then(Value::as_str).unwrap_or("");
+            let mut spec = serde_json::Map::new();
+            spec.insert("name".into(), Value::from(crate::model::snake_case(class)));
+            if let Some(cfg) = o.get("config").and_then(Value::as_object) {
+                for key in ["from_logits", "label_smoothing", "delta"] {
+                    if let Some(x) = cfg.get(key) {
+                        spec.insert(key.into(), x.clone());
+                    }
+                }
+            }
+            // horn's losses serialise with Keras' keys; missing keys take
+            // Keras' defaults through the name when the class has no config.
+            serde_json::from_value(Value::Object(spec.clone()))
+                .or_else(|_| class.parse())
+                .map_err(|_| Error::arg("loss in compile_config", "a loss horn has", class))
+        }
+        other => Err(Error::arg(
+            "loss in compile_config",
+            "a name or a loss object",
+            other,
+        )),
+    }
+}
+
+fn keras_optimizer(v: &Value) -> Result<Optimizer> {
+    let (class, cfg) = match v {
+        Value::String(s) => return s.parse(),
+        Value::Object(o) => (
+            o.get("class_name").and_then(Value::as_str).unwrap_or(""),
+            o.get("config").cloned().unwrap_or(Value::Null),
+        ),
+        other => {
+            return Err(Error::arg(
+                "optimizer in compile_config",
+                "a name or an optimizer object",
+                other,
+            ))
+        }
+    };
+    let num = |k: &str, d: f32| -> Result<f32> {
+        match cfg.get(k).filter(|x| !x.is_null()) {
+            None => Ok(d),
+            Some(Value::Number(n)) => Ok(n.as_f64().unwrap_or(d as f64) as f32),
+            Some(x) => Err(Error::arg(
+                format!("optimizer {class} `{k}`"),
+                "a number (schedules are not read yet)",
+                x,
+            )),
+        }
+    };
+    let flag = |k: &str| cfg.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let lr = num("learning_rate", 0.001)?;
+    let mut opt: Optimizer = match class {
+        "SGD" => Sgd {
+            learning_rate: num("learning_rate", 0.01)?,
+            momentum: num("momentum", 0.0)?,
+            nesterov: flag("nesterov"),
+        }
+        .into(),
+        "RMSprop" => RmsProp {
+            learning_rate: lr,
+            rho: num("rho", 0.9)?,
+            momentum: num("momentum", 0.0)?,
+            epsilon: num("epsilon", 1e-7)?,
+            centered: flag("centered"),
+        }
+        .into(),
+        "Adam" => Adam {
+            learning_rate: lr,
+            beta_1: num("beta_1", 0.9)?,
+            beta_2: num("beta_2", 0.999)?,
+            epsilon: num("epsilon", 1e-7)?,
+            amsgrad: flag("amsgrad"),
+        }
+        .into(),
+        "AdamW" => AdamW {
+            learning_rate: lr,
+            weight_decay: num("weight_decay", 0.004)?,
+            beta_1: num("beta_1", 0.9)?,
+            beta_2: num("beta_2", 0.999)?,
+            epsilon: num("epsilon", 1e-7)?,
+            amsgrad: flag("amsgrad"),
+        }
+        .into(),
+        "Adagrad" => Adagrad {
+            learning_rate: lr,
+            initial_accumulator_value: num("initial_accumulator_value", 0.1)?,
+            epsilon: num("epsilon", 1e-7)?,
+        }
+        .into(),
+        "Adadelta" => Adadelta {
+            learning_rate: lr,
+            rho: num("rho", 0.95)?,
+            epsilon: num("epsilon", 1e-7)?,
+        }
+        .into(),
+        "Adamax" => Adamax {
+            learning_rate: lr,
+            beta_1: num("beta_1", 0.9)?,
+            beta_2: num("beta_2", 0.999)?,
+            epsilon: num("epsilon", 1e-7)?,
+        }
+        .into(),
+        "Nadam" => Nadam {
+            learning_rate: lr,
+            beta_1: num("beta_1", 0.9)?,
+            beta_2: num("beta_2", 0.999)?,
+            epsilon: num("epsilon", 1e-7)?,
+        }
+        .into(),
+        "Lion" => Lion {
+            learning_rate: lr,
+            beta_1: num("beta_1", 0.9)?,
+            beta_2: num("beta_2", 0.99)?,
+        }
+        .into(),
+        other => {
+            return Err(Error::arg(
+                "optimizer in compile_config",
+                "a Keras optimizer horn has",
+                other,
+            ))
+        }
+    };
+    if class != "AdamW" {
+        if let Some(wd) = cfg.get("weight_decay").and_then(Value::as_f64) {
+            opt = opt.with_weight_decay(wd as f32);
+        }
+    }
+    if let Some(x) = cfg.get("clipnorm").and_then(Value::as_f64) {
+        opt = opt.with_clipnorm(x as f32);
+    }
+    if let Some(x) = cfg.get("clipvalue").and_then(Value::as_f64) {
+        opt = opt.with_clipvalue(x as f32);
+    }
+    if let Some(x) = cfg.get("global_clipnorm").and_then(Value::as_f64) {
+        opt = opt.with_global_clipnorm(x as f32);
+    }
+    for key in [
+        "use_ema",
+        "gradient_accumulation_steps",
+        "loss_scale_factor",
+    ] {
+        if cfg
+            .get(key)
+            .is_some_and(|v| !v.is_null() && v != &Value::from(false))
+        {
+            return Err(Error::arg(
+                format!("optimizer {class} `{key}`"),
+                "unset (horn does not implement it)",
+                &cfg[key],
+            ));
+        }
+    }
+    opt.validate()?;
+    Ok(opt)
+}
+
+/// Restores the optimizer's iteration count, learning rate and slot
+/// variables from `optimizer/vars/*` when their layout is the one horn
+/// keeps (one or more slots per weight, weight by weight, in Keras' order
+/// of trainable variables). Slots that are missing or shaped for other
+/// weights are skipped with a note, as Keras skips them with a warning, and
+/// the optimizer starts fresh from the saved iteration count; slots that
+/// are there but unreadable or not finite are an error.
+fn restore_optimizer(opt: &mut Optimizer, w: &Weights<'_>, vars: &[(String, usize)]) -> Result<()> {
+    let Some(iterations) = w.int("optimizer/vars/0").filter(|&i| i >= 0) else {
+        return Ok(());
+    };
+    if let Some(lr) = w
+        .float("optimizer/vars/1")
+        .filter(|x| x.is_finite() && *x > 0.0)
+    {
+        opt.set_learning_rate(lr)?;
+    }
+    let k = opt.slots_per_weight();
+    // Keras builds these optimizers' variables weight by weight (Adam:
+    // momentum then velocity of each weight); the others slot by slot.
+    use crate::optimizers::Rule;
+    let weight_major = match opt.rule() {
+        Rule::Adam { amsgrad, .. } => !amsgrad,
+        Rule::RmsProp {
+            momentum, centered, ..
+        } => *momentum == 0.0 && !centered,
+        Rule::Sgd { .. } | Rule::Adagrad { .. } | Rule::Lion { .. } => true,
+        _ => false,
+    };
+    let fresh = |opt: &mut Optimizer, why: &str| {
+        eprintln!(
+            "note: {}: {why}; training resumes with fresh optimizer slots",
+            w.path.display()
+        );
+        opt.restore_state(iterations as u64, 1.0, Vec::new());
+    };
+    if k == 0 {
+        opt.restore_state(iterations as u64, 1.0, Vec::new());
+        return Ok(());
+    }
+    if !weight_major {
+        fresh(opt, "horn does not read this optimizer's saved slots yet");
+        return Ok(());
+    }
+    let mut state = Vec::with_capacity(vars.len());
+    let mut index = 2;
+    for (key, len) in vars {
+        let mut slots = Vec::with_capacity(k * len);
+        for _ in 0..k {
+            let name = format!("optimizer/vars/{index}");
+            let Ok(ds) = w.h5.dataset(&name) else {
+                fresh(
+                    opt,
+                    "the optimizer's saved state does not match its weights",
+                );
+                return Ok(());
+            };
+            let shape: Vec<usize> = ds.shape().iter().map(|&d| d as usize).collect();
+            if shape.iter().product::<usize>() != *len {
+                fresh(
+                    opt,
+                    "the optimizer's saved state does not match its weights",
+                );
+                return Ok(());
+            }
+            slots.extend(w.f32s(&name, &shape)?);
+            index += 1;
+        }
+        state.push((key.clone(), slots));
+    }
+    opt.restore_state(iterations as u64, 1.0, state);
+    Ok(())
+}

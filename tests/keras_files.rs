@@ -1,0 +1,408 @@
+//! Keras' own `.keras` files, read natively: the MNIST MLP and convnet that
+//! Keras trained (shared parity fixtures), and three models written by
+//! `scripts/keras_files_fixture.py` (a functional model with a shared layer
+//! and merges, an Embedding-Bidirectional(LSTM)-GRU text model, a
+//! Conv1D-BatchNorm-SimpleRNN-TimeDistributed signal model), each with
+//! Keras' predictions and one more epoch of Keras training after the save.
+#![cfg(feature = "keras")]
+
+mod common;
+
+use common::fixture_array as arr;
+use horn::prelude::*;
+use horn::saving::{load_keras, load_keras_bytes, KerasModel};
+use ndarray::{Array2, ArrayD};
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+fn fixture(path: &str) -> String {
+    format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn predictions(dir: &str) -> (ArrayD<f32>, Vec<f32>) {
+    let bytes = std::fs::read(fixture(&format!("{dir}/predictions.safetensors"))).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let get = |name: &str| -> (Vec<usize>, Vec<f32>) {
+        let t = st.tensor(name).unwrap();
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        (t.shape().to_vec(), v)
+    };
+    let (shape, x) = get("x");
+    let (_, probs) = get("probs");
+    (ArrayD::from_shape_vec(shape, x).unwrap(), probs)
+}
+
+#[test]
+fn the_keras_mnist_mlp_and_convnet_predict_as_keras() {
+    for dir in ["keras-mnist-mlp", "keras-mnist-cnn"] {
+        let model = Sequential::load_keras(fixture(&format!("{dir}/model.keras"))).unwrap();
+        let (x, probs) = predictions(dir);
+        let p = model.predict_nd(&x).unwrap();
+        let d = max_diff(p.as_slice().unwrap(), &probs);
+        assert!(d < 1e-5, "{dir}: max difference {d}");
+        // The compile settings came along: evaluate works, with Keras' keys.
+        assert!(model.optimizer().is_some(), "{dir}: optimizer restored");
+        assert_eq!(model.metric_keys(), ["accuracy"], "{dir}");
+    }
+    let mlp = Sequential::load_keras(fixture("keras-mnist-mlp/model.keras")).unwrap();
+    assert_eq!(mlp.layer_names(), ["dense", "dense_1"]);
+    assert_eq!(mlp.learning_rate(), Some(0.001));
+    let cnn = Sequential::load_keras(fixture("keras-mnist-cnn/model.keras")).unwrap();
+    let s = cnn.summary();
+    assert!(
+        s.contains("conv2d (Conv2D)") && s.contains("(None, 26, 26, 32)") && s.contains("34,826"),
+        "{s}"
+    );
+}
+
+fn json(name: &str) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixture(&format!("keras-files/{name}.json"))).unwrap(),
+    )
+    .unwrap()
+}
+
+fn two_d(a: &ArrayD<f32>) -> Array2<f32> {
+    let n = a.shape()[0];
+    a.clone().into_shape_with_order((n, a.len() / n)).unwrap()
+}
+
+fn keras_weights(list: &Value) -> Vec<Vec<f32>> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|w| arr(&w["value"]).iter().copied().collect())
+        .collect()
+}
+
+#[test]
+fn a_functional_keras_model_predicts_and_resumes_as_keras() {
+    let f = json("functional");
+    let KerasModel::Functional(model) =
+        load_keras(fixture("keras-files/functional.keras")).unwrap()
+    else {
+        panic!("a functional model");
+    };
+    let mut model = *model;
+    assert_eq!(model.input_names(), ["a", "b"]);
+    assert_eq!(model.output_names(), ["out_class", "out_value"]);
+    assert_eq!(
+        model.layer_names(),
+        [
+            "shared",
+            "mul",
+            "concat",
+            "pa",
+            "pb",
+            "add",
+            "out_class",
+            "out_value"
+        ]
+    );
+    // Weights in Keras' order, with Keras' values.
+    let w: Vec<Vec<f32>> = model
+        .get_weights()
+        .unwrap()
+        .iter()
+        .map(|a| a.iter().copied().collect())
+        .collect();
+    assert_eq!(w.len(), keras_weights(&f["weights"]).len());
+    for (i, (ours, theirs)) in w.iter().zip(keras_weights(&f["weights"])).enumerate() {
+        assert_eq!(ours, &theirs, "weight {i}");
+    }
+    let xa = two_d(&arr(&f["inputs"][0]));
+    let xb = two_d(&arr(&f["inputs"][1]));
+    let p = model.predict([&xa, &xb]).unwrap();
+    for (o, want) in f["predictions"].as_array().unwrap().iter().enumerate() {
+        let d = max_diff(p[o].as_slice().unwrap(), arr(want).as_slice().unwrap());
+        assert!(d < 1e-5, "output {o}: max difference {d}");
+    }
+    // One more epoch continues Keras' run: Adam's state, the step count,
+    // the losses, loss weights and metrics all came from the file.
+    let yc = two_d(&arr(&f["targets"][0]));
+    let yv = two_d(&arr(&f["targets"][1]));
+    let h = model
+        .fit(
+            [&xa, &xb],
+            [&yc, &yv],
+            FitOptions {
+                epochs: 1,
+                batch_size: f["batch_size"].as_u64().unwrap() as usize,
+                shuffle: false,
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let want = &f["one_more_epoch"];
+    for (k, v) in want["history"].as_object().unwrap() {
+        let got = h.get(k).unwrap_or_else(|| panic!("History has no `{k}`"))[0];
+        let w = v[0].as_f64().unwrap() as f32;
+        assert!(
+            (got - w).abs() < 1e-4 * (1.0 + w.abs()),
+            "{k}: horn {got}, Keras {w}"
+        );
+    }
+    let after: Vec<Vec<f32>> = model
+        .get_weights()
+        .unwrap()
+        .iter()
+        .map(|a| a.iter().copied().collect())
+        .collect();
+    assert_eq!(after.len(), keras_weights(&want["weights"]).len());
+    for (i, (ours, theirs)) in after
+        .iter()
+        .zip(keras_weights(&want["weights"]))
+        .enumerate()
+    {
+        let d = max_diff(ours, &theirs);
+        assert!(
+            d < 1e-4,
+            "weight {i} after one more epoch: max difference {d}"
+        );
+    }
+}
+
+#[test]
+fn a_keras_text_model_predicts_and_resumes_as_keras() {
+    let f = json("sequences");
+    let mut model = Sequential::load_keras(fixture("keras-files/sequences.keras")).unwrap();
+    let ids = two_d(&arr(&f["inputs"][0]));
+    let p = model.predict(&ids).unwrap();
+    let d = max_diff(
+        p.as_slice().unwrap(),
+        arr(&f["predictions"][0]).as_slice().unwrap(),
+    );
+    assert!(d < 1e-5, "max difference {d}");
+    let y = two_d(&arr(&f["targets"][0]));
+    let h = model
+        .fit(
+            &ids,
+            &y,
+            FitOptions {
+                epochs: 1,
+                batch_size: f["batch_size"].as_u64().unwrap() as usize,
+                shuffle: false,
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let want = &f["one_more_epoch"];
+    let wl = want["history"]["loss"][0].as_f64().unwrap() as f32;
+    let got = h.get("loss").unwrap()[0];
+    assert!((got - wl).abs() < 1e-4, "loss: horn {got}, Keras {wl}");
+    let after: Vec<Vec<f32>> = model
+        .get_weights()
+        .unwrap()
+        .iter()
+        .map(|a| a.iter().copied().collect())
+        .collect();
+    assert_eq!(after.len(), keras_weights(&want["weights"]).len());
+    for (i, (ours, theirs)) in after
+        .iter()
+        .zip(keras_weights(&want["weights"]))
+        .enumerate()
+    {
+        let d = max_diff(ours, &theirs);
+        assert!(
+            d < 1e-4,
+            "weight {i} after one more epoch: max difference {d}"
+        );
+    }
+}
+
+#[test]
+fn a_keras_signal_model_predicts_as_keras() {
+    let f = json("signals");
+    let model = Sequential::load_keras(fixture("keras-files/signals.keras")).unwrap();
+    let x = arr(&f["inputs"][0]);
+    let p = model.predict_nd(&x).unwrap();
+    let d = max_diff(
+        p.as_slice().unwrap(),
+        arr(&f["predictions"][0]).as_slice().unwrap(),
+    );
+    assert!(d < 1e-5, "max difference {d}");
+    // BatchNormalization's moving statistics are non-trainable weights that
+    // came from the file too.
+    let names = model.layer_names();
+    assert!(names.contains(&"batch_normalization".to_string()));
+}
+
+/// A `.keras` archive with its entries replaced (stored, no compression).
+fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, data) in entries {
+            zip.start_file(*name, opts).unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).unwrap();
+            (f.name().to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_keras_files_are_clear_errors() {
+    let good = std::fs::read(fixture("keras-files/functional.keras")).unwrap();
+    let parts = unzip(&good);
+    let get = |n: &str| parts.iter().find(|(m, _)| m == n).unwrap().1.clone();
+    let (config, weights, meta) = (
+        get("config.json"),
+        get("model.weights.h5"),
+        get("metadata.json"),
+    );
+    let text = String::from_utf8(config.clone()).unwrap();
+    let err = |bytes: &[u8]| load_keras_bytes(bytes).unwrap_err().to_string();
+
+    assert!(err(b"not a zip").contains("zip archive"));
+    assert!(err(&good[..good.len() / 2]).contains("zip"));
+    let e = err(&archive(&[
+        ("config.json", &config),
+        ("metadata.json", &meta),
+    ]));
+    assert!(e.contains("no `model.weights.h5`"), "{e}");
+    let e = err(&archive(&[
+        ("../config.json", &config),
+        ("model.weights.h5", &weights),
+    ]));
+    assert!(e.contains("outside the archive"), "{e}");
+    // An unsupported layer class, named with its layer.
+    let e = err(&archive(&[
+        (
+            "config.json",
+            text.replace("\"Multiply\"", "\"Attention\"").as_bytes(),
+        ),
+        ("model.weights.h5", &weights),
+    ]));
+    assert!(e.contains("Attention") && e.contains("mul"), "{e}");
+    // A custom object.
+    let e = err(&archive(&[
+        (
+            "config.json",
+            text.replacen(
+                "\"module\": \"keras.layers\"",
+                "\"module\": \"my_package.layers\"",
+                3,
+            )
+            .as_bytes(),
+        ),
+        ("model.weights.h5", &weights),
+    ]));
+    assert!(e.contains("custom objects"), "{e}");
+    // A shape that does not match the config: the weights are for 4 units.
+    let e = err(&archive(&[
+        (
+            "config.json",
+            text.replacen("\"units\": 4", "\"units\": 5", 1).as_bytes(),
+        ),
+        ("model.weights.h5", &weights),
+    ]));
+    assert!(
+        e.contains("layers/dense/vars/0") && e.contains("[5, 5]"),
+        "{e}"
+    );
+    // A truncated weights file.
+    let e = err(&archive(&[
+        ("config.json", &config),
+        ("model.weights.h5", &weights[..weights.len() / 3]),
+    ]));
+    assert!(e.contains("model.weights.h5"), "{e}");
+    // Features horn does not have are refused by name.
+    let e = err(&archive(&[
+        (
+            "config.json",
+            text.replacen(
+                "\"kernel_constraint\": null",
+                "\"kernel_constraint\": {\"class_name\": \"MaxNorm\"}",
+                1,
+            )
+            .as_bytes(),
+        ),
+        ("model.weights.h5", &weights),
+    ]));
+    assert!(e.contains("kernel_constraint"), "{e}");
+    // A failed load leaves nothing behind, and the good file still loads.
+    assert!(load_keras_bytes(&good).is_ok());
+}
+
+#[test]
+fn thousands_of_mutated_keras_files_never_panic() {
+    let good = std::fs::read(fixture("keras-files/functional.keras")).unwrap();
+    let parts = unzip(&good);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut loaded = 0;
+    for round in 0..3000 {
+        // Mutate either the raw archive or one entry inside a valid archive.
+        let bytes = if round % 2 == 0 {
+            let mut b = good.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() % b.len() as u64) as usize;
+                b[i] = next() as u8;
+            }
+            b
+        } else {
+            let which = (next() % parts.len() as u64) as usize;
+            let entries: Vec<(String, Vec<u8>)> = parts
+                .iter()
+                .enumerate()
+                .map(|(k, (n, d))| {
+                    let mut d = d.clone();
+                    if k == which && !d.is_empty() {
+                        for _ in 0..1 + next() % 4 {
+                            let i = (next() % d.len() as u64) as usize;
+                            d[i] = next() as u8;
+                        }
+                    }
+                    (n.clone(), d)
+                })
+                .collect();
+            let refs: Vec<(&str, &[u8])> = entries
+                .iter()
+                .map(|(n, d)| (n.as_str(), d.as_slice()))
+                .collect();
+            archive(&refs)
+        };
+        if load_keras_bytes(&bytes).is_ok() {
+            loaded += 1;
+        }
+    }
+    // Most mutations hit bytes that matter; some (padding, names) do not.
+    println!("{loaded} of 3000 mutated files loaded");
+    assert!(loaded < 3000, "every mutation loaded");
+}
