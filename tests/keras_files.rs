@@ -406,3 +406,279 @@ fn thousands_of_mutated_keras_files_never_panic() {
     println!("{loaded} of 3000 mutated files loaded");
     assert!(loaded < 3000, "every mutation loaded");
 }
+
+#[test]
+fn save_keras_round_trips_through_horn() {
+    // Every fixture: load, save with horn, load again: same weights, same
+    // predictions, same compile settings.
+    for name in ["functional", "sequences", "signals"] {
+        let original = load_keras(fixture(&format!("keras-files/{name}.keras"))).unwrap();
+        let f = json(name);
+        match original {
+            KerasModel::Functional(m) => {
+                let bytes = m.to_keras_bytes().unwrap();
+                let KerasModel::Functional(back) = load_keras_bytes(&bytes).unwrap() else {
+                    panic!("functional")
+                };
+                assert_eq!(
+                    back.get_weights().unwrap(),
+                    m.get_weights().unwrap(),
+                    "{name}"
+                );
+                assert_eq!(back.summary(), m.summary(), "{name}");
+                let xs: Vec<Array2<f32>> = f["inputs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| two_d(&arr(x)))
+                    .collect();
+                let refs: Vec<&Array2<f32>> = xs.iter().collect();
+                assert_eq!(
+                    back.predict(refs.clone()).unwrap(),
+                    m.predict(refs).unwrap(),
+                    "{name}"
+                );
+                assert_eq!(
+                    back.optimizer().map(|o| o.iterations()),
+                    m.optimizer().map(|o| o.iterations())
+                );
+            }
+            KerasModel::Sequential(m) => {
+                let bytes = m.to_keras_bytes().unwrap();
+                let back = Sequential::load_keras_bytes(&bytes).unwrap();
+                assert_eq!(
+                    back.get_weights().unwrap(),
+                    m.get_weights().unwrap(),
+                    "{name}"
+                );
+                assert_eq!(back.summary(), m.summary(), "{name}");
+                let x = arr(&f["inputs"][0]);
+                assert_eq!(
+                    back.predict_nd(&x).unwrap(),
+                    m.predict_nd(&x).unwrap(),
+                    "{name}"
+                );
+                assert_eq!(back.metric_keys(), m.metric_keys());
+                assert_eq!(
+                    back.optimizer().map(|o| o.iterations()),
+                    m.optimizer().map(|o| o.iterations())
+                );
+            }
+        }
+    }
+}
+
+fn arr_json(a: &ArrayD<f32>) -> Value {
+    serde_json::json!({"shape": a.shape(), "data": a.iter().map(|&v| v as f64).collect::<Vec<_>>()})
+}
+
+/// Horn models of every layer family, trained one epoch and saved with
+/// `save_keras`, beside their inputs and horn's predictions: the files
+/// `scripts/keras_roundtrip.py` opens with Keras 3 itself. Written to
+/// `$HORN_KERAS_EXPORT_DIR` when it is set (else a temporary directory, and
+/// only horn reads them back).
+#[test]
+fn export_models_for_keras() {
+    let dir = std::env::var("HORN_KERAS_EXPORT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::temp_dir().join(format!("horn-keras-export-{}", std::process::id()))
+        });
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = |n: usize, shape: &[usize], seed: u64| -> ArrayD<f32> {
+        let mut full = vec![n];
+        full.extend_from_slice(shape);
+        let len: usize = full.iter().product();
+        ArrayD::from_shape_vec(
+            full,
+            (0..len)
+                .map(|k| (((k * 37 + seed as usize * 11) % 97) as f32 / 97.0) * 2.0 - 1.0)
+                .collect(),
+        )
+        .unwrap()
+    };
+    let quiet = FitOptions {
+        epochs: 1,
+        batch_size: 8,
+        verbose: 0,
+        ..Default::default()
+    };
+    let mut written = Vec::new();
+    let mut write =
+        |name: &str, bytes: Vec<u8>, inputs: Vec<ArrayD<f32>>, preds: Vec<ArrayD<f32>>| {
+            std::fs::write(dir.join(format!("{name}.keras")), bytes).unwrap();
+            let j = serde_json::json!({
+                "inputs": inputs.iter().map(arr_json).collect::<Vec<_>>(),
+                "predictions": preds.iter().map(arr_json).collect::<Vec<_>>(),
+            });
+            std::fs::write(dir.join(format!("{name}.json")), j.to_string()).unwrap();
+            written.push(name.to_string());
+        };
+
+    // An MLP, adam.
+    let x = data(32, &[6], 1);
+    let y = Array2::from_shape_fn((32, 3), |(i, j)| (i % 3 == j) as u8 as f32);
+    let mut mlp = Sequential::new()
+        .seed(1)
+        .input(6)
+        .dense(16, Relu)
+        .dropout(0.2)
+        .dense(3, Softmax);
+    mlp.compile("adam", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    mlp.fit(&x, &y, quiet.clone()).unwrap();
+    write(
+        "mlp",
+        mlp.to_keras_bytes().unwrap(),
+        vec![x.clone()],
+        vec![mlp.predict_nd(&x).unwrap()],
+    );
+
+    // A convnet with BatchNormalization, sgd with momentum.
+    let x = data(16, &[8, 8, 2], 2);
+    let y = Array2::from_shape_fn((16, 2), |(i, j)| (i % 2 == j) as u8 as f32);
+    let mut cnn = Sequential::new()
+        .seed(2)
+        .input_shape(&[8, 8, 2])
+        .add(Conv2D::new(4, 3, Relu).padding(Padding::Same))
+        .batch_normalization()
+        .max_pooling2d(2)
+        .add(AveragePooling2D::new(2))
+        .flatten()
+        .dense(2, Softmax);
+    cnn.compile(
+        Sgd {
+            learning_rate: 0.05,
+            momentum: 0.9,
+            nesterov: false,
+        },
+        "categorical_crossentropy",
+        &["accuracy"],
+    )
+    .unwrap();
+    cnn.fit(&x, &y, quiet.clone()).unwrap();
+    write(
+        "cnn",
+        cnn.to_keras_bytes().unwrap(),
+        vec![x.clone()],
+        vec![cnn.predict_nd(&x).unwrap()],
+    );
+
+    // Text: Embedding(mask_zero), Bidirectional(LSTM), GRU, LayerNormalization, rmsprop.
+    let ids = ArrayD::from_shape_fn(vec![12, 7], |i| {
+        let (r, c) = (i[0], i[1]);
+        if c >= 5 && r % 2 == 0 {
+            0.0
+        } else {
+            ((r * 7 + c * 3) % 19 + 1) as f32
+        }
+    });
+    let y = Array2::from_shape_fn((12, 1), |(i, _)| (i % 2) as f32);
+    let mut text = Sequential::new()
+        .seed(3)
+        .input_shape(&[7])
+        .add(Embedding::new(20, 6).mask_zero(true))
+        .add(Bidirectional::new(LSTM::new(5).return_sequences(true)))
+        .add(GRU::new(4))
+        .add(LayerNormalization::new())
+        .dense(1, Sigmoid);
+    text.compile("rmsprop", "binary_crossentropy", &["accuracy"])
+        .unwrap();
+    text.fit(&ids, &y, quiet.clone()).unwrap();
+    write(
+        "text",
+        text.to_keras_bytes().unwrap(),
+        vec![ids.clone()],
+        vec![text.predict_nd(&ids).unwrap()],
+    );
+
+    // Signals: Conv1D causal, SimpleRNN, TimeDistributed, global pooling.
+    let x = data(10, &[12, 3], 4);
+    let y = data(10, &[1], 5)
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    let mut signals = Sequential::new()
+        .seed(4)
+        .input_shape(&[12, 3])
+        .add(Conv1D::new(5, 3, Relu).padding(Padding::Causal))
+        .add(SimpleRNN::new(4).return_sequences(true))
+        .add(TimeDistributed::new(Dense::new(3, Tanh)))
+        .add(GlobalMaxPooling1D::new())
+        .dense(1, Linear);
+    signals.compile("adam", "mse", &["mae"]).unwrap();
+    signals.fit(&x, &y, quiet.clone()).unwrap();
+    write(
+        "signals",
+        signals.to_keras_bytes().unwrap(),
+        vec![x.clone()],
+        vec![signals.predict_nd(&x).unwrap()],
+    );
+
+    // Functional: two inputs, a shared layer, every merge, two outputs.
+    let mut g = Graph::with_seed(5);
+    let a = g.input("a", &[5]);
+    let b = g.input("b", &[5]);
+    let shared = g.layer_named("shared", Dense::new(4, Tanh));
+    let sa = g.call(shared, a);
+    let sb = g.call(shared, b);
+    let merged = [
+        g.call(Add::new(), [sa, sb]),
+        g.call(Subtract::new(), [sa, sb]),
+        g.call(Multiply::new(), [sa, sb]),
+        g.call(Average::new(), [sa, sb]),
+        g.call(Maximum::new(), [sa, sb]),
+        g.call(Minimum::new(), [sa, sb]),
+        g.call(Dot::new(1).normalize(true), [sa, sb]),
+    ];
+    let joined = g.call(Concatenate::new(), merged.to_vec());
+    let class = g.call_named("class", Dense::new(3, Softmax), joined);
+    let value = g.call_named("value", Dense::new(1, Linear), joined);
+    let mut model = Model::new(g, [a, b], [class, value]).unwrap();
+    model
+        .compile(
+            "adam",
+            ModelCompile::new()
+                .output_loss("class", "categorical_crossentropy")
+                .output_loss("value", "mse")
+                .loss_weights(&[1.0, 0.5])
+                .metrics("class", &["accuracy"])
+                .metrics("value", &["mae"]),
+        )
+        .unwrap();
+    let (xa, xb) = (data(16, &[5], 6), data(16, &[5], 7));
+    let yc = Array2::from_shape_fn((16, 3), |(i, j)| (i % 3 == j) as u8 as f32);
+    let yv = data(16, &[1], 8)
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    model.fit([&xa, &xb], [&yc, &yv], quiet.clone()).unwrap();
+    let p = model.predict([&xa, &xb]).unwrap();
+    write(
+        "functional",
+        model.to_keras_bytes().unwrap(),
+        vec![xa.clone(), xb.clone()],
+        p,
+    );
+
+    // horn reads every file back to the same predictions.
+    for name in &written {
+        let bytes = std::fs::read(dir.join(format!("{name}.keras"))).unwrap();
+        let back = load_keras_bytes(&bytes).unwrap().into_model();
+        let j: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        let inputs: Vec<ArrayD<f32>> = j["inputs"].as_array().unwrap().iter().map(arr).collect();
+        let refs: Vec<&ArrayD<f32>> = inputs.iter().collect();
+        let p = back.predict(refs).unwrap();
+        for (o, want) in j["predictions"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(
+                p[o].as_slice().unwrap(),
+                arr(want).as_slice().unwrap(),
+                "{name} output {o}"
+            );
+        }
+    }
+    if std::env::var("HORN_KERAS_EXPORT_DIR").is_err() {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

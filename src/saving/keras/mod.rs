@@ -29,6 +29,7 @@
 
 mod archive;
 mod config;
+mod writer;
 
 use std::path::Path;
 
@@ -122,6 +123,56 @@ impl Model {
     /// (a `Sequential` becomes a chain); see [`load_keras`].
     pub fn load_keras(path: impl AsRef<Path>) -> Result<Model> {
         Ok(load_keras(path)?.into_model())
+    }
+}
+
+impl Sequential {
+    /// Writes the model as a Keras 3 `.keras` file that
+    /// `keras.saving.load_model` opens: the architecture, the weights and,
+    /// when compiled, the compile settings and the optimizer's variables
+    /// (for the optimizers whose layout horn shares with Keras: SGD, plain
+    /// RMSprop, Adam, Adagrad, Lion; the others are written without state,
+    /// which Keras reports and starts fresh). Custom layers and activations
+    /// with parameters Keras cannot name are errors. The write is atomic.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let model = Sequential::new().seed(1).input(4).dense(3, Softmax);
+    /// let bytes = model.to_keras_bytes().unwrap();
+    /// let back = Sequential::load_keras_bytes(&bytes).unwrap();
+    /// assert_eq!(back.get_weights().unwrap(), model.get_weights().unwrap());
+    /// ```
+    pub fn save_keras(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::files::write_atomic(path.as_ref(), &self.to_keras_bytes()?)
+    }
+
+    /// The bytes [`Sequential::save_keras`] writes.
+    pub fn to_keras_bytes(&self) -> Result<Vec<u8>> {
+        writer::Exported::sequential(self)?.to_bytes()
+    }
+
+    /// [`Sequential::load_keras`] from a file's bytes.
+    pub fn load_keras_bytes(bytes: &[u8]) -> Result<Sequential> {
+        match load_keras_bytes(bytes)? {
+            KerasModel::Sequential(m) => Ok(*m),
+            KerasModel::Functional(_) => Err(Error::format(
+                "<bytes>",
+                "this file holds a functional Keras model; load it with `Model::load_keras`",
+            )),
+        }
+    }
+}
+
+impl Model {
+    /// Writes the model as a Keras 3 `.keras` file (see
+    /// [`Sequential::save_keras`]).
+    pub fn save_keras(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::files::write_atomic(path.as_ref(), &self.to_keras_bytes()?)
+    }
+
+    /// The bytes [`Model::save_keras`] writes.
+    pub fn to_keras_bytes(&self) -> Result<Vec<u8>> {
+        writer::Exported::functional(self)?.to_bytes()
     }
 }
 
