@@ -352,3 +352,148 @@ pub mod penguins {
         Table::from_csv_str(CSV)
     }
 }
+
+/// NumPy `.npy` files (what Python users save arrays in), read as `f32`.
+pub mod npy {
+    use std::path::Path;
+
+    use ndarray::{ArrayD, IxDyn};
+
+    use crate::error::{Error, Result};
+    use crate::files::read_file;
+
+    /// Reads a `.npy` file (format versions 1-3, C order; float32, float64,
+    /// signed and unsigned integers and bools, either byte order) as `f32`.
+    pub fn read(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
+        let path = path.as_ref();
+        parse_at(&read_file(path)?, path)
+    }
+
+    /// [`read`] from a file's bytes, checked as untrusted input: the shape
+    /// must account for exactly the bytes that follow the header.
+    ///
+    /// ```
+    /// // np.save of np.array([[1, 2], [3, 4]], dtype=np.float32)
+    /// let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }";
+    /// let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    /// let padded = format!("{header:<117}\n");
+    /// b.extend((padded.len() as u16).to_le_bytes());
+    /// b.extend(padded.as_bytes());
+    /// for v in [1.0f32, 2.0, 3.0, 4.0] { b.extend(v.to_le_bytes()); }
+    /// let a = horn::datasets::npy::parse(&b).unwrap();
+    /// assert_eq!(a.shape(), &[2, 2]);
+    /// assert_eq!(a[[1, 0]], 3.0);
+    /// assert!(horn::datasets::npy::parse(&b[..b.len() - 1]).is_err());
+    /// ```
+    pub fn parse(bytes: &[u8]) -> Result<ArrayD<f32>> {
+        parse_at(bytes, Path::new("<bytes>"))
+    }
+
+    fn parse_at(bytes: &[u8], path: &Path) -> Result<ArrayD<f32>> {
+        let bad = |why: &str| Error::format(path, format!("not a readable .npy file: {why}"));
+        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+            return Err(bad("no NUMPY magic"));
+        }
+        let (len, start): (usize, usize) = match bytes[6] {
+            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+            2 | 3 if bytes.len() >= 12 => (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            ),
+            _ => return Err(bad("unknown format version")),
+        };
+        let header = bytes
+            .get(start..start.saturating_add(len))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .ok_or_else(|| bad("truncated header"))?;
+        let value = |key: &str| -> Option<&str> {
+            let at = header.find(&format!("'{key}'"))? + key.len() + 2;
+            let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
+            Some(rest)
+        };
+        let descr = value("descr")
+            .and_then(|r| r.strip_prefix('\''))
+            .and_then(|r| r.split('\'').next())
+            .ok_or_else(|| bad("no descr"))?;
+        if value("fortran_order").is_some_and(|r| r.starts_with("True")) {
+            return Err(bad(
+                "Fortran order (save a C-ordered array: np.ascontiguousarray)",
+            ));
+        }
+        let shape_text = value("shape")
+            .and_then(|r| r.strip_prefix('('))
+            .and_then(|r| r.split(')').next())
+            .ok_or_else(|| bad("no shape"))?;
+        let shape: Vec<usize> = shape_text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<usize>()
+                    .map_err(|_| bad("a non-integer dimension"))
+            })
+            .collect::<Result<_>>()?;
+        let count = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| bad("a shape too large"))?;
+        let data = &bytes[start + len..];
+        let (little, kind, size) = {
+            let mut c = descr.chars();
+            let order = c.next().unwrap_or('?');
+            let kind = c.next().unwrap_or('?');
+            let size: usize = c.as_str().parse().map_err(|_| bad("unknown dtype"))?;
+            (order != '>', kind, size)
+        };
+        if count.checked_mul(size) != Some(data.len()) {
+            return Err(bad(&format!(
+                "shape {shape:?} of {descr} needs {} bytes, the file has {}",
+                count.saturating_mul(size),
+                data.len()
+            )));
+        }
+        let word = |chunk: &[u8]| -> [u8; 8] {
+            let mut w = [0u8; 8];
+            if little {
+                w[..chunk.len()].copy_from_slice(chunk);
+            } else {
+                for (i, &b) in chunk.iter().rev().enumerate() {
+                    w[i] = b;
+                }
+            }
+            w
+        };
+        let sign_extend = |w: [u8; 8], size: usize| -> i64 {
+            let v = u64::from_le_bytes(w);
+            let shift = 64 - 8 * size as u32;
+            ((v << shift) as i64) >> shift
+        };
+        let values: Vec<f32> = match (kind, size) {
+            ('f', 4) => data
+                .chunks_exact(4)
+                .map(|c| {
+                    let w = word(c);
+                    f32::from_le_bytes([w[0], w[1], w[2], w[3]])
+                })
+                .collect(),
+            ('f', 8) => data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(word(c)) as f32)
+                .collect(),
+            ('i', 1 | 2 | 4 | 8) => data
+                .chunks_exact(size)
+                .map(|c| sign_extend(word(c), size) as f32)
+                .collect(),
+            ('u' | 'b', 1 | 2 | 4 | 8) => data
+                .chunks_exact(size)
+                .map(|c| u64::from_le_bytes(word(c)) as f32)
+                .collect(),
+            _ => {
+                return Err(bad(&format!(
+                    "dtype {descr} (horn reads floats, integers and bools)"
+                )))
+            }
+        };
+        ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| bad(&e.to_string()))
+    }
+}
