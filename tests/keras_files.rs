@@ -351,6 +351,23 @@ fn hostile_keras_files_are_clear_errors() {
         ("model.weights.h5", &weights),
     ]));
     assert!(e.contains("kernel_constraint"), "{e}");
+    // A decompression bomb: 64 MiB of zeros deflated to about 64 KB.
+    let bomb = {
+        use std::io::Write;
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("config.json", opts).unwrap();
+        let zeros = vec![b' '; 1 << 20];
+        for _ in 0..64 {
+            zip.write_all(&zeros).unwrap();
+        }
+        zip.finish().unwrap();
+        buf.into_inner()
+    };
+    assert!(bomb.len() < 1 << 20, "the bomb is small: {} bytes", bomb.len());
+    let e = err(&bomb);
+    assert!(e.contains("decompression bomb"), "{e}");
     // A failed load leaves nothing behind, and the good file still loads.
     assert!(load_keras_bytes(&good).is_ok());
 }

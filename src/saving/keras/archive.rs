@@ -25,9 +25,11 @@ const MAX_ENTRIES: usize = 1024;
 const MAX_JSON_BYTES: u64 = 64 << 20;
 /// Largest weights file read (16 GiB).
 const MAX_WEIGHTS_BYTES: u64 = 16 << 30;
-/// Largest expansion of a compressed entry over its stored size (deflate's
-/// best case is about 1000:1; Keras stores its entries uncompressed).
-const MAX_RATIO: u64 = 1100;
+/// Largest expansion of a compressed entry over its stored size. Keras
+/// stores its entries uncompressed, and real JSON or weights deflate by a
+/// few times at most; deflate can reach about 1000:1 on zeros, which is
+/// what a decompression bomb uses.
+const MAX_RATIO: u64 = 100;
 
 impl KerasArchive {
     /// Reads the archive's entries; `path` names the file in errors.
