@@ -356,7 +356,8 @@ fn hostile_keras_files_are_clear_errors() {
         use std::io::Write;
         let mut buf = std::io::Cursor::new(Vec::new());
         let mut zip = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
         zip.start_file("config.json", opts).unwrap();
         let zeros = vec![b' '; 1 << 20];
         for _ in 0..64 {
@@ -365,7 +366,11 @@ fn hostile_keras_files_are_clear_errors() {
         zip.finish().unwrap();
         buf.into_inner()
     };
-    assert!(bomb.len() < 1 << 20, "the bomb is small: {} bytes", bomb.len());
+    assert!(
+        bomb.len() < 1 << 20,
+        "the bomb is small: {} bytes",
+        bomb.len()
+    );
     let e = err(&bomb);
     assert!(e.contains("decompression bomb"), "{e}");
     // A failed load leaves nothing behind, and the good file still loads.
@@ -374,6 +379,7 @@ fn hostile_keras_files_are_clear_errors() {
 
 #[test]
 fn thousands_of_mutated_keras_files_never_panic() {
+    // 3,000 mutated `.keras` archives and 1,000 mutated Keras 2 `.h5` files.
     let good = std::fs::read(fixture("keras-files/functional.keras")).unwrap();
     let parts = unzip(&good);
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -418,6 +424,16 @@ fn thousands_of_mutated_keras_files_never_panic() {
         if load_keras_bytes(&bytes).is_ok() {
             loaded += 1;
         }
+    }
+    // Keras 2 `.h5` model files go through the HDF5 decoder directly.
+    let h5 = std::fs::read(fixture("keras-files/keras2_functional.h5")).unwrap();
+    for _ in 0..1000 {
+        let mut b = h5.clone();
+        for _ in 0..1 + next() % 4 {
+            let i = (next() % b.len() as u64) as usize;
+            b[i] = next() as u8;
+        }
+        let _ = load_keras_bytes(&b);
     }
     // Most mutations hit bytes that matter; some (padding, names) do not.
     println!("{loaded} of 3000 mutated files loaded");
@@ -698,4 +714,30 @@ fn export_models_for_keras() {
     if std::env::var("HORN_KERAS_EXPORT_DIR").is_err() {
         std::fs::remove_dir_all(&dir).ok();
     }
+}
+
+#[test]
+fn keras2_h5_model_files_predict_as_keras() {
+    // Written by Keras 2 (tf_keras 2.21, scripts/keras2_h5_fixture.py): what
+    // `model.save("m.h5")` gives in Keras 2 and R keras.
+    for name in ["keras2_sequential", "keras2_functional"] {
+        let f = json(&format!("{name}.h5"));
+        let model = load_keras(fixture(&format!("keras-files/{name}.h5")))
+            .unwrap()
+            .into_model();
+        let xs: Vec<ArrayD<f32>> = f["inputs"].as_array().unwrap().iter().map(arr).collect();
+        let refs: Vec<&ArrayD<f32>> = xs.iter().collect();
+        let p = model.predict(refs).unwrap();
+        for (o, want) in f["predictions"].as_array().unwrap().iter().enumerate() {
+            let d = max_diff(p[o].as_slice().unwrap(), arr(want).as_slice().unwrap());
+            assert!(d < 1e-5, "{name} output {o}: max difference {d}");
+        }
+        assert!(
+            model.optimizer().is_some(),
+            "{name}: compile settings restored"
+        );
+    }
+    let seq = Sequential::load_keras(fixture("keras-files/keras2_sequential.h5")).unwrap();
+    assert_eq!(seq.metric_keys(), ["accuracy"]);
+    assert_eq!(seq.layer_names(), ["lstm", "gru", "dense", "dense_1"]);
 }

@@ -273,8 +273,8 @@ impl Model {
     }
 
     /// The same layers as a functional model: one input named
-    /// `input_layer` and a chain of calls. Weights move over unchanged; the
-    /// compile settings do not (compile the model again).
+    /// `input_layer` and a chain of calls. Weights, compile settings and
+    /// the optimizer's state move over unchanged.
     ///
     /// ```
     /// use horn::prelude::*;
@@ -285,6 +285,7 @@ impl Model {
     /// assert_eq!(model.input_names(), ["input_layer"]);
     /// ```
     pub fn from_sequential(seq: crate::Sequential) -> Model {
+        let compiled = seq.compiled().cloned();
         let input = seq.get_input_shape().cloned().unwrap_or_default();
         let shapes_out: Vec<Shape> = seq.layer_shapes().to_vec();
         let name = seq.model_name().to_string();
@@ -309,7 +310,7 @@ impl Model {
             })
             .collect();
         let n = layers.len();
-        Model {
+        let mut model = Model {
             name,
             seed,
             layers,
@@ -319,7 +320,25 @@ impl Model {
             outputs: vec![n],
             compiled: None,
             last_history: None,
+        };
+        if let Some(c) = compiled {
+            let output = model.output_names()[0].to_string();
+            let mut options = ModelCompile::new().loss(c.loss);
+            for (key, m) in c.metric_names.iter().zip(&c.metrics) {
+                options = options.named_metric(&output, key, *m, false);
+            }
+            for (key, m) in c.weighted_names.iter().zip(&c.weighted_metrics) {
+                options = options.named_metric(&output, key, *m, true);
+            }
+            // The same settings compiled once already; the optimizer (and
+            // its state, keyed by the same weight names) moves over as is.
+            if model.compile(c.optimizer.clone(), options).is_ok() {
+                if let Some(mc) = model.compiled.as_mut() {
+                    mc.optimizer = c.optimizer;
+                }
+            }
         }
+        model
     }
 
     /// Sets the model's name (shown by `summary()`; Keras' default is

@@ -683,6 +683,15 @@ pub(crate) fn architecture(root: &Value) -> Result<Architecture> {
                     h5_key: names.next(lclass),
                 });
             }
+            // Keras 2 put the input shape on the first layer.
+            let first_layer_shape = layers
+                .iter()
+                .find_map(|l| l.get("config").and_then(|c| c.get("batch_input_shape")).filter(|v| !v.is_null()));
+            if input_shape.is_none() {
+                if let Some(v) = first_layer_shape {
+                    input_shape = Some(batch_shape(v, &name)?);
+                }
+            }
             let input_shape = match input_shape {
                 Some(s) => s,
                 None => {
@@ -725,7 +734,21 @@ pub(crate) fn architecture(root: &Value) -> Result<Architecture> {
                 })?;
                 for node in inbound {
                     let mut ins = Vec::new();
-                    node_inputs(node.get("args").unwrap_or(&Value::Null), &mut ins, 0)?;
+                    match node {
+                        // Keras 2: `[["layer", node, tensor, {kwargs}], ...]`.
+                        Value::Array(items) => {
+                            for item in items {
+                                let a = item.as_array().filter(|a| a.len() >= 3);
+                                let h = a.and_then(|a| {
+                                    Some((a[0].as_str()?.to_string(), a[1].as_u64()? as usize, a[2].as_u64()? as usize))
+                                });
+                                ins.push(h.ok_or_else(|| {
+                                    Error::arg(format!("inbound_nodes of Keras layer `{lname}`"), "[layer, node, tensor] entries", item)
+                                })?);
+                            }
+                        }
+                        _ => node_inputs(node.get("args").unwrap_or(&Value::Null), &mut ins, 0)?,
+                    }
                     if ins.is_empty() {
                         return Err(Error::arg(
                             format!("inbound_nodes of Keras layer `{lname}`"),

@@ -181,9 +181,51 @@ struct Weights<'a> {
     h5: Hdf5File,
     size: usize,
     path: &'a Path,
+    /// A Keras 2 `.h5` model file: weights under `model_weights/{layer}/`,
+    /// listed by the group's `weight_names` attribute.
+    legacy: bool,
 }
 
 impl Weights<'_> {
+    /// The values of a layer's `i`-th weight (of `n`), which must have
+    /// `shape`: where Keras 3 puts it (`key` is the layer's group), or
+    /// where Keras 2 did (by the layer's `name`).
+    fn var(
+        &self,
+        config: &crate::saving::LayerConfig,
+        key: &str,
+        name: &str,
+        i: usize,
+        n: usize,
+        shape: &[usize],
+    ) -> Result<Vec<f32>> {
+        if !self.legacy {
+            return self.f32s(&config::var_path(config, key, i, n), shape);
+        }
+        let group = format!("model_weights/{name}");
+        let names = self
+            .h5
+            .group(&group)
+            .and_then(|g| g.attribute("weight_names"))
+            .and_then(|a| a.read_strings())
+            .map_err(|_| {
+                Error::format(
+                    self.path,
+                    format!("`{group}` has no readable `weight_names`"),
+                )
+            })?;
+        if names.len() != n {
+            return Err(Error::format(
+                self.path,
+                format!(
+                    "layer `{name}` has {} weights in the file, its configuration needs {n}",
+                    names.len()
+                ),
+            ));
+        }
+        self.f32s(&format!("{group}/{}", names[i]), shape)
+    }
+
     /// The float32 values of dataset `name`, which must have `shape`.
     fn f32s(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let bad =
@@ -246,26 +288,79 @@ impl Weights<'_> {
     }
 }
 
+/// An HDF5 file's bytes, opened with reads capped at their size.
+fn open_h5(bytes: Vec<u8>, path: &Path, what: &str) -> Result<(Hdf5File, usize)> {
+    let size = bytes.len();
+    let options = OpenOptions::default()
+        .with_max_read_bytes(size)
+        .with_max_chunk_bytes(size.max(1 << 20));
+    let h5 = Hdf5File::from_vec_with_options(bytes, options)
+        .map_err(|e| Error::format(path, format!("{what} is not a readable HDF5 file ({e})")))?;
+    Ok((h5, size))
+}
+
+/// A string attribute of the root group of a Keras 2 `.h5` file, as JSON.
+fn root_json(h5: &Hdf5File, name: &str, path: &Path) -> Result<Option<Value>> {
+    let Ok(attr) = h5.root_group().and_then(|g| g.attribute(name)) else {
+        return Ok(None);
+    };
+    let text = attr
+        .read_string()
+        .or_else(|_| attr.read_strings().map(|v| v.concat()))
+        .map_err(|e| Error::format(path, format!("attribute `{name}` is not a string ({e})")))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::format(path, format!("attribute `{name}` is not valid JSON ({e})")))
+}
+
 fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
-    let archive = KerasArchive::read(bytes, path)?;
-    let root: Value = serde_json::from_slice(&archive.config)
-        .map_err(|e| Error::format(path, format!("config.json is not valid JSON ({e})")))?;
     let in_file = |e: Error| match e {
         Error::Format { .. } | Error::Shape { .. } => e,
         other => Error::format(path, other.to_string()),
     };
-    let arch = config::architecture(&root).map_err(in_file)?;
-    let size = archive.weights.len();
-    let options = OpenOptions::default()
-        .with_max_read_bytes(size)
-        .with_max_chunk_bytes(size.max(1 << 20));
-    let h5 = Hdf5File::from_vec_with_options(archive.weights, options).map_err(|e| {
-        Error::format(
-            path,
-            format!("model.weights.h5 is not a readable HDF5 file ({e})"),
+    let (root, weights) = if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
+        // A Keras 2 (or R keras) full-model `.h5` file.
+        let (h5, size) = open_h5(bytes.to_vec(), path, "the file")?;
+        let config = root_json(&h5, "model_config", path)?.ok_or_else(|| {
+            Error::format(
+                path,
+                "an HDF5 file without `model_config`: a weights-only file? (use load_weights)",
+            )
+        })?;
+        let mut root = config;
+        if let Some(tc) = root_json(&h5, "training_config", path)? {
+            root["compile_config"] = serde_json::json!({
+                "optimizer": tc.get("optimizer_config").cloned().unwrap_or(Value::Null),
+                "loss": tc.get("loss").cloned().unwrap_or(Value::Null),
+                "loss_weights": tc.get("loss_weights").cloned().unwrap_or(Value::Null),
+                "metrics": tc.get("metrics").cloned().unwrap_or(Value::Null),
+            });
+        }
+        (
+            root,
+            Weights {
+                h5,
+                size,
+                path,
+                legacy: true,
+            },
         )
-    })?;
-    let weights = Weights { h5, size, path };
+    } else {
+        let archive = KerasArchive::read(bytes, path)?;
+        let root: Value = serde_json::from_slice(&archive.config)
+            .map_err(|e| Error::format(path, format!("config.json is not valid JSON ({e})")))?;
+        let (h5, size) = open_h5(archive.weights, path, "model.weights.h5")?;
+        (
+            root,
+            Weights {
+                h5,
+                size,
+                path,
+                legacy: false,
+            },
+        )
+    };
+    let arch = config::architecture(&root).map_err(in_file)?;
     let compile = root.get("compile_config").filter(|v| !v.is_null());
     match arch {
         Architecture::Sequential {
@@ -284,7 +379,7 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
                 };
                 let n = config.weight_count(&shape).map_err(in_file)?;
                 let (layer, out) = config.load_with(&shape, &l.name, path, &mut |i, _, s| {
-                    weights.f32s(&config::var_path(config, &l.h5_key, i, n), s)
+                    weights.var(config, &l.h5_key, &l.name, i, n, s)
                 })?;
                 model.push_built_named(layer, out.clone(), &l.name)?;
                 shape = out;
@@ -413,7 +508,7 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
             let mut model = build_model(&entry, path, &mut |l, config, input, name| {
                 let n = config.weight_count(input)?;
                 config.load_with(input, name, path, &mut |i, _, s| {
-                    weights.f32s(&config::var_path(config, &layers[l].h5_key, i, n), s)
+                    weights.var(config, &layers[l].h5_key, name, i, n, s)
                 })
             })?;
             if let Some(c) = compile {
@@ -514,7 +609,10 @@ fn keras_metric(v: &Value) -> Result<(String, Metric)> {
                 .and_then(|c| c.get("name"))
                 .and_then(Value::as_str)
                 .unwrap_or(class);
-            Ok((name.to_string(), class.parse()?))
+            // Keras 2 wraps named metrics in `MeanMetricWrapper`: the name
+            // says which.
+            let metric = name.parse().or_else(|_| class.parse())?;
+            Ok((name.to_string(), metric))
         }
         other => Err(Error::arg(
             "metric in compile_config",
@@ -556,7 +654,10 @@ fn keras_optimizer(v: &Value) -> Result<Optimizer> {
     let (class, cfg) = match v {
         Value::String(s) => return s.parse(),
         Value::Object(o) => (
-            o.get("class_name").and_then(Value::as_str).unwrap_or(""),
+            // Keras 2.11+ registered its optimizers as `Custom>Adam`.
+            o.get("class_name")
+                .and_then(Value::as_str)
+                .map_or("", |c| c.strip_prefix("Custom>").unwrap_or(c)),
             o.get("config").cloned().unwrap_or(Value::Null),
         ),
         other => {
