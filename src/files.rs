@@ -53,6 +53,10 @@ fn resolve_target(path: &Path) -> PathBuf {
 /// existing file's permissions, then renamed over the target and the folder
 /// synced. On any failure the temporary file is removed and the target is
 /// untouched.
+///
+/// A `.keras` or `.h5` name is refused: horn's own files under Keras' names
+/// would not open in Keras (`save_keras` writes real `.keras` files through
+/// [`write_atomic_any`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if path
         .extension()
@@ -60,10 +64,15 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     {
         return Err(Error::arg(
             "path",
-            "a `.safetensors` path: horn writes safetensors files, and Keras' own `.keras`/`.h5` formats cannot be written yet (a file under that name would not open in Keras)",
+            "a `.safetensors` path for horn's own format (a Keras file is written by `save_keras`, to a `.keras` path)",
             path.display(),
         ));
     }
+    write_atomic_any(path, bytes)
+}
+
+/// [`write_atomic`] under any name.
+pub(crate) fn write_atomic_any(path: &Path, bytes: &[u8]) -> Result<()> {
     let target = resolve_target(path);
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

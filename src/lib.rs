@@ -49,7 +49,10 @@
 //! - [`activations`], [`losses`], [`metrics`], [`optimizers`], [`initializers`],
 //!   [`regularizers`], [`callbacks`]: the Keras catalogue, with Keras 3 names,
 //!   defaults and formulas (each item's docs give its formula).
-//! - [`saving`]: model files (safetensors + JSON architecture); the private
+//! - [`saving`]: model files (safetensors + JSON architecture) for both model
+//!   kinds, and Keras' own `.keras` files (and Keras 2 `.h5` model files),
+//!   read and written natively (feature `keras`, on by default: the `zip`,
+//!   `hdf5-reader` and `hdf5-writer` crates, all pure Rust); the private
 //!   `files` module reads untrusted files within bounds and writes atomically.
 //! - [`pictures`]: images from tensors (PNG, terminal), labelled grids, and
 //!   the confusion matrix's picture; `Sequential::plot_model` draws the

@@ -1,4 +1,6 @@
-//! Model files: safetensors weights with the architecture as JSON metadata.
+//! Model files: horn's own (safetensors weights with the architecture as JSON
+//! metadata, below) and Keras' (`.keras` archives and Keras 2 `.h5` model
+//! files: [`load_keras`], `save_keras`, with the feature `keras`).
 //!
 //! A horn model file is a standard [safetensors] file, readable from Python with
 //! `safetensors.numpy.load_file`:
@@ -307,13 +309,13 @@ fn parse_file<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Err(Error::format(
             path,
-            "this is a zip archive (a Keras `.keras` file?); horn reads its own safetensors model files and safetensors weights, not Keras' zip format yet",
+            "this is a zip archive (a Keras `.keras` file?); open it with `horn::saving::load_keras` or `Sequential::load_keras`",
         ));
     }
     if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
         return Err(Error::format(
             path,
-            "this is an HDF5 file (a Keras `.h5` file?); horn reads safetensors files, not HDF5 yet",
+            "this is an HDF5 file (a Keras `.h5` file?); open a Keras model file with `horn::saving::load_keras`",
         ));
     }
     SafeTensors::deserialize(bytes)

@@ -143,7 +143,7 @@ impl Sequential {
     /// assert_eq!(back.get_weights().unwrap(), model.get_weights().unwrap());
     /// ```
     pub fn save_keras(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::files::write_atomic(path.as_ref(), &self.to_keras_bytes()?)
+        crate::files::write_atomic_any(path.as_ref(), &self.to_keras_bytes()?)
     }
 
     /// The bytes [`Sequential::save_keras`] writes.
@@ -167,7 +167,7 @@ impl Model {
     /// Writes the model as a Keras 3 `.keras` file (see
     /// [`Sequential::save_keras`]).
     pub fn save_keras(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::files::write_atomic(path.as_ref(), &self.to_keras_bytes()?)
+        crate::files::write_atomic_any(path.as_ref(), &self.to_keras_bytes()?)
     }
 
     /// The bytes [`Model::save_keras`] writes.
