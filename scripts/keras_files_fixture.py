@@ -103,3 +103,24 @@ x = rng.normal(size=(8, 16, 3)).astype("float32")
 y = rng.normal(size=(8, 1)).astype("float32")
 save("signals", model, x, y, {"epochs": 2, "batch_size": 4})
 print("written to", os.path.abspath(OUT))
+
+# 4. Every optimizer's saved state: a small regression, two epochs, then one more.
+optimizers = {
+    "rmsprop_centered": keras.optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+    "adam_amsgrad": keras.optimizers.Adam(0.01, amsgrad=True),
+    "adamax": keras.optimizers.Adamax(0.01),
+    "adadelta": keras.optimizers.Adadelta(1.0),
+    "nadam": keras.optimizers.Nadam(0.01),
+    "adagrad": keras.optimizers.Adagrad(0.05),
+    "lion": keras.optimizers.Lion(0.001),
+    "sgd_nesterov": keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+    "adamw": keras.optimizers.AdamW(0.01),
+}
+x = rng.normal(size=(12, 4)).astype("float32")
+y = rng.normal(size=(12, 1)).astype("float32")
+for name, opt in optimizers.items():
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((4,)), layers.Dense(3, activation="tanh"), layers.Dense(1)], name="opt")
+    model.compile(optimizer=opt, loss="mse")
+    save("opt_" + name, model, x, y, {"epochs": 2, "batch_size": 4})
+print("optimizers written")

@@ -787,13 +787,34 @@ fn keras_optimizer(v: &Value) -> Result<Optimizer> {
     Ok(opt)
 }
 
+/// How Keras lays out an optimizer's slot variables after `iterations` and
+/// `learning_rate`: groups of slots, each group written weight by weight
+/// with its slots interleaved (Adam: every weight's momentum and velocity,
+/// then, with AMSGrad, every weight's velocity_hat; RMSprop: every
+/// velocity, then every momentum, then every average gradient). The
+/// numbers are horn's slot planes, which follow Keras' slot order.
+pub(crate) fn slot_groups(opt: &Optimizer) -> Vec<Vec<usize>> {
+    use crate::optimizers::Rule;
+    let k = opt.slots_per_weight();
+    match opt.rule() {
+        Rule::Adam { .. } | Rule::Adamax { .. } | Rule::Adadelta { .. } | Rule::Nadam { .. } => {
+            let mut g = vec![vec![0, 1]];
+            if k > 2 {
+                g.push(vec![2]);
+            }
+            g
+        }
+        _ => (0..k).map(|j| vec![j]).collect(),
+    }
+}
+
 /// Restores the optimizer's iteration count, learning rate and slot
-/// variables from `optimizer/vars/*` when their layout is the one horn
-/// keeps (one or more slots per weight, weight by weight, in Keras' order
-/// of trainable variables). Slots that are missing or shaped for other
-/// weights are skipped with a note, as Keras skips them with a warning, and
-/// the optimizer starts fresh from the saved iteration count; slots that
-/// are there but unreadable or not finite are an error.
+/// variables from `optimizer/vars/*` (laid out as [`slot_groups`] says, in
+/// Keras' order of trainable variables; Nadam's momentum product last).
+/// Slots that are missing or shaped for other weights are skipped with a
+/// note, as Keras skips them with a warning, and the optimizer starts fresh
+/// from the saved iteration count; slots that are there but unreadable or
+/// not finite are an error.
 fn restore_optimizer(opt: &mut Optimizer, w: &Weights<'_>, vars: &[(String, usize)]) -> Result<()> {
     let Some(iterations) = w.int("optimizer/vars/0").filter(|&i| i >= 0) else {
         return Ok(());
@@ -805,20 +826,9 @@ fn restore_optimizer(opt: &mut Optimizer, w: &Weights<'_>, vars: &[(String, usiz
         opt.set_learning_rate(lr)?;
     }
     let k = opt.slots_per_weight();
-    // Keras builds these optimizers' variables weight by weight (Adam:
-    // momentum then velocity of each weight); the others slot by slot.
-    use crate::optimizers::Rule;
-    let weight_major = match opt.rule() {
-        Rule::Adam { amsgrad, .. } => !amsgrad,
-        Rule::RmsProp {
-            momentum, centered, ..
-        } => *momentum == 0.0 && !centered,
-        Rule::Sgd { .. } | Rule::Adagrad { .. } | Rule::Lion { .. } => true,
-        _ => false,
-    };
-    let fresh = |opt: &mut Optimizer, why: &str| {
+    let fresh = |opt: &mut Optimizer| {
         eprintln!(
-            "note: {}: {why}; training resumes with fresh optimizer slots",
+            "note: {}: the optimizer's saved state does not match its weights; training resumes with fresh optimizer slots",
             w.path.display()
         );
         opt.restore_state(iterations as u64, 1.0, Vec::new());
@@ -827,36 +837,44 @@ fn restore_optimizer(opt: &mut Optimizer, w: &Weights<'_>, vars: &[(String, usiz
         opt.restore_state(iterations as u64, 1.0, Vec::new());
         return Ok(());
     }
-    if !weight_major {
-        fresh(opt, "horn does not read this optimizer's saved slots yet");
-        return Ok(());
-    }
-    let mut state = Vec::with_capacity(vars.len());
+    let mut planes: Vec<Vec<f32>> = vars.iter().map(|(_, len)| vec![0.0; k * len]).collect();
     let mut index = 2;
-    for (key, len) in vars {
-        let mut slots = Vec::with_capacity(k * len);
-        for _ in 0..k {
-            let name = format!("optimizer/vars/{index}");
-            let Ok(ds) = w.h5.dataset(&name) else {
-                fresh(
-                    opt,
-                    "the optimizer's saved state does not match its weights",
-                );
-                return Ok(());
-            };
-            let shape: Vec<usize> = ds.shape().iter().map(|&d| d as usize).collect();
-            if shape.iter().product::<usize>() != *len {
-                fresh(
-                    opt,
-                    "the optimizer's saved state does not match its weights",
-                );
-                return Ok(());
+    for group in slot_groups(opt) {
+        for ((_, len), plane) in vars.iter().zip(planes.iter_mut()) {
+            for &j in &group {
+                let name = format!("optimizer/vars/{index}");
+                let Ok(ds) = w.h5.dataset(&name) else {
+                    fresh(opt);
+                    return Ok(());
+                };
+                let shape: Vec<usize> = ds.shape().iter().map(|&d| d as usize).collect();
+                if shape.iter().product::<usize>() != *len {
+                    fresh(opt);
+                    return Ok(());
+                }
+                plane[j * len..(j + 1) * len].copy_from_slice(&w.f32s(&name, &shape)?);
+                index += 1;
             }
-            slots.extend(w.f32s(&name, &shape)?);
-            index += 1;
         }
-        state.push((key.clone(), slots));
     }
-    opt.restore_state(iterations as u64, 1.0, state);
+    // Nadam keeps the running product of its momentum factors last.
+    let u_product = match opt.rule() {
+        crate::optimizers::Rule::Nadam { .. } => {
+            match w.float(&format!("optimizer/vars/{index}")) {
+                Some(u) if u.is_finite() && (0.0..=1.0).contains(&u) => u as f64,
+                _ => {
+                    fresh(opt);
+                    return Ok(());
+                }
+            }
+        }
+        _ => 1.0,
+    };
+    let state = vars
+        .iter()
+        .map(|(key, _)| key.clone())
+        .zip(planes)
+        .collect();
+    opt.restore_state(iterations as u64, u_product, state);
     Ok(())
 }

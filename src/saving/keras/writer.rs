@@ -375,6 +375,15 @@ pub(crate) struct Exported<'a> {
     /// `(path, shape, values)` of every dataset.
     pub datasets: Vec<(String, Vec<usize>, &'a [f32])>,
     pub iterations: Option<(u64, f32)>,
+    /// Nadam's running momentum product (its last optimizer variable).
+    pub nadam_u: Option<f32>,
+}
+
+/// Nadam's momentum product, when the optimizer is Nadam with state.
+fn nadam_u(opt: &Optimizer) -> Option<f32> {
+    matches!(opt.rule(), crate::optimizers::Rule::Nadam { .. })
+        .then(|| opt.u_product() as f32)
+        .filter(|_| opt.slots().next().is_some())
 }
 
 /// The weight datasets of one layer, where Keras puts them.
@@ -405,41 +414,38 @@ impl Keys {
     }
 }
 
-/// The optimizer's variables as Keras lays them out (iterations, learning
-/// rate, then each weight's slots), when horn's layout is Keras' (see the
-/// loader); other optimizers are written without state.
+/// The optimizer's slot variables as Keras lays them out after
+/// `iterations` and `learning_rate` (see [`super::slot_groups`]); Nadam's
+/// momentum product follows them, in `nadam_u`.
 fn optimizer_datasets<'a>(
     opt: &'a Optimizer,
     out: &mut Vec<(String, Vec<usize>, &'a [f32])>,
     shapes: &[Vec<usize>],
 ) {
-    use crate::optimizers::Rule;
-    let weight_major = match opt.rule() {
-        Rule::Adam { amsgrad, .. } => !amsgrad,
-        Rule::RmsProp {
-            momentum, centered, ..
-        } => *momentum == 0.0 && !centered,
-        Rule::Sgd { .. } | Rule::Adagrad { .. } | Rule::Lion { .. } => true,
-        _ => false,
-    };
     let k = opt.slots_per_weight();
     let slots: Vec<&[f32]> = opt.slots().map(|(_, s)| s).collect();
-    if !weight_major || k == 0 || slots.len() != shapes.len() {
+    if k == 0 || slots.len() != shapes.len() {
+        return;
+    }
+    if slots
+        .iter()
+        .zip(shapes)
+        .any(|(s, shape)| s.len() != k * shape.iter().product::<usize>())
+    {
         return;
     }
     let mut index = 2;
-    for (s, shape) in slots.iter().zip(shapes) {
-        let n: usize = shape.iter().product();
-        if s.len() != k * n {
-            return;
-        }
-        for j in 0..k {
-            out.push((
-                format!("optimizer/vars/{index}"),
-                shape.clone(),
-                &s[j * n..(j + 1) * n],
-            ));
-            index += 1;
+    for group in super::slot_groups(opt) {
+        for (s, shape) in slots.iter().zip(shapes) {
+            let n: usize = shape.iter().product();
+            for j in group.iter().copied() {
+                out.push((
+                    format!("optimizer/vars/{index}"),
+                    shape.clone(),
+                    &s[j * n..(j + 1) * n],
+                ));
+                index += 1;
+            }
         }
     }
 }
@@ -475,6 +481,7 @@ impl<'a> Exported<'a> {
             "build_config": {"input_shape": batch_shape(&input)},
         });
         let mut iterations = None;
+        let mut nadam = None;
         if let Some(c) = m.compiled() {
             let metrics: Vec<Value> = c
                 .metric_names
@@ -496,11 +503,13 @@ impl<'a> Exported<'a> {
             });
             iterations = Some((c.optimizer.iterations(), c.optimizer.learning_rate()));
             optimizer_datasets(&c.optimizer, &mut datasets, &trainable_shapes);
+            nadam = nadam_u(&c.optimizer);
         }
         Ok(Exported {
             config,
             datasets,
             iterations,
+            nadam_u: nadam,
         })
     }
 
@@ -593,6 +602,7 @@ impl<'a> Exported<'a> {
             "build_config": {"input_shape": null},
         });
         let mut iterations = None;
+        let mut nadam = None;
         if let Some(c) = &m.compiled {
             let names = m.output_names();
             let losses: Vec<Value> = c.outputs.iter().map(|o| loss_json(&o.loss)).collect();
@@ -629,11 +639,13 @@ impl<'a> Exported<'a> {
             });
             iterations = Some((c.optimizer.iterations(), c.optimizer.learning_rate()));
             optimizer_datasets(&c.optimizer, &mut datasets, &trainable_shapes);
+            nadam = nadam_u(&c.optimizer);
         }
         Ok(Exported {
             config,
             datasets,
             iterations,
+            nadam_u: nadam,
         })
     }
 
@@ -656,6 +668,18 @@ impl<'a> Exported<'a> {
                 DatasetBuilder::typed_data("optimizer/vars/1", Vec::<u64>::new(), &[lr])
                     .map_err(h5_error)?,
             );
+            if let Some(u) = self.nadam_u {
+                let slots = self
+                    .datasets
+                    .iter()
+                    .filter(|d| d.0.starts_with("optimizer/"))
+                    .count();
+                let path = format!("optimizer/vars/{}", 2 + slots);
+                b = b.dataset(
+                    DatasetBuilder::typed_data(path.as_str(), Vec::<u64>::new(), &[u])
+                        .map_err(h5_error)?,
+                );
+            }
         }
         let h5 = b
             .into_plan()
