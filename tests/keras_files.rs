@@ -441,6 +441,22 @@ fn thousands_of_mutated_keras_files_never_panic() {
 }
 
 #[test]
+fn weighted_metrics_travel_through_keras_files() {
+    let mut m = Sequential::new().seed(1).input(4).dense(3, Softmax);
+    m.compile_with(
+        "adam",
+        "categorical_crossentropy",
+        CompileOptions::new()
+            .metrics(&["accuracy"])
+            .weighted_metrics(&["accuracy", "mae"]),
+    )
+    .unwrap();
+    let back = Sequential::load_keras_bytes(&m.to_keras_bytes().unwrap()).unwrap();
+    assert_eq!(back.metric_keys(), ["accuracy", "weighted_accuracy", "mae"]);
+    assert_eq!(back.metric_keys(), m.metric_keys());
+}
+
+#[test]
 fn save_keras_round_trips_through_horn() {
     // Every fixture: load, save with horn, load again: same weights, same
     // predictions, same compile settings.

@@ -393,8 +393,11 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
                     .next()
                     .flatten()
                     .ok_or_else(|| Error::format(path, "compile_config has no loss"))?;
-                let metrics: Vec<(String, Metric)> = metrics.into_iter().next().unwrap_or_default();
-                let options = crate::model::CompileOptions::named(metrics, Vec::new());
+                let all = metrics.into_iter().next().unwrap_or_default();
+                let (weighted, plain): (Vec<NamedMetric>, Vec<NamedMetric>) =
+                    all.into_iter().partition(|m| m.2);
+                let strip = |v: Vec<NamedMetric>| v.into_iter().map(|(k, m, _)| (k, m)).collect();
+                let options = crate::model::CompileOptions::named(strip(plain), strip(weighted));
                 model
                     .compile_with(optimizer, loss, options)
                     .map_err(in_file)?;
@@ -524,8 +527,8 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
                     options = options.output_loss(name, loss);
                 }
                 for (name, ms) in names.iter().zip(metrics) {
-                    for (key, m) in ms {
-                        options = options.named_metric(name, &key, m, false);
+                    for (key, m, weighted) in ms {
+                        options = options.named_metric(name, &key, m, weighted);
                     }
                 }
                 if let Some(w) = loss_weights {
@@ -542,13 +545,17 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
     }
 }
 
+/// One metric of an output: its key, the metric, and whether it is one of
+/// the `weighted_metrics`.
+type NamedMetric = (String, Metric, bool);
+
 /// Per-output settings: `(optimizer, loss per output, loss weights,
 /// metrics per output)`.
 type CompileSettings = (
     Optimizer,
     Vec<Option<Loss>>,
     Option<Vec<f32>>,
-    Vec<Vec<(String, Metric)>>,
+    Vec<Vec<NamedMetric>>,
 );
 
 /// A value given once, per output in a list, or per output name in a dict.
@@ -581,20 +588,22 @@ fn compile_settings(c: &Value, outputs: &[String]) -> Result<CompileSettings> {
             .map(|x| x.and_then(Value::as_f64).map_or(1.0, |f| f as f32))
             .collect()
     });
-    let metrics = per_output(c.get("metrics").unwrap_or(&Value::Null), outputs)
-        .into_iter()
-        .map(|v| match v {
-            None => Ok(Vec::new()),
-            Some(Value::Array(a)) => a.iter().map(keras_metric).collect(),
-            Some(m) => Ok(vec![keras_metric(m)?]),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if c.get("weighted_metrics").is_some_and(|v| !v.is_null()) {
-        return Err(Error::arg(
-            "weighted_metrics in compile_config",
-            "none (not read from .keras files yet)",
-            "a list",
-        ));
+    let list = |key: &str, weighted: bool| -> Result<Vec<Vec<NamedMetric>>> {
+        per_output(c.get(key).unwrap_or(&Value::Null), outputs)
+            .into_iter()
+            .map(|v| {
+                let one = |m: &Value| keras_metric(m).map(|(k, m)| (k, m, weighted));
+                match v {
+                    None => Ok(Vec::new()),
+                    Some(Value::Array(a)) => a.iter().map(one).collect(),
+                    Some(m) => Ok(vec![one(m)?]),
+                }
+            })
+            .collect()
+    };
+    let mut metrics = list("metrics", false)?;
+    for (m, w) in metrics.iter_mut().zip(list("weighted_metrics", true)?) {
+        m.extend(w);
     }
     Ok((optimizer, losses, loss_weights, metrics))
 }
