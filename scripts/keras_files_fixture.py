@@ -115,6 +115,7 @@ optimizers = {
     "lion": keras.optimizers.Lion(0.001),
     "sgd_nesterov": keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
     "adamw": keras.optimizers.AdamW(0.01),
+    "adam_schedule": keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(0.02, 3, 0.5)),
 }
 x = rng.normal(size=(12, 4)).astype("float32")
 y = rng.normal(size=(12, 1)).astype("float32")

@@ -785,6 +785,7 @@ fn every_optimizer_resumes_from_its_keras_state() {
         "lion",
         "sgd_nesterov",
         "adamw",
+        "adam_schedule",
     ] {
         let f = json(&format!("opt_{name}"));
         let x = two_d(&arr(&f["inputs"][0]));

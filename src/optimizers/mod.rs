@@ -634,6 +634,12 @@ impl Optimizer {
     }
 
     /// Steps taken so far (Keras `iterations`).
+    /// The learning-rate schedule, when one drives the learning rate.
+    pub fn schedule(&self) -> Option<&LearningRateSchedule> {
+        self.schedule.as_ref()
+    }
+
+    /// The number of update steps taken (Keras `optimizer.iterations`).
     pub fn iterations(&self) -> u64 {
         self.iterations
     }

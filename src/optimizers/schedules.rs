@@ -65,6 +65,28 @@ pub enum LearningRateSchedule {
 }
 
 impl LearningRateSchedule {
+    /// The learning rate at step 0 (the first of a piecewise schedule's
+    /// values).
+    pub fn initial_learning_rate(&self) -> f32 {
+        match self {
+            LearningRateSchedule::ExponentialDecay {
+                initial_learning_rate,
+                ..
+            }
+            | LearningRateSchedule::CosineDecay {
+                initial_learning_rate,
+                ..
+            }
+            | LearningRateSchedule::InverseTimeDecay {
+                initial_learning_rate,
+                ..
+            } => *initial_learning_rate,
+            LearningRateSchedule::PiecewiseConstantDecay { values, .. } => {
+                values.first().copied().unwrap_or(0.0)
+            }
+        }
+    }
+
     /// Checks the parameters.
     pub fn validate(&self) -> Result<()> {
         let pos = |name: &str, v: u64| {

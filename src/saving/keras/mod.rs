@@ -659,6 +659,25 @@ fn keras_loss(v: &Value) -> Result<Loss> {
     }
 }
 
+/// A Keras learning-rate schedule (`keras.optimizers.schedules`): horn's
+/// schedules have Keras' class names and config keys.
+fn keras_schedule(v: &Value) -> Result<crate::optimizers::LearningRateSchedule> {
+    let class = v.get("class_name").and_then(Value::as_str).unwrap_or("");
+    let mut spec = serde_json::Map::new();
+    spec.insert("name".into(), Value::from(crate::model::snake_case(class)));
+    if let Some(cfg) = v.get("config").and_then(Value::as_object) {
+        for (k, x) in cfg {
+            if k != "name" {
+                spec.insert(k.clone(), x.clone());
+            }
+        }
+    }
+    let s: crate::optimizers::LearningRateSchedule = serde_json::from_value(Value::Object(spec))
+        .map_err(|e| Error::arg("learning-rate schedule in compile_config", "a schedule horn has (ExponentialDecay, PiecewiseConstantDecay, CosineDecay, InverseTimeDecay)", format!("{class} ({e})")))?;
+    s.validate()?;
+    Ok(s)
+}
+
 fn keras_optimizer(v: &Value) -> Result<Optimizer> {
     let (class, cfg) = match v {
         Value::String(s) => return s.parse(),
@@ -689,6 +708,17 @@ fn keras_optimizer(v: &Value) -> Result<Optimizer> {
         }
     };
     let flag = |k: &str| cfg.get(k).and_then(Value::as_bool).unwrap_or(false);
+    // A schedule in place of the number (Keras `learning_rate=ExponentialDecay(...)`).
+    let schedule = match cfg.get("learning_rate") {
+        Some(v @ Value::Object(_)) => Some(keras_schedule(v)?),
+        _ => None,
+    };
+    let num = |k: &str, d: f32| -> Result<f32> {
+        match (k, &schedule) {
+            ("learning_rate", Some(s)) => Ok(s.initial_learning_rate()),
+            _ => num(k, d),
+        }
+    };
     let lr = num("learning_rate", 0.001)?;
     let mut opt: Optimizer = match class {
         "SGD" => Sgd {
@@ -762,6 +792,9 @@ fn keras_optimizer(v: &Value) -> Result<Optimizer> {
             ))
         }
     };
+    if let Some(s) = schedule {
+        opt = opt.with_schedule(s);
+    }
     if class != "AdamW" {
         if let Some(wd) = cfg.get("weight_decay").and_then(Value::as_f64) {
             opt = opt.with_weight_decay(wd as f32);
@@ -828,11 +861,15 @@ fn restore_optimizer(opt: &mut Optimizer, w: &Weights<'_>, vars: &[(String, usiz
     let Some(iterations) = w.int("optimizer/vars/0").filter(|&i| i >= 0) else {
         return Ok(());
     };
-    if let Some(lr) = w
-        .float("optimizer/vars/1")
-        .filter(|x| x.is_finite() && *x > 0.0)
-    {
-        opt.set_learning_rate(lr)?;
+    // With a schedule Keras keeps no learning-rate variable.
+    let first = if opt.schedule().is_some() { 1 } else { 2 };
+    if first == 2 {
+        if let Some(lr) = w
+            .float("optimizer/vars/1")
+            .filter(|x| x.is_finite() && *x > 0.0)
+        {
+            opt.set_learning_rate(lr)?;
+        }
     }
     let k = opt.slots_per_weight();
     let fresh = |opt: &mut Optimizer| {
@@ -847,7 +884,7 @@ fn restore_optimizer(opt: &mut Optimizer, w: &Weights<'_>, vars: &[(String, usiz
         return Ok(());
     }
     let mut planes: Vec<Vec<f32>> = vars.iter().map(|(_, len)| vec![0.0; k * len]).collect();
-    let mut index = 2;
+    let mut index = first;
     for group in slot_groups(opt) {
         for ((_, len), plane) in vars.iter().zip(planes.iter_mut()) {
             for &j in &group {

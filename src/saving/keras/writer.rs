@@ -293,12 +293,6 @@ fn keras_tensor(shape: &Shape, layer: &str, node: usize) -> Value {
 /// The Keras form of an optimizer, from horn's serialised form.
 fn optimizer_json(opt: &Optimizer) -> Result<Value> {
     let o = serde_json::to_value(opt).map_err(|e| keras_error("optimizer", e))?;
-    if !o["schedule"].is_null() {
-        return Err(keras_error(
-            "optimizer",
-            "a learning-rate schedule (not written to .keras files yet)",
-        ));
-    }
     let rule = &o["rule"];
     let name = rule["name"].as_str().unwrap_or("");
     let class = match name {
@@ -313,7 +307,11 @@ fn optimizer_json(opt: &Optimizer) -> Result<Value> {
         other => return Err(keras_error("optimizer", other)),
     };
     let mut cfg = json!({
-        "name": class.to_lowercase(), "learning_rate": opt.learning_rate(),
+        "name": class.to_lowercase(),
+        "learning_rate": match opt.schedule() {
+            Some(sched) => schedule_json(sched),
+            None => Value::from(opt.learning_rate()),
+        },
         "weight_decay": o["weight_decay"], "clipnorm": o["clipnorm"],
         "global_clipnorm": o["global_clipnorm"], "clipvalue": o["clipvalue"],
         "use_ema": false, "ema_momentum": 0.99, "ema_overwrite_frequency": null,
@@ -329,6 +327,24 @@ fn optimizer_json(opt: &Optimizer) -> Result<Value> {
     Ok(
         json!({"module": "keras.optimizers", "class_name": class, "config": cfg, "registered_name": null}),
     )
+}
+
+/// A learning-rate schedule as Keras serialises it (horn's schedules have
+/// Keras' class names and config keys).
+fn schedule_json(s: &crate::optimizers::LearningRateSchedule) -> Value {
+    let mut cfg = serde_json::to_value(s).unwrap_or(Value::Null);
+    let name = cfg["name"].as_str().unwrap_or("").to_string();
+    let class: String = name
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map_or(String::new(), |f| {
+                f.to_uppercase().collect::<String>() + c.as_str()
+            })
+        })
+        .collect();
+    cfg["name"] = Value::from(class.as_str());
+    json!({"module": "keras.optimizers.schedules", "class_name": class, "config": cfg, "registered_name": null})
 }
 
 /// A loss as Keras names it: a string for the defaults, a class otherwise.
@@ -374,7 +390,9 @@ pub(crate) struct Exported<'a> {
     pub config: Value,
     /// `(path, shape, values)` of every dataset.
     pub datasets: Vec<(String, Vec<usize>, &'a [f32])>,
-    pub iterations: Option<(u64, f32)>,
+    /// The step count and the learning rate (none with a schedule, which
+    /// Keras keeps no variable for).
+    pub iterations: Option<(u64, Option<f32>)>,
     /// Nadam's running momentum product (its last optimizer variable).
     pub nadam_u: Option<f32>,
 }
@@ -434,7 +452,8 @@ fn optimizer_datasets<'a>(
     {
         return;
     }
-    let mut index = 2;
+    // With a schedule Keras keeps no learning-rate variable: slots start at 1.
+    let mut index = if opt.schedule().is_some() { 1 } else { 2 };
     for group in super::slot_groups(opt) {
         for (s, shape) in slots.iter().zip(shapes) {
             let n: usize = shape.iter().product();
@@ -501,7 +520,12 @@ impl<'a> Exported<'a> {
                 "weighted_metrics": if weighted.is_empty() { Value::Null } else { Value::Array(weighted) },
                 "run_eagerly": false, "steps_per_execution": 1, "jit_compile": false,
             });
-            iterations = Some((c.optimizer.iterations(), c.optimizer.learning_rate()));
+            let lr = c
+                .optimizer
+                .schedule()
+                .is_none()
+                .then(|| c.optimizer.learning_rate());
+            iterations = Some((c.optimizer.iterations(), lr));
             optimizer_datasets(&c.optimizer, &mut datasets, &trainable_shapes);
             nadam = nadam_u(&c.optimizer);
         }
@@ -637,7 +661,12 @@ impl<'a> Exported<'a> {
                 "weighted_metrics": if weighted.is_empty() { Value::Null } else { Value::Object(weighted) },
                 "run_eagerly": false, "steps_per_execution": 1, "jit_compile": false,
             });
-            iterations = Some((c.optimizer.iterations(), c.optimizer.learning_rate()));
+            let lr = c
+                .optimizer
+                .schedule()
+                .is_none()
+                .then(|| c.optimizer.learning_rate());
+            iterations = Some((c.optimizer.iterations(), lr));
             optimizer_datasets(&c.optimizer, &mut datasets, &trainable_shapes);
             nadam = nadam_u(&c.optimizer);
         }
@@ -664,17 +693,20 @@ impl<'a> Exported<'a> {
                 DatasetBuilder::typed_data("optimizer/vars/0", Vec::<u64>::new(), &[it as i64])
                     .map_err(h5_error)?,
             );
-            b = b.dataset(
-                DatasetBuilder::typed_data("optimizer/vars/1", Vec::<u64>::new(), &[lr])
-                    .map_err(h5_error)?,
-            );
+            if let Some(lr) = lr {
+                b = b.dataset(
+                    DatasetBuilder::typed_data("optimizer/vars/1", Vec::<u64>::new(), &[lr])
+                        .map_err(h5_error)?,
+                );
+            }
+            let first = if lr.is_some() { 2 } else { 1 };
             if let Some(u) = self.nadam_u {
                 let slots = self
                     .datasets
                     .iter()
                     .filter(|d| d.0.starts_with("optimizer/"))
                     .count();
-                let path = format!("optimizer/vars/{}", 2 + slots);
+                let path = format!("optimizer/vars/{}", first + slots);
                 b = b.dataset(
                     DatasetBuilder::typed_data(path.as_str(), Vec::<u64>::new(), &[u])
                         .map_err(h5_error)?,
