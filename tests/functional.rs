@@ -461,6 +461,8 @@ fn data_by_name_equals_data_by_position_and_history_keys_follow_keras() {
     // evaluate reports the same keys, and its numbers match predict's.
     let e = by_pos.evaluate([&x, &f], [&c, &v]).unwrap();
     let p = by_pos.predict([("numbers", &x), ("flags", &f)]).unwrap();
+    // Owned arrays in a Vec (built in a loop) are accepted as they are.
+    assert_eq!(by_pos.predict(vec![x.clone(), f.clone()]).unwrap(), p);
     let pv: Array2<f32> = p[1].clone().into_dimensionality().unwrap();
     let mse = (&pv - &v).mapv(|d| d * d).mean().unwrap();
     assert!(

@@ -1,6 +1,6 @@
 //! [`IntoInput`]: what `fit`, `evaluate` and `predict` accept as data.
 
-use ndarray::{ArrayBase, ArrayView, CowArray, Data, Dimension, IxDyn};
+use ndarray::{Array, ArrayBase, ArrayD, ArrayView, CowArray, Data, Dimension, IxDyn};
 
 /// An array `fit`, `evaluate` and `predict` accept: an `ndarray` array or
 /// view of `f32` or `f64` values (or integers: token ids), of any rank,
@@ -61,10 +61,20 @@ impl<'a, A: InputElement, D: Dimension> IntoInput<'a> for ArrayView<'a, A, D> {
 pub trait InputElement: Copy + sealed::Sealed {
     /// The values as `f32`.
     fn to_f32(a: ArrayView<'_, Self, IxDyn>) -> CowArray<'_, f32, IxDyn>;
+
+    /// The values of an owned array as `f32` (an `f32` array moves in
+    /// without a copy).
+    fn owned_to_f32(a: ArrayD<Self>) -> CowArray<'static, f32, IxDyn> {
+        CowArray::from(Self::to_f32(a.view()).into_owned())
+    }
 }
 
 impl InputElement for f32 {
     fn to_f32(a: ArrayView<'_, f32, IxDyn>) -> CowArray<'_, f32, IxDyn> {
+        CowArray::from(a)
+    }
+
+    fn owned_to_f32(a: ArrayD<f32>) -> CowArray<'static, f32, IxDyn> {
         CowArray::from(a)
     }
 }
@@ -72,6 +82,21 @@ impl InputElement for f32 {
 impl InputElement for f64 {
     fn to_f32(a: ArrayView<'_, f64, IxDyn>) -> CowArray<'_, f32, IxDyn> {
         CowArray::from(a.mapv(|v| v as f32))
+    }
+}
+
+/// Owned arrays are accepted too (moved in; an `f32` array is not copied),
+/// so a `Vec` of arrays built in a loop can be passed as it is.
+///
+/// ```
+/// use horn::prelude::*;
+/// let model = Sequential::new().seed(1).input(3).dense(2, Linear);
+/// let p = model.predict(ndarray::Array2::<f32>::zeros((4, 3))).unwrap();
+/// assert_eq!(p.dim(), (4, 2));
+/// ```
+impl<A: InputElement, D: Dimension> IntoInput<'static> for Array<A, D> {
+    fn into_input(self) -> CowArray<'static, f32, IxDyn> {
+        A::owned_to_f32(self.into_dyn())
     }
 }
 
