@@ -118,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "horn",
         "hoorn",
     ] {
-        let p = model.predict(&encode(w))?[[0, 0]];
+        let p = model.predict(encode(w))?[[0, 0]];
         println!(
             "{w:>12}: {} ({:.0}% Dutch)",
             if p > 0.5 { "Dutch" } else { "English" },

@@ -45,14 +45,14 @@ fn wrong_target_width_and_row_counts() {
     let mut m = compiled();
     let x = Array2::<f32>::zeros((10, 4));
     let e = msg(m
-        .fit(&x, &Array2::<f32>::zeros((10, 2)), quiet())
+        .fit(&x, Array2::<f32>::zeros((10, 2)), quiet())
         .unwrap_err());
     assert!(e.contains("`y`") && e.contains("(n, 3)"), "{e}");
     let e = msg(m
-        .fit(&x, &Array2::<f32>::zeros((9, 3)), quiet())
+        .fit(&x, Array2::<f32>::zeros((9, 3)), quiet())
         .unwrap_err());
     assert!(e.contains("same number of rows"), "{e}");
-    let e = msg(m.evaluate(&x, &Array2::<f32>::zeros((9, 3))).unwrap_err());
+    let e = msg(m.evaluate(&x, Array2::<f32>::zeros((9, 3))).unwrap_err());
     assert!(e.contains("same number of rows"), "{e}");
 }
 
@@ -233,7 +233,7 @@ fn bad_layer_and_optimizer_options() {
     let mut m = Sequential::new().dense(2, Relu);
     m.compile("adam", "mse", &["mae"]).unwrap();
     let e = msg(m
-        .predict(&ndarray::Array2::<f32>::zeros((1, 3)))
+        .predict(ndarray::Array2::<f32>::zeros((1, 3)))
         .unwrap_err());
     assert!(e.contains("input") && e.contains("fit"), "{e}");
     let mut m = Sequential::new().input(4).dense(1, Linear);

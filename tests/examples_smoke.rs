@@ -60,7 +60,7 @@ fn word_language_learns_from_letters() {
         [0, 1, 2, 3]
     );
     assert_eq!(word_language::encode("abcdefghijklmnop").row(0)[0], 5);
-    assert!(model.predict(&word_language::encode("zzz")).is_ok());
+    assert!(model.predict(word_language::encode("zzz")).is_ok());
 }
 
 #[allow(dead_code)]

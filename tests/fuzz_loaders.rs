@@ -133,7 +133,7 @@ fn seed_model() -> Sequential {
 fn exercise(m: &Sequential) {
     if let Some(d) = m.input_dim() {
         if d <= 4096 && m.output_dim() <= 4096 {
-            let _ = m.predict(&ndarray::Array2::<f32>::ones((2, d)));
+            let _ = m.predict(ndarray::Array2::<f32>::ones((2, d)));
         }
     }
     let _ = m.summary();

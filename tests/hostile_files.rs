@@ -542,7 +542,7 @@ fn absurd_sequence_configurations_are_refused() {
         match std::panic::catch_unwind(|| Sequential::load(&p)) {
             Ok(Err(_)) => {}
             Ok(Ok(loaded)) => {
-                let _ = loaded.predict(&ndarray::Array2::<f32>::zeros((1, 5)));
+                let _ = loaded.predict(ndarray::Array2::<f32>::zeros((1, 5)));
             }
             Err(_) => panic!("{what}: loading panicked"),
         }

@@ -168,7 +168,7 @@ fn names_work_everywhere_a_keras_user_writes_them() {
         .input(4)
         .dense(2, Linear)
         .activation("sofmax");
-    assert!(bad.predict(&Array2::<f32>::ones((1, 4))).is_err());
+    assert!(bad.predict(Array2::<f32>::ones((1, 4))).is_err());
 }
 
 #[test]

@@ -135,9 +135,9 @@ fn embedding_models_take_integer_ids() {
     );
     // The same ids as f32, i64 or u8 give the same predictions.
     let p = m.predict(&x).unwrap();
-    assert_eq!(m.predict(&x.mapv(|v| v as f32)).unwrap(), p);
-    assert_eq!(m.predict(&x.mapv(|v| v as i64)).unwrap(), p);
-    assert_eq!(m.predict(&x.mapv(|v| v as u8)).unwrap(), p);
+    assert_eq!(m.predict(x.mapv(|v| v as f32)).unwrap(), p);
+    assert_eq!(m.predict(x.mapv(|v| v as i64)).unwrap(), p);
+    assert_eq!(m.predict(x.mapv(|v| v as u8)).unwrap(), p);
     let s = m.summary();
     assert!(
         s.contains("embedding (Embedding)") && s.contains("(None, 8, 6)") && s.contains("120"),
@@ -209,7 +209,7 @@ fn bad_recurrent_configurations_are_clear_errors() {
     // Sequences of the wrong length for a built model.
     let m = stacked(1);
     let e = m
-        .predict(&Array3::<f32>::zeros((2, 9, 3)))
+        .predict(Array3::<f32>::zeros((2, 9, 3)))
         .unwrap_err()
         .to_string();
     assert!(e.contains("[2, 10, 3]") && e.contains("[2, 9, 3]"), "{e}");

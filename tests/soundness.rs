@@ -261,7 +261,7 @@ fn relu_propagates_nan_instead_of_hiding_it() {
     let mut w = m.get_weights().unwrap();
     w[1][[0]] = f32::NAN;
     m.set_weights(&w).unwrap();
-    let p = m.predict(&Array2::<f32>::ones((2, 3))).unwrap();
+    let p = m.predict(Array2::<f32>::ones((2, 3))).unwrap();
     assert!(p.iter().all(|v| v.is_nan()), "{p}");
 }
 

@@ -196,14 +196,14 @@ fn shapes_that_do_not_fit_are_clear_errors() {
         "{e}"
     );
     let e = m
-        .predict(&Array2::<f32>::zeros((2, 10)))
+        .predict(Array2::<f32>::zeros((2, 10)))
         .unwrap_err()
         .to_string();
     assert!(e.contains("64"), "{e}");
     // predict on a model whose output is not a vector points to predict_nd.
     let seq = Sequential::new().input_shape(&[5, 3]).dense(2, Linear);
     let e = seq
-        .predict(&ndarray::Array3::<f32>::zeros((1, 5, 3)))
+        .predict(ndarray::Array3::<f32>::zeros((1, 5, 3)))
         .unwrap_err()
         .to_string();
     assert!(e.contains("predict_nd"), "{e}");
@@ -272,7 +272,7 @@ fn per_position_classification_follows_keras() {
     );
     // One index per sample is refused, naming the positions.
     let e = m
-        .evaluate(&x, &ndarray::Array2::<f32>::zeros((6, 1)))
+        .evaluate(&x, ndarray::Array2::<f32>::zeros((6, 1)))
         .unwrap_err()
         .to_string();
     assert!(e.contains("5 class indices per sample"), "{e}");
