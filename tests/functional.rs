@@ -917,3 +917,62 @@ fn callbacks_work_on_functional_models() {
         );
     }
 }
+
+#[test]
+fn explicit_validation_data_reports_what_evaluate_reports() {
+    let [x, f, c, v] = two_branch_data();
+    let mut m = compiled_two_branch(8);
+    let (vx, vf, vc, vv) = (
+        x.slice(ndarray::s![..10, ..]).to_owned(),
+        f.slice(ndarray::s![..10, ..]).to_owned(),
+        c.slice(ndarray::s![..10, ..]).to_owned(),
+        v.slice(ndarray::s![..10, ..]).to_owned(),
+    );
+    let h = m
+        .fit_validated(
+            [&x, &f],
+            [&c, &v],
+            [&vx, &vf],
+            [("value", &vv), ("class", &vc)],
+            FitOptions {
+                epochs: 2,
+                batch_size: 8,
+                verbose: 0,
+                ..Default::default()
+            },
+            &mut [],
+        )
+        .unwrap();
+    let e = m.evaluate([&vx, &vf], [&vc, &vv]).unwrap();
+    for k in [
+        "loss",
+        "class_loss",
+        "value_loss",
+        "class_accuracy",
+        "value_mae",
+    ] {
+        let last = *h.get(&format!("val_{k}")).unwrap().last().unwrap();
+        assert!(
+            (last - e[k]).abs() < 1e-6,
+            "val_{k} {last} vs evaluate {}",
+            e[k]
+        );
+    }
+    // Mismatched validation arrays are named.
+    let short = vc.slice(ndarray::s![..5, ..]).to_owned();
+    let err = m
+        .fit_validated(
+            [&x, &f],
+            [&c, &v],
+            [&vx, &vf],
+            [&short, &vv],
+            FitOptions {
+                verbose: 0,
+                ..Default::default()
+            },
+            &mut [],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("validation_y"), "{err}");
+}

@@ -636,6 +636,52 @@ impl Model {
         options: FitOptions,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
+        self.fit_inner(x, y, None, options, callbacks)
+    }
+
+    /// [`Model::fit_with_callbacks`] with explicit validation data, one
+    /// array per input and per output (Keras `validation_data=([xa, xb],
+    /// [ya, yb])`); it replaces `validation_split`, as in Keras.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// use ndarray::Array2;
+    /// let mut g = Graph::with_seed(1);
+    /// let a = g.input("a", &[2]);
+    /// let b = g.input("b", &[2]);
+    /// let s = g.call(Add::new(), [a, b]);
+    /// let o = g.call(Dense::new(1, Linear), s);
+    /// let mut model = Model::new(g, [a, b], [o]).unwrap();
+    /// model.compile("sgd", ModelCompile::new().loss("mse")).unwrap();
+    /// let x = Array2::<f32>::ones((8, 2));
+    /// let y = Array2::<f32>::ones((8, 1));
+    /// let h = model.fit_validated([&x, &x], [&y], [&x, &x], [&y],
+    ///     FitOptions { epochs: 2, verbose: 0, ..Default::default() }, &mut []).unwrap();
+    /// assert_eq!(h.get("val_loss").unwrap().len(), 2);
+    /// ```
+    pub fn fit_validated<'a, 'b, 'c, 'd>(
+        &mut self,
+        x: impl IntoData<'a>,
+        y: impl IntoData<'b>,
+        validation_x: impl IntoData<'c>,
+        validation_y: impl IntoData<'d>,
+        options: FitOptions,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
+        let vx = self.order_inputs(validation_x, "validation_x")?;
+        let vy = self.order_targets(validation_y, "validation_y")?;
+        self.fit_inner(x, y, Some((vx, vy)), options, callbacks)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn fit_inner<'a, 'b>(
+        &mut self,
+        x: impl IntoData<'a>,
+        y: impl IntoData<'b>,
+        validation: Option<(Vec<CowArray<'_, f32, IxDyn>>, Vec<CowArray<'_, f32, IxDyn>>)>,
+        options: FitOptions,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History> {
         let o = &options;
         let c = self
             .compiled
@@ -646,7 +692,7 @@ impl Model {
         if o.validation_data.is_some() {
             return Err(Error::arg(
                 "validation_data",
-                "None for a functional model (use validation_split, or Model::evaluate on held-out data)",
+                "None for a functional model (pass one array per input and output to Model::fit_validated)",
                 "arrays",
             ));
         }
@@ -672,7 +718,18 @@ impl Model {
         if let Some(w) = &o.sample_weight {
             check_sample_weight(w, n, "sample_weight")?;
         }
-        let n_train = if o.validation_split > 0.0 {
+        // Explicit validation data replaces validation_split (Keras).
+        let explicit = match &validation {
+            Some((vx, vy)) => {
+                let vxs = self.input_rows(vx, "validation_x")?;
+                let vys = self.target_rows(&c, vy, vxs[0].nrows(), "validation_y")?;
+                Some((vxs, vys))
+            }
+            None => None,
+        };
+        let n_train = if explicit.is_some() {
+            n
+        } else if o.validation_split > 0.0 {
             let split_at = (n as f64 * (1.0 - o.validation_split as f64)).floor() as usize;
             if split_at == 0 || split_at == n {
                 return Err(Error::arg(
@@ -718,16 +775,25 @@ impl Model {
             .iter()
             .map(|a| a.slice(ndarray::s![..n_train, ..]))
             .collect();
-        let val = (n_train < n).then(|| {
+        let explicit_views = explicit.as_ref().map(|(vx, vy)| {
             (
-                xv.iter()
-                    .map(|a| a.slice(ndarray::s![n_train.., ..]))
-                    .collect::<Vec<_>>(),
-                yv.iter()
-                    .map(|a| a.slice(ndarray::s![n_train.., ..]))
-                    .collect::<Vec<_>>(),
-                o.sample_weight.as_deref().map(|w| &w[n_train..]),
+                vx.iter().map(|a| a.view()).collect::<Vec<_>>(),
+                vy.iter().map(|a| a.view()).collect::<Vec<_>>(),
+                None,
             )
+        });
+        let val = explicit_views.or_else(|| {
+            (n_train < n).then(|| {
+                (
+                    xv.iter()
+                        .map(|a| a.slice(ndarray::s![n_train.., ..]))
+                        .collect::<Vec<_>>(),
+                    yv.iter()
+                        .map(|a| a.slice(ndarray::s![n_train.., ..]))
+                        .collect::<Vec<_>>(),
+                    o.sample_weight.as_deref().map(|w| &w[n_train..]),
+                )
+            })
         });
         let train_w = o.sample_weight.as_deref().map(|w| &w[..n_train]);
 
