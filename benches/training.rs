@@ -176,6 +176,18 @@ fn main() {
             "predict_one     one-sample predict latency, dense row: {}",
             fmt(t)
         );
+        // Small batches of dense rows (issue 11 asks for 8 and 32).
+        for rows in [8usize, 32] {
+            let block =
+                Array2::from_shape_fn((rows, 784), |(i, j)| ((i * 7 + j) % 13) as f32 / 13.0 + 0.1);
+            let t = best(10, 200, || {
+                m.predict(&block).unwrap();
+            });
+            println!(
+                "predict_one     predict latency, {rows} dense rows: {}",
+                fmt(t)
+            );
+        }
     }
     if want("tabular") {
         // The penguins-sized model: 10 -> 12 -> 12 -> 3, batch 12, 250 rows, 10 epochs.
