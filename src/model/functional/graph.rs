@@ -292,6 +292,11 @@ impl Graph {
     /// the same weights (Keras: one layer object called twice). Named like
     /// Keras by its class (`dense`, `dense_1`, ...).
     ///
+    /// Every call must be on tensors of the shape of the first call (horn's
+    /// layers are built for one input shape; Keras also lets an LSTM run
+    /// over sequences of other lengths). A call on another shape is an
+    /// error from [`Model::new`](crate::Model::new) that names both shapes.
+    ///
     /// ```
     /// use horn::prelude::*;
     /// let mut g = Graph::with_seed(3);
