@@ -583,23 +583,14 @@ impl Sequential {
         // 5. optimizer
         {
             let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
-            let opt = &mut compiled.optimizer;
-            let norm = opt.begin_step(ws.param_grads.iter().flatten().map(|g| g.as_slice()));
-            let mut idx = 0;
-            for (l, layer) in self.layers.iter_mut().enumerate() {
-                let grads = &mut ws.param_grads[l];
-                let flags = &ws.trainable[l];
-                let (mut j, mut k) = (0, 0);
-                layer.visit_params_mut(&mut |p| {
-                    if flags.get(k).copied().unwrap_or(false) {
-                        opt.update_tensor(idx, p, &mut grads[j], norm);
-                        idx += 1;
-                        j += 1;
-                    }
-                    k += 1;
-                });
-            }
-            opt.finish_step();
+            super::weights::optimizer_step(
+                &mut compiled.optimizer,
+                self.layers
+                    .iter_mut()
+                    .map(|l| Some(l.as_mut() as &mut dyn crate::layers::Layer)),
+                &mut ws.param_grads,
+                &ws.trainable,
+            );
         }
         // 6. state that follows the step (BatchNormalization's moving statistics)
         for (layer, state) in self.layers.iter_mut().zip(&ws.state) {

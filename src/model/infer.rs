@@ -51,7 +51,7 @@ impl Default for EvaluateOptions {
 
 /// Copies the rows of `x` into the contiguous buffer `dst` (one memcpy when
 /// `x` is already row-major).
-fn copy_block(x: ArrayView2<f32>, dst: &mut [f32]) {
+pub(crate) fn copy_block(x: ArrayView2<f32>, dst: &mut [f32]) {
     match x.as_slice() {
         Some(s) => dst[..s.len()].copy_from_slice(s),
         None => {

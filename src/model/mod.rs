@@ -20,6 +20,7 @@ mod plot;
 mod progress;
 pub(crate) mod summary;
 pub(crate) mod validate;
+mod weights;
 pub(crate) mod workspace;
 
 pub use compile::CompileOptions;
@@ -33,7 +34,7 @@ pub use input::{InputElement, IntoInput};
 
 use std::fmt;
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -589,76 +590,34 @@ impl Sequential {
     /// ```
     pub fn get_weights(&self) -> Result<Vec<ArrayD<f32>>> {
         self.ensure_built()?;
-        let mut out = Vec::new();
-        for l in &self.layers {
-            for p in l.params() {
-                out.push(
-                    ArrayD::from_shape_vec(IxDyn(&p.shape), p.values.to_vec()).map_err(|e| {
-                        Error::shape("get_weights", format!("{:?}", p.shape), e.to_string())
-                    })?,
-                );
-            }
-        }
-        Ok(out)
+        weights::get(self.named_layers())
+    }
+
+    /// The layers with their names.
+    fn named_layers(&self) -> impl Iterator<Item = (&str, &dyn Layer)> {
+        self.names
+            .iter()
+            .map(String::as_str)
+            .zip(self.layers.iter().map(|l| l.as_ref()))
     }
 
     /// Names and sizes of the trainable weight tensors, in Keras order: the
     /// variables an optimizer's state belongs to.
     pub(crate) fn weight_sizes(&self) -> Vec<(String, usize)> {
-        self.layers()
-            .iter()
-            .zip(self.layer_names())
-            .flat_map(|(l, name)| {
-                l.params()
-                    .into_iter()
-                    .filter(|p| p.trainable)
-                    .map(move |p| (format!("{name}/{}", p.name), p.values.len()))
-            })
-            .collect()
+        weights::trainable_sizes(self.named_layers())
     }
 
     /// Replaces all weights, in the order of [`Sequential::get_weights`]. Checks
     /// the count and every shape before changing anything.
     pub fn set_weights(&mut self, weights: &[ArrayD<f32>]) -> Result<()> {
         self.ensure_built()?;
-        let shapes: Vec<(String, Vec<usize>)> = self
-            .layers
+        let mut layers: Vec<(&str, &mut dyn Layer)> = self
+            .names
             .iter()
-            .zip(&self.names)
-            .flat_map(|(l, n)| {
-                l.params()
-                    .into_iter()
-                    .map(|p| (format!("{n}/{}", p.name), p.shape))
-                    .collect::<Vec<_>>()
-            })
+            .map(String::as_str)
+            .zip(self.layers.iter_mut().map(|l| l.as_mut() as &mut dyn Layer))
             .collect();
-        if shapes.len() != weights.len() {
-            return Err(Error::shape(
-                "set_weights",
-                format!("{} arrays (kernel and bias per Dense layer)", shapes.len()),
-                format!("{} arrays", weights.len()),
-            ));
-        }
-        for ((name, shape), w) in shapes.iter().zip(weights) {
-            if w.shape() != shape.as_slice() {
-                return Err(Error::shape(
-                    format!("set_weights for `{name}`"),
-                    format!("{shape:?}"),
-                    format!("{:?}", w.shape()),
-                ));
-            }
-        }
-        let mut it = weights.iter();
-        for l in &mut self.layers {
-            l.visit_params_mut(&mut |p| {
-                if let Some(w) = it.next() {
-                    for (dst, &src) in p.iter_mut().zip(w.iter()) {
-                        *dst = src;
-                    }
-                }
-            });
-        }
-        Ok(())
+        weights::set(&mut layers, weights, " (kernel and bias per Dense layer)")
     }
 
     /// The sum of the layers' regularization penalties.

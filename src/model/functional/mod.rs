@@ -34,7 +34,7 @@ pub use train::{IntoData, ModelCompile};
 
 use std::fmt;
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 
 use crate::error::{Error, Result};
 use crate::shape::Shape;
@@ -430,21 +430,7 @@ impl Model {
     /// Copies of all weights in Keras order: layer by layer in creation
     /// order, each layer's tensors in its own order (kernel then bias).
     pub fn get_weights(&self) -> Result<Vec<ArrayD<f32>>> {
-        let mut out = Vec::new();
-        for (name, l) in self.weighted_layers() {
-            for p in l.params() {
-                out.push(
-                    ArrayD::from_shape_vec(IxDyn(&p.shape), p.values.to_vec()).map_err(|e| {
-                        Error::shape(
-                            format!("get_weights of `{name}`"),
-                            format!("{:?}", p.shape),
-                            e.to_string(),
-                        )
-                    })?,
-                );
-            }
-        }
-        Ok(out)
+        crate::model::weights::get(self.weighted_layers())
     }
 
     /// The Keras names of the weights (`dense/kernel`), in the order of
@@ -462,44 +448,17 @@ impl Model {
     /// Replaces all weights, in the order of [`Model::get_weights`]. Checks
     /// the count and every shape before changing anything.
     pub fn set_weights(&mut self, weights: &[ArrayD<f32>]) -> Result<()> {
-        let shapes: Vec<(String, Vec<usize>)> = self
-            .weighted_layers()
-            .flat_map(|(n, l)| {
-                l.params()
-                    .into_iter()
-                    .map(|p| (format!("{n}/{}", p.name), p.shape))
-                    .collect::<Vec<_>>()
+        let mut layers: Vec<(&str, &mut dyn crate::layers::Layer)> = self
+            .layers
+            .iter_mut()
+            .filter_map(|l| match &mut l.kind {
+                LayerKind::Layer(b) => {
+                    Some((l.name.as_str(), b.as_mut() as &mut dyn crate::layers::Layer))
+                }
+                LayerKind::Merge(_) => None,
             })
             .collect();
-        if shapes.len() != weights.len() {
-            return Err(Error::shape(
-                "set_weights",
-                format!("{} arrays", shapes.len()),
-                format!("{} arrays", weights.len()),
-            ));
-        }
-        for ((name, shape), w) in shapes.iter().zip(weights) {
-            if w.shape() != shape.as_slice() {
-                return Err(Error::shape(
-                    format!("set_weights for `{name}`"),
-                    format!("{shape:?}"),
-                    format!("{:?}", w.shape()),
-                ));
-            }
-        }
-        let mut it = weights.iter();
-        for l in &mut self.layers {
-            if let LayerKind::Layer(l) = &mut l.kind {
-                l.visit_params_mut(&mut |p| {
-                    if let Some(w) = it.next() {
-                        for (dst, &src) in p.iter_mut().zip(w.iter()) {
-                            *dst = src;
-                        }
-                    }
-                });
-            }
-        }
-        Ok(())
+        crate::model::weights::set(&mut layers, weights, "")
     }
 
     /// Sets weights by their Keras names (`out_class/kernel`), as Keras'

@@ -28,7 +28,7 @@ use crate::losses::{IntoLoss, Loss};
 use crate::metrics::{IntoMetric, Metric, MetricState};
 use crate::model::compile::{unique_keys, MetricEntry};
 use crate::model::fit::{check_sample_weight, stream_seed};
-use crate::model::infer::gather_rows;
+use crate::model::infer::{copy_block, gather_rows};
 use crate::model::progress::Progress;
 use crate::model::validate;
 use crate::model::{FitOptions, History, HistoryParams, IntoInput, Logs};
@@ -511,14 +511,7 @@ impl Model {
     /// Names and sizes of the trainable weight tensors (the optimizer's
     /// variables).
     pub(crate) fn weight_sizes(&self) -> Vec<(String, usize)> {
-        self.weighted_layers()
-            .flat_map(|(name, l)| {
-                l.params()
-                    .into_iter()
-                    .filter(|p| p.trainable)
-                    .map(move |p| (format!("{name}/{}", p.name), p.values.len()))
-            })
-            .collect()
+        crate::model::weights::trainable_sizes(self.weighted_layers())
     }
 
     fn regularization_penalty(&self) -> f32 {
@@ -613,9 +606,10 @@ impl Model {
     /// Supported [`FitOptions`]: `epochs`, `batch_size`, `validation_split`
     /// (the same last rows of every array), `shuffle`, `seed`,
     /// `initial_epoch`, `verbose`, `sample_weight` (per row, for every
-    /// output), `cancel`. `validation_data` and `class_weight` are refused
-    /// with an error (Keras 3 refuses `class_weight` on several outputs
-    /// too); use [`Model::evaluate`] on held-out data.
+    /// output), `cancel`. Explicit validation arrays go to
+    /// [`Model::fit_validated`] (`FitOptions::validation_data` holds one
+    /// input and one output, and is refused here); `class_weight` is
+    /// refused, as Keras 3 refuses it on several outputs.
     pub fn fit<'a, 'b>(
         &mut self,
         x: impl IntoData<'a>,
@@ -1040,26 +1034,16 @@ impl Model {
         }
         ws.backward(self, nb);
         let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
-        let opt = &mut compiled.optimizer;
-        let norm = opt.begin_step(ws.param_grads.iter().flatten().map(|g| g.as_slice()));
-        let mut idx = 0;
-        for (l, ml) in self.layers.iter_mut().enumerate() {
-            let LayerKind::Layer(layer) = &mut ml.kind else {
-                continue;
-            };
-            let grads = &mut ws.param_grads[l];
-            let flags = &ws.trainable[l];
-            let (mut j, mut k) = (0, 0);
-            layer.visit_params_mut(&mut |p| {
-                if flags.get(k).copied().unwrap_or(false) {
-                    opt.update_tensor(idx, p, &mut grads[j], norm);
-                    idx += 1;
-                    j += 1;
-                }
-                k += 1;
-            });
-        }
-        opt.finish_step();
+        let layers = self.layers.iter_mut().map(|ml| match &mut ml.kind {
+            LayerKind::Layer(l) => Some(l.as_mut() as &mut dyn crate::layers::Layer),
+            LayerKind::Merge(_) => None,
+        });
+        crate::model::weights::optimizer_step(
+            &mut compiled.optimizer,
+            layers,
+            &mut ws.param_grads,
+            &ws.trainable,
+        );
         for (node, state) in self.nodes.iter().zip(&ws.state) {
             if !state.is_empty() {
                 if let LayerKind::Layer(layer) = &mut self.layers[node.layer].kind {
@@ -1092,10 +1076,12 @@ impl Model {
             let mut rng = StdRng::seed_from_u64(0);
             for start in (0..n).step_by(block) {
                 let nb = block.min(n - start);
-                let rows: Vec<usize> = (start..start + nb).collect();
                 for (i, x) in xs.iter().enumerate() {
                     let w = ws.widths[i];
-                    gather_rows(*x, &rows, &mut ws.acts[i][..nb * w]);
+                    copy_block(
+                        x.slice(ndarray::s![start..start + nb, ..]),
+                        &mut ws.acts[i][..nb * w],
+                    );
                 }
                 ws.forward(self, nb, false, &mut rng);
                 each(start, nb, &ws);

@@ -587,11 +587,13 @@ fn entry(l: &Value) -> Result<(&str, &str, &Value)> {
 }
 
 /// Names each layer's group in the weights file as Keras does: its class in
-/// snake_case, numbered per class in the model's layer order.
-struct H5Names(std::collections::HashMap<String, usize>);
+/// snake_case, numbered per class in the model's layer order (`dense`,
+/// `dense_1`). Used both to read and to write.
+#[derive(Default)]
+pub(crate) struct H5Names(std::collections::HashMap<String, usize>);
 
 impl H5Names {
-    fn next(&mut self, class: &str) -> String {
+    pub(crate) fn next(&mut self, class: &str) -> String {
         let base = crate::model::snake_case(class);
         let n = self.0.entry(base.clone()).or_insert(0);
         let key = if *n == 0 { base } else { format!("{base}_{n}") };
@@ -665,7 +667,7 @@ pub(crate) fn architecture(root: &Value) -> Result<Architecture> {
             layers.len(),
         ));
     }
-    let mut names = H5Names(Default::default());
+    let mut names = H5Names::default();
     match class {
         "Sequential" => {
             let mut input_shape = None;

@@ -9,7 +9,7 @@ use std::io::{Cursor, Write};
 use hdf5_writer::{DatasetBuilder, Hdf5Builder, WriteOptions};
 use serde_json::{json, Value};
 
-use super::config::var_path;
+use super::config::{var_path, H5Names};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
@@ -329,20 +329,25 @@ fn optimizer_json(opt: &Optimizer) -> Result<Value> {
     )
 }
 
-/// A learning-rate schedule as Keras serialises it (horn's schedules have
-/// Keras' class names and config keys).
-fn schedule_json(s: &crate::optimizers::LearningRateSchedule) -> Value {
-    let mut cfg = serde_json::to_value(s).unwrap_or(Value::Null);
-    let name = cfg["name"].as_str().unwrap_or("").to_string();
-    let class: String = name
-        .split('_')
+/// `exponential_decay` -> `ExponentialDecay` (horn's serialised names back
+/// to Keras class names).
+fn camel_case(name: &str) -> String {
+    name.split('_')
         .map(|w| {
             let mut c = w.chars();
             c.next().map_or(String::new(), |f| {
                 f.to_uppercase().collect::<String>() + c.as_str()
             })
         })
-        .collect();
+        .collect()
+}
+
+/// A learning-rate schedule as Keras serialises it (horn's schedules have
+/// Keras' class names and config keys).
+fn schedule_json(s: &crate::optimizers::LearningRateSchedule) -> Value {
+    let mut cfg = serde_json::to_value(s).unwrap_or(Value::Null);
+    let name = cfg["name"].as_str().unwrap_or("").to_string();
+    let class = camel_case(&name);
     cfg["name"] = Value::from(class.as_str());
     json!({"module": "keras.optimizers.schedules", "class_name": class, "config": cfg, "registered_name": null})
 }
@@ -362,15 +367,7 @@ fn loss_json(loss: &Loss) -> Value {
     if !has_params {
         return Value::from(name);
     }
-    let class: String = name
-        .split('_')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next().map_or(String::new(), |f| {
-                f.to_uppercase().collect::<String>() + c.as_str()
-            })
-        })
-        .collect();
+    let class = camel_case(&name);
     let mut cfg = v.clone();
     cfg["reduction"] = Value::from("sum_over_batch_size");
     json!({"module": "keras.losses", "class_name": class, "config": cfg, "registered_name": null})
@@ -397,6 +394,20 @@ pub(crate) struct Exported<'a> {
     pub nadam_u: Option<f32>,
 }
 
+/// Everything a file keeps of an optimizer besides its config: the step
+/// count and learning rate (none with a schedule), the slot datasets (added
+/// to `datasets`) and Nadam's momentum product.
+#[allow(clippy::type_complexity)]
+fn optimizer_exports<'a>(
+    opt: &'a Optimizer,
+    datasets: &mut Vec<(String, Vec<usize>, &'a [f32])>,
+    trainable_shapes: &[Vec<usize>],
+) -> (Option<(u64, Option<f32>)>, Option<f32>) {
+    let lr = opt.schedule().is_none().then(|| opt.learning_rate());
+    optimizer_datasets(opt, datasets, trainable_shapes);
+    (Some((opt.iterations(), lr)), nadam_u(opt))
+}
+
 /// Nadam's momentum product, when the optimizer is Nadam with state.
 fn nadam_u(opt: &Optimizer) -> Option<f32> {
     matches!(opt.rule(), crate::optimizers::Rule::Nadam { .. })
@@ -415,20 +426,6 @@ fn layer_datasets<'a>(
     let n = params.len();
     for (i, p) in params.into_iter().enumerate() {
         out.push((var_path(config, key, i, n), p.shape, p.values));
-    }
-}
-
-/// Keras' per-class numbering of the weight groups (`dense`, `dense_1`).
-#[derive(Default)]
-struct Keys(std::collections::HashMap<String, usize>);
-
-impl Keys {
-    fn next(&mut self, class: &str) -> String {
-        let base = crate::model::snake_case(class);
-        let n = self.0.entry(base.clone()).or_insert(0);
-        let key = if *n == 0 { base } else { format!("{base}_{n}") };
-        *n += 1;
-        key
     }
 }
 
@@ -476,7 +473,7 @@ impl<'a> Exported<'a> {
         let input = m.get_input_shape().cloned().unwrap_or_default();
         let mut layers = vec![input_layer("input_layer", &input)];
         let mut datasets = Vec::new();
-        let mut keys = Keys::default();
+        let mut keys = H5Names::default();
         let shapes = m.all_shapes();
         let mut trainable_shapes = Vec::new();
         for (i, (l, name)) in m.layers().iter().zip(m.layer_names()).enumerate() {
@@ -520,14 +517,7 @@ impl<'a> Exported<'a> {
                 "weighted_metrics": if weighted.is_empty() { Value::Null } else { Value::Array(weighted) },
                 "run_eagerly": false, "steps_per_execution": 1, "jit_compile": false,
             });
-            let lr = c
-                .optimizer
-                .schedule()
-                .is_none()
-                .then(|| c.optimizer.learning_rate());
-            iterations = Some((c.optimizer.iterations(), lr));
-            optimizer_datasets(&c.optimizer, &mut datasets, &trainable_shapes);
-            nadam = nadam_u(&c.optimizer);
+            (iterations, nadam) = optimizer_exports(&c.optimizer, &mut datasets, &trainable_shapes);
         }
         Ok(Exported {
             config,
@@ -568,7 +558,7 @@ impl<'a> Exported<'a> {
             }
         };
         let mut layers: Vec<Value> = Vec::new();
-        let mut keys = Keys::default();
+        let mut keys = H5Names::default();
         for (name, shape) in &m.inputs {
             let mut v = input_layer(name, shape);
             v["name"] = Value::from(name.as_str());
@@ -661,14 +651,7 @@ impl<'a> Exported<'a> {
                 "weighted_metrics": if weighted.is_empty() { Value::Null } else { Value::Object(weighted) },
                 "run_eagerly": false, "steps_per_execution": 1, "jit_compile": false,
             });
-            let lr = c
-                .optimizer
-                .schedule()
-                .is_none()
-                .then(|| c.optimizer.learning_rate());
-            iterations = Some((c.optimizer.iterations(), lr));
-            optimizer_datasets(&c.optimizer, &mut datasets, &trainable_shapes);
-            nadam = nadam_u(&c.optimizer);
+            (iterations, nadam) = optimizer_exports(&c.optimizer, &mut datasets, &trainable_shapes);
         }
         Ok(Exported {
             config,
