@@ -115,6 +115,16 @@ impl<'a> CallbackContext<'a> {
         }
     }
 
+    /// This process's rank in a data-parallel `fit`
+    /// ([`FitOptions::distribution`](crate::FitOptions::distribution)), 0
+    /// otherwise. Callbacks that write files or print should do so on rank 0
+    /// only, as the built-in `ModelCheckpoint` and `CsvLogger` do; callbacks
+    /// that decide (stop, change the learning rate) run on every rank and
+    /// see the same logs, so they decide alike.
+    pub fn rank(&self) -> usize {
+        crate::distribute::current_rank()
+    }
+
     /// The model, when it is a [`Sequential`].
     pub fn sequential(&self) -> Option<&Sequential> {
         match &self.model {
@@ -720,7 +730,12 @@ impl CsvLogger {
 }
 
 impl Callback for CsvLogger {
-    fn on_train_begin(&mut self, _ctx: &mut CallbackContext<'_>) -> Result<()> {
+    fn on_train_begin(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        if ctx.rank() != 0 {
+            // Data-parallel: rank 0 writes the file.
+            self.writer = None;
+            return Ok(());
+        }
         let existed = self.path.exists() && self.append;
         let file = OpenOptions::new()
             .create(true)
@@ -1037,6 +1052,10 @@ impl Callback for ModelCheckpoint {
             self.best = Some(current);
         }
         let path = self.path_for(epoch, logs)?;
+        if ctx.rank() != 0 {
+            // Data-parallel: every rank holds the same model; rank 0 writes it.
+            return Ok(());
+        }
         // Keras creates the checkpoint's folder; so does horn.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

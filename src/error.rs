@@ -108,6 +108,11 @@ pub enum Error {
     /// A bad value in tabular data (unparsable number, unseen category, ...).
     #[error("data error: {0}")]
     Data(String),
+    /// Data-parallel training could not go on: ranks that disagree (other
+    /// data, other weights, other options), a rank that left or did not
+    /// answer within the timeout, a communicator of an unusable size.
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
 }
 
 impl Error {

@@ -230,6 +230,7 @@
 pub mod activations;
 pub mod callbacks;
 pub mod datasets;
+pub mod distribute;
 mod error;
 mod files;
 pub mod initializers;

@@ -158,6 +158,7 @@ fn evaluate_weighs_like_keras() {
             EvaluateOptions {
                 batch_size: 3,
                 sample_weight: Some(w),
+                ..Default::default()
             },
         )
         .unwrap();

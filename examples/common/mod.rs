@@ -19,6 +19,12 @@ pub struct Args {
     pub show_digits: Option<usize>,
     pub plot_model: Option<String>,
     pub confusion: Option<String>,
+    /// `mnist_distributed`: chunks per batch, a checkpoint to write every
+    /// epoch, a model file to resume from, and the epoch it resumes at.
+    pub chunks: Option<usize>,
+    pub checkpoint: Option<String>,
+    pub resume: Option<String>,
+    pub initial_epoch: usize,
 }
 
 /// Parses the flags; `name` and `default_epochs` differ per example.
@@ -38,6 +44,10 @@ pub fn parse_args(name: &str, default_epochs: usize) -> Result<Args, String> {
         show_digits: None,
         plot_model: None,
         confusion: None,
+        chunks: None,
+        checkpoint: None,
+        resume: None,
+        initial_epoch: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -84,9 +94,23 @@ pub fn parse_args(name: &str, default_epochs: usize) -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--verbose: {e}"))?
             }
+            "--chunks" => {
+                a.chunks = Some(
+                    val("--chunks")?
+                        .parse()
+                        .map_err(|e| format!("--chunks: {e}"))?,
+                )
+            }
+            "--checkpoint" => a.checkpoint = Some(val("--checkpoint")?),
+            "--resume" => a.resume = Some(val("--resume")?),
+            "--initial-epoch" => {
+                a.initial_epoch = val("--initial-epoch")?
+                    .parse()
+                    .map_err(|e| format!("--initial-epoch: {e}"))?
+            }
             "--json" => a.json = true,
             "-h" | "--help" => {
-                println!("usage: {name} [--epochs N] [--batch-size N] [--threads N] [--seed N] [--limit N] [--history-csv FILE] [--plot history.svg] [--verbose 0|1|2] [--json] [--show-digits N] [--plot-model model.svg] [--confusion confusion.png]");
+                println!("usage: {name} [--epochs N] [--batch-size N] [--threads N] [--seed N] [--limit N] [--history-csv FILE] [--plot history.svg] [--verbose 0|1|2] [--json] [--show-digits N] [--plot-model model.svg] [--confusion confusion.png] [--chunks N] [--checkpoint FILE] [--resume FILE] [--initial-epoch N]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -222,6 +246,7 @@ pub fn report<'a, D: ndarray::Dimension + ndarray::RemoveAxis>(
 /// The pictures the flags ask for: the first N test digits with true and
 /// predicted labels (`digits.png`, and the first one in the terminal), the
 /// model's diagram, the confusion matrix of the test set.
+#[allow(dead_code)] // not every MNIST example draws
 pub fn pictures<'a, D: ndarray::Dimension + ndarray::RemoveAxis>(
     model: &Sequential,
     args: &Args,

@@ -24,6 +24,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use super::data_parallel::ParallelRun;
 use super::history::{History, HistoryParams, Logs};
 use super::infer::gather_rows;
 use super::progress::Progress;
@@ -31,6 +32,7 @@ use super::validate;
 use super::workspace::{view, view_mut, Workspace};
 use super::Sequential;
 use crate::callbacks::{with_train_hooks, Callback, CallbackContext};
+use crate::distribute::{DataParallel, RankGuard};
 use crate::error::{Error, Result};
 use crate::losses::Loss;
 use crate::metrics::{argmax, MetricState};
@@ -85,6 +87,12 @@ pub struct FitOptions {
     /// flag still set when the next `fit` starts stops that one before its
     /// first batch.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Data-parallel training over several processes (Keras'
+    /// `DataParallel`; see [`crate::distribute`]): every rank runs the same
+    /// `fit` on the same data and model, computes its share of each batch,
+    /// and all ranks end with the same weights and History. Only rank 0
+    /// prints. `None` (the default) trains in this process alone.
+    pub distribution: Option<DataParallel>,
 }
 
 impl Default for FitOptions {
@@ -103,6 +111,7 @@ impl Default for FitOptions {
             sample_weight: None,
             class_weight: None,
             cancel: None,
+            distribution: None,
         }
     }
 }
@@ -139,15 +148,15 @@ fn class_of(loss: &Loss, row: &[f32]) -> usize {
 }
 
 /// What one training step reads, besides the model and its workspace.
-struct StepContext<'a> {
-    x: ArrayView2<'a, f32>,
-    y: ArrayView2<'a, f32>,
-    rows: &'a [usize],
-    weights: Option<&'a [f32]>,
+pub(super) struct StepContext<'a> {
+    pub x: ArrayView2<'a, f32>,
+    pub y: ArrayView2<'a, f32>,
+    pub rows: &'a [usize],
+    pub weights: Option<&'a [f32]>,
     /// Seed of this step's dropout stream.
-    seed: u64,
-    loss: Loss,
-    fused: bool,
+    pub seed: u64,
+    pub loss: Loss,
+    pub fused: bool,
 }
 
 /// A 64-bit mix (SplitMix64) of the run seed with the epoch and step.
@@ -354,7 +363,33 @@ impl Sequential {
             steps,
             verbose: o.verbose,
         };
-        let mut ws = Workspace::new(self.layers(), &self.all_shapes(), bs, true, y.ncols());
+        // A data-parallel rank's workspace holds one chunk of a batch.
+        let topology = o.distribution.as_ref().map(|d| d.topology()).transpose()?;
+        let cap = topology.map_or(bs, |t| t.chunk_capacity(bs));
+        let mut ws = Workspace::new(self.layers(), &self.all_shapes(), cap, true, y.ncols());
+        let mut parallel = match &o.distribution {
+            Some(dp) => {
+                let mut data = vec![x, y];
+                if let Some(v) = &val {
+                    data.extend([v.x, v.y]);
+                }
+                let opts = [
+                    n as u64,
+                    n_train as u64,
+                    bs as u64,
+                    o.epochs as u64,
+                    o.initial_epoch as u64,
+                    o.shuffle as u64,
+                    seed,
+                    topology.map_or(1, |t| t.chunks) as u64,
+                    o.validation_batch_size.unwrap_or(o.batch_size) as u64,
+                ];
+                self.parallel_agree(dp, &data, weights.as_deref(), &opts)?;
+                Some(ParallelRun::new(dp.clone(), &ws, bs, out_dim)?)
+            }
+            None => None,
+        };
+        let _rank = RankGuard::set(o.distribution.as_ref().map_or(0, |d| d.rank()));
         let plan = Plan {
             x,
             y,
@@ -365,13 +400,19 @@ impl Sequential {
             weights: weights.as_deref(),
             val,
             loss,
+            // Only rank 0 prints.
+            verbose: if o.distribution.as_ref().is_some_and(|d| !d.is_chief()) {
+                0
+            } else {
+                o.verbose
+            },
         };
 
         let result = with_train_hooks(
             self,
             |m| CallbackContext::new(m),
             callbacks,
-            |m, cbs, last| m.run_epochs(&plan, o, &mut ws, &mut history, last, cbs),
+            |m, cbs, last| m.run_epochs(&plan, o, &mut ws, &mut parallel, &mut history, last, cbs),
         );
         // Keras' `model.history`: the epochs done survive an error.
         self.set_history(history.clone());
@@ -379,11 +420,13 @@ impl Sequential {
     }
 
     /// The epoch loop of `fit`.
+    #[allow(clippy::too_many_arguments)]
     fn run_epochs(
         &mut self,
         plan: &Plan<'_>,
         o: &FitOptions,
         ws: &mut Workspace,
+        parallel: &mut Option<ParallelRun>,
         history: &mut History,
         last_logs: &mut Logs,
         callbacks: &mut [&mut dyn Callback],
@@ -397,7 +440,7 @@ impl Sequential {
             .collect();
         let weighted: Vec<bool> = entries.iter().map(|e| e.weighted).collect();
         let val_bs = o.validation_batch_size.unwrap_or(o.batch_size);
-        let mut progress = Progress::new(o.verbose, plan.steps);
+        let mut progress = Progress::new(plan.verbose, plan.steps);
         let mut order: Vec<usize> = (0..plan.n_train).collect();
         let cancelled = || o.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
         let mut stop = false;
@@ -451,10 +494,16 @@ impl Sequential {
                 };
                 // The whole step runs inside the pool, so its parallel parts hand
                 // work between rayon's workers instead of waking this thread.
-                let batch_loss =
-                    rayon::scope(|_| self.train_step(ws, &mut states, &weighted, &step_ctx))?;
+                let batch_loss = match parallel.as_mut() {
+                    Some(run) => {
+                        self.parallel_train_step(ws, &mut states, &weighted, &step_ctx, run)?
+                    }
+                    None => {
+                        rayon::scope(|_| self.train_step(ws, &mut states, &weighted, &step_ctx))?
+                    }
+                };
                 if !batch_loss.is_finite() {
-                    if o.verbose > 0 {
+                    if plan.verbose > 0 {
                         println!();
                     }
                     return Err(Error::Diverged {
@@ -491,7 +540,12 @@ impl Sequential {
             if early != Some(EarlyEnd::Cancel) {
                 if let Some(v) = &plan.val {
                     let c = self.compiled().ok_or(Error::NotCompiled("fit"))?;
-                    let vl = self.evaluate_unchecked(c, v.x, v.y, v.weights, val_bs, "val_");
+                    let vl = match parallel.as_ref() {
+                        Some(run) => {
+                            self.evaluate_parallel(c, v.x, v.y, v.weights, val_bs, "val_", &run.dp)?
+                        }
+                        None => self.evaluate_unchecked(c, v.x, v.y, v.weights, val_bs, "val_"),
+                    };
                     for (k, v) in vl.iter() {
                         logs.insert(k, v);
                     }
@@ -499,6 +553,12 @@ impl Sequential {
             }
             if early.is_some() {
                 history.partial_epoch = Some(epoch);
+            }
+            if let Some(run) = parallel.as_ref().filter(|r| r.dp.verifies()) {
+                run.dp.agree(
+                    &format!("weights after epoch {}", epoch + 1),
+                    self.weights_fingerprint(),
+                )?;
             }
             let mut ctx = CallbackContext::new(self);
             for cb in callbacks.iter_mut() {
@@ -580,25 +640,30 @@ impl Sequential {
         }
         // 4. backward
         ws.backward(&self.layers, nb, c.fused);
-        // 5. optimizer
-        {
-            let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
-            super::weights::optimizer_step(
-                &mut compiled.optimizer,
-                self.layers
-                    .iter_mut()
-                    .map(|l| Some(l.as_mut() as &mut dyn crate::layers::Layer)),
-                &mut ws.param_grads,
-                &ws.trainable,
-            );
-        }
-        // 6. state that follows the step (BatchNormalization's moving statistics)
+        // 5. optimizer, 6. moving statistics
+        self.apply_step(ws)?;
+        Ok(batch_loss)
+    }
+
+    /// The end of a training step, once `ws.param_grads` holds the batch's
+    /// gradients: one optimizer pass over each weight tensor, then the state
+    /// that follows the step (BatchNormalization's moving statistics).
+    pub(super) fn apply_step(&mut self, ws: &mut Workspace) -> Result<()> {
+        let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
+        super::weights::optimizer_step(
+            &mut compiled.optimizer,
+            self.layers
+                .iter_mut()
+                .map(|l| Some(l.as_mut() as &mut dyn crate::layers::Layer)),
+            &mut ws.param_grads,
+            &ws.trainable,
+        );
         for (layer, state) in self.layers.iter_mut().zip(&ws.state) {
             if !state.is_empty() {
                 layer.end_train_step(state);
             }
         }
-        Ok(batch_loss)
+        Ok(())
     }
 }
 
@@ -614,6 +679,8 @@ struct Plan<'a> {
     weights: Option<&'a [f32]>,
     val: Option<Validation<'a>>,
     loss: Loss,
+    /// `FitOptions::verbose`, or 0 on a data-parallel rank other than 0.
+    verbose: u8,
 }
 
 /// The optimization level horn was compiled at (from `build.rs`).

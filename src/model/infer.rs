@@ -21,7 +21,7 @@ use crate::metrics::MetricState;
 
 /// Smallest block `evaluate` runs, whatever `batch_size` says (fewer when a
 /// row's buffers are large, see [`Sequential::rows_per_block`]).
-const MIN_BLOCK: usize = 2048;
+pub(crate) const MIN_BLOCK: usize = 2048;
 /// Rows per block in `predict`.
 const PREDICT_BLOCK: usize = 2048;
 /// The most f32 values one inference block's buffers may hold (32 MiB): a
@@ -38,6 +38,10 @@ pub struct EvaluateOptions {
     /// Per-sample weights multiplying each sample's loss and its value in the
     /// `weighted_metrics`; plain `metrics` stay unweighted (Keras).
     pub sample_weight: Option<Vec<f32>>,
+    /// Splits the rows across the ranks of a data-parallel group, each rank
+    /// forwarding one contiguous block; every rank returns the numbers one
+    /// process would ([`crate::distribute`]).
+    pub distribution: Option<crate::distribute::DataParallel>,
 }
 
 impl Default for EvaluateOptions {
@@ -45,6 +49,7 @@ impl Default for EvaluateOptions {
         EvaluateOptions {
             batch_size: 32,
             sample_weight: None,
+            distribution: None,
         }
     }
 }
@@ -92,7 +97,7 @@ impl Sequential {
     /// Runs the model forward over `x` in blocks of `block` rows, calling
     /// `each(start, rows, workspace)` after each block. Inference draws no random
     /// numbers, so the stream handed to the layers is a fixed dummy.
-    fn forward_blocks(
+    pub(crate) fn forward_blocks(
         &self,
         x: ArrayView2<f32>,
         block: usize,
@@ -167,11 +172,47 @@ impl Sequential {
             .map_err(|e| Error::shape("predict_nd", format!("{shape:?}"), e.to_string()))
     }
 
+    /// [`Sequential::predict`] split across the ranks of a data-parallel
+    /// group: each rank forwards one contiguous block of rows, and every rank
+    /// returns all the predictions (the same values as `predict`).
+    ///
+    /// ```
+    /// use horn::distribute::{local_group, DataParallel};
+    /// use horn::prelude::*;
+    /// let model = Sequential::new().seed(3).input(4).dense(2, Softmax);
+    /// let dp = DataParallel::new(local_group(1).remove(0))?;
+    /// let x = ndarray::Array2::<f32>::ones((5, 4));
+    /// assert_eq!(model.predict_distributed(&x, &dp)?, model.predict(&x)?);
+    /// # Ok::<(), horn::Error>(())
+    /// ```
+    pub fn predict_distributed<'a>(
+        &self,
+        x: impl IntoInput<'a>,
+        distribution: &crate::distribute::DataParallel,
+    ) -> Result<Array2<f32>> {
+        self.ensure_built()?;
+        if let Some(s) = self.output_shape().filter(|s| s.rank() > 1) {
+            return Err(Error::shape(
+                "predict_distributed",
+                "a model whose output is one vector per sample",
+                s.to_string(),
+            ));
+        }
+        let x_in = x.into_input();
+        let x = validate::as_rows(x_in.view(), self.get_input_shape(), "x")?;
+        self.check_x(x.view(), "x")?;
+        self.predict_parallel(x.view(), distribution)
+    }
+
     /// Predictions as rows of the output's size.
     fn predict_rows<'a>(&self, x: impl IntoInput<'a>) -> Result<Array2<f32>> {
         let x_in = x.into_input();
         let x = validate::as_rows(x_in.view(), self.get_input_shape(), "x")?;
-        let x = x.view();
+        self.predict_view(x.view())
+    }
+
+    /// Predictions for rows already shaped as the model's input.
+    pub(crate) fn predict_view(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
         self.check_x(x, "x")?;
         let n = x.nrows();
         let mut out = Array2::<f32>::zeros((n, self.output_dim()));
@@ -188,7 +229,7 @@ impl Sequential {
 
     /// At most `rows` rows, fewer when the buffers of a row are large, so that
     /// an inference block stays within [`BLOCK_VALUES`] (at least 32 rows).
-    fn rows_per_block(&self, rows: usize) -> usize {
+    pub(crate) fn rows_per_block(&self, rows: usize) -> usize {
         let shapes = self.all_shapes();
         let per_row: usize = shapes.iter().map(|s| s.size()).sum::<usize>()
             + self
@@ -253,14 +294,37 @@ impl Sequential {
         if let Some(w) = &options.sample_weight {
             super::fit::check_sample_weight(w, x.nrows(), "sample_weight")?;
         }
-        Ok(self.evaluate_unchecked(
-            c,
-            x,
-            y,
-            options.sample_weight.as_deref(),
-            options.batch_size,
-            "",
-        ))
+        let weights = options.sample_weight.as_deref();
+        match &options.distribution {
+            Some(dp) => self.evaluate_parallel(c, x, y, weights, options.batch_size, "", dp),
+            None => Ok(self.evaluate_unchecked(c, x, y, weights, options.batch_size, "")),
+        }
+    }
+
+    /// Each row's loss for the block of outputs in `ws` (from the logits
+    /// when softmax/sigmoid + cross-entropy are fused).
+    pub(crate) fn inference_losses(
+        &self,
+        c: &Compiled,
+        ws: &Workspace,
+        y: ArrayView2<f32>,
+        losses: &mut [f32],
+    ) {
+        let nb = losses.len();
+        let y = y.as_standard_layout();
+        let logits = if c.fused {
+            ws.logits(self.layers(), nb)
+        } else {
+            None
+        };
+        c.loss.per_sample(
+            ws.output(nb),
+            y.view(),
+            logits,
+            losses,
+            None,
+            self.output_positions(),
+        );
     }
 
     /// `evaluate` without argument checks (`fit` checks its data once up front).
@@ -282,23 +346,10 @@ impl Sequential {
             .collect();
         let mut losses = vec![0.0f32; block];
         let mut total = 0.0f64;
-        let positions = self.output_positions();
         self.forward_blocks(x, block, |start, nb, ws| {
             let yb = y.slice(ndarray::s![start..start + nb, ..]);
+            self.inference_losses(c, ws, yb, &mut losses[..nb]);
             let yb = yb.as_standard_layout();
-            let logits = if c.fused {
-                ws.logits(self.layers(), nb)
-            } else {
-                None
-            };
-            c.loss.per_sample(
-                ws.output(nb),
-                yb.view(),
-                logits,
-                &mut losses[..nb],
-                None,
-                positions,
-            );
             let wb = weights.map(|w| &w[start..start + nb]);
             for (i, &l) in losses[..nb].iter().enumerate() {
                 total += l as f64 * wb.map_or(1.0, |w| w[i] as f64);

@@ -10,6 +10,7 @@
 //! - `history.rs`, `progress.rs`, `summary.rs`: what the user sees.
 
 mod compile;
+mod data_parallel;
 mod diagram;
 mod fit;
 pub mod functional;

@@ -41,6 +41,9 @@ pub(crate) struct Workspace {
     pub mask_steps: usize,
     pub mask_reaches: Vec<bool>,
     pub mask: Vec<f32>,
+    /// Whether `backward` adds the regularization gradient (a data-parallel
+    /// step adds it once, after summing the chunks' gradients).
+    pub regularize: bool,
 }
 
 // Every buffer is allocated for `cap` rows of its width and every pass uses at
@@ -129,6 +132,7 @@ impl Workspace {
             mask_steps,
             mask_reaches,
             mask: vec![0.0; cap * mask_steps],
+            regularize: true,
         }
     }
 
@@ -201,7 +205,9 @@ impl Workspace {
                 mask: self.mask_reaches[i].then(|| &self.mask[..n * self.mask_steps]),
             };
             layer.backward(x, y, aux, dy, dx, &mut self.param_grads[i], &mut ctx);
-            layer.add_regularization_gradient(&mut self.param_grads[i]);
+            if self.regularize {
+                layer.add_regularization_gradient(&mut self.param_grads[i]);
+            }
             std::mem::swap(&mut self.grad_a, &mut self.grad_b);
         }
     }

@@ -1,0 +1,366 @@
+//! One rank's share of a data-parallel `fit`, `evaluate` and `predict`
+//! (the design is in [`crate::distribute`]).
+//!
+//! A step on a rank: for each of its chunks, gather the chunk's rows, run
+//! forward, the loss gradient (scaled by `w_i / nb` of the *whole* batch,
+//! so that the chunks' gradients add up to the batch's), and backward
+//! without the regularization gradient; write the weight gradients, the batch
+//! statistics and each row's loss and output into one message, summed over
+//! the chunk tree and then across ranks. Every rank then computes the loss
+//! and metrics from all rows, adds the regularization gradient once, and
+//! applies the optimizer. The message buffers are allocated once per `fit`.
+
+use ndarray::{s, Array2, ArrayView2};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::fit::{stream_seed, StepContext};
+use super::history::Logs;
+use super::infer::{gather_rows, MIN_BLOCK};
+use super::workspace::{view, view_mut, Workspace};
+use super::{Compiled, Sequential};
+use crate::distribute::{hash_f32s, hash_words, DataParallel, Topology, TreeSum};
+use crate::error::{Error, Result};
+use crate::metrics::MetricState;
+
+/// The buffers of one rank's data-parallel `fit`.
+pub(crate) struct ParallelRun {
+    pub dp: DataParallel,
+    pub topo: Topology,
+    tree: TreeSum,
+    recv: Vec<f32>,
+    /// Lengths of the message's sections: weight gradients, batch statistics.
+    grads_len: usize,
+    state_len: usize,
+    out_w: usize,
+    /// The whole batch's targets, weights, losses and outputs, for the loss
+    /// and the metrics.
+    targets: Vec<f32>,
+    weights: Vec<f32>,
+    outputs: Vec<f32>,
+}
+
+impl ParallelRun {
+    /// Buffers for batches of up to `bs` rows through a model whose training
+    /// workspace is `ws`.
+    pub fn new(dp: DataParallel, ws: &Workspace, bs: usize, out_w: usize) -> Result<Self> {
+        let topo = dp.topology()?;
+        let grads_len = ws.param_grads.iter().flatten().map(Vec::len).sum();
+        let state_len = ws.state.iter().map(Vec::len).sum();
+        let len = grads_len + state_len + bs * (1 + out_w);
+        Ok(ParallelRun {
+            tree: TreeSum::new(len, topo.chunks / topo.size),
+            recv: vec![0.0; len],
+            grads_len,
+            state_len,
+            out_w,
+            targets: vec![0.0; bs * ws.target_cols],
+            weights: vec![0.0; bs],
+            outputs: vec![0.0; bs * out_w],
+            dp,
+            topo,
+        })
+    }
+
+    /// The message's length for a batch of `nb` rows.
+    fn message_len(&self, nb: usize) -> usize {
+        self.grads_len + self.state_len + nb * (1 + self.out_w)
+    }
+}
+
+/// The dropout seed of chunk `chunk` of a step: the step's own seed when
+/// the batch is one chunk, so one rank with one chunk is a plain `fit`.
+fn chunk_seed(step_seed: u64, chunk: usize, chunks: usize) -> u64 {
+    if chunks == 1 {
+        step_seed
+    } else {
+        stream_seed(step_seed, chunk as u64 + 1, 0)
+    }
+}
+
+/// Hashes a block of rows, whatever its memory layout.
+fn hash_rows(h: u64, x: ArrayView2<f32>) -> u64 {
+    match x.as_slice() {
+        Some(s) => hash_f32s(h, s),
+        None => x
+            .rows()
+            .into_iter()
+            .fold(h, |h, r| hash_f32s(h, &r.to_vec())),
+    }
+}
+
+impl Sequential {
+    /// A fingerprint of the weights and the optimizer's state.
+    pub(crate) fn weights_fingerprint(&self) -> u64 {
+        let mut h = 0x5EED;
+        for l in self.layers() {
+            for p in l.params() {
+                h = hash_f32s(h, p.values);
+            }
+        }
+        if let Some(c) = self.compiled() {
+            for (_, v) in c.optimizer.slots() {
+                h = hash_f32s(h, v);
+            }
+            h = hash_words(h, &[c.optimizer.iterations()]);
+        }
+        h
+    }
+
+    /// Fails unless every rank starts `fit` with the same data, options,
+    /// weights and optimizer state.
+    pub(super) fn parallel_agree(
+        &self,
+        dp: &DataParallel,
+        data: &[ArrayView2<f32>],
+        sample_weights: Option<&[f32]>,
+        options: &[u64],
+    ) -> Result<()> {
+        let mut h = hash_words(0, options);
+        for x in data {
+            h = hash_words(h, &[x.nrows() as u64, x.ncols() as u64]);
+            h = hash_rows(h, *x);
+        }
+        if let Some(w) = sample_weights {
+            h = hash_f32s(h, w);
+        }
+        dp.agree(
+            "data, options, weights or optimizer state",
+            hash_words(h, &[self.weights_fingerprint()]),
+        )
+    }
+
+    /// One data-parallel training step on this rank's chunks of `c.rows`;
+    /// returns the batch's loss (every rank the same), and like the
+    /// one-process step changes no weight when it is not finite.
+    pub(super) fn parallel_train_step(
+        &mut self,
+        ws: &mut Workspace,
+        states: &mut [MetricState],
+        weighted: &[bool],
+        c: &StepContext<'_>,
+        run: &mut ParallelRun,
+    ) -> Result<f32> {
+        let nb = c.rows.len();
+        let topo = run.topo;
+        let out_w = self.output_dim();
+        let tc = ws.target_cols;
+        let row_w = 1 + out_w;
+        let (g_len, st_len) = (run.grads_len, run.state_len);
+        let rows_at = g_len + st_len;
+        let len = run.message_len(nb);
+        let inv = 1.0 / nb as f32;
+        ws.regularize = false;
+        run.tree.reset();
+        // The chunks run inside the thread pool (their parallel parts hand
+        // work between its workers); the exchange waits outside it, so ranks
+        // that share one pool (threads of one process) never hold a worker
+        // while they wait for each other.
+        let layers = &self.layers;
+        let positions = self.output_positions();
+        rayon::scope(|_| {
+            for chunk in topo.my_chunks() {
+                let (lo, hi) = topo.chunk_rows(nb, chunk);
+                let m = hi - lo;
+                let leaf = run.tree.next_leaf();
+                let buf = &mut run.tree.buf_mut(leaf)[..len];
+                buf.fill(0.0);
+                if m > 0 {
+                    let rows = &c.rows[lo..hi];
+                    gather_rows(c.x, rows, ws.input_mut(m));
+                    gather_rows(c.y, rows, &mut ws.targets[..m * tc]);
+                    for (k, &r) in rows.iter().enumerate() {
+                        ws.sample_weights[k] = c.weights.map_or(1.0, |w| w[r]);
+                    }
+                    let mut rng = StdRng::seed_from_u64(chunk_seed(c.seed, chunk, topo.chunks));
+                    ws.forward(layers, m, true, &mut rng);
+                    let mut grad = std::mem::take(&mut ws.grad_a);
+                    let mut losses = std::mem::take(&mut ws.losses);
+                    {
+                        let logits = if c.fused { ws.logits(layers, m) } else { None };
+                        c.loss.per_sample(
+                            ws.output(m),
+                            view(&ws.targets, m, tc),
+                            logits,
+                            &mut losses[..m],
+                            Some(view_mut(&mut grad, m, out_w)),
+                            positions,
+                        );
+                    }
+                    for (k, row) in grad[..m * out_w].chunks_exact_mut(out_w).enumerate() {
+                        let f = ws.sample_weights[k] * inv;
+                        row.iter_mut().for_each(|g| *g *= f);
+                    }
+                    let out = ws.output(m);
+                    for (k, dst) in buf[rows_at + lo * row_w..][..m * row_w]
+                        .chunks_exact_mut(row_w)
+                        .enumerate()
+                    {
+                        dst[0] = losses[k];
+                        for (d, v) in dst[1..].iter_mut().zip(out.row(k)) {
+                            *d = *v;
+                        }
+                    }
+                    ws.grad_a = grad;
+                    ws.losses = losses;
+                    ws.backward(layers, m, c.fused);
+                    let mut at = 0;
+                    for g in ws.param_grads.iter().flatten().chain(&ws.state) {
+                        buf[at..at + g.len()].copy_from_slice(g);
+                        at += g.len();
+                    }
+                }
+                run.tree.push(leaf);
+            }
+        });
+        let root = run.tree.root();
+        let total = {
+            let buf = &mut run.tree.buf_mut(root)[..len];
+            run.dp.allreduce(buf, &mut run.recv)?;
+            &*buf
+        };
+
+        // The loss and metrics of the whole batch, in row order.
+        let mut sum = 0.0f64;
+        for (k, &r) in c.rows.iter().enumerate() {
+            let w = c.weights.map_or(1.0, |w| w[r]);
+            run.weights[k] = w;
+            sum += (total[rows_at + k * row_w] * w) as f64;
+            run.outputs[k * out_w..(k + 1) * out_w]
+                .copy_from_slice(&total[rows_at + k * row_w + 1..][..out_w]);
+        }
+        let batch_loss = (sum / nb as f64) as f32 + self.regularization_penalty();
+        if !batch_loss.is_finite() {
+            return Ok(batch_loss);
+        }
+        gather_rows(c.y, c.rows, &mut run.targets[..nb * tc]);
+        {
+            let targets = view(&run.targets, nb, tc);
+            let outputs = view(&run.outputs, nb, out_w);
+            let w = c.weights.map(|_| &run.weights[..nb]);
+            for (s, &weighted) in states.iter_mut().zip(weighted) {
+                s.update(targets, outputs, if weighted { w } else { None });
+            }
+        }
+
+        // The summed gradients and statistics back into the workspace.
+        let mut at = 0;
+        for g in ws.param_grads.iter_mut().flatten() {
+            let n = g.len();
+            g.copy_from_slice(&total[at..at + n]);
+            at += n;
+        }
+        let filled = (0..topo.chunks)
+            .filter(|&i| {
+                let (lo, hi) = topo.chunk_rows(nb, i);
+                hi > lo
+            })
+            .count()
+            .max(1);
+        let scale = 1.0 / filled as f32;
+        for st in ws.state.iter_mut() {
+            for (d, v) in st.iter_mut().zip(&total[at..]) {
+                *d = *v * scale;
+            }
+            at += st.len();
+        }
+        for (layer, g) in self.layers.iter().zip(ws.param_grads.iter_mut()) {
+            layer.add_regularization_gradient(g);
+        }
+        self.apply_step(ws)?;
+        Ok(batch_loss)
+    }
+
+    /// `evaluate` on `(x, y)` with each rank forwarding one contiguous block
+    /// of rows; the same numbers as one process, on every rank.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn evaluate_parallel(
+        &self,
+        c: &Compiled,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        weights: Option<&[f32]>,
+        batch_size: usize,
+        prefix: &str,
+        dp: &DataParallel,
+    ) -> Result<Logs> {
+        let topo = dp.topology()?;
+        let n = x.nrows();
+        let out_w = self.output_dim();
+        let row_w = 1 + out_w;
+        let (lo, hi) = topo.my_rows(n);
+        let block = n.min(self.rows_per_block(batch_size.max(MIN_BLOCK))).max(1);
+        let mut rows = vec![0.0f32; n * row_w];
+        let mut losses = vec![0.0f32; block];
+        self.forward_blocks(x.slice(s![lo..hi, ..]), block, |start, nb, ws| {
+            let at = lo + start;
+            self.inference_losses(c, ws, y.slice(s![at..at + nb, ..]), &mut losses[..nb]);
+            let out = ws.output(nb);
+            for (k, dst) in rows[at * row_w..(at + nb) * row_w]
+                .chunks_exact_mut(row_w)
+                .enumerate()
+            {
+                dst[0] = losses[k];
+                for (d, v) in dst[1..].iter_mut().zip(out.row(k)) {
+                    *d = *v;
+                }
+            }
+        });
+        let mut recv = vec![0.0f32; rows.len()];
+        dp.allreduce(&mut rows, &mut recv)?;
+
+        // Folded as one process folds its blocks.
+        let mut states: Vec<MetricState> = c
+            .entries
+            .iter()
+            .map(|e| MetricState::new(e.resolved).per_position(self.output_positions()))
+            .collect();
+        let mut outputs = vec![0.0f32; block * out_w];
+        let mut total = 0.0f64;
+        for start in (0..n).step_by(block) {
+            let nb = block.min(n - start);
+            let wb = weights.map(|w| &w[start..start + nb]);
+            for (k, r) in rows[start * row_w..(start + nb) * row_w]
+                .chunks_exact(row_w)
+                .enumerate()
+            {
+                total += r[0] as f64 * wb.map_or(1.0, |w| w[k] as f64);
+                outputs[k * out_w..(k + 1) * out_w].copy_from_slice(&r[1..]);
+            }
+            let yb = y.slice(s![start..start + nb, ..]);
+            let yb = yb.as_standard_layout();
+            for (s, e) in states.iter_mut().zip(&c.entries) {
+                let w = if e.weighted { wb } else { None };
+                s.update(yb.view(), view(&outputs, nb, out_w), w);
+            }
+        }
+        let mut logs = Logs::default();
+        let loss = (total / n.max(1) as f64) as f32 + self.regularization_penalty();
+        logs.insert(format!("{prefix}loss"), loss);
+        for (e, s) in c.entries.iter().zip(&states) {
+            logs.insert(format!("{prefix}{}", e.key), s.result());
+        }
+        Ok(logs)
+    }
+
+    /// `predict` with each rank forwarding one contiguous block of rows;
+    /// every rank returns all predictions.
+    pub(crate) fn predict_parallel(
+        &self,
+        x: ArrayView2<f32>,
+        dp: &DataParallel,
+    ) -> Result<Array2<f32>> {
+        let topo = dp.topology()?;
+        let n = x.nrows();
+        let (lo, hi) = topo.my_rows(n);
+        let mine = self.predict_view(x.slice(s![lo..hi, ..]))?;
+        let mut out = Array2::<f32>::zeros((n, self.output_dim()));
+        out.slice_mut(s![lo..hi, ..]).assign(&mine);
+        let mut recv = vec![0.0f32; out.len()];
+        let buf = out
+            .as_slice_mut()
+            .ok_or_else(|| Error::Distributed("predictions are not contiguous".into()))?;
+        dp.allreduce(buf, &mut recv)?;
+        Ok(out)
+    }
+}

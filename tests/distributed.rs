@@ -1,0 +1,395 @@
+//! Data-parallel `fit` with ranks as threads (`local_group`): the same
+//! engine as over MPI (tests/mpi.rs runs it under `mpirun`), without MPI.
+
+mod common;
+
+use std::time::Duration;
+
+use horn::distribute::{local_group, DataParallel, LocalCommunicator};
+use horn::prelude::*;
+use ndarray::{Array2, ArrayD};
+
+/// A model with every part the data-parallel step treats apart: a
+/// regularizer, batch statistics, dropout, fused softmax + cross-entropy.
+fn model() -> Sequential {
+    let mut m = Sequential::new()
+        .seed(5)
+        .input(6)
+        .add(Dense::new(16, Relu).kernel_regularizer(Regularizer::l2(1e-3)))
+        .batch_normalization()
+        .dropout(0.25)
+        .dense(3, Softmax);
+    m.compile(
+        Adam::default(),
+        CategoricalCrossentropy::default(),
+        &[Metric::Accuracy],
+    )
+    .unwrap();
+    m
+}
+
+fn data() -> (Array2<f32>, Array2<f32>) {
+    common::blobs(150, 6, 9)
+}
+
+/// Options with an uneven last batch (150 rows: 120 train in batches of 22).
+fn options(epochs: usize, dp: Option<DataParallel>) -> FitOptions {
+    FitOptions {
+        epochs,
+        batch_size: 22,
+        validation_split: 0.2,
+        verbose: 0,
+        seed: Some(11),
+        distribution: dp,
+        ..Default::default()
+    }
+}
+
+/// Runs `f` once per rank of a group of `n`, each on its own thread.
+fn on_ranks<T: Send>(n: usize, f: impl Fn(LocalCommunicator) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = local_group(n)
+            .into_iter()
+            .map(|c| s.spawn(move || f(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank thread panicked"))
+            .collect()
+    })
+}
+
+type Run = (History, Vec<ArrayD<f32>>);
+
+fn fit_on(n: usize, chunks: Option<usize>, epochs: usize) -> Vec<Run> {
+    let (x, y) = data();
+    on_ranks(n, |comm| {
+        let mut dp = DataParallel::new(comm).unwrap().verify_weights(true);
+        if let Some(c) = chunks {
+            dp = dp.chunks(c);
+        }
+        let mut m = model();
+        let h = m.fit(&x, &y, options(epochs, Some(dp))).unwrap();
+        (h, m.get_weights().unwrap())
+    })
+}
+
+fn bits(w: &[ArrayD<f32>]) -> Vec<u32> {
+    w.iter()
+        .flat_map(|a| a.iter().map(|v| v.to_bits()))
+        .collect()
+}
+
+#[test]
+fn one_rank_with_one_chunk_is_exactly_plain_fit() {
+    let (x, y) = data();
+    let mut plain = model();
+    let h = plain.fit(&x, &y, options(3, None)).unwrap();
+    let runs = fit_on(1, None, 3);
+    assert_eq!(runs[0].0, h);
+    assert_eq!(bits(&runs[0].1), bits(&plain.get_weights().unwrap()));
+}
+
+#[test]
+fn same_chunks_give_identical_weights_on_1_2_and_4_ranks() {
+    let one = fit_on(1, Some(4), 3);
+    let two = fit_on(2, Some(4), 3);
+    let four = fit_on(4, Some(4), 3);
+    let reference = bits(&one[0].1);
+    for (ranks, runs) in [(2, &two), (4, &four)] {
+        for (r, (h, w)) in runs.iter().enumerate() {
+            assert_eq!(bits(w), reference, "{ranks} ranks, rank {r}: weights");
+            assert_eq!(*h, one[0].0, "{ranks} ranks, rank {r}: History");
+        }
+    }
+    // Chunks change the rounding of the summed gradient, not the training.
+    let plain = fit_on(1, None, 3);
+    assert_ne!(bits(&plain[0].1), reference);
+}
+
+#[test]
+fn history_is_the_same_on_every_rank_and_close_to_one_process() {
+    let (x, y) = data();
+    let mut plain = model();
+    let runs = fit_on(2, None, 15);
+    assert_eq!(runs[0].0, runs[1].0);
+    assert_eq!(bits(&runs[0].1), bits(&runs[1].1));
+    let h = plain.fit(&x, &y, options(15, None)).unwrap();
+    assert_eq!(runs[0].0.params, h.params);
+    // Dropout draws per chunk, so the two runs differ as two seeds do: the
+    // first epoch's figures are close, and both learn.
+    for key in ["loss", "accuracy", "val_loss", "val_accuracy"] {
+        let (a, b) = (runs[0].0.get(key).unwrap(), h.get(key).unwrap());
+        assert_eq!(a.len(), 15, "{key}");
+        assert!((a[0] - b[0]).abs() < 0.15, "{key}: {a:?} vs {b:?}");
+    }
+    for h in [&runs[0].0, &h] {
+        let loss = h.get("loss").unwrap();
+        assert!(loss[14] < 0.8 * loss[0], "{h}");
+        assert!(h.get("val_accuracy").unwrap()[14] > 0.8, "{h}");
+    }
+}
+
+#[test]
+fn without_dropout_two_ranks_follow_one_process_to_rounding() {
+    let (x, y) = data();
+    let build = || {
+        let mut m = Sequential::new()
+            .seed(5)
+            .input(6)
+            .dense(16, Relu)
+            .dense(3, Softmax);
+        m.compile(
+            RmsProp::default(),
+            CategoricalCrossentropy::default(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+        m
+    };
+    let mut plain = build();
+    let h = plain.fit(&x, &y, options(4, None)).unwrap();
+    let runs = on_ranks(2, |comm| {
+        let mut m = build();
+        let dp = DataParallel::new(comm).unwrap();
+        let h = m.fit(&x, &y, options(4, Some(dp))).unwrap();
+        (h, m.get_weights().unwrap())
+    });
+    for key in ["loss", "val_loss", "accuracy", "val_accuracy"] {
+        for (a, b) in runs[0].0.get(key).unwrap().iter().zip(h.get(key).unwrap()) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{key}: {a} vs {b}"
+            );
+        }
+    }
+    for (a, b) in runs[0].1.iter().zip(plain.get_weights().unwrap()) {
+        for (p, q) in a.iter().zip(b.iter()) {
+            assert!((p - q).abs() < 1e-5, "weights {p} vs {q}");
+        }
+    }
+}
+
+#[test]
+fn distributed_evaluate_and_predict_equal_one_process() {
+    let (x, y) = data();
+    let mut m = model();
+    m.fit(&x, &y, options(2, None)).unwrap();
+    let want = m.evaluate(&x, &y).unwrap();
+    let want_p = m.predict(&x).unwrap();
+    let got = on_ranks(4, |comm| {
+        let dp = DataParallel::new(comm).unwrap();
+        let e = m
+            .evaluate_with(
+                &x,
+                &y,
+                EvaluateOptions {
+                    distribution: Some(dp.clone()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        (e, m.predict_distributed(&x, &dp).unwrap())
+    });
+    for (e, p) in got {
+        assert_eq!(e, want);
+        assert_eq!(p, want_p);
+    }
+}
+
+#[test]
+fn ranks_with_different_data_refuse_to_start() {
+    let (x, y) = data();
+    let mut x2 = x.clone();
+    x2[[7, 2]] += 1.0;
+    let errs = on_ranks(2, |comm| {
+        let rank = comm.rank_of();
+        let mut m = model();
+        let xr = if rank == 1 { &x2 } else { &x };
+        let dp = DataParallel::new(comm).unwrap();
+        m.fit(xr, &y, options(1, Some(dp))).unwrap_err().to_string()
+    });
+    for e in errs {
+        assert!(e.contains("rank(s) [1] hold other data"), "{e}");
+    }
+}
+
+/// `rank()` through the trait, for the closures above.
+trait RankOf {
+    fn rank_of(&self) -> usize;
+}
+impl RankOf for LocalCommunicator {
+    fn rank_of(&self) -> usize {
+        horn::distribute::Communicator::rank(self)
+    }
+}
+
+/// Fails (or stalls) one rank at a given epoch and step.
+struct Fault {
+    epoch: usize,
+    step: usize,
+    stall: Option<Duration>,
+    current: usize,
+}
+
+impl Callback for Fault {
+    fn on_epoch_begin(&mut self, epoch: usize, _ctx: &mut CallbackContext<'_>) -> horn::Result<()> {
+        self.current = epoch;
+        Ok(())
+    }
+    fn on_batch_begin(&mut self, step: usize, _ctx: &mut CallbackContext<'_>) -> horn::Result<()> {
+        if (self.current, step) == (self.epoch, self.step) {
+            match self.stall {
+                Some(d) => std::thread::sleep(d),
+                None => return Err(horn::Error::Data("rank lost on purpose".into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_lost_rank_stops_the_others_with_an_error() {
+    let (x, y) = data();
+    let errs = on_ranks(2, |comm| {
+        let rank = comm.rank_of();
+        let mut m = model();
+        let dp = DataParallel::new(comm).unwrap();
+        let mut fault = Fault {
+            epoch: 1,
+            step: 2,
+            stall: None,
+            current: 0,
+        };
+        let mut cbs: Vec<&mut dyn Callback> = Vec::new();
+        if rank == 1 {
+            cbs.push(&mut fault);
+        }
+        let r = m.fit_with_callbacks(&x, &y, options(3, Some(dp)), &mut cbs);
+        r.unwrap_err().to_string()
+    });
+    assert!(errs[1].contains("rank lost on purpose"), "{}", errs[1]);
+    assert!(errs[0].contains("rank 1 has left"), "{}", errs[0]);
+}
+
+#[test]
+fn a_stalled_rank_times_out_instead_of_hanging() {
+    let (x, y) = data();
+    let start = std::time::Instant::now();
+    let errs = on_ranks(2, |comm| {
+        let rank = comm.rank_of();
+        let mut m = model();
+        let dp = DataParallel::new(comm)
+            .unwrap()
+            .timeout(Duration::from_millis(300));
+        let mut fault = Fault {
+            epoch: 0,
+            step: 1,
+            stall: Some(Duration::from_millis(1500)),
+            current: 0,
+        };
+        let mut cbs: Vec<&mut dyn Callback> = Vec::new();
+        if rank == 1 {
+            cbs.push(&mut fault);
+        }
+        m.fit_with_callbacks(&x, &y, options(2, Some(dp)), &mut cbs)
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(
+        errs[0].contains("rank 1 did not answer rank 0 within 300ms"),
+        "{}",
+        errs[0]
+    );
+    // Rank 1 wakes to find rank 0 gone.
+    assert!(errs[1].contains("rank 0 has left"), "{}", errs[1]);
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn resuming_from_the_checkpoint_gives_the_uninterrupted_weights() {
+    let (x, y) = data();
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt.safetensors");
+    let uninterrupted = fit_on(2, None, 4);
+
+    // Epochs 0 and 1 complete and are saved; rank 1 fails in epoch 2.
+    let first = on_ranks(2, |comm| {
+        let rank = comm.rank_of();
+        let mut m = model();
+        let dp = DataParallel::new(comm).unwrap();
+        let mut cp = ModelCheckpoint::new(ckpt.to_str().unwrap());
+        let mut fault = Fault {
+            epoch: 2,
+            step: 3,
+            stall: None,
+            current: 0,
+        };
+        let mut cbs: Vec<&mut dyn Callback> = vec![&mut cp];
+        if rank == 1 {
+            cbs.push(&mut fault);
+        }
+        m.fit_with_callbacks(&x, &y, options(4, Some(dp)), &mut cbs)
+            .is_err()
+    });
+    assert_eq!(first, [true, true]);
+
+    let resumed = on_ranks(2, |comm| {
+        let mut m = Sequential::load(&ckpt).unwrap();
+        let dp = DataParallel::new(comm).unwrap();
+        let o = FitOptions {
+            initial_epoch: 2,
+            ..options(4, Some(dp))
+        };
+        let h = m.fit(&x, &y, o).unwrap();
+        (h, m.get_weights().unwrap())
+    });
+    for (r, (h, w)) in resumed.iter().enumerate() {
+        assert_eq!(bits(w), bits(&uninterrupted[0].1), "rank {r}");
+        assert_eq!(
+            h.get("loss").unwrap(),
+            &uninterrupted[0].0.get("loss").unwrap()[2..]
+        );
+    }
+}
+
+#[test]
+fn only_rank_0_writes_files() {
+    let (x, y) = data();
+    let dir = tempfile::tempdir().unwrap();
+    let wrote = on_ranks(2, |comm| {
+        let rank = comm.rank_of();
+        let mut m = model();
+        let dp = DataParallel::new(comm).unwrap();
+        let path = dir.path().join(format!("log-{rank}.csv"));
+        let mut log = CsvLogger::new(&path);
+        let mut cp = ModelCheckpoint::new(
+            dir.path()
+                .join(format!("m-{rank}.safetensors"))
+                .to_str()
+                .unwrap(),
+        );
+        m.fit_with_callbacks(&x, &y, options(1, Some(dp)), &mut [&mut log, &mut cp])
+            .unwrap();
+        (path.exists(), cp.saved.len())
+    });
+    assert_eq!(wrote, [(true, 1), (false, 0)]);
+}
+
+#[test]
+fn bad_groups_and_chunk_counts_are_refused() {
+    let err = DataParallel::new(local_group(3).remove(0)).unwrap_err();
+    assert!(err.to_string().contains("power of two"), "{err}");
+    let (x, y) = data();
+    for chunks in [3, 1] {
+        let errs = on_ranks(2, |comm| {
+            let dp = DataParallel::new(comm).unwrap().chunks(chunks);
+            model()
+                .fit(&x, &y, options(1, Some(dp)))
+                .unwrap_err()
+                .to_string()
+        });
+        assert!(errs[0].contains("DataParallel::chunks"), "{}", errs[0]);
+    }
+}
