@@ -164,7 +164,13 @@ impl Sequential {
                 let m = hi - lo;
                 let leaf = run.tree.next_leaf();
                 let buf = &mut run.tree.buf_mut(leaf)[..len];
-                buf.fill(0.0);
+                // Gradients and statistics are overwritten below; only the
+                // other chunks' rows (and an empty chunk's all) must be zero.
+                if m == 0 {
+                    buf.fill(0.0);
+                } else {
+                    buf[rows_at..].fill(0.0);
+                }
                 if m > 0 {
                     let rows = &c.rows[lo..hi];
                     gather_rows(c.x, rows, ws.input_mut(m));
