@@ -393,3 +393,23 @@ fn bad_groups_and_chunk_counts_are_refused() {
         assert!(errs[0].contains("DataParallel::chunks"), "{}", errs[0]);
     }
 }
+
+#[test]
+fn a_functional_model_refuses_data_parallel_fit_instead_of_ignoring_it() {
+    let (x, y) = data();
+    let mut g = Graph::with_seed(0);
+    let a = g.input("a", &[6]);
+    let out = g.call(Dense::new(3, Softmax), a);
+    let mut m = Model::new(g, [a], [out]).unwrap();
+    m.compile(
+        Adam::default(),
+        ModelCompile::new().loss(CategoricalCrossentropy::default()),
+    )
+    .unwrap();
+    let dp = DataParallel::new(local_group(1).remove(0)).unwrap();
+    let err = m
+        .fit([&x], [&y], options(1, Some(dp)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("distribution"), "{err}");
+}

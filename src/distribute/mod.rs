@@ -349,41 +349,45 @@ impl Topology {
     }
 }
 
-/// Sums a power-of-two run of buffers pairwise in order (a perfect binary
-/// tree), keeping at most `log2(n) + 1` buffers alive.
+/// Sums a power-of-two run of leaves pairwise in order (a perfect binary
+/// tree), keeping at most `log2(n) + 1` leaves alive. A leaf is a list of
+/// buffers (a model's gradient tensors, ...), summed part by part; leaves are
+/// filled by swapping buffers in and out, not by copying.
 pub(crate) struct TreeSum {
-    bufs: Vec<Vec<f32>>,
+    bufs: Vec<Vec<Vec<f32>>>,
     free: Vec<usize>,
-    /// (level, buffer) of the finished subtrees, lowest chunks first.
+    /// (level, leaf) of the finished subtrees, lowest chunks first.
     stack: Vec<(u32, usize)>,
 }
 
 impl TreeSum {
-    /// Room for a tree of `leaves` buffers of `len` values.
-    pub fn new(len: usize, leaves: usize) -> Self {
+    /// Room for a tree of `leaves` leaves whose parts have the lengths `parts`.
+    pub fn new(parts: &[usize], leaves: usize) -> Self {
         let n = leaves.max(1).trailing_zeros() as usize + 1;
         TreeSum {
-            bufs: (0..n).map(|_| vec![0.0; len]).collect(),
+            bufs: (0..n)
+                .map(|_| parts.iter().map(|&l| vec![0.0; l]).collect())
+                .collect(),
             free: (0..n).rev().collect(),
             stack: Vec::with_capacity(n),
         }
     }
 
-    /// Starts a new tree: every buffer free again.
+    /// Starts a new tree: every leaf free again.
     pub fn reset(&mut self) {
         self.stack.clear();
         self.free.clear();
         self.free.extend((0..self.bufs.len()).rev());
     }
 
-    /// A free buffer for the next leaf, by index.
+    /// A free leaf for the next chunk, by index.
     pub fn next_leaf(&mut self) -> usize {
         // The stack holds at most log2(leaves) subtrees plus this leaf.
         self.free.pop().unwrap_or(0)
     }
 
-    /// The buffer `i`.
-    pub fn buf_mut(&mut self, i: usize) -> &mut Vec<f32> {
+    /// The parts of leaf `i`.
+    pub fn leaf_mut(&mut self, i: usize) -> &mut [Vec<f32>] {
         &mut self.bufs[i]
     }
 
@@ -402,8 +406,10 @@ impl TreeSum {
                 let (a, b) = self.bufs.split_at_mut(left);
                 (&mut b[0], &a[node.1])
             };
-            for (x, y) in l.iter_mut().zip(r.iter()) {
-                *x += *y;
+            for (lp, rp) in l.iter_mut().zip(r.iter()) {
+                for (x, y) in lp.iter_mut().zip(rp.iter()) {
+                    *x += *y;
+                }
             }
             self.free.push(node.1);
             node = (level + 1, left);
@@ -411,7 +417,7 @@ impl TreeSum {
         self.stack.push(node);
     }
 
-    /// The root's buffer index (valid until the next [`TreeSum::reset`]).
+    /// The root leaf's index (valid until the next [`TreeSum::reset`]).
     pub fn root(&mut self) -> usize {
         debug_assert!(self.stack.len() == 1, "leaves must be a power of two");
         self.stack.last().map_or(0, |&(_, i)| i)
@@ -473,16 +479,16 @@ mod tests {
     #[test]
     fn tree_sum_is_the_perfect_binary_tree() {
         let leaves = [1.0e8f32, 1.0, -1.0e8, 3.0, 0.5, 7.0, -2.0, 1.0e-3];
-        let mut t = TreeSum::new(1, leaves.len());
+        let mut t = TreeSum::new(&[1], leaves.len());
         for &v in &leaves {
             let i = t.next_leaf();
-            t.buf_mut(i)[0] = v;
+            t.leaf_mut(i)[0][0] = v;
             t.push(i);
         }
         let r = t.root();
         let want = ((leaves[0] + leaves[1]) + (leaves[2] + leaves[3]))
             + ((leaves[4] + leaves[5]) + (leaves[6] + leaves[7]));
-        assert_eq!(t.buf_mut(r)[0].to_bits(), want.to_bits());
+        assert_eq!(t.leaf_mut(r)[0][0].to_bits(), want.to_bits());
         // Not the left fold, whose rounding differs here.
         let fold: f32 = leaves.iter().sum();
         assert_ne!(want.to_bits(), fold.to_bits());

@@ -24,17 +24,21 @@ use crate::error::{Error, Result};
 use crate::metrics::MetricState;
 
 /// The buffers of one rank's data-parallel `fit`.
+///
+/// The message of a step is a list of parts: the workspace's own gradient
+/// tensors and batch statistics (exchanged in place, never copied) and the
+/// rows' losses and outputs. With several chunks per rank, the chunks'
+/// parts are swapped into the leaves of a [`TreeSum`] and the sum swapped
+/// back.
 pub(crate) struct ParallelRun {
     pub dp: DataParallel,
     pub topo: Topology,
     tree: TreeSum,
     recv: Vec<f32>,
-    /// Lengths of the message's sections: weight gradients, batch statistics.
-    grads_len: usize,
-    state_len: usize,
-    out_w: usize,
-    /// The whole batch's targets, weights, losses and outputs, for the loss
-    /// and the metrics.
+    /// Each row's loss and output (`1 + out_w` values), this rank's rows
+    /// filled and the others zero until the exchange fills them.
+    rows: Vec<f32>,
+    /// The whole batch's targets, weights and outputs, for the metrics.
     targets: Vec<f32>,
     weights: Vec<f32>,
     outputs: Vec<f32>,
@@ -45,15 +49,21 @@ impl ParallelRun {
     /// workspace is `ws`.
     pub fn new(dp: DataParallel, ws: &Workspace, bs: usize, out_w: usize) -> Result<Self> {
         let topo = dp.topology()?;
-        let grads_len = ws.param_grads.iter().flatten().map(Vec::len).sum();
-        let state_len = ws.state.iter().map(Vec::len).sum();
-        let len = grads_len + state_len + bs * (1 + out_w);
+        let rows_len = bs * (1 + out_w);
+        let parts: Vec<usize> = ws
+            .param_grads
+            .iter()
+            .flatten()
+            .chain(&ws.state)
+            .map(Vec::len)
+            .chain([rows_len])
+            .collect();
+        let per_rank = topo.chunks / topo.size;
         Ok(ParallelRun {
-            tree: TreeSum::new(len, topo.chunks / topo.size),
-            recv: vec![0.0; len],
-            grads_len,
-            state_len,
-            out_w,
+            // One chunk per rank needs no tree.
+            tree: TreeSum::new(if per_rank > 1 { &parts } else { &[] }, per_rank),
+            recv: vec![0.0; parts.iter().copied().max().unwrap_or(0)],
+            rows: vec![0.0; rows_len],
             targets: vec![0.0; bs * ws.target_cols],
             weights: vec![0.0; bs],
             outputs: vec![0.0; bs * out_w],
@@ -61,10 +71,19 @@ impl ParallelRun {
             topo,
         })
     }
+}
 
-    /// The message's length for a batch of `nb` rows.
-    fn message_len(&self, nb: usize) -> usize {
-        self.grads_len + self.state_len + nb * (1 + self.out_w)
+/// Swaps the workspace's gradient tensors and batch statistics with the
+/// first parts of `parts` (same lengths, same order).
+fn swap_parts(ws: &mut Workspace, parts: &mut [Vec<f32>]) {
+    for (w, p) in ws
+        .param_grads
+        .iter_mut()
+        .flatten()
+        .chain(ws.state.iter_mut())
+        .zip(parts.iter_mut())
+    {
+        std::mem::swap(w, p);
     }
 }
 
@@ -146,10 +165,8 @@ impl Sequential {
         let out_w = self.output_dim();
         let tc = ws.target_cols;
         let row_w = 1 + out_w;
-        let (g_len, st_len) = (run.grads_len, run.state_len);
-        let rows_at = g_len + st_len;
-        let len = run.message_len(nb);
         let inv = 1.0 / nb as f32;
+        let per_rank = topo.chunks / topo.size;
         ws.regularize = false;
         run.tree.reset();
         // The chunks run inside the thread pool (their parallel parts hand
@@ -162,16 +179,26 @@ impl Sequential {
             for chunk in topo.my_chunks() {
                 let (lo, hi) = topo.chunk_rows(nb, chunk);
                 let m = hi - lo;
-                let leaf = run.tree.next_leaf();
-                let buf = &mut run.tree.buf_mut(leaf)[..len];
-                // Gradients and statistics are overwritten below; only the
-                // other chunks' rows (and an empty chunk's all) must be zero.
+                // This chunk's rows part: only its own rows are non-zero.
+                let leaf = (per_rank > 1).then(|| run.tree.next_leaf());
+                let rows_part = match leaf {
+                    Some(i) => run.tree.leaf_mut(i).last_mut().map(Vec::as_mut_slice),
+                    None => Some(run.rows.as_mut_slice()),
+                };
+                let rows_part = &mut rows_part.unwrap_or_default()[..nb * row_w];
+                rows_part.fill(0.0);
                 if m == 0 {
-                    buf.fill(0.0);
+                    // An empty chunk (a batch smaller than the chunk count)
+                    // adds zeros.
+                    match leaf {
+                        Some(i) => run.tree.leaf_mut(i).iter_mut().for_each(|p| p.fill(0.0)),
+                        None => {
+                            for p in ws.param_grads.iter_mut().flatten().chain(&mut ws.state) {
+                                p.fill(0.0);
+                            }
+                        }
+                    }
                 } else {
-                    buf[rows_at..].fill(0.0);
-                }
-                if m > 0 {
                     let rows = &c.rows[lo..hi];
                     gather_rows(c.x, rows, ws.input_mut(m));
                     gather_rows(c.y, rows, &mut ws.targets[..m * tc]);
@@ -198,7 +225,7 @@ impl Sequential {
                         row.iter_mut().for_each(|g| *g *= f);
                     }
                     let out = ws.output(m);
-                    for (k, dst) in buf[rows_at + lo * row_w..][..m * row_w]
+                    for (k, dst) in rows_part[lo * row_w..hi * row_w]
                         .chunks_exact_mut(row_w)
                         .enumerate()
                     {
@@ -210,30 +237,39 @@ impl Sequential {
                     ws.grad_a = grad;
                     ws.losses = losses;
                     ws.backward(layers, m, c.fused);
-                    let mut at = 0;
-                    for g in ws.param_grads.iter().flatten().chain(&ws.state) {
-                        buf[at..at + g.len()].copy_from_slice(g);
-                        at += g.len();
+                    if let Some(i) = leaf {
+                        swap_parts(ws, run.tree.leaf_mut(i));
                     }
                 }
-                run.tree.push(leaf);
+                if let Some(i) = leaf {
+                    run.tree.push(i);
+                }
             }
         });
-        let root = run.tree.root();
-        let total = {
-            let buf = &mut run.tree.buf_mut(root)[..len];
-            run.dp.allreduce(buf, &mut run.recv)?;
-            &*buf
-        };
+        if per_rank > 1 {
+            let root = run.tree.root();
+            let parts = run.tree.leaf_mut(root);
+            swap_parts(ws, parts);
+            if let Some(r) = parts.last_mut() {
+                std::mem::swap(r, &mut run.rows);
+            }
+        }
+        // Every part summed across ranks, in place.
+        for p in ws.param_grads.iter_mut().flatten().chain(&mut ws.state) {
+            run.dp.allreduce(p, &mut run.recv)?;
+        }
+        run.dp
+            .allreduce(&mut run.rows[..nb * row_w], &mut run.recv)?;
+        let total = &run.rows[..nb * row_w];
 
         // The loss and metrics of the whole batch, in row order.
         let mut sum = 0.0f64;
         for (k, &r) in c.rows.iter().enumerate() {
             let w = c.weights.map_or(1.0, |w| w[r]);
             run.weights[k] = w;
-            sum += (total[rows_at + k * row_w] * w) as f64;
+            sum += (total[k * row_w] * w) as f64;
             run.outputs[k * out_w..(k + 1) * out_w]
-                .copy_from_slice(&total[rows_at + k * row_w + 1..][..out_w]);
+                .copy_from_slice(&total[k * row_w + 1..][..out_w]);
         }
         let batch_loss = (sum / nb as f64) as f32 + self.regularization_penalty();
         if !batch_loss.is_finite() {
@@ -249,13 +285,7 @@ impl Sequential {
             }
         }
 
-        // The summed gradients and statistics back into the workspace.
-        let mut at = 0;
-        for g in ws.param_grads.iter_mut().flatten() {
-            let n = g.len();
-            g.copy_from_slice(&total[at..at + n]);
-            at += n;
-        }
+        // Batch statistics: the mean over the chunks that had rows.
         let filled = (0..topo.chunks)
             .filter(|&i| {
                 let (lo, hi) = topo.chunk_rows(nb, i);
@@ -263,12 +293,11 @@ impl Sequential {
             })
             .count()
             .max(1);
-        let scale = 1.0 / filled as f32;
-        for st in ws.state.iter_mut() {
-            for (d, v) in st.iter_mut().zip(&total[at..]) {
-                *d = *v * scale;
+        if filled > 1 {
+            let scale = 1.0 / filled as f32;
+            for st in ws.state.iter_mut() {
+                st.iter_mut().for_each(|v| *v *= scale);
             }
-            at += st.len();
         }
         for (layer, g) in self.layers.iter().zip(ws.param_grads.iter_mut()) {
             layer.add_regularization_gradient(g);

@@ -690,6 +690,13 @@ impl Model {
                 "arrays",
             ));
         }
+        if o.distribution.is_some() {
+            return Err(Error::arg(
+                "distribution",
+                "None for a functional model (data-parallel training runs Sequential models for now)",
+                "DataParallel",
+            ));
+        }
         if o.class_weight.is_some() {
             return Err(Error::arg(
                 "class_weight",
