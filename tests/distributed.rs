@@ -413,3 +413,41 @@ fn a_functional_model_refuses_data_parallel_fit_instead_of_ignoring_it() {
         .to_string();
     assert!(err.contains("distribution"), "{err}");
 }
+
+#[test]
+fn optimizers_with_and_without_norm_clipping_agree_across_ranks() {
+    // Clipping by a norm needs whole tensors, so those steps are replicated
+    // on every rank; the others update one segment per rank. Both must give
+    // the one-rank weights.
+    let (x, y) = data();
+    let optimizers: Vec<Optimizer> = vec![
+        Optimizer::from(RmsProp::default()).with_global_clipnorm(0.5),
+        Optimizer::from(Adam::default()).with_clipnorm(0.3),
+        Optimizer::from(Sgd::default()),
+    ];
+    for opt in optimizers {
+        let run = |n: usize| {
+            on_ranks(n, |comm| {
+                let mut m = Sequential::new()
+                    .seed(5)
+                    .input(6)
+                    .dense(16, Relu)
+                    .batch_normalization()
+                    .dense(3, Softmax);
+                m.compile(
+                    opt.clone(),
+                    CategoricalCrossentropy::default(),
+                    &[] as &[Metric],
+                )
+                .unwrap();
+                let dp = DataParallel::new(comm).unwrap().chunks(4);
+                m.fit(&x, &y, options(2, Some(dp))).unwrap();
+                bits(&m.get_weights().unwrap())
+            })
+        };
+        let one = run(1);
+        for w in run(4).iter().chain(&run(2)) {
+            assert_eq!(*w, one[0], "{opt:?}");
+        }
+    }
+}

@@ -126,9 +126,9 @@ pub trait Communicator: Send + Sync + fmt::Debug {
     /// The number of ranks.
     fn size(&self) -> usize;
     /// Sends `send` to rank `peer` and receives `recv.len()` values from it;
-    /// the peer makes the matching call with this rank at the same time (both
-    /// buffers have the same length). Fails instead of waiting more than
-    /// `timeout` for the peer.
+    /// the peer makes the matching call with this rank at the same time
+    /// (its `send` as long as this `recv`, and the other way round). Fails
+    /// instead of waiting more than `timeout` for the peer.
     fn exchange(
         &self,
         peer: usize,
@@ -290,6 +290,67 @@ impl DataParallel {
                 *a += *b;
             }
             d <<= 1;
+        }
+        Ok(())
+    }
+
+    /// Sums `buf` over all ranks, leaving this rank only its segment of the
+    /// sum (returned), by recursive halving: at level `k` the partner is
+    /// `rank ^ 2^k`, and each keeps the half of its segment its bit `k`
+    /// picks. Every element is summed over the same tree as
+    /// [`DataParallel::allreduce`]; each rank sends and sums about
+    /// `len * (P - 1) / P` values instead of `len * log2(P)`.
+    pub(crate) fn reduce_scatter(
+        &self,
+        buf: &mut [f32],
+        recv: &mut [f32],
+    ) -> Result<std::ops::Range<usize>> {
+        let (rank, size) = (self.rank(), self.size());
+        let (mut lo, mut hi) = (0, buf.len());
+        let mut d = 1;
+        while d < size {
+            let mid = lo + (hi - lo) / 2;
+            let (keep, give) = if rank & d == 0 {
+                (lo..mid, mid..hi)
+            } else {
+                (mid..hi, lo..mid)
+            };
+            let got = &mut recv[..keep.len()];
+            self.comm
+                .exchange(rank ^ d, &buf[give], got, self.timeout)?;
+            for (a, b) in buf[keep.clone()].iter_mut().zip(got.iter()) {
+                *a += *b;
+            }
+            (lo, hi) = (keep.start, keep.end);
+            d <<= 1;
+        }
+        Ok(lo..hi)
+    }
+
+    /// The inverse of [`DataParallel::reduce_scatter`] on a buffer of the
+    /// same length: each rank holds its segment, and ends with all of them.
+    pub(crate) fn allgather(&self, buf: &mut [f32]) -> Result<()> {
+        let (rank, size) = (self.rank(), self.size());
+        // The segments of every level, from the whole buffer down.
+        let mut levels = [(0usize, 0usize, 0usize); usize::BITS as usize];
+        let (mut lo, mut hi, mut depth) = (0, buf.len(), 0);
+        let mut d = 1;
+        while d < size {
+            levels[depth] = (lo, hi, d);
+            let mid = lo + (hi - lo) / 2;
+            (lo, hi) = if rank & d == 0 { (lo, mid) } else { (mid, hi) };
+            depth += 1;
+            d <<= 1;
+        }
+        for &(lo, hi, d) in levels[..depth].iter().rev() {
+            let mid = lo + (hi - lo) / 2;
+            let (lower, upper) = buf[lo..hi].split_at_mut(mid - lo);
+            let (mine, theirs) = if rank & d == 0 {
+                (lower, upper)
+            } else {
+                (upper, lower)
+            };
+            self.comm.exchange(rank ^ d, mine, theirs, self.timeout)?;
         }
         Ok(())
     }

@@ -38,6 +38,10 @@ pub(crate) struct ParallelRun {
     /// Each row's loss and output (`1 + out_w` values), this rank's rows
     /// filled and the others zero until the exchange fills them.
     rows: Vec<f32>,
+    /// Whether each rank updates only its segment of every weight tensor
+    /// (the optimizer is elementwise), and those segments.
+    sharded: bool,
+    segments: Vec<std::ops::Range<usize>>,
     /// The whole batch's targets, weights and outputs, for the metrics.
     targets: Vec<f32>,
     weights: Vec<f32>,
@@ -47,7 +51,13 @@ pub(crate) struct ParallelRun {
 impl ParallelRun {
     /// Buffers for batches of up to `bs` rows through a model whose training
     /// workspace is `ws`.
-    pub fn new(dp: DataParallel, ws: &Workspace, bs: usize, out_w: usize) -> Result<Self> {
+    pub fn new(
+        dp: DataParallel,
+        ws: &Workspace,
+        bs: usize,
+        out_w: usize,
+        elementwise_optimizer: bool,
+    ) -> Result<Self> {
         let topo = dp.topology()?;
         let rows_len = bs * (1 + out_w);
         let parts: Vec<usize> = ws
@@ -64,6 +74,8 @@ impl ParallelRun {
             tree: TreeSum::new(if per_rank > 1 { &parts } else { &[] }, per_rank),
             recv: vec![0.0; parts.iter().copied().max().unwrap_or(0)],
             rows: vec![0.0; rows_len],
+            sharded: elementwise_optimizer && topo.size > 1,
+            segments: Vec::with_capacity(parts.len()),
             targets: vec![0.0; bs * ws.target_cols],
             weights: vec![0.0; bs],
             outputs: vec![0.0; bs * out_w],
@@ -254,8 +266,17 @@ impl Sequential {
                 std::mem::swap(r, &mut run.rows);
             }
         }
-        // Every part summed across ranks, in place.
-        for p in ws.param_grads.iter_mut().flatten().chain(&mut ws.state) {
+        // Every part summed across ranks, in place; with a sharded update,
+        // each rank sums only its segment of each gradient tensor.
+        run.segments.clear();
+        for p in ws.param_grads.iter_mut().flatten() {
+            if run.sharded {
+                run.segments.push(run.dp.reduce_scatter(p, &mut run.recv)?);
+            } else {
+                run.dp.allreduce(p, &mut run.recv)?;
+            }
+        }
+        for p in ws.state.iter_mut() {
             run.dp.allreduce(p, &mut run.recv)?;
         }
         run.dp
@@ -302,8 +323,70 @@ impl Sequential {
         for (layer, g) in self.layers.iter().zip(ws.param_grads.iter_mut()) {
             layer.add_regularization_gradient(g);
         }
-        self.apply_step(ws)?;
+        if run.sharded {
+            self.apply_sharded(ws, run)?;
+        } else {
+            self.apply_step(ws)?;
+        }
         Ok(batch_loss)
+    }
+
+    /// The optimizer step on this rank's segment of each weight tensor, then
+    /// the updated segments gathered from all ranks: every element gets the
+    /// arithmetic of the whole update, so every rank ends with the weights a
+    /// replicated update gives, for `1/P` of the optimizer's work. The
+    /// optimizer's own state is then current on this rank's segments only;
+    /// [`Sequential::parallel_sync_optimizer`] gathers it at epoch ends.
+    fn apply_sharded(&mut self, ws: &mut Workspace, run: &mut ParallelRun) -> Result<()> {
+        let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
+        let opt = &mut compiled.optimizer;
+        let mut idx = 0;
+        let mut gathered = Ok(());
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let (grads, flags) = (&mut ws.param_grads[l], &ws.trainable[l]);
+            let (mut j, mut k) = (0, 0);
+            layer.visit_params_mut(&mut |p| {
+                if flags.get(k).copied().unwrap_or(false) {
+                    if let Some(seg) = run.segments.get(idx) {
+                        opt.update_range(idx, p, &mut grads[j], seg.clone());
+                    }
+                    if gathered.is_ok() {
+                        gathered = run.dp.allgather(p);
+                    }
+                    idx += 1;
+                    j += 1;
+                }
+                k += 1;
+            });
+        }
+        gathered?;
+        opt.finish_step();
+        for (layer, state) in self.layers.iter_mut().zip(&ws.state) {
+            if !state.is_empty() {
+                layer.end_train_step(state);
+            }
+        }
+        Ok(())
+    }
+
+    /// After sharded steps, gathers the optimizer's state so that every rank
+    /// holds all of it (before a checkpoint is written, and when `fit` ends).
+    pub(super) fn parallel_sync_optimizer(&mut self, run: &ParallelRun) -> Result<()> {
+        if !run.sharded {
+            return Ok(());
+        }
+        let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
+        for i in 0..run.segments.len() {
+            let (slots, planes) = compiled.optimizer.slot_planes_mut(i);
+            if planes == 0 {
+                continue;
+            }
+            let n = slots.len() / planes;
+            for plane in slots.chunks_exact_mut(n.max(1)) {
+                run.dp.allgather(plane)?;
+            }
+        }
+        Ok(())
     }
 
     /// `evaluate` on `(x, y)` with each rank forwarding one contiguous block

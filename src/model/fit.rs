@@ -385,7 +385,10 @@ impl Sequential {
                     o.validation_batch_size.unwrap_or(o.batch_size) as u64,
                 ];
                 self.parallel_agree(dp, &data, weights.as_deref(), &opts)?;
-                Some(ParallelRun::new(dp.clone(), &ws, bs, out_dim)?)
+                let elementwise = self
+                    .compiled()
+                    .is_some_and(|c| c.optimizer.is_elementwise());
+                Some(ParallelRun::new(dp.clone(), &ws, bs, out_dim, elementwise)?)
             }
             None => None,
         };
@@ -503,6 +506,10 @@ impl Sequential {
                     }
                 };
                 if !batch_loss.is_finite() {
+                    if let Some(run) = parallel.as_ref() {
+                        // Every rank stops at this step: leave whole state.
+                        self.parallel_sync_optimizer(run)?;
+                    }
                     if plan.verbose > 0 {
                         println!();
                     }
@@ -532,6 +539,11 @@ impl Sequential {
                     early = Some(EarlyEnd::Stop);
                     break;
                 }
+            }
+            if let Some(run) = parallel.as_ref() {
+                // Whole optimizer state on every rank before validation,
+                // callbacks (checkpoints) and the end of `fit`.
+                self.parallel_sync_optimizer(run)?;
             }
             if seen == 0 {
                 // Cancelled before its first batch: nothing to record.

@@ -972,7 +972,30 @@ impl Optimizer {
                 let f = c / n;
                 g.iter_mut().for_each(|v| *v *= f);
             }
-        } else if let Some(c) = self.clipvalue {
+        }
+        self.update_range(i, p, g, 0..p.len());
+    }
+
+    /// Whether a step is elementwise, so that ranks can each update a range of
+    /// a tensor's elements (data-parallel training): no clipping by a norm,
+    /// which needs whole tensors.
+    pub(crate) fn is_elementwise(&self) -> bool {
+        self.clipnorm.is_none() && self.global_clipnorm.is_none()
+    }
+
+    /// [`Optimizer::update_tensor`] on the elements `range` of tensor `i`
+    /// alone (`p` and `g` are the whole tensor), without norm clipping: each
+    /// element gets exactly the arithmetic of the whole-tensor update.
+    pub(crate) fn update_range(
+        &mut self,
+        i: usize,
+        p: &mut [f32],
+        g: &mut [f32],
+        range: std::ops::Range<usize>,
+    ) {
+        let n = p.len();
+        let (p, g) = (&mut p[range.clone()], &mut g[range.clone()]);
+        if let (None, None, Some(c)) = (self.clipnorm, self.global_clipnorm, self.clipvalue) {
             g.iter_mut().for_each(|v| *v = v.clamp(-c, c));
         }
         let s = self.scalars();
@@ -986,15 +1009,26 @@ impl Optimizer {
         // 3. the rule's update, on the state `build` made for this tensor
         let k = self.rule.slots();
         assert!(
-            self.slots.get(i).is_some_and(|s| s.len() == p.len() * k),
+            self.slots.get(i).is_some_and(|s| s.len() == n * k),
             "optimizer state not built for weight tensor {i} (an internal invariant: `build` runs before any step)"
         );
         let rule = self.rule;
-        let n = p.len();
         // Planar slots: plane j holds slot j of every element, so each loop below
         // walks plain slices and vectorizes.
         let (s0, rest) = self.slots[i].split_at_mut(if k >= 1 { n } else { 0 });
         let (s1, s2) = rest.split_at_mut(if k >= 2 { n } else { 0 });
+        fn plane(s: &mut [f32], r: std::ops::Range<usize>) -> &mut [f32] {
+            if s.is_empty() {
+                s
+            } else {
+                &mut s[r]
+            }
+        }
+        let (s0, s1, s2) = (
+            plane(s0, range.clone()),
+            plane(s1, range.clone()),
+            plane(s2, range),
+        );
         let parts = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
         match k {
             0 => parts
@@ -1012,6 +1046,17 @@ impl Optimizer {
                 .zip(s2.par_chunks_mut(CHUNK))
                 .for_each(|((((pc, gc), a), b), c)| update_chunk(rule, s, pc, gc, [a, b, c])),
         }
+    }
+
+    /// The state of tensor `i` as `planes` planes of one value per element.
+    pub(crate) fn slot_planes_mut(&mut self, i: usize) -> (&mut [f32], usize) {
+        let k = self.rule.slots();
+        (
+            self.slots
+                .get_mut(i)
+                .map_or(&mut [][..], |v| v.as_mut_slice()),
+            k,
+        )
     }
 
     /// End of a step: `iterations += 1` (and Nadam's momentum product).
