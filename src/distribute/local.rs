@@ -70,6 +70,10 @@ impl Communicator for LocalCommunicator {
         self.to.len()
     }
 
+    fn shares_thread_pool(&self) -> bool {
+        true
+    }
+
     fn exchange(
         &self,
         peer: usize,

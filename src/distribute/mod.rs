@@ -136,6 +136,15 @@ pub trait Communicator: Send + Sync + fmt::Debug {
         recv: &mut [f32],
         timeout: Duration,
     ) -> Result<()>;
+
+    /// Whether the ranks are threads of this process sharing its rayon pool:
+    /// then a rank must not wait for another inside the pool, where it would
+    /// hold a worker the other needs. The default, `false`, is one process
+    /// per rank, whose whole step then runs inside its own pool (no hand-off
+    /// between threads around each exchange).
+    fn shares_thread_pool(&self) -> bool {
+        false
+    }
 }
 
 /// Data-parallel training over the ranks of a [`Communicator`], set in
@@ -251,6 +260,10 @@ impl DataParallel {
     /// Whether this is rank 0, the one that prints and writes files.
     pub fn is_chief(&self) -> bool {
         self.rank() == 0
+    }
+
+    pub(crate) fn shares_thread_pool(&self) -> bool {
+        self.comm.shares_thread_pool()
     }
 
     pub(crate) fn verifies(&self) -> bool {

@@ -182,9 +182,9 @@ impl Sequential {
         ws.regularize = false;
         run.tree.reset();
         // The chunks run inside the thread pool (their parallel parts hand
-        // work between its workers); the exchange waits outside it, so ranks
-        // that share one pool (threads of one process) never hold a worker
-        // while they wait for each other.
+        // work between its workers). Ranks that share one pool (threads of
+        // one process) call this outside the pool, so that the exchange
+        // waits outside it and never holds a worker another rank needs.
         let layers = &self.layers;
         let positions = self.output_positions();
         rayon::scope(|_| {

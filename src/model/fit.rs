@@ -498,6 +498,11 @@ impl Sequential {
                 // The whole step runs inside the pool, so its parallel parts hand
                 // work between rayon's workers instead of waking this thread.
                 let batch_loss = match parallel.as_mut() {
+                    // A process per rank runs the whole step, exchanges
+                    // included, inside its pool, as the one-process step does.
+                    Some(run) if !run.dp.shares_thread_pool() => rayon::scope(|_| {
+                        self.parallel_train_step(ws, &mut states, &weighted, &step_ctx, run)
+                    })?,
                     Some(run) => {
                         self.parallel_train_step(ws, &mut states, &weighted, &step_ctx, run)?
                     }
