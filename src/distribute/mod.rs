@@ -11,12 +11,16 @@
 //!   └─ cut into C chunks by a rule of the batch alone: chunk i = rows [i·nb/C, (i+1)·nb/C)
 //!        rank r computes chunks [r·C/P, (r+1)·C/P): forward, loss, backward per chunk
 //!        (dropout seeded by (seed, epoch, step, chunk))
-//!   └─ one message per step, summed over a fixed binary tree of the C chunks:
-//!        [weight gradients | batch statistics | per-row loss and output]
-//!        locally: the rank's chunks pairwise, in order; across ranks: recursive doubling
-//!        (partner = rank XOR 2^k), which continues the same tree
+//!   └─ summed over a fixed binary tree of the C chunks, part by part:
+//!        [each weight gradient | batch statistics | per-row loss and output]
+//!        locally: the rank's chunks pairwise, in order; across ranks: partners
+//!        rank XOR 2^k for k = 0, 1, ..., which continues the same tree
+//!   └─ gradients: reduce-scatter (recursive halving) leaves each rank the sum
+//!        of its segment of every tensor; it runs the optimizer on that segment
+//!        and all-gathers the updated weights (norm clipping: the whole update
+//!        on every rank instead); statistics and rows: summed on every rank
 //!   └─ every rank: the batch loss and metrics from all rows in row order (as one
-//!      process computes them), the regularization gradient, one optimizer step
+//!      process computes them), the regularization gradient, the optimizer step
 //! ```
 //!
 //! **Why this design.**
@@ -27,16 +31,17 @@
 //!   that changes with the number of ranks, so horn sums itself, over
 //!   point-to-point exchanges. The default `C` is the number of ranks
 //!   (one chunk each: the fastest); a single rank with one chunk is exactly a
-//!   plain `fit`. Adding zeros is exact, which lets the per-row results ride in
-//!   the same message as the gradients: each rank fills its own rows and zeros
-//!   elsewhere, so one exchange per tree level carries everything.
+//!   plain `fit`. Adding zeros is exact, which gathers the per-row results
+//!   with the same sum: each rank fills its own rows and zeros elsewhere.
 //! - *History equal to one process.* The loss and every metric are computed
 //!   from all rows' per-sample losses and outputs, in row order, on every
 //!   rank: History is the same on every rank and the numbers one process
 //!   would compute for the same weights. Validation rows are split into one
 //!   contiguous block per rank and gathered the same way.
-//! - *Same weights everywhere.* Every rank applies the same optimizer step to
-//!   the same summed gradient. At the start of `fit` the ranks compare a
+//! - *Same weights everywhere.* Each weight element is updated by one rank
+//!   with exactly the arithmetic of a whole update (the optimizers are
+//!   elementwise), and gathered; the optimizer's state is gathered at each
+//!   epoch's end, so checkpoints hold all of it. At the start of `fit` the ranks compare a
 //!   fingerprint of the data, the options, the weights and the optimizer
 //!   state, and refuse to start if any differs; with
 //!   [`DataParallel::verify_weights`] (on in debug builds) they compare the
@@ -61,9 +66,9 @@
 //!   run that never stopped: shuffling and dropout are seeded by epoch and
 //!   step, and the checkpoint holds the optimizer's state.
 //!
-//! **Cost.** Each rank sends and receives `log2(P)` messages of the model's
-//! size per step (about 1.6 MB for the MNIST MLP), and runs the optimizer on
-//! all weights. See BENCHMARKS.md for the measured scaling and a model of how
+//! **Cost.** Per step, each rank sends and receives about `2 (P - 1) / P`
+//! times the weights' size (1.6 MB for the MNIST MLP) and runs the optimizer
+//! on `1 / P` of the weights. See BENCHMARKS.md for the measured scaling and a model of how
 //! an epoch's time scales with machines and links.
 //!
 //! ```
@@ -112,7 +117,7 @@ pub use local::{local_group, LocalCommunicator};
 pub use mpi::{Mpi, MpiCommunicator};
 
 /// A group of ranks that can exchange buffers of `f32`: what
-/// [`DataParallel`] needs from a transport. [`Mpi`] (feature `mpi`)
+/// [`DataParallel`] needs from a transport. `Mpi` (feature `mpi`)
 /// and [`local_group`] (threads) implement it.
 ///
 /// ```

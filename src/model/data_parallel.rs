@@ -4,11 +4,13 @@
 //! A step on a rank: for each of its chunks, gather the chunk's rows, run
 //! forward, the loss gradient (scaled by `w_i / nb` of the *whole* batch,
 //! so that the chunks' gradients add up to the batch's), and backward
-//! without the regularization gradient; write the weight gradients, the batch
-//! statistics and each row's loss and output into one message, summed over
-//! the chunk tree and then across ranks. Every rank then computes the loss
-//! and metrics from all rows, adds the regularization gradient once, and
-//! applies the optimizer. The message buffers are allocated once per `fit`.
+//! without the regularization gradient; the weight gradients, the batch
+//! statistics and each row's loss and output are summed over the chunk tree
+//! and then across ranks (the gradients reduce-scattered, so that each rank
+//! updates its segment of each weight tensor before the weights are
+//! gathered). Every rank computes the loss and metrics from all rows and
+//! adds the regularization gradient once. The buffers are allocated once per
+//! `fit`.
 
 use ndarray::{s, Array2, ArrayView2};
 use rand::rngs::StdRng;
