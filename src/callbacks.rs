@@ -116,13 +116,15 @@ impl<'a> CallbackContext<'a> {
     }
 
     /// This process's rank in a data-parallel `fit`
-    /// ([`FitOptions::distribution`](crate::FitOptions::distribution)), 0
-    /// otherwise. Callbacks that write files or print should do so on rank 0
+    /// (`FitOptions::distribution`, feature `distribute`), 0 otherwise. Callbacks that write files or print should do so on rank 0
     /// only, as the built-in `ModelCheckpoint` and `CsvLogger` do; callbacks
     /// that decide (stop, change the learning rate) run on every rank and
     /// see the same logs, so they decide alike.
     pub fn rank(&self) -> usize {
-        crate::distribute::current_rank()
+        #[cfg(feature = "distribute")]
+        return crate::distribute::current_rank();
+        #[cfg(not(feature = "distribute"))]
+        0
     }
 
     /// The model, when it is a [`Sequential`].

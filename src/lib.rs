@@ -57,9 +57,10 @@
 //! - [`pictures`]: images from tensors (PNG, terminal), labelled grids, and
 //!   the confusion matrix's picture; `Sequential::plot_model` draws the
 //!   architecture (SVG, DOT).
-//! - [`distribute`]: data-parallel `fit`, `evaluate` and `predict` over MPI
-//!   processes (feature `mpi`) or threads, with a reduction order fixed by the
-//!   batch, so results do not depend on the number of processes.
+//! - `distribute` (feature `distribute`, or `mpi` for MPI processes):
+//!   data-parallel `fit`, `evaluate` and `predict` over processes or threads,
+//!   with a reduction order fixed by the batch, so results do not depend on
+//!   the number of processes.
 //! - [`datasets`] and [`preprocessing`]: MNIST IDX files, CSV tables, scaling,
 //!   one-hot encoding, stratified splits.
 //! - [`kernels`]: the parallel, deterministic matrix products (horn's own AVX2 + FMA
@@ -233,6 +234,7 @@
 pub mod activations;
 pub mod callbacks;
 pub mod datasets;
+#[cfg(feature = "distribute")]
 pub mod distribute;
 mod error;
 mod files;

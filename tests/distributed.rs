@@ -1,5 +1,7 @@
 //! Data-parallel `fit` with ranks as threads (`local_group`): the same
 //! engine as over MPI (tests/mpi.rs runs it under `mpirun`), without MPI.
+//! Feature `distribute` (CI runs these with `--features mpi`).
+#![cfg(feature = "distribute")]
 
 mod common;
 

@@ -148,6 +148,7 @@ fn class_weights_apply_to_training_rows_only() {
 }
 
 #[test]
+#[allow(clippy::needless_update)] // EvaluateOptions has more fields with feature `distribute`
 fn evaluate_weighs_like_keras() {
     let (x, y, w) = data();
     let m = model();

@@ -16,12 +16,12 @@ use ndarray::{s, Array2, ArrayView2};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::fit::{stream_seed, StepContext};
+use super::fit::{stream_seed, FitOptions, StepContext};
 use super::history::Logs;
 use super::infer::{gather_rows, MIN_BLOCK};
 use super::workspace::{view, view_mut, Workspace};
 use super::{Compiled, Sequential};
-use crate::distribute::{hash_f32s, hash_words, DataParallel, Topology, TreeSum};
+use crate::distribute::{hash_f32s, hash_words, DataParallel, RankGuard, Topology, TreeSum};
 use crate::error::{Error, Result};
 use crate::metrics::MetricState;
 
@@ -87,6 +87,48 @@ impl ParallelRun {
     }
 }
 
+impl ParallelRun {
+    /// Whether the ranks are threads sharing this process's pool.
+    pub fn shares_thread_pool(&self) -> bool {
+        self.dp.shares_thread_pool()
+    }
+}
+
+/// What `fit` trains on, as the data-parallel start checks it.
+pub(crate) struct ParallelData<'a> {
+    pub x: ArrayView2<'a, f32>,
+    pub y: ArrayView2<'a, f32>,
+    pub val: Option<(ArrayView2<'a, f32>, ArrayView2<'a, f32>)>,
+    pub weights: Option<&'a [f32]>,
+    pub n_train: usize,
+    pub bs: usize,
+    pub seed: u64,
+    pub out_dim: usize,
+}
+
+/// Rows of the training workspace: one chunk of a batch on a data-parallel
+/// rank, the batch otherwise.
+pub(crate) fn workspace_rows(o: &FitOptions, bs: usize) -> Result<usize> {
+    Ok(match &o.distribution {
+        Some(dp) => dp.topology()?.chunk_capacity(bs),
+        None => bs,
+    })
+}
+
+/// The rank callbacks see during this `fit` ([`crate::callbacks::CallbackContext::rank`]).
+pub(crate) fn rank_guard(o: &FitOptions) -> RankGuard {
+    RankGuard::set(o.distribution.as_ref().map_or(0, |d| d.rank()))
+}
+
+/// `verbose`, or 0 on a rank other than 0: only rank 0 prints.
+pub(crate) fn verbose(o: &FitOptions) -> u8 {
+    if o.distribution.as_ref().is_some_and(|d| !d.is_chief()) {
+        0
+    } else {
+        o.verbose
+    }
+}
+
 /// Swaps the workspace's gradient tensors and batch statistics with the
 /// first parts of `parts` (same lengths, same order).
 fn swap_parts(ws: &mut Workspace, parts: &mut [Vec<f32>]) {
@@ -140,26 +182,78 @@ impl Sequential {
         h
     }
 
-    /// Fails unless every rank starts `fit` with the same data, options,
-    /// weights and optimizer state.
-    pub(super) fn parallel_agree(
+    /// The buffers of a data-parallel `fit` (`None` without
+    /// `FitOptions::distribution`), once every rank has shown that it starts
+    /// with the same data, options, weights and optimizer state.
+    pub(super) fn parallel_start(
         &self,
-        dp: &DataParallel,
-        data: &[ArrayView2<f32>],
-        sample_weights: Option<&[f32]>,
-        options: &[u64],
-    ) -> Result<()> {
-        let mut h = hash_words(0, options);
-        for x in data {
+        o: &FitOptions,
+        ws: &Workspace,
+        d: ParallelData<'_>,
+    ) -> Result<Option<ParallelRun>> {
+        let Some(dp) = &o.distribution else {
+            return Ok(None);
+        };
+        let topo = dp.topology()?;
+        let options = [
+            d.x.nrows() as u64,
+            d.n_train as u64,
+            d.bs as u64,
+            o.epochs as u64,
+            o.initial_epoch as u64,
+            o.shuffle as u64,
+            d.seed,
+            topo.chunks as u64,
+            o.validation_batch_size.unwrap_or(o.batch_size) as u64,
+        ];
+        let mut h = hash_words(0, &options);
+        let val = d.val.iter().flat_map(|(vx, vy)| [*vx, *vy]);
+        for x in [d.x, d.y].into_iter().chain(val) {
             h = hash_words(h, &[x.nrows() as u64, x.ncols() as u64]);
-            h = hash_rows(h, *x);
+            h = hash_rows(h, x);
         }
-        if let Some(w) = sample_weights {
+        if let Some(w) = d.weights {
             h = hash_f32s(h, w);
         }
         dp.agree(
             "data, options, weights or optimizer state",
             hash_words(h, &[self.weights_fingerprint()]),
+        )?;
+        let elementwise = self
+            .compiled()
+            .is_some_and(|c| c.optimizer.is_elementwise());
+        Ok(Some(ParallelRun::new(
+            dp.clone(),
+            ws,
+            d.bs,
+            d.out_dim,
+            elementwise,
+        )?))
+    }
+
+    /// The validation logs (`val_` keys), each rank forwarding its block.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn parallel_validate(
+        &self,
+        c: &Compiled,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        weights: Option<&[f32]>,
+        batch_size: usize,
+        run: &ParallelRun,
+    ) -> Result<Logs> {
+        self.evaluate_parallel(c, x, y, weights, batch_size, "val_", &run.dp)
+    }
+
+    /// With [`DataParallel::verify_weights`], fails unless every rank holds
+    /// the same weights and optimizer state after epoch `epoch`.
+    pub(super) fn parallel_verify(&self, run: &ParallelRun, epoch: usize) -> Result<()> {
+        if !run.dp.verifies() {
+            return Ok(());
+        }
+        run.dp.agree(
+            &format!("weights after epoch {}", epoch + 1),
+            self.weights_fingerprint(),
         )
     }
 

@@ -24,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::data_parallel::ParallelRun;
+use super::data_parallel::{self, ParallelData, ParallelRun};
 use super::history::{History, HistoryParams, Logs};
 use super::infer::gather_rows;
 use super::progress::Progress;
@@ -32,7 +32,8 @@ use super::validate;
 use super::workspace::{view, view_mut, Workspace};
 use super::Sequential;
 use crate::callbacks::{with_train_hooks, Callback, CallbackContext};
-use crate::distribute::{DataParallel, RankGuard};
+#[cfg(feature = "distribute")]
+use crate::distribute::DataParallel;
 use crate::error::{Error, Result};
 use crate::losses::Loss;
 use crate::metrics::{argmax, MetricState};
@@ -91,7 +92,9 @@ pub struct FitOptions {
     /// `DataParallel`; see [`crate::distribute`]): every rank runs the same
     /// `fit` on the same data and model, computes its share of each batch,
     /// and all ranks end with the same weights and History. Only rank 0
-    /// prints. `None` (the default) trains in this process alone.
+    /// prints. `None` (the default) trains in this process alone. Feature
+    /// `distribute` (or `mpi`).
+    #[cfg(feature = "distribute")]
     pub distribution: Option<DataParallel>,
 }
 
@@ -111,6 +114,7 @@ impl Default for FitOptions {
             sample_weight: None,
             class_weight: None,
             cancel: None,
+            #[cfg(feature = "distribute")]
             distribution: None,
         }
     }
@@ -364,35 +368,23 @@ impl Sequential {
             verbose: o.verbose,
         };
         // A data-parallel rank's workspace holds one chunk of a batch.
-        let topology = o.distribution.as_ref().map(|d| d.topology()).transpose()?;
-        let cap = topology.map_or(bs, |t| t.chunk_capacity(bs));
+        let cap = data_parallel::workspace_rows(o, bs)?;
         let mut ws = Workspace::new(self.layers(), &self.all_shapes(), cap, true, y.ncols());
-        let mut parallel = match &o.distribution {
-            Some(dp) => {
-                let mut data = vec![x, y];
-                if let Some(v) = &val {
-                    data.extend([v.x, v.y]);
-                }
-                let opts = [
-                    n as u64,
-                    n_train as u64,
-                    bs as u64,
-                    o.epochs as u64,
-                    o.initial_epoch as u64,
-                    o.shuffle as u64,
-                    seed,
-                    topology.map_or(1, |t| t.chunks) as u64,
-                    o.validation_batch_size.unwrap_or(o.batch_size) as u64,
-                ];
-                self.parallel_agree(dp, &data, weights.as_deref(), &opts)?;
-                let elementwise = self
-                    .compiled()
-                    .is_some_and(|c| c.optimizer.is_elementwise());
-                Some(ParallelRun::new(dp.clone(), &ws, bs, out_dim, elementwise)?)
-            }
-            None => None,
-        };
-        let _rank = RankGuard::set(o.distribution.as_ref().map_or(0, |d| d.rank()));
+        let mut parallel = self.parallel_start(
+            o,
+            &ws,
+            ParallelData {
+                x,
+                y,
+                val: val.as_ref().map(|v| (v.x, v.y)),
+                weights: weights.as_deref(),
+                n_train,
+                bs,
+                seed,
+                out_dim,
+            },
+        )?;
+        let _rank = data_parallel::rank_guard(o);
         let plan = Plan {
             x,
             y,
@@ -404,11 +396,7 @@ impl Sequential {
             val,
             loss,
             // Only rank 0 prints.
-            verbose: if o.distribution.as_ref().is_some_and(|d| !d.is_chief()) {
-                0
-            } else {
-                o.verbose
-            },
+            verbose: data_parallel::verbose(o),
         };
 
         let result = with_train_hooks(
@@ -500,7 +488,7 @@ impl Sequential {
                 let batch_loss = match parallel.as_mut() {
                     // A process per rank runs the whole step, exchanges
                     // included, inside its pool, as the one-process step does.
-                    Some(run) if !run.dp.shares_thread_pool() => rayon::scope(|_| {
+                    Some(run) if !run.shares_thread_pool() => rayon::scope(|_| {
                         self.parallel_train_step(ws, &mut states, &weighted, &step_ctx, run)
                     })?,
                     Some(run) => {
@@ -558,9 +546,7 @@ impl Sequential {
                 if let Some(v) = &plan.val {
                     let c = self.compiled().ok_or(Error::NotCompiled("fit"))?;
                     let vl = match parallel.as_ref() {
-                        Some(run) => {
-                            self.evaluate_parallel(c, v.x, v.y, v.weights, val_bs, "val_", &run.dp)?
-                        }
+                        Some(run) => self.parallel_validate(c, v.x, v.y, v.weights, val_bs, run)?,
                         None => self.evaluate_unchecked(c, v.x, v.y, v.weights, val_bs, "val_"),
                     };
                     for (k, v) in vl.iter() {
@@ -571,11 +557,8 @@ impl Sequential {
             if early.is_some() {
                 history.partial_epoch = Some(epoch);
             }
-            if let Some(run) = parallel.as_ref().filter(|r| r.dp.verifies()) {
-                run.dp.agree(
-                    &format!("weights after epoch {}", epoch + 1),
-                    self.weights_fingerprint(),
-                )?;
+            if let Some(run) = parallel.as_ref() {
+                self.parallel_verify(run, epoch)?;
             }
             let mut ctx = CallbackContext::new(self);
             for cb in callbacks.iter_mut() {

@@ -40,7 +40,8 @@ pub struct EvaluateOptions {
     pub sample_weight: Option<Vec<f32>>,
     /// Splits the rows across the ranks of a data-parallel group, each rank
     /// forwarding one contiguous block; every rank returns the numbers one
-    /// process would ([`crate::distribute`]).
+    /// process would (`horn::distribute`; feature `distribute` or `mpi`).
+    #[cfg(feature = "distribute")]
     pub distribution: Option<crate::distribute::DataParallel>,
 }
 
@@ -49,6 +50,7 @@ impl Default for EvaluateOptions {
         EvaluateOptions {
             batch_size: 32,
             sample_weight: None,
+            #[cfg(feature = "distribute")]
             distribution: None,
         }
     }
@@ -185,6 +187,7 @@ impl Sequential {
     /// assert_eq!(model.predict_distributed(&x, &dp)?, model.predict(&x)?);
     /// # Ok::<(), horn::Error>(())
     /// ```
+    #[cfg(feature = "distribute")]
     pub fn predict_distributed<'a>(
         &self,
         x: impl IntoInput<'a>,
@@ -295,10 +298,11 @@ impl Sequential {
             super::fit::check_sample_weight(w, x.nrows(), "sample_weight")?;
         }
         let weights = options.sample_weight.as_deref();
-        match &options.distribution {
-            Some(dp) => self.evaluate_parallel(c, x, y, weights, options.batch_size, "", dp),
-            None => Ok(self.evaluate_unchecked(c, x, y, weights, options.batch_size, "")),
+        #[cfg(feature = "distribute")]
+        if let Some(dp) = &options.distribution {
+            return self.evaluate_parallel(c, x, y, weights, options.batch_size, "", dp);
         }
+        Ok(self.evaluate_unchecked(c, x, y, weights, options.batch_size, ""))
     }
 
     /// Each row's loss for the block of outputs in `ws` (from the logits

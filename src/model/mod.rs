@@ -10,6 +10,10 @@
 //! - `history.rs`, `progress.rs`, `summary.rs`: what the user sees.
 
 mod compile;
+#[cfg(feature = "distribute")]
+mod data_parallel;
+#[cfg(not(feature = "distribute"))]
+#[path = "data_parallel_off.rs"]
 mod data_parallel;
 mod diagram;
 mod fit;

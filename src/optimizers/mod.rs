@@ -979,6 +979,7 @@ impl Optimizer {
     /// Whether a step is elementwise, so that ranks can each update a range of
     /// a tensor's elements (data-parallel training): no clipping by a norm,
     /// which needs whole tensors.
+    #[cfg_attr(not(feature = "distribute"), allow(dead_code))]
     pub(crate) fn is_elementwise(&self) -> bool {
         self.clipnorm.is_none() && self.global_clipnorm.is_none()
     }
@@ -1049,6 +1050,7 @@ impl Optimizer {
     }
 
     /// The state of tensor `i` as `planes` planes of one value per element.
+    #[cfg_attr(not(feature = "distribute"), allow(dead_code))]
     pub(crate) fn slot_planes_mut(&mut self, i: usize) -> (&mut [f32], usize) {
         let k = self.rule.slots();
         (

@@ -690,6 +690,7 @@ impl Model {
                 "arrays",
             ));
         }
+        #[cfg(feature = "distribute")]
         if o.distribution.is_some() {
             return Err(Error::arg(
                 "distribution",
