@@ -16,7 +16,7 @@ use ndarray::{s, Array2, ArrayView2};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::fit::{stream_seed, FitOptions, StepContext};
+use super::fit::{stream_seed, FitOptions, ParallelData, StepContext};
 use super::history::Logs;
 use super::infer::{gather_rows, MIN_BLOCK};
 use super::workspace::{view, view_mut, Workspace};
@@ -92,18 +92,6 @@ impl ParallelRun {
     pub fn shares_thread_pool(&self) -> bool {
         self.dp.shares_thread_pool()
     }
-}
-
-/// What `fit` trains on, as the data-parallel start checks it.
-pub(crate) struct ParallelData<'a> {
-    pub x: ArrayView2<'a, f32>,
-    pub y: ArrayView2<'a, f32>,
-    pub val: Option<(ArrayView2<'a, f32>, ArrayView2<'a, f32>)>,
-    pub weights: Option<&'a [f32]>,
-    pub n_train: usize,
-    pub bs: usize,
-    pub seed: u64,
-    pub out_dim: usize,
 }
 
 /// Rows of the training workspace: one chunk of a batch on a data-parallel

@@ -4,7 +4,7 @@
 
 use ndarray::ArrayView2;
 
-use super::fit::{FitOptions, StepContext};
+use super::fit::{FitOptions, ParallelData, StepContext};
 use super::history::Logs;
 use super::workspace::Workspace;
 use super::{Compiled, Sequential};
@@ -18,19 +18,6 @@ impl ParallelRun {
     pub fn shares_thread_pool(&self) -> bool {
         match *self {}
     }
-}
-
-/// What `fit` trains on (unused without the feature).
-#[allow(dead_code)] // built by `fit`, read only by the real engine
-pub(crate) struct ParallelData<'a> {
-    pub x: ArrayView2<'a, f32>,
-    pub y: ArrayView2<'a, f32>,
-    pub val: Option<(ArrayView2<'a, f32>, ArrayView2<'a, f32>)>,
-    pub weights: Option<&'a [f32]>,
-    pub n_train: usize,
-    pub bs: usize,
-    pub seed: u64,
-    pub out_dim: usize,
 }
 
 pub(crate) fn workspace_rows(_o: &FitOptions, bs: usize) -> Result<usize> {

@@ -24,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::data_parallel::{self, ParallelData, ParallelRun};
+use super::data_parallel::{self, ParallelRun};
 use super::history::{History, HistoryParams, Logs};
 use super::infer::gather_rows;
 use super::progress::Progress;
@@ -665,6 +665,20 @@ impl Sequential {
         }
         Ok(())
     }
+}
+
+/// What `fit` trains on, as a data-parallel start checks it (every rank
+/// must hold the same).
+#[cfg_attr(not(feature = "distribute"), allow(dead_code))]
+pub(super) struct ParallelData<'a> {
+    pub x: ArrayView2<'a, f32>,
+    pub y: ArrayView2<'a, f32>,
+    pub val: Option<(ArrayView2<'a, f32>, ArrayView2<'a, f32>)>,
+    pub weights: Option<&'a [f32]>,
+    pub n_train: usize,
+    pub bs: usize,
+    pub seed: u64,
+    pub out_dim: usize,
 }
 
 /// What `fit` trains on, fixed for the whole run.
