@@ -12,6 +12,9 @@
 //! `--limit N` trains on the first N training rows (quick runs), `--history-csv F`
 //! writes the History, `--plot history.svg` plots it (R's `plot(history)`), `--json` ends with one line of timings in the format of the
 //! reference scripts in `../shared/bench/` (for `compare.sh`).
+//! `--dense` maps the pixels to `2x - 1` (a dense input: no zeros for the
+//! kernels to skip), the workload of `scripts/torch_mnist_dense.py` and
+//! `scripts/compare_dense.sh`.
 
 use std::time::Instant;
 
@@ -33,7 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         x_train = x_train.slice(ndarray::s![..n, ..]).to_owned();
         y_train = y_train.slice(ndarray::s![..n, ..]).to_owned();
     }
-    let x_test = data.test.flat_scaled();
+    let mut x_test = data.test.flat_scaled();
+    if args.dense {
+        x_train.mapv_inplace(|v| 2.0 * v - 1.0);
+        x_test.mapv_inplace(|v| 2.0 * v - 1.0);
+    }
     let test_labels = data.test.labels();
     let y_test = to_categorical(&test_labels, Some(10))?;
     drop(data);

@@ -22,6 +22,8 @@ pub struct Args {
     /// `mnist_distributed`: chunks per batch, a checkpoint to write every
     /// epoch, a model file to resume from, and the epoch it resumes at.
     pub chunks: Option<usize>,
+    /// `mnist --dense`: pixels mapped to `2x - 1`, an input with no zeros.
+    pub dense: bool,
     pub checkpoint: Option<String>,
     pub resume: Option<String>,
     pub initial_epoch: usize,
@@ -45,6 +47,7 @@ pub fn parse_args(name: &str, default_epochs: usize) -> Result<Args, String> {
         plot_model: None,
         confusion: None,
         chunks: None,
+        dense: false,
         checkpoint: None,
         resume: None,
         initial_epoch: 0,
@@ -108,9 +111,10 @@ pub fn parse_args(name: &str, default_epochs: usize) -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--initial-epoch: {e}"))?
             }
+            "--dense" => a.dense = true,
             "--json" => a.json = true,
             "-h" | "--help" => {
-                println!("usage: {name} [--epochs N] [--batch-size N] [--threads N] [--seed N] [--limit N] [--history-csv FILE] [--plot history.svg] [--verbose 0|1|2] [--json] [--show-digits N] [--plot-model model.svg] [--confusion confusion.png] [--chunks N] [--checkpoint FILE] [--resume FILE] [--initial-epoch N]");
+                println!("usage: {name} [--epochs N] [--batch-size N] [--threads N] [--seed N] [--limit N] [--history-csv FILE] [--plot history.svg] [--verbose 0|1|2] [--json] [--show-digits N] [--plot-model model.svg] [--confusion confusion.png] [--dense] [--chunks N] [--checkpoint FILE] [--resume FILE] [--initial-epoch N]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
