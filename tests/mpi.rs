@@ -46,17 +46,26 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// Dies (the whole process, as a crash would) at an epoch and step.
-struct Die(usize, usize, usize);
+/// Dies (the whole process, as a crash would) or stalls for some
+/// milliseconds at an epoch and step.
+struct Fault {
+    epoch: usize,
+    step: usize,
+    stall_ms: Option<u64>,
+    current: usize,
+}
 
-impl Callback for Die {
+impl Callback for Fault {
     fn on_epoch_begin(&mut self, epoch: usize, _: &mut CallbackContext<'_>) -> horn::Result<()> {
-        self.2 = epoch;
+        self.current = epoch;
         Ok(())
     }
     fn on_batch_begin(&mut self, step: usize, _: &mut CallbackContext<'_>) -> horn::Result<()> {
-        if (self.2, step) == (self.0, self.1) {
-            std::process::abort();
+        if (self.current, step) == (self.epoch, self.step) {
+            match self.stall_ms {
+                Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+                None => std::process::abort(),
+            }
         }
         Ok(())
     }
@@ -72,6 +81,9 @@ fn mpi_child() {
     let rank = mpi.rank();
     let (x, y) = common::blobs(150, 6, 9);
     let mut dp = mpi.data_parallel().unwrap().verify_weights(true);
+    if let Some(ms) = env("HORN_MPI_TIMEOUT_MS") {
+        dp = dp.timeout(std::time::Duration::from_millis(ms.parse().unwrap()));
+    }
     if let Some(c) = env("HORN_MPI_CHUNKS") {
         dp = dp.chunks(c.parse().unwrap());
     }
@@ -80,9 +92,15 @@ fn mpi_child() {
         None => model(),
     };
     let mut cp = ModelCheckpoint::new(out.join("ckpt.safetensors").to_str().unwrap());
+    // HORN_MPI_DIE_AT=epoch:step, or epoch:step:ms to stall instead.
     let mut die = env("HORN_MPI_DIE_AT").map(|v| {
-        let (e, s) = v.split_once(':').unwrap();
-        Die(e.parse().unwrap(), s.parse().unwrap(), 0)
+        let f: Vec<usize> = v.split(':').map(|p| p.parse().unwrap()).collect();
+        Fault {
+            epoch: f[0],
+            step: f[1],
+            stall_ms: f.get(2).map(|&ms| ms as u64),
+            current: 0,
+        }
     });
     let mut cbs: Vec<&mut dyn Callback> = vec![&mut cp];
     if let Some(d) = die.as_mut().filter(|_| rank == 1) {
@@ -110,6 +128,11 @@ fn weight_bytes(m: &Sequential) -> Vec<u8> {
 /// Runs `mpi_child` on `np` processes with the given settings; true when
 /// the job succeeded.
 fn mpirun(np: usize, out: &Path, vars: &[(&str, String)]) -> bool {
+    mpirun_output(np, out, vars).0
+}
+
+/// [`mpirun`], with what the job printed on stderr.
+fn mpirun_output(np: usize, out: &Path, vars: &[(&str, String)]) -> (bool, String) {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new("mpirun");
     cmd.args(["-np", &np.to_string()])
@@ -120,6 +143,8 @@ fn mpirun(np: usize, out: &Path, vars: &[(&str, String)]) -> bool {
             "--ignored",
             "--test-threads=1",
             "-q",
+            // The ranks' own messages (a timeout's reason) reach stderr.
+            "--nocapture",
         ])
         // Open MPI: allow root (CI containers) and more ranks than cores.
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
@@ -133,14 +158,14 @@ fn mpirun(np: usize, out: &Path, vars: &[(&str, String)]) -> bool {
     let o = cmd
         .output()
         .expect("mpirun (apt-get install libopenmpi-dev openmpi-bin)");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     if !o.status.success() {
         eprintln!(
-            "mpirun -np {np} failed:\n{}\n{}",
+            "mpirun -np {np} failed:\n{}\n{stderr}",
             String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
         );
     }
-    o.status.success()
+    (o.status.success(), stderr)
 }
 
 fn read(out: &Path, name: &str) -> Vec<u8> {
@@ -236,4 +261,25 @@ fn a_killed_rank_stops_the_job_and_the_checkpoint_resumes_it_exactly() {
             "rank {r}: resumed weights differ from the uninterrupted run"
         );
     }
+}
+
+#[test]
+fn a_stalled_rank_ends_the_job_after_the_timeout_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    // Rank 1 sleeps 20 s in epoch 1; rank 0 gives up after 1 s.
+    let (ok, stderr) = mpirun_output(
+        2,
+        dir.path(),
+        &[
+            ("HORN_MPI_DIE_AT", "0:2:20000".into()),
+            ("HORN_MPI_TIMEOUT_MS", "1000".into()),
+        ],
+    );
+    assert!(!ok, "the job must fail");
+    assert!(
+        stderr.contains("rank 1 did not answer rank 0 within 1s"),
+        "{stderr}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(15));
 }
