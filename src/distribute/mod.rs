@@ -236,9 +236,10 @@ impl DataParallel {
         self
     }
 
-    /// How long a rank waits for another before failing (default
-    /// [`DEFAULT_TIMEOUT`], 120 s). It bounds a whole step's wait, so it must
-    /// exceed the slowest rank's step time.
+    /// How long a rank waits for another at any exchange before failing
+    /// (default [`DEFAULT_TIMEOUT`], 120 s). It must exceed the longest time
+    /// one rank can lag another: a step, an epoch's validation, and at the
+    /// start of `fit` the other ranks' loading of their data.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
