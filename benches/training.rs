@@ -36,6 +36,30 @@ fn fmt(secs: f64) -> String {
     }
 }
 
+/// Best seconds of one reference epoch (batch 128, validation_split 0.25,
+/// seed 1) on `x`, and the weights after it.
+fn epoch(x: &Array2<f32>, y: &Array2<f32>) -> (f64, Vec<ndarray::ArrayD<f32>>) {
+    let mut m = mnist_model(1);
+    let mut weights = Vec::new();
+    let t = best(3, 1, || {
+        m.fit(
+            x,
+            y,
+            FitOptions {
+                epochs: 1,
+                batch_size: 128,
+                validation_split: 0.25,
+                seed: Some(1),
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        weights = m.get_weights().unwrap();
+    });
+    (t, weights)
+}
+
 fn mnist_model(seed: u64) -> Sequential {
     let mut m = Sequential::new()
         .seed(seed)
@@ -125,24 +149,7 @@ fn main() {
     }
     if want("epoch") {
         // One epoch of the reference workload: 45,000 training rows, 15,000 validation rows.
-        let mut m = mnist_model(1);
-        let mut weights = Vec::new();
-        let t = best(3, 1, || {
-            m.fit(
-                &x,
-                &y,
-                FitOptions {
-                    epochs: 1,
-                    batch_size: 128,
-                    validation_split: 0.25,
-                    seed: Some(1),
-                    verbose: 0,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            weights = m.get_weights().unwrap();
-        });
+        let (t, weights) = epoch(&x, &y);
         let sum: f64 = weights
             .iter()
             .flat_map(|w| w.iter())
@@ -157,23 +164,7 @@ fn main() {
         // The same epoch on a dense input (pixels mapped to 2x - 1, no zeros
         // for the kernels to skip): the engine's speed on standardized
         // features and hidden layers (issue 11).
-        let xd = x.mapv(|v| 2.0 * v - 1.0);
-        let mut m = mnist_model(1);
-        let t = best(3, 1, || {
-            m.fit(
-                &xd,
-                &y,
-                FitOptions {
-                    epochs: 1,
-                    batch_size: 128,
-                    validation_split: 0.25,
-                    seed: Some(1),
-                    verbose: 0,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        });
+        let (t, _) = epoch(&x.mapv(|v| 2.0 * v - 1.0), &y);
         println!(
             "dense_epoch     one MNIST epoch on a dense input (2x - 1): {}",
             fmt(t)
