@@ -83,6 +83,64 @@ fn training_steps_do_not_allocate() {
         .dense(10, Softmax);
     check_steps_do_not_allocate(rnn, Adam::default().into());
     functional_steps_do_not_allocate();
+    #[cfg(feature = "distribute")]
+    data_parallel_steps_do_not_allocate();
+}
+
+/// A data-parallel rank's step (feature `distribute`): its chunks, the tree
+/// that sums them (buffers swapped, not copied), the batch's rows and metrics.
+/// One rank, so that no transport is counted (the thread transport allocates
+/// per message; MPI's exchanges use the buffers in place).
+#[cfg(feature = "distribute")]
+fn data_parallel_steps_do_not_allocate() {
+    use horn::distribute::{local_group, DataParallel};
+    if !own_kernel() {
+        return;
+    }
+    let dp = DataParallel::new(local_group(1).remove(0))
+        .unwrap()
+        .chunks(4)
+        .verify_weights(false);
+    let mut model = Sequential::new()
+        .seed(1)
+        .input(200)
+        .dense(64, Relu)
+        .batch_normalization()
+        .dropout(0.2)
+        .dense(10, Softmax);
+    model
+        .compile(
+            Adam::default(),
+            CategoricalCrossentropy::default(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+    let mut cost = |rows: usize| {
+        let x = Array2::from_shape_fn((rows, 200), |(i, j)| ((i * 7 + j) % 17) as f32 / 17.0);
+        let y = Array2::from_shape_fn((rows, 10), |(i, j)| (i % 10 == j) as u8 as f32);
+        let opts = || FitOptions {
+            epochs: 1,
+            batch_size: 64,
+            verbose: 0,
+            seed: Some(1),
+            distribution: Some(dp.clone()),
+            ..Default::default()
+        };
+        model.fit(&x, &y, opts()).unwrap();
+        let (a0, b0) = (ALLOCS.load(Ordering::SeqCst), BYTES.load(Ordering::SeqCst));
+        model.fit(&x, &y, opts()).unwrap();
+        (
+            ALLOCS.load(Ordering::SeqCst) - a0,
+            BYTES.load(Ordering::SeqCst) - b0,
+        )
+    };
+    let (a10, b10) = cost(640);
+    let (a40, b40) = cost(2560);
+    let per_step = (a40 as f64 - a10 as f64) / 30.0;
+    let bytes_per_step = (b40 as f64 - b10 as f64) / 30.0;
+    println!("data-parallel, per step: {per_step} allocations, {bytes_per_step} bytes");
+    assert!(bytes_per_step < 1024.0, "{bytes_per_step} bytes per step");
+    assert!(per_step <= 4.0, "{per_step} allocations per step");
 }
 
 /// A functional model: two inputs, a shared layer, fan-out, merges (one
