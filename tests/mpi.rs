@@ -79,7 +79,13 @@ fn mpi_child() {
     let num = |k: &str, d: usize| env(k).map_or(d, |v| v.parse().unwrap());
     let mpi = Mpi::init().unwrap();
     let rank = mpi.rank();
-    let (x, y) = common::blobs(150, 6, 9);
+    // HORN_MPI_WIDE: products large enough to run on several threads.
+    let wide = env("HORN_MPI_WIDE").is_some();
+    let (x, y) = if wide {
+        common::blobs(1200, 64, 9)
+    } else {
+        common::blobs(150, 6, 9)
+    };
     let mut dp = mpi.data_parallel().unwrap().verify_weights(true);
     if let Some(ms) = env("HORN_MPI_TIMEOUT_MS") {
         dp = dp.timeout(std::time::Duration::from_millis(ms.parse().unwrap()));
@@ -89,6 +95,20 @@ fn mpi_child() {
     }
     let mut m = match env("HORN_MPI_RESUME") {
         Some(p) => Sequential::load(p).unwrap(),
+        None if wide => {
+            let mut m = Sequential::new()
+                .seed(5)
+                .input(64)
+                .dense(512, Relu)
+                .dense(3, Softmax);
+            m.compile(
+                RmsProp::default(),
+                CategoricalCrossentropy::default(),
+                &[Metric::Accuracy],
+            )
+            .unwrap();
+            m
+        }
         None => model(),
     };
     let mut cp = ModelCheckpoint::new(out.join("ckpt.safetensors").to_str().unwrap());
@@ -106,11 +126,14 @@ fn mpi_child() {
     if let Some(d) = die.as_mut().filter(|_| rank == 1) {
         cbs.push(d);
     }
-    let o = options(
+    let mut o = options(
         num("HORN_MPI_EPOCHS", 3),
         num("HORN_MPI_INITIAL_EPOCH", 0),
         Some(dp),
     );
+    if wide {
+        o.batch_size = 256;
+    }
     let h = m.fit_with_callbacks(&x, &y, o, &mut cbs).unwrap();
     std::fs::write(out.join(format!("weights-{rank}.bin")), weight_bytes(&m)).unwrap();
     std::fs::write(out.join(format!("history-{rank}.csv")), h.to_csv()).unwrap();
@@ -282,4 +305,26 @@ fn a_stalled_rank_ends_the_job_after_the_timeout_instead_of_hanging() {
         "{stderr}"
     );
     assert!(start.elapsed() < std::time::Duration::from_secs(15));
+}
+
+#[test]
+fn ranks_with_two_threads_each_give_the_same_weights_as_with_one() {
+    let mut weights = Vec::new();
+    for threads in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        // 128 rows per rank x 64 x 512: products that split over threads.
+        assert!(mpirun(
+            2,
+            dir.path(),
+            &[
+                ("RAYON_NUM_THREADS", threads.into()),
+                ("HORN_MPI_WIDE", "1".into())
+            ]
+        ));
+        weights.push(read(dir.path(), "weights-0.bin"));
+    }
+    assert!(
+        weights[0] == weights[1],
+        "weights depend on the thread count"
+    );
 }
