@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     if chief && !args.json {
         println!(
-            "{} processes x {} threads",
+            "{} processes, {} rayon thread(s) each",
             mpi.size(),
             rayon::current_num_threads()
         );
