@@ -301,7 +301,7 @@ fn a_stalled_rank_ends_the_job_after_the_timeout_instead_of_hanging() {
     );
     assert!(!ok, "the job must fail");
     assert!(
-        stderr.contains("rank 1 did not answer rank 0 within 1s"),
+        stderr.contains("did not answer rank 0 within 1s (DataParallel::timeout)"),
         "{stderr}"
     );
     assert!(start.elapsed() < std::time::Duration::from_secs(15));

@@ -167,11 +167,15 @@ impl Communicator for MpiCommunicator {
                         if Instant::now() > deadline {
                             // A transfer in flight cannot be abandoned (MPI
                             // may still write into `r`), so the job ends here.
-                            eprintln!(
+                            // One write, so that mpirun's own abort notice
+                            // cannot land inside the line.
+                            let line = format!(
                                 "horn: data-parallel training: rank {peer} did not answer rank {} \
-                                 within {timeout:?} (DataParallel::timeout); aborting the MPI job",
+                                 within {timeout:?} (DataParallel::timeout); aborting the MPI job\n",
                                 self.rank
                             );
+                            let _ =
+                                std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
                             world.abort(70);
                         }
                         std::thread::yield_now();
