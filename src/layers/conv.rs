@@ -1,20 +1,28 @@
-//! `Conv1D` and `Conv2D`: convolutions as one matrix product over patches.
+//! `Conv1D` and `Conv2D`: convolutions as matrix products over patches.
 //!
-//! Data flow of one batch (channels last, as Keras):
-//! - forward: each sample's receptive fields are unrolled into a patch matrix
-//!   of `positions x (kh * kw * c_in)` values ("im2col", in parallel over
-//!   samples); the batch's patches times the kernel, seen as a
-//!   `(kh * kw * c_in) x filters` matrix (Keras' `(kh, kw, in, out)` layout
-//!   in row-major order is exactly that), is one GEMM whose output is already
-//!   the NHWC result; one fused pass adds the bias and applies the activation.
-//! - backward: `dK = patches^T dz` and `db = sum dz` (sums over the batch in
-//!   row order), `d patches = dz K^T`, then each sample's patch gradients are
-//!   added back into its input gradient ("col2im") in one fixed order.
+//! Data flow of one batch (channels last, as Keras). The kernel in Keras'
+//! `(kh, kw, in, out)` layout, row-major, is already the
+//! `(kh * kw * c_in) x filters` right-hand matrix, and the product's output
+//! is already NHWC.
+//! - forward, in parallel over tiles of samples (a tile's patches fit in L2):
+//!   each sample's receptive fields are unrolled into `positions x (kh * kw *
+//!   c_in)` patches ("im2col"), multiplied by the kernel while they are in
+//!   cache (packed once per batch; patches of at most 16 values, a first
+//!   convolution, take a direct kernel with no packing), then the bias and
+//!   activation are applied to the tile's output in the same task.
+//! - backward: `dK = patches^T dz` and `db = sum dz` are sums over the whole
+//!   batch, split into fixed blocks of positions added in block order (one
+//!   direct pass for short patches); the input gradient is formed a tile at
+//!   a time, `d patches = dz K^T` into the lane's buffer, then added back into
+//!   the input gradient ("col2im") while it is in cache.
 //!
 //! In training the patches live in the layer's `aux` rows (the weight
-//! gradient needs them); in inference they are built a tile of samples at a
-//! time in the shared scratch space, so `predict` needs little memory. A
-//! `1 x 1` convolution with stride 1 uses its input directly.
+//! gradient needs them); in inference, and for the input gradient, each of
+//! a fixed number of lanes has its own tile-sized buffer in the shared
+//! scratch space, so `predict` needs little memory. Every sample's values
+//! come from its own arithmetic, whatever the lane or thread, so results do
+//! not depend on the number of threads. A `1 x 1` convolution with stride 1
+//! uses its input directly.
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
@@ -22,13 +30,16 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    add_bias_activate, expect_grads, expect_shape, BackwardContext, Buffers, ForwardContext, Layer,
-    ParamView,
+    add_bias_activate, bias_activate_block, expect_grads, expect_shape, BackwardContext, Buffers,
+    ForwardContext, Layer, ParamView,
 };
 use crate::activations::{Activation, IntoActivation};
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
-use crate::kernels::{gemm, gemm_tall_k, matrix, matrix_mut, values, values_mut, K_SPLITS};
+use crate::kernels::{
+    gemm, gemm_packed, gemm_short_k, gemm_tall_k, matrix, matrix_mut, pack_b, packed_b_len, values,
+    values_mut, weight_grad_partials, weight_grad_short_k, PackedB, K_SPLITS, SHORT_K,
+};
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
 use crate::shape::Shape;
@@ -186,8 +197,14 @@ pub(crate) fn check_window(name: &str, v: &[usize]) -> Result<()> {
 
 /// Values per sample above which the per-sample passes run in parallel.
 const PAR_MIN_VALUES: usize = 1 << 14;
-/// Patch values per inference tile.
-const TILE_VALUES: usize = 1 << 20;
+/// Patch values per tile of the per-sample passes (128 KiB: a quarter of
+/// this CPU's L2, leaving room for the tile's outputs and the kernel).
+const TILE_PATCH_VALUES: usize = 1 << 15;
+/// Patch buffers of the passes that do not keep their patches (inference and
+/// the input gradient): a fixed count, each lane working through a
+/// contiguous run of tiles. Results never depend on it (each sample's
+/// arithmetic is its own), only the memory does.
+const LANES: usize = 8;
 
 /// Row blocks of a parallel column sum: a fixed count, so the order of the
 /// additions depends only on the shape.
@@ -484,18 +501,43 @@ impl Conv {
         }
     }
 
-    /// Fills `cols` (`n` samples of patches) from `x` (`n` rows).
-    fn unroll(&self, x: &[f32], cols: &mut [f32]) {
-        let (in_size, plen) = (self.geo.in_size(), self.geo.positions() * self.patch_len());
-        if cols.len() >= PAR_MIN_VALUES {
-            cols.par_chunks_mut(plen)
-                .zip(x.par_chunks(in_size))
-                .for_each(|(c, xs)| self.im2col(xs, c));
+    /// Samples per tile of the per-sample passes: a tile's patches (at
+    /// least one sample's) fit in the L2 cache next to its outputs, so the
+    /// product reads them while they are hot.
+    fn tile_samples(&self) -> usize {
+        (TILE_PATCH_VALUES / (self.geo.positions() * self.patch_len()).max(1)).max(1)
+    }
+
+    /// Scratch values of the per-lane patch buffers (inference forward and
+    /// the input gradient): [`LANES`] tiles.
+    fn lane_values(&self) -> usize {
+        LANES * self.tile_samples() * self.geo.positions() * self.patch_len()
+    }
+
+    /// Whether the patches are short enough for the direct kernels of
+    /// [`crate::kernels::gemm_short_k`] (no packing).
+    fn short_patches(&self) -> bool {
+        self.patch_len() <= SHORT_K
+    }
+
+    /// `y = act(patches K + b)` for the samples of one tile, on the calling
+    /// thread; `z` keeps `patches K + b`.
+    fn tile_product(
+        &self,
+        patches: &[f32],
+        packed: Option<&PackedB<'_>>,
+        y: &mut [f32],
+        z: Option<&mut [f32]>,
+    ) {
+        let (f, plen) = (self.filters, self.patch_len());
+        if self.short_patches() {
+            gemm_short_k(patches, &self.kernel, y, plen, f);
         } else {
-            cols.chunks_mut(plen)
-                .zip(x.chunks(in_size))
-                .for_each(|(c, xs)| self.im2col(xs, c));
+            let m = y.len() / f;
+            let k = matrix(&self.kernel, plen, f);
+            gemm_packed(matrix(patches, m, plen), k, packed, matrix_mut(y, m, f));
         }
+        bias_activate_block(y, z, &self.bias, self.activation, f);
     }
 
     /// `y = act(patches K + b)` for `n` samples; `z` keeps `patches K + b`.
@@ -506,6 +548,25 @@ impl Conv {
         let k = matrix(&self.kernel, plen, f);
         gemm(a, k, matrix_mut(y, m, f));
         add_bias_activate(y, z, &self.bias, self.activation, f, 256);
+    }
+
+    /// Packs the kernel (`transposed` for the input gradient) at the start of
+    /// `scratch` for the per-tile products, when the patches are long and
+    /// there is room; returns the packed kernel and the rest of `scratch`.
+    fn pack_kernel<'s>(
+        &self,
+        scratch: &'s mut [f32],
+        transposed: bool,
+    ) -> (Option<PackedB<'s>>, &'s mut [f32]) {
+        let (f, plen) = (self.filters, self.patch_len());
+        let need = packed_b_len(plen, f);
+        if (self.short_patches() && !transposed) || scratch.len() < need + self.lane_values() {
+            return (None, scratch);
+        }
+        let (area, rest) = scratch.split_at_mut(need);
+        let k = matrix(&self.kernel, plen, f);
+        let b = if transposed { k.t() } else { k };
+        (pack_b(b, area), rest)
     }
 
     fn forward(
@@ -519,43 +580,99 @@ impl Conv {
         let n = x.nrows();
         let (p, f) = (self.geo.positions(), self.filters);
         let plen = self.patch_len();
-        expect_shape(class, "x", x.shape(), &[n, self.geo.in_size()]);
+        let in_size = self.geo.in_size();
+        expect_shape(class, "x", x.shape(), &[n, in_size]);
         expect_shape(class, "y", y.shape(), &[n, p * f]);
         let x = values(x);
         let ys = values_mut(y.view_mut());
         let identity = self.identity_patches();
         let z_len = if self.needs_z() { p * f } else { 0 };
-        if ctx.training {
-            let patch_cols = if identity { 0 } else { p * plen };
-            expect_shape(class, "aux", aux.shape(), &[n, patch_cols + z_len]);
-            let a = values_mut(aux.view_mut());
-            // aux rows: the patches of all samples, then their z values.
-            let (cols, z) = a.split_at_mut(n * patch_cols);
-            let patches: &[f32] = if identity {
-                x
-            } else {
-                self.unroll(x, cols);
-                cols
-            };
-            self.product(patches, ys, (z_len > 0).then_some(z));
-            return;
-        }
         if identity {
-            self.product(x, ys, None);
+            if ctx.training {
+                expect_shape(class, "aux", aux.shape(), &[n, z_len]);
+                let z = values_mut(aux.view_mut());
+                self.product(x, ys, (z_len > 0).then_some(z));
+            } else {
+                self.product(x, ys, None);
+            }
             return;
         }
-        let tile = (TILE_VALUES / (p * plen).max(1)).clamp(1, n.max(1));
+        let tile = self.tile_samples();
+        let (packed, rest) = self.pack_kernel(ctx.scratch, false);
+        let packed = packed.as_ref();
+        let parallel = n * p * plen >= PAR_MIN_VALUES;
+        // One tile: unroll its samples' patches into `cols`, then multiply
+        // while they are in cache.
+        let run = |xs: &[f32], cols: &mut [f32], yt: &mut [f32], zt: Option<&mut [f32]>| {
+            let cols = &mut cols[..(xs.len() / in_size) * p * plen];
+            for (x1, c1) in xs
+                .chunks_exact(in_size)
+                .zip(cols.chunks_exact_mut(p * plen))
+            {
+                self.im2col(x1, c1);
+            }
+            self.tile_product(cols, packed, yt, zt);
+        };
+        let (xc, cc, yc) = (tile * in_size, tile * p * plen, tile * p * f);
+        if ctx.training {
+            // aux rows: the patches of all samples (the weight gradient reads
+            // them), then their z values.
+            expect_shape(class, "aux", aux.shape(), &[n, p * plen + z_len]);
+            let a = values_mut(aux.view_mut());
+            let (cols, z) = a.split_at_mut(n * p * plen);
+            match (z_len > 0, parallel) {
+                (true, true) => x
+                    .par_chunks(xc)
+                    .zip(cols.par_chunks_mut(cc))
+                    .zip(ys.par_chunks_mut(yc).zip(z.par_chunks_mut(tile * z_len)))
+                    .for_each(|((xs, c), (yt, zt))| run(xs, c, yt, Some(zt))),
+                (true, false) => x
+                    .chunks(xc)
+                    .zip(cols.chunks_mut(cc))
+                    .zip(ys.chunks_mut(yc).zip(z.chunks_mut(tile * z_len)))
+                    .for_each(|((xs, c), (yt, zt))| run(xs, c, yt, Some(zt))),
+                (false, true) => x
+                    .par_chunks(xc)
+                    .zip(cols.par_chunks_mut(cc))
+                    .zip(ys.par_chunks_mut(yc))
+                    .for_each(|((xs, c), yt)| run(xs, c, yt, None)),
+                (false, false) => x
+                    .chunks(xc)
+                    .zip(cols.chunks_mut(cc))
+                    .zip(ys.chunks_mut(yc))
+                    .for_each(|((xs, c), yt)| run(xs, c, yt, None)),
+            }
+            return;
+        }
+        // Inference: each lane unrolls its tiles into its own patch buffer.
+        let tiles = n.div_ceil(tile);
+        let lanes = LANES.min(tiles).max(1);
         assert!(
-            ctx.scratch.len() >= tile * p * plen,
+            rest.len() >= lanes * cc,
             "{class}: scratch of {} values is smaller than the {} that `buffers` asked for",
-            ctx.scratch.len(),
-            tile * p * plen
+            rest.len(),
+            lanes * cc
         );
-        let in_size = self.geo.in_size();
-        for (xs, yt) in x.chunks(tile * in_size).zip(ys.chunks_mut(tile * p * f)) {
-            let cols = &mut ctx.scratch[..(xs.len() / in_size) * p * plen];
-            self.unroll(xs, cols);
-            self.product(cols, yt, None);
+        let per_lane = tiles.div_ceil(lanes);
+        let lane = |(slot, (xs, yl)): (&mut [f32], (&[f32], &mut [f32]))| {
+            for (xt, yt) in xs.chunks(xc).zip(yl.chunks_mut(yc)) {
+                run(xt, slot, yt, None);
+            }
+        };
+        let slots = &mut rest[..lanes * cc];
+        if parallel {
+            slots
+                .par_chunks_mut(cc)
+                .zip(
+                    x.par_chunks(per_lane * xc)
+                        .zip(ys.par_chunks_mut(per_lane * yc)),
+                )
+                .for_each(lane);
+        } else {
+            slots
+                .chunks_mut(cc)
+                .zip(x.chunks(per_lane * xc).zip(ys.chunks_mut(per_lane * yc)))
+                .for_each(lane);
         }
     }
 
@@ -595,7 +712,20 @@ impl Conv {
         let m = n * p;
         let dz = matrix(values(dy.view()), m, f);
         let pm = matrix(patches, m, plen);
-        {
+        if self.short_patches() && ctx.scratch.len() >= weight_grad_partials(plen, f) {
+            // Short patches (a first convolution): the kernel and bias
+            // gradients in one direct pass.
+            let (gk, rest) = grads.split_at_mut(1);
+            weight_grad_short_k(
+                patches,
+                values(dz),
+                plen,
+                f,
+                &mut gk[0],
+                rest.first_mut().map(|g| &mut g[..]),
+                ctx.scratch,
+            );
+        } else {
             let mut gk = matrix_mut(&mut grads[0], plen, f);
             // A sum over every position of the batch into a small kernel:
             // split over the positions, in a fixed order. With long patches
@@ -612,9 +742,9 @@ impl Conv {
             } else {
                 gemm_tall_k(pm.t(), dz, gk, ctx.scratch);
             }
-        }
-        if self.use_bias {
-            column_sums(values(dz), f, &mut grads[1], ctx.scratch);
+            if self.use_bias {
+                column_sums(values(dz), f, &mut grads[1], ctx.scratch);
+            }
         }
         let Some(dx) = dx else { return };
         let kt = matrix(&self.kernel, plen, f);
@@ -623,23 +753,56 @@ impl Conv {
             gemm(dz, kt.t(), matrix_mut(dxs, m, plen));
             return;
         }
-        assert!(
-            ctx.scratch.len() >= m * plen,
-            "{class}: scratch of {} values is smaller than the {} that `buffers` asked for",
-            ctx.scratch.len(),
-            m * plen
-        );
-        let dcols = &mut ctx.scratch[..m * plen];
-        gemm(dz, kt.t(), matrix_mut(dcols, m, plen));
+        // The input gradient, a tile at a time: its patch gradients
+        // `dz K^T` go to the lane's buffer and are added back into the
+        // input gradient (col2im) while they are in cache.
+        let tile = self.tile_samples();
         let in_size = self.geo.in_size();
-        if dxs.len() >= PAR_MIN_VALUES {
-            dxs.par_chunks_mut(in_size)
-                .zip(dcols.par_chunks(p * plen))
-                .for_each(|(d, c)| self.col2im(c, d));
+        let (packed, rest) = self.pack_kernel(ctx.scratch, true);
+        let packed = packed.as_ref();
+        let tiles = n.div_ceil(tile);
+        let lanes = LANES.min(tiles).max(1);
+        let (dc, cc, xc) = (tile * p * f, tile * p * plen, tile * in_size);
+        assert!(
+            rest.len() >= lanes * cc,
+            "{class}: scratch of {} values is smaller than the {} that `buffers` asked for",
+            rest.len(),
+            lanes * cc
+        );
+        let per_lane = tiles.div_ceil(lanes);
+        let dzs = values(dz);
+        let lane = |(slot, (dzl, dxl)): (&mut [f32], (&[f32], &mut [f32]))| {
+            for (dzt, dxt) in dzl.chunks(dc).zip(dxl.chunks_mut(xc)) {
+                let rows = dzt.len() / f;
+                let dcols = &mut slot[..rows * plen];
+                gemm_packed(
+                    matrix(dzt, rows, f),
+                    kt.t(),
+                    packed,
+                    matrix_mut(dcols, rows, plen),
+                );
+                for (d1, c1) in dxt
+                    .chunks_exact_mut(in_size)
+                    .zip(dcols.chunks_exact(p * plen))
+                {
+                    self.col2im(c1, d1);
+                }
+            }
+        };
+        let slots = &mut rest[..lanes * cc];
+        if n * p * plen >= PAR_MIN_VALUES {
+            slots
+                .par_chunks_mut(cc)
+                .zip(
+                    dzs.par_chunks(per_lane * dc)
+                        .zip(dxs.par_chunks_mut(per_lane * xc)),
+                )
+                .for_each(lane);
         } else {
-            dxs.chunks_mut(in_size)
-                .zip(dcols.chunks(p * plen))
-                .for_each(|(d, c)| self.col2im(c, d));
+            slots
+                .chunks_mut(cc)
+                .zip(dzs.chunks(per_lane * dc).zip(dxs.chunks_mut(per_lane * xc)))
+                .for_each(lane);
         }
     }
 
@@ -647,20 +810,30 @@ impl Conv {
         let Ok(g) = self.geometry(input) else {
             return Buffers::default();
         };
-        let plen = self.kernel_size[0] * self.kernel_size[1] * g.channels;
+        let (f, plen) = (
+            self.filters,
+            self.kernel_size[0] * self.kernel_size[1] * g.channels,
+        );
         let p = g.positions();
         let identity = self.identity_patches();
+        let tile = (TILE_PATCH_VALUES / (p * plen).max(1)).max(1);
+        let lanes = LANES * tile * p * plen;
+        // The packed kernel (either way round) and the lanes' patch buffers.
+        let products = packed_b_len(plen, f).max(packed_b_len(f, plen)) + lanes;
         if training {
-            let z = if self.needs_z() { p * self.filters } else { 0 };
+            let z = if self.needs_z() { p * f } else { 0 };
+            // The weight gradient's partial sums (see `backward`).
+            let grads = weight_grad_partials(plen, f)
+                .max((K_SPLITS + 1) * plen * f)
+                .max(SUM_BLOCKS * f);
             Buffers {
                 aux: if identity { 0 } else { p * plen } + z,
-                scratch_per_row: p * plen,
+                scratch: grads.max(if identity { 0 } else { products }),
                 ..Buffers::default()
             }
         } else {
-            let tile = (TILE_VALUES / (p * plen).max(1)).max(1);
             Buffers {
-                scratch: if identity { 0 } else { tile * p * plen },
+                scratch: if identity { 0 } else { products },
                 ..Buffers::default()
             }
         }

@@ -341,6 +341,28 @@ pub(crate) fn expect_grads(layer: &str, grads: &[Vec<f32>], lens: &[usize]) {
     );
 }
 
+/// [`add_bias_activate`] on the calling thread, for a block of rows that a
+/// parallel caller already owns.
+pub(crate) fn bias_activate_block(
+    y: &mut [f32],
+    z: Option<&mut [f32]>,
+    bias: &[f32],
+    act: Activation,
+    units: usize,
+) {
+    if !bias.is_empty() {
+        for row in y.chunks_exact_mut(units) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+    if let Some(z) = z {
+        z.copy_from_slice(y);
+    }
+    act.forward_block(y, units);
+}
+
 /// The fused pass after a layer's matrix product: adds `bias` to every row
 /// of `units` values of `y`, copies the result to `z` when given (the
 /// pre-activation a fused loss or the activation's gradient needs), and
@@ -356,19 +378,8 @@ pub(crate) fn add_bias_activate(
     rows_per_task: usize,
 ) {
     use rayon::prelude::*;
-    let finish = |yc: &mut [f32], zc: Option<&mut [f32]>| {
-        if !bias.is_empty() {
-            for row in yc.chunks_exact_mut(units) {
-                for (v, &b) in row.iter_mut().zip(bias) {
-                    *v += b;
-                }
-            }
-        }
-        if let Some(zc) = zc {
-            zc.copy_from_slice(yc);
-        }
-        act.forward_block(yc, units);
-    };
+    let finish =
+        |yc: &mut [f32], zc: Option<&mut [f32]>| bias_activate_block(yc, zc, bias, act, units);
     let chunk = rows_per_task.max(1) * units;
     let parallel = y.len() >= 1 << 14;
     match z {

@@ -29,6 +29,10 @@
 //! one-sample `predict` reads a fifth of the first kernel.
 //! `benches/gemm_shapes.rs` compares the kernels at the model's shapes.
 
+mod short_k;
+
+pub(crate) use short_k::{gemm_short_k, weight_grad_partials, weight_grad_short_k, SHORT_K};
+
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -279,6 +283,18 @@ fn check_shapes(what: &str, a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &ArrayV
         c.nrows(),
         c.ncols()
     );
+}
+
+/// Whether horn's AVX2 and FMA kernels run on this CPU (not forced portable).
+pub(crate) fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Whether the portable kernel was forced with `HORN_PORTABLE_GEMM=1` (read
