@@ -71,13 +71,19 @@ pub(crate) fn weight_grad_partials(k: usize, n: usize) -> usize {
 /// a row-major `m x k` `a` and `m x n` `d`, in parallel over [`K_SPLITS`]
 /// fixed blocks of rows summed in block order (see the module docs).
 ///
+/// With a `gate` (`m x n`, a ReLU's output), `D` counts only where the gate
+/// is positive: the ReLU's backward pass fused in, so that a first
+/// convolution's output gradient is read once and never written.
+///
 /// # Panics
 /// When the lengths do not agree or `partials` is shorter than
 /// [`weight_grad_partials`].
 #[track_caller]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_grad_short_k(
     a: &[f32],
     d: &[f32],
+    gate: Option<&[f32]>,
     k: usize,
     n: usize,
     grad: &mut [f32],
@@ -88,6 +94,7 @@ pub(crate) fn weight_grad_short_k(
     assert!(
         n > 0
             && d.len() == m * n
+            && gate.is_none_or(|g| g.len() == m * n)
             && a.len() == m * k
             && grad.len() == k * n
             && bias_grad.as_ref().is_none_or(|g| g.len() == n)
@@ -106,7 +113,16 @@ pub(crate) fn weight_grad_short_k(
     let work = |i: usize, part: &mut [f32]| {
         part.fill(0.0);
         let (r0, r1) = ((i * block).min(m), ((i + 1) * block).min(m));
-        block_grad(&a[r0 * k..r1 * k], &d[r0 * n..r1 * n], k, n, taps, part);
+        let gate = gate.map(|g| &g[r0 * n..r1 * n]);
+        block_grad(
+            &a[r0 * k..r1 * k],
+            &d[r0 * n..r1 * n],
+            gate,
+            k,
+            n,
+            taps,
+            part,
+        );
     };
     if m * n * taps >= 1 << 16 {
         partials
@@ -137,25 +153,47 @@ pub(crate) fn weight_grad_short_k(
 }
 
 /// Adds one block's `A^T D` (and, with `taps = k + 1`, the column sums of
-/// `D` as a last row) to `part` (`taps x n`), row by row.
-fn block_grad(a: &[f32], d: &[f32], k: usize, n: usize, taps: usize, part: &mut [f32]) {
+/// `D` as a last row) to `part` (`taps x n`), row by row; `D` counts only
+/// where a given `gate` is positive.
+fn block_grad(
+    a: &[f32],
+    d: &[f32],
+    gate: Option<&[f32]>,
+    k: usize,
+    n: usize,
+    taps: usize,
+    part: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if super::avx2_available() {
-            // SAFETY: `a` is `rows x k` and `d` `rows x n` (sliced by the
-            // caller from checked lengths), `part` holds `taps x n` values with
-            // `taps <= k + 1`, and `avx2_available` checked AVX2 and FMA.
-            unsafe { avx2::block_grad(a, d, k, n, taps, part) };
+            // SAFETY: `a` is `rows x k`, `d` and the gate `rows x n` (sliced
+            // by the caller from checked lengths), `part` holds `taps x n`
+            // values with `taps <= k + 1`, and `avx2_available` checked AVX2
+            // and FMA.
+            unsafe { avx2::block_grad(a, d, gate, k, n, taps, part) };
             return;
         }
     }
-    for (ar, dr) in a.chunks_exact(k.max(1)).zip(d.chunks_exact(n)) {
+    for (r, (ar, dr)) in a.chunks_exact(k.max(1)).zip(d.chunks_exact(n)).enumerate() {
         for t in 0..taps {
             let x = if t < k { ar[t] } else { 1.0 };
-            for (o, &v) in part[t * n..(t + 1) * n].iter_mut().zip(dr) {
-                *o += x * v;
+            for (j, (o, &v)) in part[t * n..(t + 1) * n].iter_mut().zip(dr).enumerate() {
+                *o += x * gated(v, gate, r * n + j);
             }
         }
+    }
+}
+
+/// `d`, or 0 where the gate (when there is one) is not positive.
+#[inline]
+fn gated(d: f32, gate: Option<&[f32]>, i: usize) -> f32 {
+    match gate {
+        // `> 0` is false for a NaN gate, which blocks, as in the ReLU's own
+        // backward pass.
+        Some(g) if g[i] > 0.0 => d,
+        Some(_) => 0.0,
+        None => d,
     }
 }
 
@@ -256,12 +294,13 @@ mod avx2 {
     /// See [`super::block_grad`].
     ///
     /// # Safety
-    /// AVX2 and FMA; `a` holds `rows x k` and `d` `rows x n` values (the
-    /// same `rows`), `part` `taps x n` with `taps <= k + 1`.
+    /// AVX2 and FMA; `a` holds `rows x k` and `d` (and the gate) `rows x n`
+    /// values (the same `rows`), `part` `taps x n` with `taps <= k + 1`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn block_grad(
         a: &[f32],
         d: &[f32],
+        gate: Option<&[f32]>,
         k: usize,
         n: usize,
         taps: usize,
@@ -281,6 +320,7 @@ mod avx2 {
         for r0 in (0..rows).step_by(CHUNK_ROWS) {
             let r1 = (r0 + CHUNK_ROWS).min(rows);
             let dp = d.as_ptr().wrapping_add(r0 * n);
+            let gp = gate.map_or(std::ptr::null(), |g| g.as_ptr().wrapping_add(r0 * n));
             let mut j0 = 0;
             while j0 + 8 <= n {
                 // 32 columns at a time (four registers), then 8.
@@ -294,6 +334,7 @@ mod avx2 {
                         s1.wrapping_add(r0 * st1),
                         st1,
                         dp.wrapping_add(j0),
+                        gp.wrapping_add(j0),
                         n,
                         r1 - r0,
                         pp.wrapping_add(t * n + j0),
@@ -304,10 +345,11 @@ mod avx2 {
                     // (when `wide`, else j0..j0+8) of `d` and of part rows t
                     // and t+1 (or t twice) are in bounds.
                     unsafe {
-                        if wide {
-                            pair::<4>(args)
-                        } else {
-                            pair::<1>(args)
+                        match (wide, gate.is_some()) {
+                            (true, false) => pair::<4, false>(args),
+                            (true, true) => pair::<4, true>(args),
+                            (false, false) => pair::<1, false>(args),
+                            (false, true) => pair::<1, true>(args),
                         }
                     };
                 }
@@ -321,7 +363,8 @@ mod avx2 {
                     unsafe {
                         let mut acc = *pp.add(t * n + j);
                         for r in r0..r1 {
-                            acc = (*s.add(r * st)).mul_add(d[r * n + j], acc);
+                            let dv = super::gated(d[r * n + j], gate, r * n + j);
+                            acc = (*s.add(r * st)).mul_add(dv, acc);
                         }
                         *pp.add(t * n + j) = acc;
                     }
@@ -330,12 +373,13 @@ mod avx2 {
         }
     }
 
-    /// `(x0, st0, x1, st1, d, n, rows, out0, out1, second)` of [`pair`].
+    /// `(x0, st0, x1, st1, d, gate, n, rows, out0, out1, second)` of [`pair`].
     type PairArgs = (
         *const f32,
         usize,
         *const f32,
         usize,
+        *const f32,
         *const f32,
         usize,
         usize,
@@ -345,16 +389,18 @@ mod avx2 {
     );
 
     /// Adds `sum_r x0[r] * D[r, ..8 NB]` to `out0` and, when `second`, the
-    /// same for `x1` to `out1`, over `rows` rows (in order).
+    /// same for `x1` to `out1`, over `rows` rows (in order); with `GATED`,
+    /// `D` counts only where the gate is positive.
     ///
     /// # Safety
     /// AVX2 and FMA; `x0 + r * st0` and `x1 + r * st1` readable for every
-    /// `r < rows`, `d + r * n + ..8 NB` readable, `out0` and `out1` hold
-    /// `8 * NB` values (the same location when `!second`).
+    /// `r < rows`, `d + r * n + ..8 NB` readable (and the same of `gate`
+    /// with `GATED`), `out0` and `out1` hold `8 * NB` values (the same
+    /// location when `!second`).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn pair<const NB: usize>(args: PairArgs) {
-        let (x0, st0, x1, st1, d, n, rows, out0, out1, second) = args;
+    unsafe fn pair<const NB: usize, const GATED: bool>(args: PairArgs) {
+        let (x0, st0, x1, st1, d, gate, n, rows, out0, out1, second) = args;
         // SAFETY (whole body): this function's contract.
         unsafe {
             let mut acc0 = [_mm256_setzero_ps(); NB];
@@ -368,7 +414,13 @@ mod avx2 {
                 let v1 = _mm256_set1_ps(*x1.add(r * st1));
                 let dr = d.add(r * n);
                 for j in 0..NB {
-                    let dv = _mm256_loadu_ps(dr.add(8 * j));
+                    let mut dv = _mm256_loadu_ps(dr.add(8 * j));
+                    if GATED {
+                        // `g > 0` is false for a NaN gate, which blocks, as
+                        // in the ReLU's own backward pass.
+                        let g = _mm256_loadu_ps(gate.add(r * n + 8 * j));
+                        dv = _mm256_and_ps(dv, _mm256_cmp_ps::<_CMP_GT_OQ>(g, _mm256_setzero_ps()));
+                    }
                     acc0[j] = _mm256_fmadd_ps(v0, dv, acc0[j]);
                     acc1[j] = _mm256_fmadd_ps(v1, dv, acc1[j]);
                 }
@@ -441,6 +493,7 @@ mod tests {
             weight_grad_short_k(
                 &a,
                 &d,
+                None,
                 k,
                 n,
                 &mut g,
@@ -468,6 +521,31 @@ mod tests {
     }
 
     #[test]
+    fn a_gate_gives_the_bits_of_the_relu_backward_pass_then_the_gradient() {
+        let (m, k, n) = (700, 9, 44);
+        let (a, d) = (data(m * k, 7), data(m * n, 8));
+        let mut gate = data(m * n, 9);
+        gate[5] = f32::NAN;
+        let masked: Vec<f32> = d
+            .iter()
+            .zip(&gate)
+            .map(|(&v, &g)| if g > 0.0 { v } else { 0.0 })
+            .collect();
+        let run = |d: &[f32], gate: Option<&[f32]>| {
+            let mut g = vec![0.0; k * n];
+            let mut bg = vec![0.0; n];
+            let mut partials = vec![0.0; weight_grad_partials(k, n)];
+            weight_grad_short_k(&a, d, gate, k, n, &mut g, Some(&mut bg), &mut partials);
+            (g, bg)
+        };
+        let (want, got) = (run(&masked, None), run(&d, Some(&gate)));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&want.0), bits(&got.0));
+        assert_eq!(bits(&want.1), bits(&got.1));
+        assert_ne!(run(&d, None).0, got.0, "the gate must change something");
+    }
+
+    #[test]
     fn the_weight_gradient_has_the_same_bits_on_any_pool() {
         let (m, k, n) = (5000, 9, 32);
         let (a, d) = (data(m * k, 5), data(m * n, 6));
@@ -480,7 +558,7 @@ mod tests {
                 let mut g = vec![0.0; k * n];
                 let mut bg = vec![0.0; n];
                 let mut partials = vec![0.0; weight_grad_partials(k, n)];
-                weight_grad_short_k(&a, &d, k, n, &mut g, Some(&mut bg), &mut partials);
+                weight_grad_short_k(&a, &d, None, k, n, &mut g, Some(&mut bg), &mut partials);
                 (g, bg)
             })
         };

@@ -37,8 +37,9 @@ use crate::activations::{Activation, IntoActivation};
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
 use crate::kernels::{
-    gemm, gemm_packed, gemm_short_k, gemm_tall_k, matrix, matrix_mut, pack_b, packed_b_len, values,
-    values_mut, weight_grad_partials, weight_grad_short_k, PackedB, K_SPLITS, SHORT_K,
+    gemm, gemm_packed, gemm_serial, gemm_short_k, gemm_tall_k, matrix, matrix_mut, pack_b,
+    packed_b_len, values, values_mut, weight_grad_partials, weight_grad_short_k, PackedB, K_SPLITS,
+    SHORT_K,
 };
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
@@ -508,10 +509,27 @@ impl Conv {
         (TILE_PATCH_VALUES / (self.geo.positions() * self.patch_len()).max(1)).max(1)
     }
 
-    /// Scratch values of the per-lane patch buffers (inference forward and
-    /// the input gradient): [`LANES`] tiles.
+    /// Scratch values of one lane: a tile's patches, a tile's patch
+    /// gradients, and two kernel-sized buffers (the lane's product and its
+    /// partial kernel gradient).
+    fn lane_len(&self) -> usize {
+        let (plen, f) = (self.patch_len(), self.filters);
+        2 * self.tile_samples() * self.geo.positions() * plen + 2 * plen * f
+    }
+
+    /// Scratch values of the per-lane buffers (forward without kept
+    /// patches, and backward): [`LANES`] lanes.
     fn lane_values(&self) -> usize {
-        LANES * self.tile_samples() * self.geo.positions() * self.patch_len()
+        LANES * self.lane_len()
+    }
+
+    /// Whether training keeps the patches in `aux` for the weight gradient:
+    /// short ones (a first convolution, cheap to keep, read by one direct
+    /// pass). Long ones are unrolled again, tile by tile, in backward: that
+    /// reads the input again instead of writing and reading back the patches
+    /// (`kh * kw` times the input's size).
+    fn keeps_patches(&self) -> bool {
+        self.short_patches() && !self.identity_patches()
     }
 
     /// Whether the patches are short enough for the direct kernels of
@@ -598,6 +616,7 @@ impl Conv {
             return;
         }
         let tile = self.tile_samples();
+        let keep = ctx.training && self.keeps_patches();
         let (packed, rest) = self.pack_kernel(ctx.scratch, false);
         let packed = packed.as_ref();
         let parallel = n * p * plen >= PAR_MIN_VALUES;
@@ -614,29 +633,37 @@ impl Conv {
             self.tile_product(cols, packed, yt, zt);
         };
         let (xc, cc, yc) = (tile * in_size, tile * p * plen, tile * p * f);
+        // aux rows in training: the patches of all samples when kept (short
+        // patches: the weight gradient reads them), then the z values.
+        let kept = if keep { p * plen } else { 0 };
         if ctx.training {
-            // aux rows: the patches of all samples (the weight gradient reads
-            // them), then their z values.
-            expect_shape(class, "aux", aux.shape(), &[n, p * plen + z_len]);
-            let a = values_mut(aux.view_mut());
-            let (cols, z) = a.split_at_mut(n * p * plen);
-            match (z_len > 0, parallel) {
-                (true, true) => x
+            expect_shape(class, "aux", aux.shape(), &[n, kept + z_len]);
+        }
+        let a = values_mut(aux.view_mut());
+        let (cols, z) = a.split_at_mut(n * kept);
+        let z = if ctx.training && z_len > 0 {
+            Some(z)
+        } else {
+            None
+        };
+        if keep {
+            match (z, parallel) {
+                (Some(z), true) => x
                     .par_chunks(xc)
                     .zip(cols.par_chunks_mut(cc))
                     .zip(ys.par_chunks_mut(yc).zip(z.par_chunks_mut(tile * z_len)))
                     .for_each(|((xs, c), (yt, zt))| run(xs, c, yt, Some(zt))),
-                (true, false) => x
+                (Some(z), false) => x
                     .chunks(xc)
                     .zip(cols.chunks_mut(cc))
                     .zip(ys.chunks_mut(yc).zip(z.chunks_mut(tile * z_len)))
                     .for_each(|((xs, c), (yt, zt))| run(xs, c, yt, Some(zt))),
-                (false, true) => x
+                (None, true) => x
                     .par_chunks(xc)
                     .zip(cols.par_chunks_mut(cc))
                     .zip(ys.par_chunks_mut(yc))
                     .for_each(|((xs, c), yt)| run(xs, c, yt, None)),
-                (false, false) => x
+                (None, false) => x
                     .chunks(xc)
                     .zip(cols.chunks_mut(cc))
                     .zip(ys.chunks_mut(yc))
@@ -644,7 +671,7 @@ impl Conv {
             }
             return;
         }
-        // Inference: each lane unrolls its tiles into its own patch buffer.
+        // Each lane unrolls its tiles into its own patch buffer.
         let tiles = n.div_ceil(tile);
         let lanes = LANES.min(tiles).max(1);
         assert!(
@@ -654,25 +681,26 @@ impl Conv {
             lanes * cc
         );
         let per_lane = tiles.div_ceil(lanes);
-        let lane = |(slot, (xs, yl)): (&mut [f32], (&[f32], &mut [f32]))| {
-            for (xt, yt) in xs.chunks(xc).zip(yl.chunks_mut(yc)) {
-                run(xt, slot, yt, None);
+        let lane = |slot: &mut [f32], xs: &[f32], yl: &mut [f32], zl: Option<&mut [f32]>| {
+            let mut zl = zl;
+            for (t, (xt, yt)) in xs.chunks(xc).zip(yl.chunks_mut(yc)).enumerate() {
+                let zt = zl
+                    .as_deref_mut()
+                    .map(|z| &mut z[t * tile * z_len..][..yt.len()]);
+                run(xt, slot, yt, zt);
             }
         };
-        let slots = &mut rest[..lanes * cc];
-        if parallel {
-            slots
-                .par_chunks_mut(cc)
-                .zip(
-                    x.par_chunks(per_lane * xc)
-                        .zip(ys.par_chunks_mut(per_lane * yc)),
-                )
-                .for_each(lane);
-        } else {
-            slots
-                .chunks_mut(cc)
-                .zip(x.chunks(per_lane * xc).zip(ys.chunks_mut(per_lane * yc)))
-                .for_each(lane);
+        let slots = rest[..lanes * cc].par_chunks_mut(cc);
+        let work = x
+            .par_chunks(per_lane * xc)
+            .zip(ys.par_chunks_mut(per_lane * yc));
+        match z {
+            Some(z) => slots
+                .zip(work.zip(z.par_chunks_mut(per_lane * tile * z_len)))
+                .for_each(|(slot, ((xs, yl), zl))| lane(slot, xs, yl, Some(zl))),
+            None => slots
+                .zip(work)
+                .for_each(|(slot, (xs, yl))| lane(slot, xs, yl, None)),
         }
     }
 
@@ -690,35 +718,43 @@ impl Conv {
         let class = self.class();
         let n = x.nrows();
         let (p, f, plen) = (self.geo.positions(), self.filters, self.patch_len());
+        let in_size = self.geo.in_size();
         let identity = self.identity_patches();
-        let patch_cols = if identity { 0 } else { p * plen };
+        let kept = if self.keeps_patches() { p * plen } else { 0 };
         let z_len = if self.needs_z() { p * f } else { 0 };
-        expect_shape(class, "x", x.shape(), &[n, self.geo.in_size()]);
+        expect_shape(class, "x", x.shape(), &[n, in_size]);
         expect_shape(class, "y", y.shape(), &[n, p * f]);
         expect_shape(class, "dy", dy.shape(), &[n, p * f]);
-        expect_shape(class, "aux", aux.shape(), &[n, patch_cols + z_len]);
+        expect_shape(class, "aux", aux.shape(), &[n, kept + z_len]);
         if let Some(dx) = &dx {
             expect_shape(class, "dx", dx.shape(), x.shape());
         }
         let n_params = if self.use_bias { 2 } else { 1 };
         expect_grads(class, grads, &[self.kernel.len(), f][..n_params]);
         let a = values(aux);
-        let (cols, z) = a.split_at(n * patch_cols);
-        let patches = if identity { values(x) } else { cols };
-        if !ctx.dy_is_preactivation {
+        let (cols, z) = a.split_at(n * kept);
+        let direct = kept > 0 && ctx.scratch.len() >= weight_grad_partials(plen, f);
+        // A first convolution with ReLU: the direct pass below applies the
+        // ReLU's gradient as it reads `dy`, which is then never written.
+        let gate = (direct
+            && dx.is_none()
+            && self.activation == Activation::Relu
+            && !ctx.dy_is_preactivation)
+            .then(|| values(y));
+        if !ctx.dy_is_preactivation && gate.is_none() {
             self.activation
                 .backward(z, values(y), values_mut(dy.view_mut()), f);
         }
         let m = n * p;
         let dz = matrix(values(dy.view()), m, f);
-        let pm = matrix(patches, m, plen);
-        if self.short_patches() && ctx.scratch.len() >= weight_grad_partials(plen, f) {
+        if direct {
             // Short patches (a first convolution): the kernel and bias
-            // gradients in one direct pass.
+            // gradients in one direct pass over the kept patches.
             let (gk, rest) = grads.split_at_mut(1);
             weight_grad_short_k(
-                patches,
+                cols,
                 values(dz),
+                gate,
                 plen,
                 f,
                 &mut gk[0],
@@ -726,108 +762,148 @@ impl Conv {
                 ctx.scratch,
             );
         } else {
-            let mut gk = matrix_mut(&mut grads[0], plen, f);
-            // A sum over every position of the batch into a small kernel:
-            // split over the positions, in a fixed order. With long patches
-            // (plen > 64) the product is formed transposed, `dK^T = dz^T
-            // patches`, so that the large operand (the patches) is read row
-            // by row; with short ones `patches^T` is read cheaply as it is.
-            let kernel_len = plen * f;
-            let partial_len = K_SPLITS * kernel_len;
-            if plen > 64 && ctx.scratch.len() >= partial_len + kernel_len {
-                let (partials, rest) = ctx.scratch.split_at_mut(partial_len);
-                let mut gt = matrix_mut(rest, f, plen);
-                gemm_tall_k(dz.t(), pm, gt.view_mut(), partials);
-                gk.assign(&gt.t());
-            } else {
-                gemm_tall_k(pm.t(), dz, gk, ctx.scratch);
+            if identity || kept > 0 {
+                // The patches are at hand (the input itself, or kept): a
+                // sum over every position of the batch into a small
+                // kernel, split over the positions in a fixed order.
+                // With long patches (a 1x1 convolution of many channels)
+                // the product is formed transposed, `dK^T = dz^T patches`,
+                // so that the large operand is read row by row.
+                let pm = matrix(if identity { values(x) } else { cols }, m, plen);
+                let mut gk = matrix_mut(&mut grads[0], plen, f);
+                let kernel_len = plen * f;
+                let partial_len = K_SPLITS * kernel_len;
+                if plen > 64 && ctx.scratch.len() >= partial_len + kernel_len {
+                    let (partials, rest) = ctx.scratch.split_at_mut(partial_len);
+                    let mut gt = matrix_mut(rest, f, plen);
+                    gemm_tall_k(dz.t(), pm, gt.view_mut(), partials);
+                    gk.assign(&gt.t());
+                } else {
+                    gemm_tall_k(pm.t(), dz, gk, ctx.scratch);
+                }
             }
             if self.use_bias {
                 column_sums(values(dz), f, &mut grads[1], ctx.scratch);
             }
         }
-        let Some(dx) = dx else { return };
         let kt = matrix(&self.kernel, plen, f);
-        let dxs = values_mut(dx);
         if identity {
-            gemm(dz, kt.t(), matrix_mut(dxs, m, plen));
+            if let Some(dx) = dx {
+                gemm(dz, kt.t(), matrix_mut(values_mut(dx), m, plen));
+            }
+            return;
+        }
+        // Long patches are not kept: each tile's are unrolled again into its
+        // lane's buffer, and the lane adds `dz^T patches` to its own partial
+        // kernel gradient; the lanes' partials are then added in lane order.
+        let recompute = kept == 0;
+        if !recompute && dx.is_none() {
             return;
         }
         // The input gradient, a tile at a time: its patch gradients
         // `dz K^T` go to the lane's buffer and are added back into the
         // input gradient (col2im) while they are in cache.
         let tile = self.tile_samples();
-        let in_size = self.geo.in_size();
-        let (packed, rest) = self.pack_kernel(ctx.scratch, true);
+        let (packed, rest) = if dx.is_some() {
+            self.pack_kernel(ctx.scratch, true)
+        } else {
+            (None, &mut ctx.scratch[..])
+        };
         let packed = packed.as_ref();
         let tiles = n.div_ceil(tile);
         let lanes = LANES.min(tiles).max(1);
-        let (dc, cc, xc) = (tile * p * f, tile * p * plen, tile * in_size);
+        let (dc, cc, xc, kl) = (tile * p * f, tile * p * plen, tile * in_size, plen * f);
+        let lane_len = self.lane_len();
         assert!(
-            rest.len() >= lanes * cc,
+            rest.len() >= lanes * lane_len,
             "{class}: scratch of {} values is smaller than the {} that `buffers` asked for",
             rest.len(),
-            lanes * cc
+            lanes * lane_len
         );
         let per_lane = tiles.div_ceil(lanes);
-        let dzs = values(dz);
-        let lane = |(slot, (dzl, dxl)): (&mut [f32], (&[f32], &mut [f32]))| {
-            for (dzt, dxt) in dzl.chunks(dc).zip(dxl.chunks_mut(xc)) {
+        let xs = values(x);
+        let lane = |buf: &mut [f32], xl: &[f32], dzl: &[f32], dxl: Option<&mut [f32]>| {
+            let (pslot, r) = buf.split_at_mut(cc);
+            let (dslot, r) = r.split_at_mut(cc);
+            let (tmp, partial) = r.split_at_mut(kl);
+            partial[..kl].fill(0.0);
+            let mut dxl = dxl;
+            for (t, (xt, dzt)) in xl.chunks(xc).zip(dzl.chunks(dc)).enumerate() {
                 let rows = dzt.len() / f;
-                let dcols = &mut slot[..rows * plen];
-                gemm_packed(
-                    matrix(dzt, rows, f),
-                    kt.t(),
-                    packed,
-                    matrix_mut(dcols, rows, plen),
-                );
-                for (d1, c1) in dxt
-                    .chunks_exact_mut(in_size)
-                    .zip(dcols.chunks_exact(p * plen))
-                {
-                    self.col2im(c1, d1);
+                let dzm = matrix(dzt, rows, f);
+                if recompute {
+                    let pc = &mut pslot[..rows * plen];
+                    for (x1, c1) in xt.chunks_exact(in_size).zip(pc.chunks_exact_mut(p * plen)) {
+                        self.im2col(x1, c1);
+                    }
+                    gemm_serial(dzm.t(), matrix(pc, rows, plen), matrix_mut(tmp, f, plen));
+                    partial[..kl]
+                        .iter_mut()
+                        .zip(&*tmp)
+                        .for_each(|(o, &v)| *o += v);
+                }
+                if let Some(dxl) = dxl.as_deref_mut() {
+                    let dxt = &mut dxl[t * xc..t * xc + xt.len()];
+                    let dcols = &mut dslot[..rows * plen];
+                    gemm_packed(dzm, kt.t(), packed, matrix_mut(dcols, rows, plen));
+                    for (d1, c1) in dxt
+                        .chunks_exact_mut(in_size)
+                        .zip(dcols.chunks_exact(p * plen))
+                    {
+                        self.col2im(c1, d1);
+                    }
                 }
             }
         };
-        let slots = &mut rest[..lanes * cc];
-        if n * p * plen >= PAR_MIN_VALUES {
-            slots
-                .par_chunks_mut(cc)
-                .zip(
-                    dzs.par_chunks(per_lane * dc)
-                        .zip(dxs.par_chunks_mut(per_lane * xc)),
-                )
-                .for_each(lane);
-        } else {
-            slots
-                .chunks_mut(cc)
-                .zip(dzs.chunks(per_lane * dc).zip(dxs.chunks_mut(per_lane * xc)))
-                .for_each(lane);
+        let bufs = &mut rest[..lanes * lane_len];
+        let work = xs
+            .par_chunks(per_lane * xc)
+            .zip(values(dz).par_chunks(per_lane * dc));
+        match dx {
+            Some(dx) => bufs
+                .par_chunks_mut(lane_len)
+                .zip(work.zip(values_mut(dx).par_chunks_mut(per_lane * xc)))
+                .for_each(|(b, ((xl, dzl), dxl))| lane(b, xl, dzl, Some(dxl))),
+            None => bufs
+                .par_chunks_mut(lane_len)
+                .zip(work)
+                .for_each(|(b, (xl, dzl))| lane(b, xl, dzl, None)),
+        }
+        if recompute {
+            // Lane partials are `filters x plen`; the gradient is `plen x filters`.
+            let g = &mut grads[0];
+            g.fill(0.0);
+            for buf in bufs.chunks_exact(lane_len).take(tiles.div_ceil(per_lane)) {
+                let partial = &buf[2 * cc + kl..][..kl];
+                for (j, row) in partial.chunks_exact(plen).enumerate() {
+                    for (c, &v) in row.iter().enumerate() {
+                        g[c * f + j] += v;
+                    }
+                }
+            }
         }
     }
 
     fn buffers(&self, input: &Shape, training: bool) -> Buffers {
-        let Ok(g) = self.geometry(input) else {
+        let Ok(geo) = self.geometry(input) else {
             return Buffers::default();
         };
-        let (f, plen) = (
-            self.filters,
-            self.kernel_size[0] * self.kernel_size[1] * g.channels,
-        );
-        let p = g.positions();
-        let identity = self.identity_patches();
-        let tile = (TILE_PATCH_VALUES / (p * plen).max(1)).max(1);
-        let lanes = LANES * tile * p * plen;
-        // The packed kernel (either way round) and the lanes' patch buffers.
-        let products = packed_b_len(plen, f).max(packed_b_len(f, plen)) + lanes;
+        // The sizes depend on the geometry: ask a copy that has it.
+        let mut at = self.clone();
+        at.geo = geo;
+        let (f, plen, p) = (at.filters, at.patch_len(), geo.positions());
+        let identity = at.identity_patches();
+        // The packed kernel (either way round) and the lanes' buffers.
+        let products = packed_b_len(plen, f).max(packed_b_len(f, plen)) + at.lane_values();
         if training {
-            let z = if self.needs_z() { p * f } else { 0 };
+            let z = if at.needs_z() { p * f } else { 0 };
+            let kept = if at.keeps_patches() { p * plen } else { 0 };
             // The weight gradient's partial sums (see `backward`).
             let grads = weight_grad_partials(plen, f)
                 .max((K_SPLITS + 1) * plen * f)
                 .max(SUM_BLOCKS * f);
             Buffers {
-                aux: if identity { 0 } else { p * plen } + z,
+                aux: kept + z,
                 scratch: grads.max(if identity { 0 } else { products }),
                 ..Buffers::default()
             }
