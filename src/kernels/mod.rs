@@ -372,8 +372,6 @@ mod avx2 {
     const FEW_ROWS: usize = 4;
 
     thread_local! {
-        /// Per-slice accumulators of [`few_rows`].
-        static ROWACC: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         /// The packed `B`, owned by the thread that runs the product.
         static BPACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         /// A task's slice of the packed `B` in [`col_block`], one per worker thread.
@@ -592,63 +590,112 @@ mod avx2 {
     }
 
     /// `C = A B` for a handful of rows (a single-sample `predict`) and a row-major
-    /// `B`: streams each row of `B` once per row of `A` instead of packing all of
-    /// `B`. The arithmetic is the kernel's: per `KC` slice, an FMA chain over `p`
-    /// from zero, then `C = acc` or `C += acc`, so a row gets the same bits
-    /// whatever the batch it is predicted in.
+    /// `B`: streams `B` once per row of `A` instead of packing it. Each block
+    /// of 64 columns of the row is accumulated in eight registers over a whole
+    /// `KC` slice (the loads of `B` then go straight to the FMA units, with no
+    /// accumulator round trip through memory). The arithmetic is the kernel's:
+    /// per `KC` slice, an FMA chain over `p` from zero, then `C = acc` or
+    /// `C += acc`, so a row gets the same bits whatever the batch it is
+    /// predicted in.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn few_rows(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
-        // SAFETY: the caller guarantees AVX2/FMA and agreeing shapes (`a` m x k, `b` k x n with unit column stride, `c` m x n); every pointer below is offset by i < m, p < k, j < n.
-        unsafe {
-            let (m, k) = a.dim();
-            let n = b.ncols();
-            let (ars, acs) = (a.strides()[0], a.strides()[1]);
-            let brs = b.strides()[0];
-            let ldc = c.strides()[0];
-            let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-            let vec_n = n - n % 8;
-            ROWACC.with(|acc| {
-                let mut acc = acc.borrow_mut();
-                acc.resize(n, 0.0);
-                // SAFETY (pointer use below): i < m, p < k and j < n stay inside
-                // `a` (m x k), `b` (k x n, unit column stride) and `c` (m x n).
-                for i in 0..m {
-                    let crow = cp.offset(i as isize * ldc);
-                    for pc in (0..k).step_by(KC) {
-                        acc.fill(0.0);
-                        for p in pc..KC.min(k - pc) + pc {
-                            let av = *ap.offset(i as isize * ars + p as isize * acs);
-                            if av == 0.0 {
-                                // Adds nothing (see `kernel_sparse`); a sparse row
-                                // (an MNIST image) reads a fraction of `B`.
-                                continue;
-                            }
-                            let bv = _mm256_set1_ps(av);
-                            let brow = bp.offset(p as isize * brs);
-                            let mut j = 0;
-                            while j < vec_n {
-                                let t = acc.as_mut_ptr().add(j);
-                                _mm256_storeu_ps(
-                                    t,
-                                    _mm256_fmadd_ps(
-                                        bv,
-                                        _mm256_loadu_ps(brow.add(j)),
-                                        _mm256_loadu_ps(t),
-                                    ),
-                                );
-                                j += 8;
-                            }
-                            for j in vec_n..n {
-                                acc[j] = av.mul_add(*brow.add(j), acc[j]);
-                            }
-                        }
-                        for (j, &v) in acc.iter().enumerate() {
-                            let out = crow.add(j);
-                            *out = if pc == 0 { v } else { *out + v };
-                        }
+        let (m, k) = a.dim();
+        let n = b.ncols();
+        let (ars, acs) = (a.strides()[0], a.strides()[1]);
+        let brs = b.strides()[0];
+        let ldc = c.strides()[0];
+        let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        for i in 0..m {
+            // SAFETY: i < m: row i of `a` and of `c`.
+            let (arow, crow) =
+                unsafe { (ap.offset(i as isize * ars), cp.offset(i as isize * ldc)) };
+            for pc in (0..k).step_by(KC) {
+                let end = KC.min(k - pc) + pc;
+                // The slice's nonzero inputs and their steps, in order: zero
+                // inputs add nothing (see `kernel_sparse`), so a sparse row (an
+                // MNIST image) reads a fraction of `B`, and the column blocks
+                // below run without a branch.
+                let mut vals = [0.0f32; KC];
+                let mut steps = [0usize; KC];
+                let mut nz = 0;
+                for p in pc..end {
+                    // SAFETY: p < k: inside row i of `a`.
+                    let av = unsafe { *arow.offset(p as isize * acs) };
+                    if av != 0.0 {
+                        vals[nz] = av;
+                        steps[nz] = p;
+                        nz += 1;
                     }
                 }
-            });
+                let (vals, steps) = (&vals[..nz], &steps[..nz]);
+                let mut j0 = 0;
+                while j0 + 8 <= n {
+                    let wide = j0 + 64 <= n;
+                    // SAFETY: columns j0..j0+64 (wide) or j0..j0+8 lie inside
+                    // `b` (unit column stride) and row i of `c`; every step is
+                    // below k.
+                    unsafe {
+                        if wide {
+                            few_rows_block::<8>(vals, steps, bp, brs, crow, pc == 0, j0)
+                        } else {
+                            few_rows_block::<1>(vals, steps, bp, brs, crow, pc == 0, j0)
+                        }
+                    };
+                    j0 += if wide { 64 } else { 8 };
+                }
+                for j in j0..n {
+                    let mut acc = 0.0f32;
+                    for (&av, &p) in vals.iter().zip(steps) {
+                        // SAFETY: p < k, j < n: inside `b`.
+                        acc = av.mul_add(unsafe { *bp.offset(p as isize * brs).add(j) }, acc);
+                    }
+                    // SAFETY: j < n: inside row i of `c`.
+                    unsafe {
+                        let out = crow.add(j);
+                        *out = if pc == 0 { acc } else { *out + acc };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Columns `j0..j0 + 8 * NB` of one row of [`few_rows`] over one `KC`
+    /// slice (its nonzero inputs `vals` at `steps`), accumulated in `NB`
+    /// registers, then stored (`first` slice) or added to `C`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; every step a row of `b` (row stride `brs`, unit column
+    /// stride), columns `j0..j0 + 8 * NB` inside `b` and the row `crow`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn few_rows_block<const NB: usize>(
+        vals: &[f32],
+        steps: &[usize],
+        bp: *const f32,
+        brs: isize,
+        crow: *mut f32,
+        first: bool,
+        j0: usize,
+    ) {
+        // SAFETY (whole body): this function's contract.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); NB];
+            for (&av, &p) in vals.iter().zip(steps) {
+                let bv = _mm256_set1_ps(av);
+                let brow = bp.offset(p as isize * brs).add(j0);
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(bv, _mm256_loadu_ps(brow.add(8 * j)), *acc);
+                }
+            }
+            for (j, acc) in acc.iter().enumerate() {
+                let out = crow.add(j0 + 8 * j);
+                let v = if first {
+                    *acc
+                } else {
+                    _mm256_add_ps(_mm256_loadu_ps(out), *acc)
+                };
+                _mm256_storeu_ps(out, v);
+            }
         }
     }
 
