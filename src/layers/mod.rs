@@ -350,6 +350,17 @@ pub(crate) fn bias_activate_block(
     act: Activation,
     units: usize,
 ) {
+    if act == Activation::Relu && z.is_none() && !bias.is_empty() {
+        // One pass instead of two (the most common case: a hidden layer with
+        // ReLU). The same select as `Activation::forward_block`.
+        for row in y.chunks_exact_mut(units) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                let s = *v + b;
+                *v = if s > 0.0 || s.is_nan() { s } else { 0.0 };
+            }
+        }
+        return;
+    }
     if !bias.is_empty() {
         for row in y.chunks_exact_mut(units) {
             for (v, &b) in row.iter_mut().zip(bias) {
