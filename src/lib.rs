@@ -88,7 +88,7 @@
 //! A layer asks for what it needs through [`Buffers`](layers::Buffers):
 //! per-row `aux` values kept from forward to backward (pre-activations,
 //! dropout masks, a convolution's patches, max pooling's argmax), scratch
-//! shared by all layers (a convolution's patch gradients, inference tiles),
+//! shared by all layers (a convolution's per-lane patch buffers),
 //! and per-batch `state` (BatchNormalization's batch statistics), which
 //! [`Layer::end_train_step`](layers::Layer::end_train_step) folds into the
 //! moving averages after the optimizer step. Weights carry a `trainable`
@@ -102,10 +102,14 @@
 //!
 //! Convolutions unroll each sample's receptive fields into a patch matrix
 //! ("im2col") and multiply it by the kernel, which in Keras' `(kh, kw, in,
-//! out)` layout is already the `(kh * kw * in) x out` matrix: one GEMM per
-//! batch, whose output is the NHWC result. In training the patches stay in
-//! `aux` for the weight gradient; in inference they are built a tile of
-//! samples at a time in scratch.
+//! out)` layout is already the `(kh * kw * in) x out` matrix, so the output
+//! is already NHWC. They work a tile of samples at a time (a tile's patches
+//! fit in L2), in parallel over tiles: unroll, multiply while the patches are
+//! in cache, add the bias and apply the activation in the same task. Short
+//! patches (a first convolution, 3x3 on one channel) take direct FMA kernels
+//! and stay in `aux` for the weight gradient; long ones are unrolled again in
+//! backward, each of a fixed number of lanes summing its tiles' kernel
+//! gradient in order (see `layers::conv`).
 //!
 //! ## Sequences
 //! A batch of sequences is `n x (steps * features)` rows like any other;
