@@ -43,11 +43,24 @@ fn analytic<D: ndarray::Dimension>(
 }
 
 fn check<D: ndarray::Dimension>(
+    model: Sequential,
+    loss: Loss,
+    x: &ndarray::Array<f32, D>,
+    y: &Array2<f32>,
+    label: &str,
+) {
+    check_within(model, loss, x, y, label, 2e-3);
+}
+
+/// [`check`] with an absolute tolerance of `abs_tol` (plus 3% of the
+/// numeric value): small gradients need a tighter one to be checked at all.
+fn check_within<D: ndarray::Dimension>(
     mut model: Sequential,
     loss: Loss,
     x: &ndarray::Array<f32, D>,
     y: &Array2<f32>,
     label: &str,
+    abs_tol: f32,
 ) {
     let grads = analytic(&mut model, loss, x, y);
     let base = model.get_weights().unwrap();
@@ -66,7 +79,7 @@ fn check<D: ndarray::Dimension>(
             let numeric = (up - down) / (2.0 * eps);
             let a = grads[t].as_slice().unwrap()[i];
             assert!(
-                (a - numeric).abs() <= 2e-3 + 3e-2 * numeric.abs(),
+                (a - numeric).abs() <= abs_tol + 3e-2 * numeric.abs(),
                 "{label}: tensor {t}[{i}] analytic {a} vs numeric {numeric}"
             );
             checked += 1;
@@ -222,6 +235,37 @@ fn vision_layers_backpropagate_correctly() {
         .add(GlobalAveragePooling1D::new())
         .dense(2, Linear);
     check(model, MeanSquaredError.into(), &x, &y, "conv1d stack");
+}
+
+/// Convolutions large enough to run in several tiles and lanes: the first
+/// layer's long patches (18 values) are unrolled again in backward (6 tiles
+/// of 5 samples, one per lane) and its kernel gradient summed over the
+/// lanes; the second's activation (silu) keeps its pre-activation, written
+/// tile by tile, and its input gradient goes through 9 tiles of 3 samples
+/// on 8 lanes (so one lane works through two tiles).
+#[test]
+fn tiled_convolutions_backpropagate_correctly() {
+    let x = ndarray::Array4::<f32>::from_shape_fn((26, 20, 20, 2), |(i, r, c, ch)| {
+        ((i * 13 + r * 5 + c * 3 + ch * 7) % 17) as f32 / 17.0 - 0.45
+    });
+    let y = Array2::from_shape_fn((26, 2), |(i, j)| ((i + 2 * j) % 5) as f32 * 0.3 - 0.5);
+    let model = Sequential::new()
+        .seed(11)
+        .input_shape(&[20, 20, 2])
+        .add(Conv2D::new(3, 3, Tanh))
+        .add(Conv2D::new(3, 3, Silu).padding(Padding::Same))
+        .add(AveragePooling2D::new(6))
+        .flatten()
+        .dense(2, Linear);
+    // The first kernel's gradients are of order 1e-3: checked to 5e-5.
+    check_within(
+        model,
+        MeanSquaredError.into(),
+        &x,
+        &y,
+        "tiled conv2d stack",
+        5e-5,
+    );
 }
 
 /// The recurrent layers in stacks, so that each one's input gradient is
