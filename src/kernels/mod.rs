@@ -677,7 +677,7 @@ mod avx2 {
         first: bool,
         j0: usize,
     ) {
-        // SAFETY (whole body): this function's contract.
+        // SAFETY: the whole body stays inside this function's contract.
         unsafe {
             let mut acc = [_mm256_setzero_ps(); NB];
             for (&av, &p) in vals.iter().zip(steps) {

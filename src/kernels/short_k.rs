@@ -167,10 +167,8 @@ fn block_grad(
     #[cfg(target_arch = "x86_64")]
     {
         if super::avx2_available() {
-            // SAFETY: `a` is `rows x k`, `d` and the gate `rows x n` (sliced
-            // by the caller from checked lengths), `part` holds `taps x n`
-            // values with `taps <= k + 1`, and `avx2_available` checked AVX2
-            // and FMA.
+            // SAFETY: AVX2 and FMA checked; `a` is `rows x k`, `d` and the gate
+            // `rows x n` (sliced from checked lengths), `part` `taps x n`.
             unsafe { avx2::block_grad(a, d, gate, k, n, taps, part) };
             return;
         }
@@ -252,7 +250,7 @@ mod avx2 {
         n: usize,
         j0: usize,
     ) {
-        // SAFETY (whole body): every row index is below `m`, every tap below
+        // SAFETY: in the whole body, every row index is below `m`, every tap below
         // `k`, every column below `j0 + 8 * NB <= n` (this function's contract).
         unsafe {
             let mut r = 0;
@@ -401,7 +399,7 @@ mod avx2 {
     #[inline]
     unsafe fn pair<const NB: usize, const GATED: bool>(args: PairArgs) {
         let (x0, st0, x1, st1, d, gate, n, rows, out0, out1, second) = args;
-        // SAFETY (whole body): this function's contract.
+        // SAFETY: the whole body stays inside this function's contract.
         unsafe {
             let mut acc0 = [_mm256_setzero_ps(); NB];
             let mut acc1 = [_mm256_setzero_ps(); NB];

@@ -314,7 +314,12 @@ impl Conv {
 
     /// Patch values per output position.
     fn patch_len(&self) -> usize {
-        self.kernel_size[0] * self.kernel_size[1] * self.geo.channels
+        self.patch_len_at(&self.geo)
+    }
+
+    /// [`Conv::patch_len`] for the geometry `g`.
+    fn patch_len_at(&self, g: &Geometry) -> usize {
+        self.kernel_size[0] * self.kernel_size[1] * g.channels
     }
 
     /// Whether the patches are the input itself (1x1, stride 1, no padding).
@@ -506,15 +511,25 @@ impl Conv {
     /// least one sample's) fit in the L2 cache next to its outputs, so the
     /// product reads them while they are hot.
     fn tile_samples(&self) -> usize {
-        (TILE_PATCH_VALUES / (self.geo.positions() * self.patch_len()).max(1)).max(1)
+        self.tile_samples_at(&self.geo)
+    }
+
+    /// [`Conv::tile_samples`] for the geometry `g`.
+    fn tile_samples_at(&self, g: &Geometry) -> usize {
+        (TILE_PATCH_VALUES / (g.positions() * self.patch_len_at(g)).max(1)).max(1)
     }
 
     /// Scratch values of one lane: a tile's patches, a tile's patch
     /// gradients, and two kernel-sized buffers (the lane's product and its
     /// partial kernel gradient).
     fn lane_len(&self) -> usize {
-        let (plen, f) = (self.patch_len(), self.filters);
-        2 * self.tile_samples() * self.geo.positions() * plen + 2 * plen * f
+        self.lane_len_at(&self.geo)
+    }
+
+    /// [`Conv::lane_len`] for the geometry `g`.
+    fn lane_len_at(&self, g: &Geometry) -> usize {
+        let (plen, f) = (self.patch_len_at(g), self.filters);
+        2 * self.tile_samples_at(g) * g.positions() * plen + 2 * plen * f
     }
 
     /// Scratch values of the per-lane buffers (forward without kept
@@ -888,16 +903,18 @@ impl Conv {
         let Ok(geo) = self.geometry(input) else {
             return Buffers::default();
         };
-        // The sizes depend on the geometry: ask a copy that has it.
-        let mut at = self.clone();
-        at.geo = geo;
-        let (f, plen, p) = (at.filters, at.patch_len(), geo.positions());
-        let identity = at.identity_patches();
+        let (f, plen, p) = (self.filters, self.patch_len_at(&geo), geo.positions());
+        let identity = self.identity_patches();
         // The packed kernel (either way round) and the lanes' buffers.
-        let products = packed_b_len(plen, f).max(packed_b_len(f, plen)) + at.lane_values();
+        let products =
+            packed_b_len(plen, f).max(packed_b_len(f, plen)) + LANES * self.lane_len_at(&geo);
         if training {
-            let z = if at.needs_z() { p * f } else { 0 };
-            let kept = if at.keeps_patches() { p * plen } else { 0 };
+            let z = if self.needs_z() { p * f } else { 0 };
+            let kept = if plen <= SHORT_K && !identity {
+                p * plen
+            } else {
+                0
+            };
             // The weight gradient's partial sums (see `backward`).
             let grads = weight_grad_partials(plen, f)
                 .max((K_SPLITS + 1) * plen * f)
