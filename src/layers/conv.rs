@@ -544,7 +544,12 @@ impl Conv {
     /// reads the input again instead of writing and reading back the patches
     /// (`kh * kw` times the input's size).
     fn keeps_patches(&self) -> bool {
-        self.short_patches() && !self.identity_patches()
+        self.keeps_patches_at(&self.geo)
+    }
+
+    /// [`Conv::keeps_patches`] for the geometry `g`.
+    fn keeps_patches_at(&self, g: &Geometry) -> bool {
+        self.patch_len_at(g) <= SHORT_K && !self.identity_patches()
     }
 
     /// Whether the patches are short enough for the direct kernels of
@@ -910,7 +915,7 @@ impl Conv {
             packed_b_len(plen, f).max(packed_b_len(f, plen)) + LANES * self.lane_len_at(&geo);
         if training {
             let z = if self.needs_z() { p * f } else { 0 };
-            let kept = if plen <= SHORT_K && !identity {
+            let kept = if self.keeps_patches_at(&geo) {
                 p * plen
             } else {
                 0
