@@ -359,7 +359,9 @@ mod avx2 {
 
     const MR: usize = 6;
     const NR: usize = 16;
-    const KC: usize = 256;
+    /// The deepest `KC` slice: one `B` panel (`NR x KC_MAX`, 20 KB) and one
+    /// `A` panel (7.5 KB) stay in the 32 KB L1 cache while the kernel runs.
+    const KC_MAX: usize = 320;
     const MC: usize = 96;
 
     /// Extra values in a packing buffer, to start it at a 64-byte boundary.
@@ -420,6 +422,16 @@ mod avx2 {
             && is_x86_feature_detected!("fma")
     }
 
+    /// The depth of the `KC` slices of a `k`-deep product: `k` cut into the
+    /// fewest slices of at most [`KC_MAX`], all of (nearly) equal depth. A
+    /// fixed depth left short remainders (`k = 784` was `256 + 256 + 256 + 16`,
+    /// `k = 288`, a 3x3x32 convolution, `256 + 32`) that reload and store all of
+    /// `C` for a few steps. Every path (packed, prepacked, few rows) slices
+    /// with this one rule, so an element gets the same bits on all of them.
+    pub(crate) fn slice_depth(k: usize) -> usize {
+        k.div_ceil(k.div_ceil(KC_MAX).max(1)).max(1)
+    }
+
     /// Values a packed `k x n` matrix needs, alignment slack included.
     pub fn packed_len(k: usize, n: usize) -> usize {
         k * n.next_multiple_of(NR) + ALIGN_SLACK
@@ -438,8 +450,9 @@ mod avx2 {
         let off = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
         let dst = &mut buf[off..off + k * n_pad];
         let (brs, bcs) = (b.strides()[0], b.strides()[1]);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
+        let depth = slice_depth(k);
+        for pc in (0..k).step_by(depth) {
+            let kc = depth.min(k - pc);
             for j0 in (0..n).step_by(NR) {
                 let panel = &mut dst[pc * n_pad + j0 * kc..][..kc * NR];
                 // SAFETY: rows pc..pc+kc < k and columns j0..j0+w <= n lie
@@ -512,7 +525,8 @@ mod avx2 {
         }
         let n_pad = n.next_multiple_of(NR);
         let panels = n_pad / NR;
-        let slices = k.div_ceil(KC);
+        let depth = slice_depth(k);
+        let slices = k.div_ceil(depth);
         let (brs, bcs) = (b.strides()[0], b.strides()[1]);
         let ldc = c.strides()[0];
         let out = SharedPtr(c.as_mut_ptr());
@@ -550,11 +564,11 @@ mod avx2 {
         with_buf(&BPACK, k * n_pad, |bpack| {
             let dst = SharedPtr(bpack.as_mut_ptr());
             let bptr = SharedPtr(b.as_ptr() as *mut f32);
-            // Slice `s` starts at row s*KC, so its panels start at s*KC*n_pad.
+            // Slice `s` starts at row s*depth, so its panels start at s*depth*n_pad.
             let pack = |job: usize| {
                 let (s, jr) = (job / panels, job % panels);
-                let pc = s * KC;
-                let kc = KC.min(k - pc);
+                let pc = s * depth;
+                let kc = depth.min(k - pc);
                 let j0 = jr * NR;
                 // SAFETY: panel (s, jr) is the disjoint range
                 // [pc*n_pad + j0*kc, + kc*NR) of the buffer sized k*n_pad above,
@@ -609,14 +623,15 @@ mod avx2 {
             // SAFETY: i < m: row i of `a` and of `c`.
             let (arow, crow) =
                 unsafe { (ap.offset(i as isize * ars), cp.offset(i as isize * ldc)) };
-            for pc in (0..k).step_by(KC) {
-                let end = KC.min(k - pc) + pc;
+            let depth = slice_depth(k);
+            for pc in (0..k).step_by(depth) {
+                let end = depth.min(k - pc) + pc;
                 // The slice's nonzero inputs and their steps, in order: zero
                 // inputs add nothing (see `kernel_sparse`), so a sparse row (an
                 // MNIST image) reads a fraction of `B`, and the column blocks
                 // below run without a branch.
-                let mut vals = [0.0f32; KC];
-                let mut steps = [0usize; KC];
+                let mut vals = [0.0f32; KC_MAX];
+                let mut steps = [0usize; KC_MAX];
                 let mut nz = 0;
                 for p in pc..end {
                     // SAFETY: p < k: inside row i of `a`.
@@ -726,12 +741,13 @@ mod avx2 {
             // its zero steps) when many `B` panels share each `A` panel.
             let in_place = a.strides()[1] == 1 && n <= 4 * NR;
             let panels = n.div_ceil(NR);
-            with_buf(&APACK, MC * KC + PACK_SLACK, |apack| {
-                with_buf(&AIDX, MC / MR * KC, |aidx| {
+            with_buf(&APACK, MC * KC_MAX + PACK_SLACK, |apack| {
+                with_buf(&AIDX, MC / MR * KC_MAX, |aidx| {
                     // KC slices outermost, so one slice of the packed `B` stays in
                     // cache for every row block of this task.
-                    for pc in (0..k).step_by(KC) {
-                        let kc = KC.min(k - pc);
+                    let depth = slice_depth(k);
+                    for pc in (0..k).step_by(depth) {
+                        let kc = depth.min(k - pc);
                         let bslice = packed_b.as_ptr().add(pc * n_pad);
                         let bpanel = |jr: usize| bslice.add(jr * NR * kc);
                         for ic in (r0..r1).step_by(MC) {
@@ -787,11 +803,12 @@ mod avx2 {
             let n = b.ncols();
             let (brs, bcs) = (b.strides()[0], b.strides()[1]);
             let width = (p1 - p0) * NR;
-            with_buf(&BSLICE, KC * width, |bslice| {
-                with_buf(&APACK, MC * KC + PACK_SLACK, |apack| {
-                    with_buf(&AIDX, MC / MR * KC, |aidx| {
-                        for pc in (0..k).step_by(KC) {
-                            let kc = KC.min(k - pc);
+            let depth = slice_depth(k);
+            with_buf(&BSLICE, depth * width, |bslice| {
+                with_buf(&APACK, MC * KC_MAX + PACK_SLACK, |apack| {
+                    with_buf(&AIDX, MC / MR * KC_MAX, |aidx| {
+                        for pc in (0..k).step_by(depth) {
+                            let kc = depth.min(k - pc);
                             // SAFETY: reads stay inside `b` (k x n), writes inside
                             // the buffer sized above.
                             for jr in p0..p1 {
@@ -1218,11 +1235,12 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn kernel_order(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
         let (m, k) = a.dim();
+        let depth = avx2::slice_depth(k);
         Array2::from_shape_fn((m, b.ncols()), |(i, j)| {
             let mut c = 0.0f32;
-            for pc in (0..k).step_by(256) {
+            for pc in (0..k).step_by(depth) {
                 let mut acc = 0.0f32;
-                for p in pc..k.min(pc + 256) {
+                for p in pc..k.min(pc + depth) {
                     acc = a[[i, p]].mul_add(b[[p, j]], acc);
                 }
                 c = if pc == 0 { acc } else { c + acc };

@@ -459,7 +459,7 @@ impl Conv {
                     match (iy, inside) {
                         (Some(iy), true) => {
                             let s = (iy * g.cols.input + first.unwrap_or(0)) * c;
-                            cols[k..k + run].copy_from_slice(&x[s..s + run]);
+                            copy_run(&mut cols[k..k + run], &x[s..s + run]);
                         }
                         (None, _) => cols[k..k + run].fill(0.0),
                         (Some(iy), false) => {
@@ -468,7 +468,7 @@ impl Conv {
                                 match g.cols.source(ox, kx) {
                                     Some(ix) => {
                                         let s = (iy * g.cols.input + ix) * c;
-                                        dst.copy_from_slice(&x[s..s + c]);
+                                        copy_run(dst, &x[s..s + c]);
                                     }
                                     None => dst.fill(0.0),
                                 }
@@ -1285,6 +1285,25 @@ conv_options!(Conv2D, 2);
 conv_options!(Conv1D, 1);
 forward_layer!(Conv2D, LayerConfig::Conv2D);
 forward_layer!(Conv1D, LayerConfig::Conv1D);
+
+/// Copies one run of a patch (`dst.len()` values, as many as `src`).
+/// `copy_from_slice` with a length known only at run time calls `memmove`,
+/// whose call costs more than the copy itself for the runs of a first
+/// convolution (3 values for a 3x3 kernel on one channel: 2,028 runs per
+/// MNIST image); runs of up to 16 values are copied with a length fixed at
+/// compile time instead.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    macro_rules! fixed {
+        ($($n:literal)*) => {
+            match dst.len() {
+                $($n => dst[..$n].copy_from_slice(&src[..$n]),)*
+                _ => dst.copy_from_slice(src),
+            }
+        };
+    }
+    fixed!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
 
 #[cfg(test)]
 mod tests {
