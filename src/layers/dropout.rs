@@ -91,8 +91,13 @@ impl Layer for Dropout {
         }
         let keep = 1.0 - self.rate;
         let scale = if keep > 0.0 { 1.0 / keep } else { 0.0 };
-        // Keep a value when a uniform 32-bit draw is below keep * 2^32.
+        // Keep a value when a uniform 32-bit draw is below keep * 2^32: every
+        // draw when that is 2^32 (keep rounded to 1), which `below` cannot hold.
         let threshold = (keep as f64 * 4_294_967_296.0) as u64;
+        let keep_all = threshold > u64::from(u32::MAX);
+        let below = threshold.min(u64::from(u32::MAX)) as u32;
+        let all = if keep_all { u32::MAX } else { 0 };
+        let scale_bits = scale.to_bits();
         // One stream per fixed block of values, seeded from the step's stream:
         // the blocks fill in parallel, and the mask depends only on the seed.
         let base: u64 = ctx.rng.random();
@@ -107,9 +112,17 @@ impl Layer for Dropout {
                 .zip(xs.chunks(64))
             {
                 rng.fill(&mut draws[..]);
-                for (((m, o), &i), &r) in mask.iter_mut().zip(ys.iter_mut()).zip(xs).zip(&draws) {
-                    *m = if (r as u64) < threshold { scale } else { 0.0 };
-                    *o = i * *m;
+                // The mask value's bits are `scale`'s and-ed with all ones or
+                // zeros: no branch on a random draw (the branch was taken half
+                // the time at rate 0.5, and its mispredictions cost about 3 ns
+                // a value), and the loop compiles to vector compares.
+                let n = mask.len();
+                let (ys, xs, draws) = (&mut ys[..n], &xs[..n], &draws[..n]);
+                for j in 0..n {
+                    let kept = 0u32.wrapping_sub(u32::from(draws[j] < below)) | all;
+                    let m = f32::from_bits(scale_bits & kept);
+                    mask[j] = m;
+                    ys[j] = xs[j] * m;
                 }
             }
         };
@@ -154,5 +167,64 @@ impl Layer for Dropout {
 
     fn config(&self) -> Option<LayerConfig> {
         Some(LayerConfig::Dropout { rate: self.rate })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mask as first written: one 64-bit compare per draw, from the same
+    /// per-block streams.
+    fn reference_mask(rate: f32, base: u64, len: usize) -> Vec<f32> {
+        let keep = 1.0 - rate;
+        let scale = if keep > 0.0 { 1.0 / keep } else { 0.0 };
+        let threshold = (keep as f64 * 4_294_967_296.0) as u64;
+        let mut out = Vec::with_capacity(len);
+        for b in 0..len.div_ceil(MASK_BLOCK) {
+            let mut rng =
+                StdRng::seed_from_u64(base ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let block = MASK_BLOCK.min(len - b * MASK_BLOCK);
+            let mut draws = [0u32; 64];
+            for chunk in 0..block.div_ceil(64) {
+                rng.fill(&mut draws[..]);
+                for &r in &draws[..64.min(block - chunk * 64)] {
+                    out.push(if (r as u64) < threshold { scale } else { 0.0 });
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_branch_free_mask_keeps_the_values_of_the_compare() {
+        // Parallel and serial block paths, a partial last block and chunk;
+        // rate 1e-9 rounds keep to 1 (every draw kept, threshold 2^32).
+        for &(rows, cols) in &[(3, 50), (7, 5003)] {
+            for rate in [0.5f32, 0.1, 0.999, 1e-9, 1.0] {
+                let x = ndarray::Array2::from_shape_fn((rows, cols), |(i, j)| {
+                    (i * 31 + j) as f32 * 0.01 - 1.0
+                });
+                let mut y = ndarray::Array2::zeros((rows, cols));
+                let mut aux = ndarray::Array2::zeros((rows, cols));
+                let mut rng = StdRng::seed_from_u64(11);
+                let base: u64 = StdRng::seed_from_u64(11).random();
+                let layer = Dropout::new(rate);
+                let mut ctx = ForwardContext::new(true, &mut rng);
+                layer.forward(x.view(), y.view_mut(), aux.view_mut(), &mut ctx);
+                let expect = reference_mask(rate, base, rows * cols);
+                let got = aux.iter().copied().collect::<Vec<f32>>();
+                assert!(
+                    got.iter()
+                        .zip(&expect)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "rate {rate}, {rows}x{cols}"
+                );
+                assert!(y
+                    .iter()
+                    .zip(x.iter().zip(&expect))
+                    .all(|(o, (i, m))| o.to_bits() == (i * m).to_bits()));
+            }
+        }
     }
 }
