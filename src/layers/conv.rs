@@ -26,12 +26,13 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
+use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{
     add_bias_activate, bias_activate_block, expect_grads, expect_shape, BackwardContext, Buffers,
-    ForwardContext, Layer, ParamView,
+    ForwardContext, Layer, NextLayer, ParamView,
 };
 use crate::activations::{Activation, IntoActivation};
 use crate::error::{Error, Result};
@@ -610,9 +611,37 @@ impl Conv {
     fn forward(
         &self,
         x: ArrayView2<f32>,
+        y: ArrayViewMut2<f32>,
+        aux: ArrayViewMut2<f32>,
+        ctx: &mut ForwardContext<'_>,
+    ) {
+        self.forward_tiles(x, y, aux, ctx, None);
+    }
+
+    /// The forward pass, then `next` (a sample-local layer) on each tile's
+    /// samples while they are in cache.
+    fn forward_then(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayViewMut2<f32>,
+        aux: ArrayViewMut2<f32>,
+        ctx: &mut ForwardContext<'_>,
+        next: NextLayer<'_>,
+    ) {
+        self.forward_tiles(x, y, aux, ctx, Some(next));
+    }
+}
+
+impl Conv {
+    /// The forward pass, tile by tile, running `next` (a sample-local layer)
+    /// on each tile's samples as soon as they are done.
+    fn forward_tiles(
+        &self,
+        x: ArrayView2<f32>,
         mut y: ArrayViewMut2<f32>,
         mut aux: ArrayViewMut2<f32>,
         ctx: &mut ForwardContext<'_>,
+        next: Option<NextLayer<'_>>,
     ) {
         let class = self.class();
         let n = x.nrows();
@@ -633,6 +662,10 @@ impl Conv {
             } else {
                 self.product(x, ys, None);
             }
+            if let Some(next) = next {
+                // One product over the whole batch: the next layer follows it.
+                FusedNext::new(next, n, p * f).run(0, n, ys);
+            }
             return;
         }
         let tile = self.tile_samples();
@@ -642,16 +675,22 @@ impl Conv {
         let parallel = n * p * plen >= PAR_MIN_VALUES;
         // One tile: unroll its samples' patches into `cols`, then multiply
         // while they are in cache.
-        let run = |xs: &[f32], cols: &mut [f32], yt: &mut [f32], zt: Option<&mut [f32]>| {
-            let cols = &mut cols[..(xs.len() / in_size) * p * plen];
-            for (x1, c1) in xs
-                .chunks_exact(in_size)
-                .zip(cols.chunks_exact_mut(p * plen))
-            {
-                self.im2col(x1, c1);
-            }
-            self.tile_product(cols, packed, yt, zt);
-        };
+        let next = next.map(|nl| FusedNext::new(nl, n, p * f));
+        let run =
+            |first: usize, xs: &[f32], cols: &mut [f32], yt: &mut [f32], zt: Option<&mut [f32]>| {
+                let rows = xs.len() / in_size;
+                let cols = &mut cols[..rows * p * plen];
+                for (x1, c1) in xs
+                    .chunks_exact(in_size)
+                    .zip(cols.chunks_exact_mut(p * plen))
+                {
+                    self.im2col(x1, c1);
+                }
+                self.tile_product(cols, packed, yt, zt);
+                if let Some(next) = &next {
+                    next.run(first, rows, yt);
+                }
+            };
         let (xc, cc, yc) = (tile * in_size, tile * p * plen, tile * p * f);
         // aux rows in training: the patches of all samples when kept (short
         // patches: the weight gradient reads them), then the z values.
@@ -672,22 +711,26 @@ impl Conv {
                     .par_chunks(xc)
                     .zip(cols.par_chunks_mut(cc))
                     .zip(ys.par_chunks_mut(yc).zip(z.par_chunks_mut(tile * z_len)))
-                    .for_each(|((xs, c), (yt, zt))| run(xs, c, yt, Some(zt))),
+                    .enumerate()
+                    .for_each(|(t, ((xs, c), (yt, zt)))| run(t * tile, xs, c, yt, Some(zt))),
                 (Some(z), false) => x
                     .chunks(xc)
                     .zip(cols.chunks_mut(cc))
                     .zip(ys.chunks_mut(yc).zip(z.chunks_mut(tile * z_len)))
-                    .for_each(|((xs, c), (yt, zt))| run(xs, c, yt, Some(zt))),
+                    .enumerate()
+                    .for_each(|(t, ((xs, c), (yt, zt)))| run(t * tile, xs, c, yt, Some(zt))),
                 (None, true) => x
                     .par_chunks(xc)
                     .zip(cols.par_chunks_mut(cc))
                     .zip(ys.par_chunks_mut(yc))
-                    .for_each(|((xs, c), yt)| run(xs, c, yt, None)),
+                    .enumerate()
+                    .for_each(|(t, ((xs, c), yt))| run(t * tile, xs, c, yt, None)),
                 (None, false) => x
                     .chunks(xc)
                     .zip(cols.chunks_mut(cc))
                     .zip(ys.chunks_mut(yc))
-                    .for_each(|((xs, c), yt)| run(xs, c, yt, None)),
+                    .enumerate()
+                    .for_each(|(t, ((xs, c), yt))| run(t * tile, xs, c, yt, None)),
             }
             return;
         }
@@ -701,15 +744,16 @@ impl Conv {
             lanes * cc
         );
         let per_lane = tiles.div_ceil(lanes);
-        let lane = |slot: &mut [f32], xs: &[f32], yl: &mut [f32], zl: Option<&mut [f32]>| {
-            let mut zl = zl;
-            for (t, (xt, yt)) in xs.chunks(xc).zip(yl.chunks_mut(yc)).enumerate() {
-                let zt = zl
-                    .as_deref_mut()
-                    .map(|z| &mut z[t * tile * z_len..][..yt.len()]);
-                run(xt, slot, yt, zt);
-            }
-        };
+        let lane =
+            |l: usize, slot: &mut [f32], xs: &[f32], yl: &mut [f32], zl: Option<&mut [f32]>| {
+                let mut zl = zl;
+                for (t, (xt, yt)) in xs.chunks(xc).zip(yl.chunks_mut(yc)).enumerate() {
+                    let zt = zl
+                        .as_deref_mut()
+                        .map(|z| &mut z[t * tile * z_len..][..yt.len()]);
+                    run((l * per_lane + t) * tile, xt, slot, yt, zt);
+                }
+            };
         let slots = rest[..lanes * cc].par_chunks_mut(cc);
         let work = x
             .par_chunks(per_lane * xc)
@@ -717,10 +761,12 @@ impl Conv {
         match z {
             Some(z) => slots
                 .zip(work.zip(z.par_chunks_mut(per_lane * tile * z_len)))
-                .for_each(|(slot, ((xs, yl), zl))| lane(slot, xs, yl, Some(zl))),
+                .enumerate()
+                .for_each(|(l, (slot, ((xs, yl), zl)))| lane(l, slot, xs, yl, Some(zl))),
             None => slots
                 .zip(work)
-                .for_each(|(slot, (xs, yl))| lane(slot, xs, yl, None)),
+                .enumerate()
+                .for_each(|(l, (slot, (xs, yl)))| lane(l, slot, xs, yl, None)),
         }
     }
 
@@ -1116,6 +1162,16 @@ macro_rules! forward_layer {
             ) {
                 self.0.forward(x, y, aux, ctx)
             }
+            fn forward_then(
+                &self,
+                x: ArrayView2<f32>,
+                y: ArrayViewMut2<f32>,
+                aux: ArrayViewMut2<f32>,
+                ctx: &mut ForwardContext<'_>,
+                next: NextLayer<'_>,
+            ) {
+                self.0.forward_then(x, y, aux, ctx, next)
+            }
             fn backward(
                 &self,
                 x: ArrayView2<f32>,
@@ -1285,6 +1341,96 @@ conv_options!(Conv2D, 2);
 conv_options!(Conv1D, 1);
 forward_layer!(Conv2D, LayerConfig::Conv2D);
 forward_layer!(Conv1D, LayerConfig::Conv1D);
+
+/// The sample-local layer that [`Conv::forward_tiles`] runs on each finished
+/// tile, with its output and `aux` rows shared by the parallel tiles.
+struct FusedNext<'a> {
+    layer: &'a dyn Layer,
+    y: DisjointRows<'a>,
+    aux: DisjointRows<'a>,
+    training: bool,
+    /// Values per sample of its input (the convolution's output).
+    in_width: usize,
+}
+
+impl<'a> FusedNext<'a> {
+    /// `next`'s views, for a batch of `n` samples of `in_width` values in.
+    fn new(next: NextLayer<'a>, n: usize, in_width: usize) -> Self {
+        FusedNext {
+            layer: next.layer,
+            y: DisjointRows::new(next.y, n),
+            aux: DisjointRows::new(next.aux, n),
+            training: next.training,
+            in_width,
+        }
+    }
+
+    /// The layer on samples `first..first + rows`, whose input (this
+    /// convolution's output for them) is `x`. Each tile calls this once, for
+    /// its own samples.
+    fn run(&self, first: usize, rows: usize, x: &[f32]) {
+        // SAFETY: the tiles of one forward pass cover disjoint samples, and
+        // each calls `run` once for its own, so no two live slices overlap.
+        let (y, aux) = unsafe { (self.y.rows(first, rows), self.aux.rows(first, rows)) };
+        let x = matrix(x, rows, self.in_width);
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut ctx = ForwardContext::new(self.training, &mut rng);
+        self.layer.forward(
+            x,
+            matrix_mut(y, rows, self.y.width),
+            matrix_mut(aux, rows, self.aux.width),
+            &mut ctx,
+        );
+    }
+}
+
+/// Rows of a standard-layout buffer that parallel tasks write, each task its
+/// own rows.
+struct DisjointRows<'a> {
+    ptr: *mut f32,
+    len: usize,
+    width: usize,
+    _rows: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `DisjointRows` hands out mutable rows only through the unsafe
+// `rows`, whose callers guarantee that no two live slices overlap.
+unsafe impl Send for DisjointRows<'_> {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for DisjointRows<'_> {}
+
+impl<'a> DisjointRows<'a> {
+    /// The first `n` rows of `view`.
+    fn new(mut view: ArrayViewMut2<'a, f32>, n: usize) -> Self {
+        let width = view.ncols();
+        assert!(
+            view.nrows() >= n,
+            "fused layer: {} rows for a batch of {n}",
+            view.nrows()
+        );
+        let values = values_mut(view.view_mut());
+        let (ptr, len) = (values.as_mut_ptr(), n * width);
+        DisjointRows {
+            ptr,
+            len,
+            width,
+            _rows: std::marker::PhantomData,
+        }
+    }
+
+    /// Rows `first..first + count`.
+    ///
+    /// # Safety
+    /// No other slice from this `DisjointRows` that overlaps these rows may be
+    /// alive while the returned one is.
+    unsafe fn rows(&self, first: usize, count: usize) -> &'a mut [f32] {
+        let (start, len) = (first * self.width, count * self.width);
+        assert!(start + len <= self.len, "fused layer: rows past the batch");
+        // SAFETY: inside the buffer (checked above, in all builds), which
+        // outlives 'a; the caller guarantees that the rows are not aliased.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
 
 /// Copies one run of a patch (`dst.len()` values, as many as `src`).
 /// `copy_from_slice` with a length known only at run time calls `memmove`,

@@ -83,6 +83,20 @@ impl<'a> ForwardContext<'a> {
     }
 }
 
+/// The layer after a fusing layer and its views, for
+/// [`Layer::forward_then`]: `y` and `aux` as [`Layer::forward`] would get
+/// them (same rows as the fusing layer's input).
+pub struct NextLayer<'a> {
+    /// The sample-local layer to run on each finished block of samples.
+    pub layer: &'a dyn Layer,
+    /// Its output.
+    pub y: ArrayViewMut2<'a, f32>,
+    /// Its [`Buffers::aux`] columns.
+    pub aux: ArrayViewMut2<'a, f32>,
+    /// Training or inference, as in [`ForwardContext::training`].
+    pub training: bool,
+}
+
 /// What a backward pass gets besides its views.
 pub struct BackwardContext<'a> {
     /// `dy` is already the gradient with respect to the pre-activation of
@@ -269,6 +283,39 @@ pub trait Layer: Send + Sync + fmt::Debug {
         aux: ArrayViewMut2<f32>,
         ctx: &mut ForwardContext<'_>,
     );
+
+    /// Whether `forward` is *sample-local*: on any block of rows it gives
+    /// exactly those rows' outputs (and `aux`) of a whole-batch call, draws no
+    /// random numbers and needs no scratch, state or mask. The layer before it
+    /// may then run it block by block while its own output is still in cache
+    /// ([`Layer::forward_then`]). Pooling layers are; the default is `false`.
+    fn forward_is_sample_local(&self) -> bool {
+        false
+    }
+
+    /// [`Layer::forward`], then `next.layer`'s forward, writing `next.y` and
+    /// `next.aux`: the model calls this instead of the two forwards in turn
+    /// when `next.layer` is [sample-local](Layer::forward_is_sample_local).
+    /// The default does exactly that; a layer that computes its output in
+    /// blocks of samples may instead run `next.layer` on each block as soon
+    /// as it is done, with the same results.
+    ///
+    /// A convolution does this for the pooling after it: its output (11 MB
+    /// per batch for the MNIST convnet's first layer) is pooled while each
+    /// tile of it is in cache instead of being read back from memory.
+    fn forward_then(
+        &self,
+        x: ArrayView2<f32>,
+        mut y: ArrayViewMut2<f32>,
+        aux: ArrayViewMut2<f32>,
+        ctx: &mut ForwardContext<'_>,
+        next: NextLayer<'_>,
+    ) {
+        self.forward(x, y.view_mut(), aux, ctx);
+        let mut next_ctx = ForwardContext::new(next.training, &mut *ctx.rng);
+        next.layer
+            .forward(y.view(), next.y, next.aux, &mut next_ctx);
+    }
 
     /// Back-propagates: from `dy = dL/dy` (which the layer may overwrite) computes
     /// the gradients of the trainable weights into `grads` (one `Vec` per

@@ -510,6 +510,9 @@ macro_rules! pool_layer {
             ) {
                 self.0.forward(x, y, aux, ctx.training)
             }
+            fn forward_is_sample_local(&self) -> bool {
+                true
+            }
             fn backward(
                 &self,
                 x: ArrayView2<f32>,

@@ -10,7 +10,7 @@ use ndarray::ArrayView2;
 
 use rand::rngs::StdRng;
 
-use crate::layers::{BackwardContext, Buffers, ForwardContext, Layer};
+use crate::layers::{BackwardContext, Buffers, ForwardContext, Layer, NextLayer};
 use crate::shape::Shape;
 
 pub(crate) struct Workspace {
@@ -157,14 +157,26 @@ impl Workspace {
         rng: &mut StdRng,
     ) {
         let ms = self.mask_steps;
-        for (i, layer) in layers.iter().enumerate() {
+        let mut i = 0;
+        while i < layers.len() {
+            let layer = &layers[i];
             let (before, after) = self.acts.split_at_mut(i + 1);
             let x = view(&before[i], n, self.widths[i]);
             if self.mask_from == Some(i) {
                 layer.compute_mask(x, &mut self.mask[..n * ms]);
             }
-            let y = view_mut(&mut after[0], n, self.widths[i + 1]);
-            let aux = view_mut(&mut self.aux[i], n, self.aux_widths[i]);
+            // A sample-local next layer (pooling after a convolution) may run
+            // on each block of this layer's output while it is in cache.
+            let fusable = layers.get(i + 1).filter(|next| {
+                next.forward_is_sample_local()
+                    && self.mask_from != Some(i + 1)
+                    && !self.mask_reaches[i + 1]
+                    && self.state[i + 1].is_empty()
+            });
+            let (out, later) = after.split_at_mut(1);
+            let y = view_mut(&mut out[0], n, self.widths[i + 1]);
+            let (aux_i, aux_later) = self.aux[i..].split_at_mut(1);
+            let aux = view_mut(&mut aux_i[0], n, self.aux_widths[i]);
             let mut ctx = ForwardContext {
                 training,
                 rng: &mut *rng,
@@ -172,7 +184,19 @@ impl Workspace {
                 state: &mut self.state[i],
                 mask: self.mask_reaches[i].then(|| &self.mask[..n * ms]),
             };
+            if let Some(next_layer) = fusable {
+                let next = NextLayer {
+                    layer: next_layer.as_ref(),
+                    y: view_mut(&mut later[0], n, self.widths[i + 2]),
+                    aux: view_mut(&mut aux_later[0], n, self.aux_widths[i + 1]),
+                    training,
+                };
+                layer.forward_then(x, y, aux, &mut ctx, next);
+                i += 2;
+                continue;
+            }
             layer.forward(x, y, aux, &mut ctx);
+            i += 1;
         }
     }
 
