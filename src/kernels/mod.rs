@@ -271,6 +271,63 @@ pub(crate) fn gemm_packed(
     gemm_serial(a, b, c);
 }
 
+/// Where the rows of an implicit `A` lie in a convolution's input: row `i`
+/// (`0..rows`) is `runs` runs of `run_len` contiguous values of `x`, run `s`
+/// starting at `start(i) + s * run_stride` (one run per kernel row: its
+/// columns and channels are contiguous in a channels-last image).
+pub(crate) struct PatchRows<'a, F: Fn(usize) -> usize> {
+    /// The input the patches are read from.
+    pub x: &'a [f32],
+    /// Rows of `A` (output positions).
+    pub rows: usize,
+    /// Where row `i`'s first run starts in `x`.
+    pub start: F,
+    /// Runs per row.
+    pub runs: usize,
+    /// Values per run.
+    pub run_len: usize,
+    /// Distance in `x` between the starts of consecutive runs.
+    pub run_stride: usize,
+}
+
+/// `C = A B` with the rows of `A` read in place from a convolution's input
+/// ([`PatchRows`]) instead of unrolled first, and `B` packed by [`pack_b`]:
+/// the bits of [`gemm_packed`] on the unrolled patches (the same FMA chain per
+/// `KC` slice), without writing and reading them. Returns `false`, having
+/// done nothing, where the AVX2 kernel is not used (the caller unrolls).
+///
+/// # Panics
+/// When `c` is not `rows x n` with a unit column stride, `packed` is not
+/// `runs * run_len` deep, or a row's runs reach past the end of `x` (checked
+/// in every build: the kernel reads through raw pointers).
+#[track_caller]
+pub(crate) fn gemm_patch_rows<F: Fn(usize) -> usize>(
+    a: &PatchRows<'_, F>,
+    packed: &PackedB<'_>,
+    c: ArrayViewMut2<f32>,
+) -> bool {
+    let k = a.runs * a.run_len;
+    assert!(
+        packed.k == k && c.dim() == (a.rows, packed.n) && c.strides()[1] == 1,
+        "horn::kernels::gemm_patch_rows: A is {}x{k}, packed B {}x{}, C {:?}",
+        a.rows,
+        packed.k,
+        packed.n,
+        c.dim()
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2::available() && !c.is_empty() && k > 0 {
+            // SAFETY: AVX2/FMA checked; `c` is rows x n with unit column
+            // stride and `packed` is k x n (asserted above); the kernel
+            // checks every row's reach inside `x` before reading.
+            unsafe { avx2::gemm_patch_rows(a, packed.values, packed.n, c) };
+            return true;
+        }
+    }
+    false
+}
+
 /// Panics unless `a` is `m x k`, `b` is `k x n` and `c` is `m x n`. Runs in
 /// every build: it is what keeps the raw-pointer kernel inside its buffers.
 #[track_caller]
@@ -601,6 +658,95 @@ mod avx2 {
                 run(0);
             }
         });
+    }
+
+    /// [`super::gemm_patch_rows`]: for each `KC` slice, each panel of `MR`
+    /// rows (pointers into the input, one per output position) against every
+    /// packed `B` panel, the arithmetic of [`row_block`] reading `A` in place.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `c` is `a.rows x n` with a unit column stride, `packed`
+    /// holds the `k x n` matrix packed by [`pack`], nothing is empty.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gemm_patch_rows<F: Fn(usize) -> usize>(
+        a: &super::PatchRows<'_, F>,
+        packed: &[f32],
+        n: usize,
+        mut c: ArrayViewMut2<f32>,
+    ) {
+        let (m, k) = (a.rows, a.runs * a.run_len);
+        let reach = (a.runs - 1) * a.run_stride + a.run_len;
+        let n_pad = n.next_multiple_of(NR);
+        let panels = n_pad / NR;
+        let depth = slice_depth(k);
+        let ldc = c.strides()[0];
+        let out = c.as_mut_ptr();
+        for ir in (0..m).step_by(MR) {
+            let mr = MR.min(m - ir);
+            // Rows past `mr` repeat the last one; their results are discarded.
+            let starts: [usize; MR] = std::array::from_fn(|r| (a.start)(ir + r.min(mr - 1)));
+            for &s in &starts {
+                assert!(
+                    s.checked_add(reach).is_some_and(|end| end <= a.x.len()),
+                    "horn::kernels::gemm_patch_rows: a row reaches past the input"
+                );
+            }
+            for pc in (0..k).step_by(depth) {
+                let kc = depth.min(k - pc);
+                for jr in 0..panels {
+                    let j0 = jr * NR;
+                    // SAFETY: every run of these rows lies inside `x`
+                    // (asserted above); panel jr of slice pc holds kc x NR
+                    // values of `packed`; the tile lies inside `c`.
+                    unsafe {
+                        let b = packed.as_ptr().add(pc * n_pad + j0 * kc);
+                        let acc = kernel_runs(a, &starts, pc, kc, b);
+                        let ctile = out.offset(ir as isize * ldc + j0 as isize);
+                        store_tile(acc, ctile, ldc, mr, NR.min(n - j0), pc == 0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`kernel`] over steps `pc..pc + kc` of rows given as runs in the input
+    /// (`starts[r]` is row r's first run): the same FMA chain, walking from
+    /// one run to the next where a run ends.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; every run of every row lies inside `a.x`; `b` holds
+    /// kc x NR values.
+    #[inline(always)]
+    unsafe fn kernel_runs<F: Fn(usize) -> usize>(
+        a: &super::PatchRows<'_, F>,
+        starts: &[usize; MR],
+        pc: usize,
+        kc: usize,
+        b: *const f32,
+    ) -> [__m256; 2 * MR] {
+        // SAFETY: the caller guarantees the reach of every run and of `b`.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 2 * MR];
+            let (mut p, end, mut bp) = (pc, pc + kc, b);
+            while p < end {
+                let (run, off) = (p / a.run_len, p % a.run_len);
+                let len = (a.run_len - off).min(end - p);
+                let rows: [*const f32; MR] =
+                    std::array::from_fn(|r| a.x.as_ptr().add(starts[r] + run * a.run_stride + off));
+                for q in 0..len {
+                    let b0 = _mm256_loadu_ps(bp.add(q * NR));
+                    let b1 = _mm256_loadu_ps(bp.add(q * NR + 8));
+                    for r in 0..MR {
+                        let av = _mm256_broadcast_ss(&*rows[r].add(q));
+                        acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
+                        acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
+                    }
+                }
+                bp = bp.add(len * NR);
+                p += len;
+            }
+            acc
+        }
     }
 
     /// `C = A B` for a handful of rows (a single-sample `predict`) and a row-major
@@ -1303,6 +1449,63 @@ mod tests {
                 .iter()
                 .zip(batch.row(r).iter())
                 .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+
+    #[test]
+    fn patches_read_in_place_give_the_bits_of_unrolled_patches() {
+        // Two 9x11 images of `ch` channels, a (kh, kw) kernel with strides
+        // (sy, sx) and row dilation dy, valid padding: every patch row is
+        // `kh` runs of `kw * ch` values. 3x3x48 = 432 steps are two KC slices
+        // of 216, whose boundary falls inside a run.
+        for &(ch, kh, kw, sy, sx, dy, n) in &[
+            (32, 3, 3, 1, 1, 1, 64),
+            (48, 3, 3, 2, 1, 2, 20),
+            (5, 2, 4, 1, 3, 1, 7),
+        ] {
+            let (h, w, samples) = (9usize, 11usize, 2usize);
+            let x = data(samples, h * w * ch, 3);
+            let x = x.as_slice().unwrap();
+            let oh = (h - (kh - 1) * dy - 1) / sy + 1;
+            let ow = (w - kw) / sx + 1;
+            let k = kh * kw * ch;
+            let rows = samples * oh * ow;
+            let start = |r: usize| {
+                let (s, pos) = (r / (oh * ow), r % (oh * ow));
+                s * h * w * ch + ((pos / ow) * sy * w + (pos % ow) * sx) * ch
+            };
+            let mut cols = Array2::<f32>::zeros((rows, k));
+            for r in 0..rows {
+                for ky in 0..kh {
+                    let at = start(r) + ky * dy * w * ch;
+                    for j in 0..kw * ch {
+                        cols[[r, ky * kw * ch + j]] = x[at + j];
+                    }
+                }
+            }
+            let kernel = data(k, n, 5);
+            let mut buf = vec![0.0; packed_b_len(k, n)];
+            let Some(packed) = pack_b(kernel.view(), &mut buf) else {
+                return; // no AVX2 here: the layer unrolls its patches
+            };
+            let mut expect = Array2::from_elem((rows, n), f32::NAN);
+            gemm_packed(cols.view(), kernel.view(), Some(&packed), expect.view_mut());
+            let a = PatchRows {
+                x,
+                rows,
+                start,
+                runs: kh,
+                run_len: kw * ch,
+                run_stride: dy * w * ch,
+            };
+            let mut got = Array2::from_elem((rows, n), f32::NAN);
+            assert!(gemm_patch_rows(&a, &packed, got.view_mut()));
+            assert!(
+                got.iter()
+                    .zip(expect.iter())
+                    .all(|(g, e)| g.to_bits() == e.to_bits()),
+                "{ch} channels, {kh}x{kw}"
+            );
         }
     }
 }

@@ -38,9 +38,9 @@ use crate::activations::{Activation, IntoActivation};
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
 use crate::kernels::{
-    gemm, gemm_packed, gemm_serial, gemm_short_k, gemm_tall_k, matrix, matrix_mut, pack_b,
-    packed_b_len, values, values_mut, weight_grad_partials, weight_grad_short_k, PackedB, K_SPLITS,
-    SHORT_K,
+    gemm, gemm_packed, gemm_patch_rows, gemm_serial, gemm_short_k, gemm_tall_k, matrix, matrix_mut,
+    pack_b, packed_b_len, values, values_mut, weight_grad_partials, weight_grad_short_k, PackedB,
+    PatchRows, K_SPLITS, SHORT_K,
 };
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
@@ -559,6 +559,53 @@ impl Conv {
         self.patch_len() <= SHORT_K
     }
 
+    /// Whether the forward product can read long patches in place from the
+    /// input ([`gemm_patch_rows`]) instead of unrolling them: every window
+    /// lies inside the input (no padding reaches it) and a window row's
+    /// columns are adjacent (no column dilation), so each kernel row of a
+    /// patch is one contiguous run of `kw * channels` values.
+    fn patches_in_place(&self) -> bool {
+        let g = &self.geo;
+        let inside = |a: &Axis1, k: usize| {
+            a.pad_before == 0
+                && (a.output == 0 || (a.output - 1) * a.stride + (k - 1) * a.dilation < a.input)
+        };
+        !self.short_patches()
+            && !self.identity_patches()
+            && g.cols.dilation == 1
+            && inside(&g.rows, self.kernel_size[0])
+            && inside(&g.cols, self.kernel_size[1])
+    }
+
+    /// `patches K` for the `rows` samples of `xs` into `y`, reading the
+    /// patches in place ([`Conv::patches_in_place`]); `false` where the
+    /// kernel is not available.
+    fn product_in_place(
+        &self,
+        xs: &[f32],
+        rows: usize,
+        packed: &PackedB<'_>,
+        y: &mut [f32],
+    ) -> bool {
+        let g = &self.geo;
+        let (p, f, c) = (g.positions(), self.filters, g.channels);
+        let (in_size, width) = (g.in_size(), g.cols.input);
+        let [kh, kw] = self.kernel_size;
+        let a = PatchRows {
+            x: xs,
+            rows: rows * p,
+            start: |r: usize| {
+                let (sample, pos) = (r / p, r % p);
+                let (oy, ox) = (pos / g.cols.output, pos % g.cols.output);
+                sample * in_size + (oy * g.rows.stride * width + ox * g.cols.stride) * c
+            },
+            runs: kh,
+            run_len: kw * c,
+            run_stride: g.rows.dilation * width * c,
+        };
+        gemm_patch_rows(&a, packed, matrix_mut(y, rows * p, f))
+    }
+
     /// `y = act(patches K + b)` for the samples of one tile, on the calling
     /// thread; `z` keeps `patches K + b`.
     fn tile_product(
@@ -676,17 +723,22 @@ impl Conv {
         // One tile: unroll its samples' patches into `cols`, then multiply
         // while they are in cache.
         let next = next.map(|nl| FusedNext::new(nl, n, p * f));
+        let in_place = self.patches_in_place();
         let run =
             |first: usize, xs: &[f32], cols: &mut [f32], yt: &mut [f32], zt: Option<&mut [f32]>| {
                 let rows = xs.len() / in_size;
-                let cols = &mut cols[..rows * p * plen];
-                for (x1, c1) in xs
-                    .chunks_exact(in_size)
-                    .zip(cols.chunks_exact_mut(p * plen))
-                {
-                    self.im2col(x1, c1);
+                if in_place && packed.is_some_and(|pk| self.product_in_place(xs, rows, pk, yt)) {
+                    bias_activate_block(yt, zt, &self.bias, self.activation, f);
+                } else {
+                    let cols = &mut cols[..rows * p * plen];
+                    for (x1, c1) in xs
+                        .chunks_exact(in_size)
+                        .zip(cols.chunks_exact_mut(p * plen))
+                    {
+                        self.im2col(x1, c1);
+                    }
+                    self.tile_product(cols, packed, yt, zt);
                 }
-                self.tile_product(cols, packed, yt, zt);
                 if let Some(next) = &next {
                     next.run(first, rows, yt);
                 }
