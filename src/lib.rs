@@ -109,7 +109,14 @@
 //! patches (a first convolution, 3x3 on one channel) take direct FMA kernels
 //! and stay in `aux` for the weight gradient; long ones are unrolled again in
 //! backward, each of a fixed number of lanes summing its tiles' kernel
-//! gradient in order (see `layers::conv`).
+//! gradient in order (see `layers::conv`). Where every window lies inside
+//! the input (valid padding), the forward product does not unroll long
+//! patches at all: a patch row is one contiguous run of `kw * channels`
+//! values per kernel row in an NHWC image, so the GEMM's micro-kernel reads
+//! its rows in place, run by run, with the same FMA chain and bits. A
+//! pooling layer after a convolution runs on each tile as soon as the tile
+//! is done (`Layer::forward_then`), while it is still in cache, instead of
+//! reading the whole output back from memory.
 //!
 //! ## Sequences
 //! A batch of sequences is `n x (steps * features)` rows like any other;

@@ -9,7 +9,13 @@
 //!   c_in)` patches ("im2col"), multiplied by the kernel while they are in
 //!   cache (packed once per batch; patches of at most 16 values, a first
 //!   convolution, take a direct kernel with no packing), then the bias and
-//!   activation are applied to the tile's output in the same task.
+//!   activation are applied to the tile's output in the same task. Long
+//!   patches whose windows all lie inside the input are not unrolled: the
+//!   product reads each patch row in place, as `kh` runs of `kw * c_in`
+//!   contiguous input values (`kernels::gemm_patch_rows`, same bits). A
+//!   sample-local layer after the convolution (pooling) runs on each tile
+//!   right after it, while the tile's output is in cache
+//!   (`Layer::forward_then`).
 //! - backward: `dK = patches^T dz` and `db = sum dz` are sums over the whole
 //!   batch, split into fixed blocks of positions added in block order (one
 //!   direct pass for short patches); the input gradient is formed a tile at
