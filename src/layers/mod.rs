@@ -86,6 +86,42 @@ impl<'a> ForwardContext<'a> {
 /// The layer after a fusing layer and its views, for
 /// [`Layer::forward_then`]: `y` and `aux` as [`Layer::forward`] would get
 /// them (same rows as the fusing layer's input).
+///
+/// Calling a convolution and the pooling after it by hand, fused and in
+/// turn (`Sequential` does the fused call itself):
+///
+/// ```
+/// use horn::prelude::*;
+/// use horn::layers::{ForwardContext, Layer, NextLayer};
+/// use horn::Shape;
+/// use ndarray::Array2;
+/// use rand::SeedableRng;
+///
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+/// let mut conv = Conv2D::new(4, 3, Relu);
+/// let mut pool = MaxPooling2D::new(2);
+/// let conv_out = conv.build(&Shape::new(&[6, 6, 1]), &mut rng)?;
+/// let pool_out = pool.build(&conv_out, &mut rng)?;
+/// let rows = 3;
+/// let x = Array2::from_shape_fn((rows, 36), |(i, j)| ((i * 7 + j) % 5) as f32 - 2.0);
+/// let scratch_len = conv.buffers(&Shape::new(&[6, 6, 1]), false).scratch_len(rows);
+/// let mut scratch = vec![0.0; scratch_len];
+/// let mut no_aux = Array2::zeros((rows, 0));
+/// let (mut y, mut pooled) = (Array2::zeros((rows, conv_out.size())), Array2::zeros((rows, pool_out.size())));
+/// let mut ctx = ForwardContext::new(false, &mut rng);
+/// ctx.scratch = &mut scratch;
+/// let next = NextLayer { layer: &pool, y: pooled.view_mut(), aux: no_aux.view_mut(), training: false };
+/// conv.forward_then(x.view(), y.view_mut(), Array2::zeros((rows, 0)).view_mut(), &mut ctx, next);
+///
+/// // The same in turn.
+/// let mut y2 = Array2::zeros((rows, conv_out.size()));
+/// conv.forward(x.view(), y2.view_mut(), Array2::zeros((rows, 0)).view_mut(), &mut ctx);
+/// let mut pooled2 = Array2::zeros((rows, pool_out.size()));
+/// let mut rng2 = rand::rngs::StdRng::seed_from_u64(0);
+/// pool.forward(y2.view(), pooled2.view_mut(), no_aux.view_mut(), &mut ForwardContext::new(false, &mut rng2));
+/// assert_eq!(pooled, pooled2);
+/// # Ok::<(), horn::Error>(())
+/// ```
 pub struct NextLayer<'a> {
     /// The sample-local layer to run on each finished block of samples.
     pub layer: &'a dyn Layer,
