@@ -293,8 +293,9 @@ pub(crate) struct PatchRows<'a, F: Fn(usize) -> usize> {
 /// `C = A B` with the rows of `A` read in place from a convolution's input
 /// ([`PatchRows`]) instead of unrolled first, and `B` packed by [`pack_b`]:
 /// the bits of [`gemm_packed`] on the unrolled patches (the same FMA chain per
-/// `KC` slice), without writing and reading them. Returns `false`, having
-/// done nothing, where the AVX2 kernel is not used (the caller unrolls).
+/// `KC` slice), without writing and reading them. A [`PackedB`] exists only
+/// where the AVX2 kernel is used ([`pack_b`] returns `None` elsewhere, and
+/// the caller unrolls the patches).
 ///
 /// # Panics
 /// When `c` is not `rows x n` with a unit column stride, `packed` is not
@@ -305,7 +306,7 @@ pub(crate) fn gemm_patch_rows<F: Fn(usize) -> usize>(
     a: &PatchRows<'_, F>,
     packed: &PackedB<'_>,
     c: ArrayViewMut2<f32>,
-) -> bool {
+) {
     let k = a.runs * a.run_len;
     assert!(
         packed.k == k && c.dim() == (a.rows, packed.n) && c.strides()[1] == 1,
@@ -317,15 +318,14 @@ pub(crate) fn gemm_patch_rows<F: Fn(usize) -> usize>(
     );
     #[cfg(target_arch = "x86_64")]
     {
-        if avx2::available() && !c.is_empty() && k > 0 {
-            // SAFETY: AVX2/FMA checked; `c` is rows x n with unit column
-            // stride and `packed` is k x n (asserted above); the kernel
-            // checks every row's reach inside `x` before reading.
+        if !c.is_empty() && k > 0 {
+            // SAFETY: a `PackedB` exists only where `pack_b` found AVX2 and
+            // FMA; `c` is rows x n with unit column stride and `packed` is
+            // k x n (asserted above); the kernel checks every row's reach
+            // inside `x` before reading.
             unsafe { avx2::gemm_patch_rows(a, packed.values, packed.n, c) };
-            return true;
         }
     }
-    false
 }
 
 /// Panics unless `a` is `m x k`, `b` is `k x n` and `c` is `m x n`. Runs in
@@ -1499,7 +1499,7 @@ mod tests {
                 run_stride: dy * w * ch,
             };
             let mut got = Array2::from_elem((rows, n), f32::NAN);
-            assert!(gemm_patch_rows(&a, &packed, got.view_mut()));
+            gemm_patch_rows(&a, &packed, got.view_mut());
             assert!(
                 got.iter()
                     .zip(expect.iter())

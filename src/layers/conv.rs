@@ -584,15 +584,8 @@ impl Conv {
     }
 
     /// `patches K` for the `rows` samples of `xs` into `y`, reading the
-    /// patches in place ([`Conv::patches_in_place`]); `false` where the
-    /// kernel is not available.
-    fn product_in_place(
-        &self,
-        xs: &[f32],
-        rows: usize,
-        packed: &PackedB<'_>,
-        y: &mut [f32],
-    ) -> bool {
+    /// patches in place ([`Conv::patches_in_place`]).
+    fn product_in_place(&self, xs: &[f32], rows: usize, packed: &PackedB<'_>, y: &mut [f32]) {
         let g = &self.geo;
         let (p, f, c) = (g.positions(), self.filters, g.channels);
         let (in_size, width) = (g.in_size(), g.cols.input);
@@ -683,9 +676,7 @@ impl Conv {
     ) {
         self.forward_tiles(x, y, aux, ctx, Some(next));
     }
-}
 
-impl Conv {
     /// The forward pass, tile by tile, running `next` (a sample-local layer)
     /// on each tile's samples as soon as they are done.
     fn forward_tiles(
@@ -733,7 +724,9 @@ impl Conv {
         let run =
             |first: usize, xs: &[f32], cols: &mut [f32], yt: &mut [f32], zt: Option<&mut [f32]>| {
                 let rows = xs.len() / in_size;
-                if in_place && packed.is_some_and(|pk| self.product_in_place(xs, rows, pk, yt)) {
+                // A packed kernel exists only where the AVX2 kernels run.
+                if let (true, Some(pk)) = (in_place, packed) {
+                    self.product_in_place(xs, rows, pk, yt);
                     bias_activate_block(yt, zt, &self.bias, self.activation, f);
                 } else {
                     let cols = &mut cols[..rows * p * plen];

@@ -94,9 +94,12 @@ impl Layer for Dropout {
         // Keep a value when a uniform 32-bit draw is below keep * 2^32: every
         // draw when that is 2^32 (keep rounded to 1), which `below` cannot hold.
         let threshold = (keep as f64 * 4_294_967_296.0) as u64;
-        let keep_all = threshold > u64::from(u32::MAX);
         let below = threshold.min(u64::from(u32::MAX)) as u32;
-        let all = if keep_all { u32::MAX } else { 0 };
+        let all = if threshold > u64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            0
+        };
         let scale_bits = scale.to_bits();
         // One stream per fixed block of values, seeded from the step's stream:
         // the blocks fill in parallel, and the mask depends only on the seed.
