@@ -977,59 +977,144 @@ fn explicit_validation_data_reports_what_evaluate_reports() {
     assert!(err.contains("validation_y"), "{err}");
 }
 
+/// Trains the same layers as a `Sequential` (which fuses each pooling layer
+/// with the convolution before it, forward and backward) and as a graph
+/// (which runs every layer on its own), and checks that History, weights and
+/// predictions are the same bits.
+macro_rules! fused_matches_unfused {
+    ($x:expr, $y:expr, $batch:expr, $shape:expr, [$($layer:expr),+ $(,)?]) => {{
+        let (x, y) = ($x, $y);
+        let mut seq = Sequential::new().seed(3).input_shape($shape);
+        $(seq = seq.add($layer);)+
+        seq.compile("adam", "categorical_crossentropy", &["accuracy"])
+            .unwrap();
+        let mut g = Graph::with_seed(3);
+        let i = g.input("x", $shape);
+        let mut h = i;
+        $(h = g.call($layer, h);)+
+        let mut model = Model::new(g, [i], [h]).unwrap();
+        model
+            .compile(
+                "adam",
+                ModelCompile::new()
+                    .loss("categorical_crossentropy")
+                    .metrics_all(&["accuracy"]),
+            )
+            .unwrap();
+        assert_eq!(seq.get_weights().unwrap(), model.get_weights().unwrap());
+        let opts = FitOptions {
+            epochs: 2,
+            batch_size: $batch,
+            verbose: 0,
+            ..Default::default()
+        };
+        let hs = seq.fit(x, y, opts.clone()).unwrap();
+        let hm = model.fit(x, y, opts).unwrap();
+        assert_eq!(hs.get("loss"), hm.get("loss"));
+        assert_eq!(seq.get_weights().unwrap(), model.get_weights().unwrap());
+        let p = model.predict(x).unwrap();
+        assert_eq!(
+            p[0].clone().into_dimensionality::<ndarray::Ix2>().unwrap(),
+            seq.predict(x).unwrap()
+        );
+    }};
+}
+
 #[test]
 fn a_convnet_as_a_graph_trains_and_predicts_bit_identically_to_sequential() {
     // Sequential runs each pooling layer on the tiles of the convolution
-    // before it while they are in cache (`Layer::forward_then`); the graph
-    // engine runs the layers one after the other. Batches of 48 images make
-    // the first convolution tile in parallel (two tiles a batch), in training
-    // and in inference.
+    // before it while they are in cache (`Layer::forward_then`,
+    // `Layer::backward_after`); the graph engine runs the layers one after
+    // the other. Batches of 48 images make the first convolution tile in
+    // parallel (two tiles a batch), in training and in inference.
     let x = ndarray::Array4::from_shape_fn((96, 14, 14, 1), |(i, r, c, _)| {
         ((i * 13 + r * 7 + c * 3) % 17) as f32 / 17.0 - 0.3
     });
     let y = Array2::from_shape_fn((96, 3), |(i, j)| ((i * 5 % 3) == j) as u8 as f32);
-    let mut seq = Sequential::new()
-        .seed(5)
-        .input_shape(&[14, 14, 1])
-        .conv2d(8, 3, Relu)
-        .max_pooling2d(2)
-        .conv2d(8, 3, Relu)
-        .max_pooling2d(2)
-        .flatten()
-        .dense(3, Softmax);
-    seq.compile("adam", "categorical_crossentropy", &["accuracy"])
-        .unwrap();
-    let mut g = Graph::with_seed(5);
-    let i = g.input("x", &[14, 14, 1]);
-    let h = g.call(Conv2D::new(8, 3, Relu), i);
-    let h = g.call(MaxPooling2D::new(2), h);
-    let h = g.call(Conv2D::new(8, 3, Relu), h);
-    let h = g.call(MaxPooling2D::new(2), h);
-    let h = g.call(Flatten::new(), h);
-    let o = g.call(Dense::new(3, Softmax), h);
-    let mut model = Model::new(g, [i], [o]).unwrap();
-    model
-        .compile(
-            "adam",
-            ModelCompile::new()
-                .loss("categorical_crossentropy")
-                .metrics_all(&["accuracy"]),
-        )
-        .unwrap();
-    assert_eq!(seq.get_weights().unwrap(), model.get_weights().unwrap());
-    let opts = FitOptions {
-        epochs: 2,
-        batch_size: 48,
-        verbose: 0,
-        ..Default::default()
-    };
-    let hs = seq.fit(&x, &y, opts.clone()).unwrap();
-    let hm = model.fit(&x, &y, opts).unwrap();
-    assert_eq!(hs.get("loss"), hm.get("loss"));
-    assert_eq!(seq.get_weights().unwrap(), model.get_weights().unwrap());
-    let p = model.predict(&x).unwrap();
-    assert_eq!(
-        p[0].clone().into_dimensionality::<ndarray::Ix2>().unwrap(),
-        seq.predict(&x).unwrap()
+    fused_matches_unfused!(
+        &x,
+        &y,
+        48,
+        &[14, 14, 1],
+        [
+            Conv2D::new(8, 3, Relu),
+            MaxPooling2D::new(2),
+            Conv2D::new(8, 3, Relu),
+            MaxPooling2D::new(2),
+            Flatten::new(),
+            Dense::new(3, Softmax),
+        ]
+    );
+}
+
+#[test]
+fn fused_convolutions_and_poolings_give_the_bits_of_separate_layers() {
+    // Batches of 29 rows (not a multiple of the 8 gradient blocks, and a
+    // short last batch); long and short patches; a 1x1 convolution; short
+    // patches with an input gradient; overlapping and `same` pooling
+    // windows; average pooling; activations with and without kept
+    // pre-activations; no bias.
+    let images = ndarray::Array4::from_shape_fn((70, 12, 12, 2), |(i, r, c, ch)| {
+        ((i * 13 + r * 7 + c * 3 + ch * 5) % 17) as f32 / 17.0 - 0.4
+    });
+    let labels = Array2::from_shape_fn((70, 3), |(i, j)| ((i * 5 % 3) == j) as u8 as f32);
+    fused_matches_unfused!(
+        &images,
+        &labels,
+        29,
+        &[12, 12, 2],
+        [
+            Conv2D::new(4, 3, Tanh).padding(Padding::Same),
+            AveragePooling2D::new(2).strides(1),
+            Conv2D::new(6, 3, Relu).use_bias(false),
+            MaxPooling2D::new(3).strides(2).padding(Padding::Same),
+            Flatten::new(),
+            Dense::new(3, Softmax),
+        ]
+    );
+    fused_matches_unfused!(
+        &images,
+        &labels,
+        29,
+        &[12, 12, 2],
+        [
+            Conv2D::new(2, 1, Linear),
+            MaxPooling2D::new(2),
+            Conv2D::new(3, 2, Relu),
+            MaxPooling2D::new(2),
+            Conv2D::new(4, 2, "gelu").padding(Padding::Same),
+            AveragePooling2D::new(2),
+            Flatten::new(),
+            Dense::new(3, Softmax),
+        ]
+    );
+    let sequences = ndarray::Array3::from_shape_fn((70, 20, 2), |(i, t, ch)| {
+        ((i * 11 + t * 3 + ch * 7) % 13) as f32 / 13.0 - 0.5
+    });
+    fused_matches_unfused!(
+        &sequences,
+        &labels,
+        29,
+        &[20, 2],
+        [
+            Conv1D::new(5, 3, Relu),
+            MaxPooling1D::new(2),
+            Conv1D::new(4, 5, Sigmoid).padding(Padding::Causal),
+            AveragePooling1D::new(2).padding(Padding::Same),
+            Flatten::new(),
+            Dense::new(3, Softmax),
+        ]
+    );
+    fused_matches_unfused!(
+        &sequences,
+        &labels,
+        29,
+        &[20, 2],
+        [
+            Conv1D::new(5, 3, "elu"),
+            MaxPooling1D::new(3).strides(2),
+            Flatten::new(),
+            Dense::new(3, Softmax),
+        ]
     );
 }

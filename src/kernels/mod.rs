@@ -31,7 +31,7 @@
 
 mod short_k;
 
-pub(crate) use short_k::{gemm_short_k, weight_grad_partials, weight_grad_short_k, SHORT_K};
+pub(crate) use short_k::{block_grad, gemm_short_k, sum_partials, weight_grad_partials, SHORT_K};
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};

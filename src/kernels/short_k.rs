@@ -16,6 +16,7 @@
 //!   in row order), the blocks then added in block order: the same bits for
 //!   any number of threads.
 
+#[cfg(test)]
 use rayon::prelude::*;
 
 use super::K_SPLITS;
@@ -78,6 +79,12 @@ pub(crate) fn weight_grad_partials(k: usize, n: usize) -> usize {
 /// # Panics
 /// When the lengths do not agree or `partials` is shorter than
 /// [`weight_grad_partials`].
+///
+/// The convolution runs the same blocked sum itself, over blocks of whole
+/// samples whose output gradient it may make one sample at a time
+/// ([`block_grad`], [`sum_partials`]); the unit tests check the kernels
+/// through this whole-matrix form.
+#[cfg(test)]
 #[track_caller]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_grad_short_k(
@@ -135,11 +142,24 @@ pub(crate) fn weight_grad_short_k(
             .enumerate()
             .for_each(|(i, part)| work(i, part));
     }
-    let mut parts = partials.chunks_exact(part_len);
+    sum_partials(partials, k, n, grad, bias_grad);
+}
+
+/// `grad` (`k x n`) and, when given, `bias_grad` (`n`): the sum, in order,
+/// of the `(k + 1) x n` (or `k x n` without a bias) blocks of `partials`
+/// that [`block_grad`] filled.
+pub(crate) fn sum_partials(
+    partials: &[f32],
+    k: usize,
+    n: usize,
+    grad: &mut [f32],
+    mut bias_grad: Option<&mut [f32]>,
+) {
+    let part_len = (k + usize::from(bias_grad.is_some())) * n;
+    let mut parts = partials.chunks_exact(part_len.max(1));
     let first = parts.next().unwrap_or(&[]);
-    let (g0, b0) = first.split_at(k * n);
+    let (g0, b0) = first.split_at((k * n).min(first.len()));
     grad.copy_from_slice(g0);
-    let mut bias_grad = bias_grad;
     if let Some(bg) = bias_grad.as_deref_mut() {
         bg.copy_from_slice(b0);
     }
@@ -154,8 +174,14 @@ pub(crate) fn weight_grad_short_k(
 
 /// Adds one block's `A^T D` (and, with `taps = k + 1`, the column sums of
 /// `D` as a last row) to `part` (`taps x n`), row by row; `D` counts only
-/// where a given `gate` is positive.
-fn block_grad(
+/// where a given `gate` is positive. Each value of `part` is one FMA chain
+/// over the rows in order, so calling this on consecutive row ranges gives
+/// the bits of one call on all of them.
+///
+/// # Panics
+/// When the lengths do not agree.
+#[track_caller]
+pub(crate) fn block_grad(
     a: &[f32],
     d: &[f32],
     gate: Option<&[f32]>,
@@ -164,11 +190,24 @@ fn block_grad(
     taps: usize,
     part: &mut [f32],
 ) {
+    let rows = d.len().checked_div(n).unwrap_or(0);
+    assert!(
+        n > 0
+            && d.len() == rows * n
+            && a.len() == rows * k
+            && gate.is_none_or(|g| g.len() == rows * n)
+            && taps <= k + 1
+            && part.len() == taps * n,
+        "horn::kernels::block_grad: A has {} values, D {}, the partial {} (expected {rows}x{k}, {rows}x{n}, {taps}x{n})",
+        a.len(),
+        d.len(),
+        part.len()
+    );
     #[cfg(target_arch = "x86_64")]
     {
         if super::avx2_available() {
             // SAFETY: AVX2 and FMA checked; `a` is `rows x k`, `d` and the gate
-            // `rows x n` (sliced from checked lengths), `part` `taps x n`.
+            // `rows x n`, `part` `taps x n` (all asserted above).
             unsafe { avx2::block_grad(a, d, gate, k, n, taps, part) };
             return;
         }

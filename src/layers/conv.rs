@@ -17,10 +17,16 @@
 //!   right after it, while the tile's output is in cache
 //!   (`Layer::forward_then`).
 //! - backward: `dK = patches^T dz` and `db = sum dz` are sums over the whole
-//!   batch, split into fixed blocks of positions added in block order (one
-//!   direct pass for short patches); the input gradient is formed a tile at
-//!   a time, `d patches = dz K^T` into the lane's buffer, then added back into
-//!   the input gradient ("col2im") while it is in cache.
+//!   batch. Short patches (kept from forward) take one direct pass in fixed
+//!   blocks of samples added in block order. Long ones go tile by tile in a
+//!   fixed number of lanes: the activation's gradient, the lane's partial
+//!   bias and kernel gradients (the tile's patches unrolled again), and the
+//!   input gradient `d patches = dz K^T` into the lane's buffer, added back
+//!   into the input gradient ("col2im") while it is in cache; lane partials
+//!   are added in lane order. When a sample-local layer (pooling) follows,
+//!   each block's `dz` is made from that layer's backward in the lane's own
+//!   buffer when the block needs it (`Layer::backward_after`), with the
+//!   same bits as from a whole-batch `dy`.
 //!
 //! In training the patches live in the layer's `aux` rows (the weight
 //! gradient needs them); in inference, and for the input gradient, each of
@@ -38,15 +44,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     add_bias_activate, bias_activate_block, expect_grads, expect_shape, BackwardContext, Buffers,
-    ForwardContext, Layer, NextLayer, ParamView,
+    ForwardContext, Layer, NextLayer, NextLayerGrad, ParamView,
 };
 use crate::activations::{Activation, IntoActivation};
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
 use crate::kernels::{
-    gemm, gemm_packed, gemm_patch_rows, gemm_serial, gemm_short_k, gemm_tall_k, matrix, matrix_mut,
-    pack_b, packed_b_len, values, values_mut, weight_grad_partials, weight_grad_short_k, PackedB,
-    PatchRows, K_SPLITS, SHORT_K,
+    block_grad, gemm, gemm_packed, gemm_patch_rows, gemm_serial, gemm_short_k, gemm_tall_k, matrix,
+    matrix_mut, pack_b, packed_b_len, sum_partials, values, values_mut, weight_grad_partials,
+    PackedB, PatchRows, K_SPLITS, SHORT_K,
 };
 use crate::regularizers::Regularizer;
 use crate::saving::LayerConfig;
@@ -527,8 +533,9 @@ impl Conv {
     }
 
     /// Scratch values of one lane: a tile's patches, a tile's patch
-    /// gradients, and two kernel-sized buffers (the lane's product and its
-    /// partial kernel gradient).
+    /// gradients, two kernel-sized buffers (the lane's product and its
+    /// partial kernel gradient), its partial bias gradient and a tile's
+    /// output gradient.
     fn lane_len(&self) -> usize {
         self.lane_len_at(&self.geo)
     }
@@ -536,7 +543,8 @@ impl Conv {
     /// [`Conv::lane_len`] for the geometry `g`.
     fn lane_len_at(&self, g: &Geometry) -> usize {
         let (plen, f) = (self.patch_len_at(g), self.filters);
-        2 * self.tile_samples_at(g) * g.positions() * plen + 2 * plen * f
+        let tile = self.tile_samples_at(g);
+        2 * tile * g.positions() * plen + 2 * plen * f + f + tile * g.positions() * f
     }
 
     /// Scratch values of the per-lane buffers (forward without kept
@@ -827,6 +835,69 @@ impl Conv {
         x: ArrayView2<f32>,
         y: ArrayView2<f32>,
         aux: ArrayView2<f32>,
+        dy: ArrayViewMut2<f32>,
+        dx: Option<ArrayViewMut2<f32>>,
+        grads: &mut [Vec<f32>],
+        ctx: &mut BackwardContext<'_>,
+    ) {
+        let n = x.nrows();
+        expect_shape(self.class(), "dy", dy.shape(), &[n, self.out_width()]);
+        if self.identity_patches() {
+            self.backward_identity(x, y, aux, dy, dx, grads, ctx);
+            return;
+        }
+        let up = Upstream::Rows(DisjointRows::new(dy, n));
+        self.backward_from(x, y, aux, up, dx, grads, ctx);
+    }
+
+    /// `next`'s backward, then this layer's; with long patches, or short
+    /// ones and no input gradient (a first convolution), each tile's output
+    /// gradient is made from `next` in the lane's buffer when the tile
+    /// needs it, and `dy` is not used.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_after(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        aux: ArrayView2<f32>,
+        mut dy: ArrayViewMut2<f32>,
+        dx: Option<ArrayViewMut2<f32>>,
+        grads: &mut [Vec<f32>],
+        ctx: &mut BackwardContext<'_>,
+        next: NextLayerGrad<'_>,
+    ) {
+        let n = x.nrows();
+        if self.identity_patches() || (self.keeps_patches() && dx.is_some()) {
+            next.layer.backward(
+                y,
+                next.y,
+                next.aux,
+                next.dy,
+                Some(dy.view_mut()),
+                &mut [],
+                &mut BackwardContext::new(false),
+            );
+            self.backward(x, y, aux, dy, dx, grads, ctx);
+            return;
+        }
+        expect_shape(self.class(), "y", y.shape(), &[n, self.out_width()]);
+        let up = Upstream::Next(FusedGrad::new(next, n, values(y)));
+        self.backward_from(x, y, aux, up, dx, grads, ctx);
+    }
+
+    /// Values per sample of the output.
+    fn out_width(&self) -> usize {
+        self.geo.positions() * self.filters
+    }
+
+    /// Backward of a `1 x 1` convolution with stride 1, whose patches are
+    /// its input: whole-batch products.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_identity(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        aux: ArrayView2<f32>,
         mut dy: ArrayViewMut2<f32>,
         dx: Option<ArrayViewMut2<f32>>,
         grads: &mut [Vec<f32>],
@@ -835,13 +906,67 @@ impl Conv {
         let class = self.class();
         let n = x.nrows();
         let (p, f, plen) = (self.geo.positions(), self.filters, self.patch_len());
+        let z_len = if self.needs_z() { p * f } else { 0 };
+        expect_shape(class, "x", x.shape(), &[n, self.geo.in_size()]);
+        expect_shape(class, "y", y.shape(), &[n, p * f]);
+        expect_shape(class, "aux", aux.shape(), &[n, z_len]);
+        if let Some(dx) = &dx {
+            expect_shape(class, "dx", dx.shape(), x.shape());
+        }
+        let n_params = if self.use_bias { 2 } else { 1 };
+        expect_grads(class, grads, &[self.kernel.len(), f][..n_params]);
+        if !ctx.dy_is_preactivation {
+            self.activation
+                .backward(values(aux), values(y), values_mut(dy.view_mut()), f);
+        }
+        let m = n * p;
+        let dz = matrix(values(dy.view()), m, f);
+        // A sum over every position of the batch into a small kernel, split
+        // over the positions in a fixed order. With long patches (many
+        // channels) the product is formed transposed, `dK^T = dz^T x`, so
+        // that the large operand is read row by row.
+        let pm = matrix(values(x), m, plen);
+        let mut gk = matrix_mut(&mut grads[0], plen, f);
+        let kernel_len = plen * f;
+        let partial_len = K_SPLITS * kernel_len;
+        if plen > 64 && ctx.scratch.len() >= partial_len + kernel_len {
+            let (partials, rest) = ctx.scratch.split_at_mut(partial_len);
+            let mut gt = matrix_mut(rest, f, plen);
+            gemm_tall_k(dz.t(), pm, gt.view_mut(), partials);
+            gk.assign(&gt.t());
+        } else {
+            gemm_tall_k(pm.t(), dz, gk, ctx.scratch);
+        }
+        if self.use_bias {
+            column_sums(values(dz), f, &mut grads[1], ctx.scratch);
+        }
+        if let Some(dx) = dx {
+            let kt = matrix(&self.kernel, plen, f);
+            gemm(dz, kt.t(), matrix_mut(values_mut(dx), m, plen));
+        }
+    }
+
+    /// Backward of a convolution with real patches, its output gradient
+    /// coming from `up` a block of samples at a time (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_from(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        aux: ArrayView2<f32>,
+        up: Upstream<'_>,
+        dx: Option<ArrayViewMut2<f32>>,
+        grads: &mut [Vec<f32>],
+        ctx: &mut BackwardContext<'_>,
+    ) {
+        let class = self.class();
+        let n = x.nrows();
+        let (p, f, plen) = (self.geo.positions(), self.filters, self.patch_len());
         let in_size = self.geo.in_size();
-        let identity = self.identity_patches();
         let kept = if self.keeps_patches() { p * plen } else { 0 };
         let z_len = if self.needs_z() { p * f } else { 0 };
         expect_shape(class, "x", x.shape(), &[n, in_size]);
         expect_shape(class, "y", y.shape(), &[n, p * f]);
-        expect_shape(class, "dy", dy.shape(), &[n, p * f]);
         expect_shape(class, "aux", aux.shape(), &[n, kept + z_len]);
         if let Some(dx) = &dx {
             expect_shape(class, "dx", dx.shape(), x.shape());
@@ -850,76 +975,101 @@ impl Conv {
         expect_grads(class, grads, &[self.kernel.len(), f][..n_params]);
         let a = values(aux);
         let (cols, z) = a.split_at(n * kept);
-        let direct = kept > 0 && ctx.scratch.len() >= weight_grad_partials(plen, f);
-        // A first convolution with ReLU: the direct pass below applies the
-        // ReLU's gradient as it reads `dy`, which is then never written.
-        let gate = (direct
-            && dx.is_none()
-            && self.activation == Activation::Relu
-            && !ctx.dy_is_preactivation)
-            .then(|| values(y));
-        if !ctx.dy_is_preactivation && gate.is_none() {
-            self.activation
-                .backward(z, values(y), values_mut(dy.view_mut()), f);
-        }
-        let m = n * p;
-        let dz = matrix(values(dy.view()), m, f);
-        if direct {
+        let ys = values(y);
+        let out = p * f;
+        let pre = ctx.dy_is_preactivation;
+        // The activation's gradient, in place, on the output gradient of
+        // the samples from `first` on.
+        let activate = |first: usize, dz: &mut [f32]| {
+            if !pre {
+                let zt = if z_len > 0 {
+                    &z[first * z_len..][..dz.len()]
+                } else {
+                    &[]
+                };
+                self.activation
+                    .backward(zt, &ys[first * out..][..dz.len()], dz, f);
+            }
+        };
+        if kept > 0 {
             // Short patches (a first convolution): the kernel and bias
-            // gradients in one direct pass over the kept patches.
-            let (gk, rest) = grads.split_at_mut(1);
-            weight_grad_short_k(
-                cols,
-                values(dz),
-                gate,
+            // gradients in one direct pass over the kept patches, in
+            // [`K_SPLITS`] fixed blocks of samples added in block order. A
+            // ReLU without an input gradient to make is applied as the pass
+            // reads the output gradient, which is then never written.
+            let gate = (self.activation == Activation::Relu && !pre && dx.is_none()).then_some(ys);
+            let taps = plen + usize::from(self.use_bias);
+            let part_len = taps * f;
+            // Each block's partial sums, then its slot for `next`'s output
+            // gradient of one sample.
+            let need = K_SPLITS * (part_len + out);
+            assert!(
+                ctx.scratch.len() >= need,
+                "{class}: scratch of {} values is smaller than the {need} that `buffers` asked for",
+                ctx.scratch.len()
+            );
+            let (partials, rest) = ctx.scratch.split_at_mut(K_SPLITS * part_len);
+            let slots = &mut rest[..K_SPLITS * out];
+            let per_block = n.div_ceil(K_SPLITS).max(1);
+            let block = |i: usize, part: &mut [f32], slot: &mut [f32]| {
+                part.fill(0.0);
+                let (s0, s1) = ((i * per_block).min(n), ((i + 1) * per_block).min(n));
+                // The buffer's own rows all at once; `next`'s a sample at
+                // a time, into the slot.
+                let step = if up.is_rows() { (s1 - s0).max(1) } else { 1 };
+                for s in (s0..s1).step_by(step) {
+                    let count = step.min(s1 - s);
+                    // SAFETY: the blocks cover disjoint samples, and each
+                    // takes each of its samples' rows once.
+                    let dz = unsafe { up.rows(s, count, slot) };
+                    let gate = gate.map(|g| &g[s * out..(s + count) * out]);
+                    if gate.is_none() {
+                        activate(s, dz);
+                    }
+                    block_grad(
+                        &cols[s * kept..(s + count) * kept],
+                        dz,
+                        gate,
+                        plen,
+                        f,
+                        taps,
+                        part,
+                    );
+                }
+            };
+            if n * out * taps >= 1 << 16 {
+                partials
+                    .par_chunks_mut(part_len)
+                    .zip(slots.par_chunks_mut(out))
+                    .enumerate()
+                    .for_each(|(i, (part, slot))| block(i, part, slot));
+            } else {
+                partials
+                    .chunks_mut(part_len)
+                    .zip(slots.chunks_mut(out))
+                    .enumerate()
+                    .for_each(|(i, (part, slot))| block(i, part, slot));
+            }
+            let (gk, gb) = grads.split_at_mut(1);
+            sum_partials(
+                partials,
                 plen,
                 f,
                 &mut gk[0],
-                rest.first_mut().map(|g| &mut g[..]),
-                ctx.scratch,
+                gb.first_mut().map(|g| &mut g[..]),
             );
-        } else {
-            if identity || kept > 0 {
-                // The patches are at hand (the input itself, or kept): a
-                // sum over every position of the batch into a small
-                // kernel, split over the positions in a fixed order.
-                // With long patches (a 1x1 convolution of many channels)
-                // the product is formed transposed, `dK^T = dz^T patches`,
-                // so that the large operand is read row by row.
-                let pm = matrix(if identity { values(x) } else { cols }, m, plen);
-                let mut gk = matrix_mut(&mut grads[0], plen, f);
-                let kernel_len = plen * f;
-                let partial_len = K_SPLITS * kernel_len;
-                if plen > 64 && ctx.scratch.len() >= partial_len + kernel_len {
-                    let (partials, rest) = ctx.scratch.split_at_mut(partial_len);
-                    let mut gt = matrix_mut(rest, f, plen);
-                    gemm_tall_k(dz.t(), pm, gt.view_mut(), partials);
-                    gk.assign(&gt.t());
-                } else {
-                    gemm_tall_k(pm.t(), dz, gk, ctx.scratch);
-                }
-            }
-            if self.use_bias {
-                column_sums(values(dz), f, &mut grads[1], ctx.scratch);
+            if dx.is_none() {
+                return;
             }
         }
-        let kt = matrix(&self.kernel, plen, f);
-        if identity {
-            if let Some(dx) = dx {
-                gemm(dz, kt.t(), matrix_mut(values_mut(dx), m, plen));
-            }
-            return;
-        }
-        // Long patches are not kept: each tile's are unrolled again into its
-        // lane's buffer, and the lane adds `dz^T patches` to its own partial
-        // kernel gradient; the lanes' partials are then added in lane order.
+        // Tile by tile in a fixed number of lanes, each lane working through
+        // a contiguous run of tiles: with long patches (not kept), the
+        // activation's gradient, the lane's partial bias and kernel
+        // gradients (`dz^T patches`, the tile's patches unrolled again in
+        // the lane's buffer), then, when asked, the input gradient: `dz K^T`
+        // into the lane's buffer, added back into `dx` (col2im) while it is
+        // in cache. Lane partials are added in lane order.
         let recompute = kept == 0;
-        if !recompute && dx.is_none() {
-            return;
-        }
-        // The input gradient, a tile at a time: its patch gradients
-        // `dz K^T` go to the lane's buffer and are added back into the
-        // input gradient (col2im) while they are in cache.
         let tile = self.tile_samples();
         let (packed, rest) = if dx.is_some() {
             self.pack_kernel(ctx.scratch, true)
@@ -929,7 +1079,9 @@ impl Conv {
         let packed = packed.as_ref();
         let tiles = n.div_ceil(tile);
         let lanes = LANES.min(tiles).max(1);
-        let (dc, cc, xc, kl) = (tile * p * f, tile * p * plen, tile * in_size, plen * f);
+        let per_lane = tiles.div_ceil(lanes);
+        let used = tiles.div_ceil(per_lane);
+        let (cc, xc, kl) = (tile * p * plen, tile * in_size, plen * f);
         let lane_len = self.lane_len();
         assert!(
             rest.len() >= lanes * lane_len,
@@ -937,32 +1089,47 @@ impl Conv {
             rest.len(),
             lanes * lane_len
         );
-        let per_lane = tiles.div_ceil(lanes);
         let xs = values(x);
-        let lane = |buf: &mut [f32], xl: &[f32], dzl: &[f32], dxl: Option<&mut [f32]>| {
+        let kt = matrix(&self.kernel, plen, f);
+        let lane = |l: usize, buf: &mut [f32], dxl: Option<&mut [f32]>| {
             let (pslot, r) = buf.split_at_mut(cc);
             let (dslot, r) = r.split_at_mut(cc);
-            let (tmp, partial) = r.split_at_mut(kl);
-            partial[..kl].fill(0.0);
+            let (tmp, r) = r.split_at_mut(kl);
+            let (partial, r) = r.split_at_mut(kl);
+            let (bias_part, zslot) = r.split_at_mut(f);
+            partial.fill(0.0);
+            bias_part.fill(0.0);
             let mut dxl = dxl;
-            for (t, (xt, dzt)) in xl.chunks(xc).zip(dzl.chunks(dc)).enumerate() {
-                let rows = dzt.len() / f;
-                let dzm = matrix(dzt, rows, f);
+            let (t0, t1) = (l * per_lane, ((l + 1) * per_lane).min(tiles));
+            for t in t0..t1 {
+                let first = t * tile;
+                let rows = tile.min(n - first);
+                // SAFETY: the lanes cover disjoint tiles, and each takes each
+                // of its tiles' rows once.
+                let dz = unsafe { up.rows(first, rows, zslot) };
+                let xt = &xs[first * in_size..(first + rows) * in_size];
                 if recompute {
-                    let pc = &mut pslot[..rows * plen];
+                    activate(first, dz);
+                    for row in dz.chunks_exact(f) {
+                        bias_part.iter_mut().zip(row).for_each(|(b, &v)| *b += v);
+                    }
+                    let pc = &mut pslot[..rows * p * plen];
                     for (x1, c1) in xt.chunks_exact(in_size).zip(pc.chunks_exact_mut(p * plen)) {
                         self.im2col(x1, c1);
                     }
-                    gemm_serial(dzm.t(), matrix(pc, rows, plen), matrix_mut(tmp, f, plen));
-                    partial[..kl]
-                        .iter_mut()
-                        .zip(&*tmp)
-                        .for_each(|(o, &v)| *o += v);
+                    let dzm = matrix(dz, rows * p, f);
+                    gemm_serial(
+                        dzm.t(),
+                        matrix(pc, rows * p, plen),
+                        matrix_mut(tmp, f, plen),
+                    );
+                    partial.iter_mut().zip(&*tmp).for_each(|(o, &v)| *o += v);
                 }
                 if let Some(dxl) = dxl.as_deref_mut() {
-                    let dxt = &mut dxl[t * xc..t * xc + xt.len()];
-                    let dcols = &mut dslot[..rows * plen];
-                    gemm_packed(dzm, kt.t(), packed, matrix_mut(dcols, rows, plen));
+                    let dxt = &mut dxl[(t - t0) * xc..][..xt.len()];
+                    let dcols = &mut dslot[..rows * p * plen];
+                    let dzm = matrix(dz, rows * p, f);
+                    gemm_packed(dzm, kt.t(), packed, matrix_mut(dcols, rows * p, plen));
                     for (d1, c1) in dxt
                         .chunks_exact_mut(in_size)
                         .zip(dcols.chunks_exact(p * plen))
@@ -972,30 +1139,36 @@ impl Conv {
                 }
             }
         };
-        let bufs = &mut rest[..lanes * lane_len];
-        let work = xs
-            .par_chunks(per_lane * xc)
-            .zip(values(dz).par_chunks(per_lane * dc));
+        let bufs = &mut rest[..used * lane_len];
         match dx {
             Some(dx) => bufs
                 .par_chunks_mut(lane_len)
-                .zip(work.zip(values_mut(dx).par_chunks_mut(per_lane * xc)))
-                .for_each(|(b, ((xl, dzl), dxl))| lane(b, xl, dzl, Some(dxl))),
+                .zip(values_mut(dx).par_chunks_mut(per_lane * xc))
+                .enumerate()
+                .for_each(|(l, (b, dxl))| lane(l, b, Some(dxl))),
             None => bufs
                 .par_chunks_mut(lane_len)
-                .zip(work)
-                .for_each(|(b, (xl, dzl))| lane(b, xl, dzl, None)),
+                .enumerate()
+                .for_each(|(l, b)| lane(l, b, None)),
         }
         if recompute {
             // Lane partials are `filters x plen`; the gradient is `plen x filters`.
             let g = &mut grads[0];
             g.fill(0.0);
-            for buf in bufs.chunks_exact(lane_len).take(tiles.div_ceil(per_lane)) {
+            for buf in bufs.chunks_exact(lane_len) {
                 let partial = &buf[2 * cc + kl..][..kl];
                 for (j, row) in partial.chunks_exact(plen).enumerate() {
                     for (c, &v) in row.iter().enumerate() {
                         g[c * f + j] += v;
                     }
+                }
+            }
+            if self.use_bias {
+                let gb = &mut grads[1];
+                gb.fill(0.0);
+                for buf in bufs.chunks_exact(lane_len) {
+                    let bias_part = &buf[2 * cc + 2 * kl..][..f];
+                    gb.iter_mut().zip(bias_part).for_each(|(o, &v)| *o += v);
                 }
             }
         }
@@ -1017,8 +1190,9 @@ impl Conv {
             } else {
                 0
             };
-            // The weight gradient's partial sums (see `backward`).
-            let grads = weight_grad_partials(plen, f)
+            // The weight gradient's partial sums and one sample's output
+            // gradient per block (see `backward_from`).
+            let grads = (weight_grad_partials(plen, f) + K_SPLITS * p * f)
                 .max((K_SPLITS + 1) * plen * f)
                 .max(SUM_BLOCKS * f);
             Buffers {
@@ -1235,6 +1409,19 @@ macro_rules! forward_layer {
             ) {
                 self.0.backward(x, y, aux, dy, dx, grads, ctx)
             }
+            fn backward_after(
+                &self,
+                x: ArrayView2<f32>,
+                y: ArrayView2<f32>,
+                aux: ArrayView2<f32>,
+                dy: ArrayViewMut2<f32>,
+                dx: Option<ArrayViewMut2<f32>>,
+                grads: &mut [Vec<f32>],
+                ctx: &mut BackwardContext<'_>,
+                next: NextLayerGrad<'_>,
+            ) {
+                self.0.backward_after(x, y, aux, dy, dx, grads, ctx, next)
+            }
             fn params(&self) -> Vec<ParamView<'_>> {
                 self.0.params()
             }
@@ -1431,6 +1618,94 @@ impl<'a> FusedNext<'a> {
             matrix_mut(y, rows, self.y.width),
             matrix_mut(aux, rows, self.aux.width),
             &mut ctx,
+        );
+    }
+}
+
+/// Where a convolution's backward pass gets its output gradient `dz` from.
+enum Upstream<'a> {
+    /// Its own `dy` buffer, whose rows it overwrites in place.
+    Rows(DisjointRows<'a>),
+    /// The sample-local layer after it, back-propagated a tile at a time.
+    Next(FusedGrad<'a>),
+}
+
+impl Upstream<'_> {
+    fn is_rows(&self) -> bool {
+        matches!(self, Upstream::Rows(_))
+    }
+
+    /// The output gradient of samples `first..first + count`: the `dy`
+    /// buffer's own rows, or `next`'s backward for them written into the
+    /// start of `slot`.
+    ///
+    /// # Safety
+    /// No other slice from this `Upstream` for overlapping samples may be
+    /// alive while the returned one is.
+    unsafe fn rows<'s>(&'s self, first: usize, count: usize, slot: &'s mut [f32]) -> &'s mut [f32] {
+        match self {
+            // SAFETY: the caller's guarantee is `DisjointRows::rows`'.
+            Upstream::Rows(rows) => unsafe { rows.rows(first, count) },
+            Upstream::Next(next) => {
+                let out = &mut slot[..count * next.in_width];
+                // SAFETY: as above, for `next`'s rows of the same samples.
+                unsafe { next.run(first, count, out) };
+                out
+            }
+        }
+    }
+}
+
+/// The sample-local layer after a convolution, back-propagated on the
+/// samples of one tile at a time ([`Layer::backward_after`]).
+struct FusedGrad<'a> {
+    layer: &'a dyn Layer,
+    /// Its input: the convolution's output, `in_width` values per sample.
+    x: &'a [f32],
+    y: ArrayView2<'a, f32>,
+    aux: ArrayView2<'a, f32>,
+    dy: DisjointRows<'a>,
+    in_width: usize,
+}
+
+impl<'a> FusedGrad<'a> {
+    /// `next`'s views for a batch of `n` samples whose input is `x`.
+    fn new<'n: 'a>(next: NextLayerGrad<'n>, n: usize, x: &'a [f32]) -> Self {
+        assert!(
+            next.y.nrows() >= n && next.aux.nrows() >= n && n > 0,
+            "fused layer: {} output rows and {} aux rows for a batch of {n}",
+            next.y.nrows(),
+            next.aux.nrows()
+        );
+        FusedGrad {
+            layer: next.layer,
+            in_width: x.len() / n,
+            x,
+            y: next.y,
+            aux: next.aux,
+            dy: DisjointRows::new(next.dy, n),
+        }
+    }
+
+    /// The layer's input gradient for samples `first..first + count`
+    /// into `dx`.
+    ///
+    /// # Safety
+    /// No other call for overlapping samples may be running.
+    unsafe fn run(&self, first: usize, count: usize, dx: &mut [f32]) {
+        let w = self.in_width;
+        let rows = first..first + count;
+        let x = matrix(&self.x[first * w..(first + count) * w], count, w);
+        // SAFETY: the caller's guarantee.
+        let dy = unsafe { self.dy.rows(first, count) };
+        self.layer.backward(
+            x,
+            self.y.slice(ndarray::s![rows.clone(), ..]),
+            self.aux.slice(ndarray::s![rows, ..]),
+            matrix_mut(dy, count, self.dy.width),
+            Some(matrix_mut(dx, count, w)),
+            &mut [],
+            &mut BackwardContext::new(false),
         );
     }
 }

@@ -133,6 +133,98 @@ pub struct NextLayer<'a> {
     pub training: bool,
 }
 
+/// The sample-local layer after a fusing layer and its views, for
+/// [`Layer::backward_after`]: `y`, `aux` and `dy` as [`Layer::backward`]
+/// would get them (its `x` is the fusing layer's `y`).
+///
+/// Back-propagating through a pooling and the convolution before it by hand,
+/// fused and in turn (`Sequential` does the fused call itself):
+///
+/// ```
+/// use horn::prelude::*;
+/// use horn::layers::{BackwardContext, ForwardContext, Layer, NextLayerGrad};
+/// use horn::Shape;
+/// use ndarray::Array2;
+/// use rand::SeedableRng;
+///
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+/// let mut conv = Conv2D::new(4, 3, Relu);
+/// let mut pool = MaxPooling2D::new(2);
+/// let input = Shape::new(&[6, 6, 1]);
+/// let conv_out = conv.build(&input, &mut rng)?;
+/// let pool_out = pool.build(&conv_out, &mut rng)?;
+/// let rows = 3;
+/// let x = Array2::from_shape_fn((rows, 36), |(i, j)| ((i * 7 + j) % 5) as f32 - 2.0);
+/// let (cb, pb) = (conv.buffers(&input, true), pool.buffers(&conv_out, true));
+/// let mut scratch = vec![0.0; cb.scratch_len(rows)];
+/// let mut conv_aux = Array2::zeros((rows, cb.aux));
+/// let mut pool_aux = Array2::zeros((rows, pb.aux));
+/// let mut y = Array2::zeros((rows, conv_out.size()));
+/// let mut pooled = Array2::zeros((rows, pool_out.size()));
+/// let mut ctx = ForwardContext::new(true, &mut rng);
+/// ctx.scratch = &mut scratch;
+/// conv.forward(x.view(), y.view_mut(), conv_aux.view_mut(), &mut ctx);
+/// let mut rng2 = rand::rngs::StdRng::seed_from_u64(0);
+/// pool.forward(y.view(), pooled.view_mut(), pool_aux.view_mut(), &mut ForwardContext::new(true, &mut rng2));
+///
+/// let upstream = Array2::from_shape_fn((rows, pool_out.size()), |(i, j)| ((i + j) % 3) as f32 - 1.0);
+/// let mut grads = vec![vec![0.0; 36], vec![0.0; 4]];
+/// let (mut dy, mut pool_dy) = (Array2::zeros(y.dim()), upstream.clone());
+/// let mut ctx = BackwardContext::new(false);
+/// ctx.scratch = &mut scratch;
+/// let next = NextLayerGrad { layer: &pool, y: pooled.view(), aux: pool_aux.view(), dy: pool_dy.view_mut() };
+/// conv.backward_after(x.view(), y.view(), conv_aux.view(), dy.view_mut(), None, &mut grads, &mut ctx, next);
+///
+/// // The same in turn.
+/// let mut grads2 = vec![vec![0.0; 36], vec![0.0; 4]];
+/// let (mut dy2, mut pool_dy2) = (Array2::zeros(y.dim()), upstream.clone());
+/// pool.backward(y.view(), pooled.view(), pool_aux.view(), pool_dy2.view_mut(), Some(dy2.view_mut()),
+///     &mut [], &mut BackwardContext::new(false));
+/// let mut ctx = BackwardContext::new(false);
+/// ctx.scratch = &mut scratch;
+/// conv.backward(x.view(), y.view(), conv_aux.view(), dy2.view_mut(), None, &mut grads2, &mut ctx);
+/// assert_eq!(grads, grads2);
+/// # Ok::<(), horn::Error>(())
+/// ```
+pub struct NextLayerGrad<'a> {
+    /// The sample-local layer after the fusing one.
+    pub layer: &'a dyn Layer,
+    /// Its output.
+    pub y: ArrayView2<'a, f32>,
+    /// Its [`Buffers::aux`] columns.
+    pub aux: ArrayView2<'a, f32>,
+    /// The gradient of the loss with respect to its output (it may be
+    /// overwritten, as [`Layer::backward`]'s `dy`).
+    pub dy: ArrayViewMut2<'a, f32>,
+}
+
+/// [`Layer::backward_after`] done in turn: `next.layer`'s backward into
+/// `dy`, then `layer`'s backward. The trait's default, and what a layer that
+/// fuses only some cases calls for the others.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_in_turn<L: Layer + ?Sized>(
+    layer: &L,
+    x: ArrayView2<f32>,
+    y: ArrayView2<f32>,
+    aux: ArrayView2<f32>,
+    mut dy: ArrayViewMut2<f32>,
+    dx: Option<ArrayViewMut2<f32>>,
+    grads: &mut [Vec<f32>],
+    ctx: &mut BackwardContext<'_>,
+    next: NextLayerGrad<'_>,
+) {
+    next.layer.backward(
+        y.view(),
+        next.y,
+        next.aux,
+        next.dy,
+        Some(dy.view_mut()),
+        &mut [],
+        &mut BackwardContext::new(false),
+    );
+    layer.backward(x, y, aux, dy, dx, grads, ctx);
+}
+
 /// What a backward pass gets besides its views.
 pub struct BackwardContext<'a> {
     /// `dy` is already the gradient with respect to the pre-activation of
@@ -320,18 +412,21 @@ pub trait Layer: Send + Sync + fmt::Debug {
         ctx: &mut ForwardContext<'_>,
     );
 
-    /// Whether `forward` is *sample-local*: on any block of rows it gives
-    /// exactly those rows' outputs (and `aux`) of a whole-batch call, draws no
-    /// random numbers and needs no scratch, state or mask. The layer before it
-    /// may then run it block by block while its own output is still in cache
-    /// ([`Layer::forward_then`]). Pooling layers are; the default is `false`.
-    fn forward_is_sample_local(&self) -> bool {
+    /// Whether the layer is *sample-local*: `forward` on any block of rows
+    /// gives exactly those rows' outputs (and `aux`) of a whole-batch call,
+    /// draws no random numbers and needs no scratch, state or mask; and
+    /// `backward`, given those rows' `x`, `y`, `aux` and `dy`, gives exactly
+    /// those rows' `dx` and has no weights. The layer before it may then run
+    /// it block by block while the blocks are in cache
+    /// ([`Layer::forward_then`], [`Layer::backward_after`]). Pooling layers
+    /// are; the default is `false`.
+    fn is_sample_local(&self) -> bool {
         false
     }
 
     /// [`Layer::forward`], then `next.layer`'s forward, writing `next.y` and
     /// `next.aux`: the model calls this instead of the two forwards in turn
-    /// when `next.layer` is [sample-local](Layer::forward_is_sample_local).
+    /// when `next.layer` is [sample-local](Layer::is_sample_local).
     /// The default does exactly that; a layer that computes its output in
     /// blocks of samples may instead run `next.layer` on each block as soon
     /// as it is done, with the same results.
@@ -351,6 +446,32 @@ pub trait Layer: Send + Sync + fmt::Debug {
         let mut next_ctx = ForwardContext::new(next.training, &mut *ctx.rng);
         next.layer
             .forward(y.view(), next.y, next.aux, &mut next_ctx);
+    }
+
+    /// `next.layer`'s backward (from `next.dy` into this layer's `dy`), then
+    /// [`Layer::backward`]: the model calls this instead of the two in turn
+    /// when `next.layer` is [sample-local](Layer::is_sample_local). The
+    /// default does exactly that ([`backward_in_turn`]); a layer that works
+    /// through its gradient in blocks of samples may instead compute each
+    /// block of `dy` from `next` when it needs it, with the same results,
+    /// and leave `dy` unused.
+    ///
+    /// A convolution does this for the pooling after it: its output
+    /// gradient (11 MB per batch for the MNIST convnet's first layer) is
+    /// made tile by tile in cache and never written to memory.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_after(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        aux: ArrayView2<f32>,
+        dy: ArrayViewMut2<f32>,
+        dx: Option<ArrayViewMut2<f32>>,
+        grads: &mut [Vec<f32>],
+        ctx: &mut BackwardContext<'_>,
+        next: NextLayerGrad<'_>,
+    ) {
+        backward_in_turn(self, x, y, aux, dy, dx, grads, ctx, next);
     }
 
     /// Back-propagates: from `dy = dL/dy` (which the layer may overwrite) computes

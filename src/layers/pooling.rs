@@ -510,7 +510,7 @@ macro_rules! pool_layer {
             ) {
                 self.0.forward(x, y, aux, ctx.training)
             }
-            fn forward_is_sample_local(&self) -> bool {
+            fn is_sample_local(&self) -> bool {
                 true
             }
             fn backward(

@@ -10,7 +10,7 @@ use ndarray::ArrayView2;
 
 use rand::rngs::StdRng;
 
-use crate::layers::{BackwardContext, Buffers, ForwardContext, Layer, NextLayer};
+use crate::layers::{BackwardContext, Buffers, ForwardContext, Layer, NextLayer, NextLayerGrad};
 use crate::shape::Shape;
 
 pub(crate) struct Workspace {
@@ -27,6 +27,12 @@ pub(crate) struct Workspace {
     /// Training only: gradient buffers and per-sample values.
     pub grad_a: Vec<f32>,
     pub grad_b: Vec<f32>,
+    /// The output gradient of a layer fused with the sample-local one after
+    /// it ([`Layer::backward_after`]), for layers that materialize it.
+    pub grad_c: Vec<f32>,
+    /// `fuse_next[i]`: layer `i + 1` is sample-local and sees no mask or
+    /// state, so layer `i` may run it fused in both passes.
+    pub fuse_next: Vec<bool>,
     /// One buffer per trainable weight tensor of each layer.
     pub param_grads: Vec<Vec<Vec<f32>>>,
     /// Per layer, the trainable flag of each weight tensor in `params()` order.
@@ -82,6 +88,23 @@ impl Workspace {
                 on = on && layers[i].propagates_mask();
             }
         }
+        // Layer `i + 1` runs fused with layer `i` (forward_then,
+        // backward_after) when it is sample-local and sees no mask or state.
+        let fuse_next: Vec<bool> = (0..layers.len())
+            .map(|i| {
+                layers.get(i + 1).is_some_and(|next| {
+                    next.is_sample_local()
+                        && mask_from != Some(i + 1)
+                        && !mask_reaches[i + 1]
+                        && needs[i + 1].state == 0
+                })
+            })
+            .collect();
+        let fused_width = (0..layers.len())
+            .filter(|&i| fuse_next[i])
+            .map(|i| widths[i + 1])
+            .max()
+            .unwrap_or(0);
         let acts = widths.iter().map(|&w| vec![0.0; cap * w]).collect();
         let aux = aux_widths.iter().map(|&w| vec![0.0; cap * w]).collect();
         let state = needs.iter().map(|b| vec![0.0; b.state]).collect();
@@ -91,10 +114,11 @@ impl Workspace {
             .iter()
             .map(|l| l.params().iter().map(|p| p.trainable).collect())
             .collect();
-        let (grad_a, grad_b, param_grads) = if training {
+        let (grad_a, grad_b, grad_c, param_grads) = if training {
             (
                 vec![0.0; cap * max_w],
                 vec![0.0; cap * max_w],
+                vec![0.0; cap * fused_width],
                 layers
                     .iter()
                     .map(|l| {
@@ -107,7 +131,7 @@ impl Workspace {
                     .collect(),
             )
         } else {
-            (Vec::new(), Vec::new(), Vec::new())
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new())
         };
         Workspace {
             widths,
@@ -118,6 +142,8 @@ impl Workspace {
             scratch: vec![0.0; scratch_len],
             grad_a,
             grad_b,
+            grad_c,
+            fuse_next,
             param_grads,
             trainable,
             targets: if training {
@@ -167,12 +193,7 @@ impl Workspace {
             }
             // A sample-local next layer (pooling after a convolution) may run
             // on each block of this layer's output while it is in cache.
-            let fusable = layers.get(i + 1).filter(|next| {
-                next.forward_is_sample_local()
-                    && self.mask_from != Some(i + 1)
-                    && !self.mask_reaches[i + 1]
-                    && self.state[i + 1].is_empty()
-            });
+            let fusable = layers.get(i + 1).filter(|_| self.fuse_next[i]);
             let (out, later) = after.split_at_mut(1);
             let y = view_mut(&mut out[0], n, self.widths[i + 1]);
             let (aux_i, aux_later) = self.aux[i..].split_at_mut(1);
@@ -213,14 +234,22 @@ impl Workspace {
     }
 
     /// Back-propagates `grad_a` (the loss gradient for the first `n` rows) through
-    /// every layer, filling `param_grads`.
+    /// every layer, filling `param_grads`. A sample-local layer after a
+    /// layer goes back fused with it ([`Layer::backward_after`]).
     pub fn backward(&mut self, layers: &[Box<dyn Layer>], n: usize, fused: bool) {
         let last = layers.len() - 1;
-        for (i, layer) in layers.iter().enumerate().rev() {
+        let mut j = last + 1;
+        while j > 0 {
+            // Layer `i`, or the pair `i`, `i + 1` fused.
+            let mut i = j - 1;
+            let pair = i > 0 && self.fuse_next[i - 1] && !(fused && i == last);
+            if pair {
+                i -= 1;
+            }
+            let layer = &layers[i];
             let x = view(&self.acts[i], n, self.widths[i]);
             let y = view(&self.acts[i + 1], n, self.widths[i + 1]);
             let aux = view(&self.aux[i], n, self.aux_widths[i]);
-            let dy = view_mut(&mut self.grad_a, n, self.widths[i + 1]);
             let dx = (i > 0).then(|| view_mut(&mut self.grad_b, n, self.widths[i]));
             let mut ctx = BackwardContext {
                 dy_is_preactivation: fused && i == last,
@@ -228,11 +257,25 @@ impl Workspace {
                 state: &self.state[i],
                 mask: self.mask_reaches[i].then(|| &self.mask[..n * self.mask_steps]),
             };
-            layer.backward(x, y, aux, dy, dx, &mut self.param_grads[i], &mut ctx);
+            if pair {
+                let next = NextLayerGrad {
+                    layer: layers[i + 1].as_ref(),
+                    y: view(&self.acts[i + 2], n, self.widths[i + 2]),
+                    aux: view(&self.aux[i + 1], n, self.aux_widths[i + 1]),
+                    dy: view_mut(&mut self.grad_a, n, self.widths[i + 2]),
+                };
+                let dy = view_mut(&mut self.grad_c, n, self.widths[i + 1]);
+                let grads = &mut self.param_grads[i];
+                layer.backward_after(x, y, aux, dy, dx, grads, &mut ctx, next);
+            } else {
+                let dy = view_mut(&mut self.grad_a, n, self.widths[i + 1]);
+                layer.backward(x, y, aux, dy, dx, &mut self.param_grads[i], &mut ctx);
+            }
             if self.regularize {
                 layer.add_regularization_gradient(&mut self.param_grads[i]);
             }
             std::mem::swap(&mut self.grad_a, &mut self.grad_b);
+            j = i;
         }
     }
 }
