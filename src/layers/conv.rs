@@ -881,7 +881,12 @@ impl Conv {
             return;
         }
         expect_shape(self.class(), "y", y.shape(), &[n, self.out_width()]);
-        let up = Upstream::Next(FusedGrad::new(next, n, values(y)));
+        // A ReLU before max pooling: its gradient is applied to the
+        // pooling's output gradient, and this layer's output is not read.
+        let relu_first = self.activation == Activation::Relu
+            && next.layer.selects_max()
+            && !ctx.dy_is_preactivation;
+        let up = Upstream::Next(FusedGrad::new(next, n, values(y), relu_first));
         self.backward_from(x, y, aux, up, dx, grads, ctx);
     }
 
@@ -977,7 +982,8 @@ impl Conv {
         let (cols, z) = a.split_at(n * kept);
         let ys = values(y);
         let out = p * f;
-        let pre = ctx.dy_is_preactivation;
+        // Whether `dz` arrives with the activation's gradient applied.
+        let pre = ctx.dy_is_preactivation || up.relu_applied();
         // The activation's gradient, in place, on the output gradient of
         // the samples from `first` on.
         let activate = |first: usize, dz: &mut [f32]| {
@@ -1635,6 +1641,12 @@ impl Upstream<'_> {
         matches!(self, Upstream::Rows(_))
     }
 
+    /// Whether the rows come with the convolution's ReLU gradient applied
+    /// (see [`Layer::selects_max`]).
+    fn relu_applied(&self) -> bool {
+        matches!(self, Upstream::Next(next) if next.relu_first)
+    }
+
     /// The output gradient of samples `first..first + count`: the `dy`
     /// buffer's own rows, or `next`'s backward for them written into the
     /// start of `slot`.
@@ -1666,11 +1678,14 @@ struct FusedGrad<'a> {
     aux: ArrayView2<'a, f32>,
     dy: DisjointRows<'a>,
     in_width: usize,
+    /// Apply the convolution's ReLU gradient to `dy` (where `y > 0`) before
+    /// the layer's backward ([`Layer::selects_max`]).
+    relu_first: bool,
 }
 
 impl<'a> FusedGrad<'a> {
     /// `next`'s views for a batch of `n` samples whose input is `x`.
-    fn new<'n: 'a>(next: NextLayerGrad<'n>, n: usize, x: &'a [f32]) -> Self {
+    fn new<'n: 'a>(next: NextLayerGrad<'n>, n: usize, x: &'a [f32], relu_first: bool) -> Self {
         assert!(
             next.y.nrows() >= n && next.aux.nrows() >= n && n > 0,
             "fused layer: {} output rows and {} aux rows for a batch of {n}",
@@ -1684,6 +1699,7 @@ impl<'a> FusedGrad<'a> {
             y: next.y,
             aux: next.aux,
             dy: DisjointRows::new(next.dy, n),
+            relu_first,
         }
     }
 
@@ -1698,9 +1714,17 @@ impl<'a> FusedGrad<'a> {
         let x = matrix(&self.x[first * w..(first + count) * w], count, w);
         // SAFETY: the caller's guarantee.
         let dy = unsafe { self.dy.rows(first, count) };
+        let y = self.y.slice(ndarray::s![rows.clone(), ..]);
+        if self.relu_first {
+            // `d` where the output is positive, else +0: the select of the
+            // ReLU's own backward pass, as a bit mask.
+            for (d, &v) in dy.iter_mut().zip(values(y.view())) {
+                *d = f32::from_bits(d.to_bits() & 0u32.wrapping_sub(u32::from(v > 0.0)));
+            }
+        }
         self.layer.backward(
             x,
-            self.y.slice(ndarray::s![rows.clone(), ..]),
+            y,
             self.aux.slice(ndarray::s![rows, ..]),
             matrix_mut(dy, count, self.dy.width),
             Some(matrix_mut(dx, count, w)),

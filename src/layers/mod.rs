@@ -424,6 +424,18 @@ pub trait Layer: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Whether each output is the largest value of its window of inputs,
+    /// copied, and backward sends its gradient to that input alone (max
+    /// pooling). A ReLU before such a layer commutes with it (`max(relu(a),
+    /// relu(b)) = relu(max(a, b))`), so a layer ending in ReLU that runs
+    /// this one fused ([`Layer::backward_after`]) may apply the ReLU's
+    /// gradient to this layer's smaller output gradient (`dy` where `y > 0`)
+    /// and never read its own output: the same values, bit for bit. The
+    /// default is `false`.
+    fn selects_max(&self) -> bool {
+        false
+    }
+
     /// [`Layer::forward`], then `next.layer`'s forward, writing `next.y` and
     /// `next.aux`: the model calls this instead of the two forwards in turn
     /// when `next.layer` is [sample-local](Layer::is_sample_local).
@@ -556,13 +568,8 @@ pub(crate) fn bias_activate_block(
 ) {
     if act == Activation::Relu && z.is_none() && !bias.is_empty() {
         // One pass instead of two (the most common case: a hidden layer with
-        // ReLU). The same select as `Activation::forward_block`.
-        for row in y.chunks_exact_mut(units) {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                let s = *v + b;
-                *v = if s > 0.0 || s.is_nan() { s } else { 0.0 };
-            }
-        }
+        // ReLU).
+        bias_relu(y, bias, units);
         return;
     }
     if !bias.is_empty() {
@@ -576,6 +583,36 @@ pub(crate) fn bias_activate_block(
         z.copy_from_slice(y);
     }
     act.forward_block(y, units);
+}
+
+/// `y = relu(y + bias)` on rows of `units` values: the select of
+/// `Activation::forward_block` (`s` where `s > 0` or NaN, else `+0`) as a bit
+/// mask, which vectorizes, compiled for AVX2 where the CPU has it (twice the
+/// SSE width; the same IEEE addition, so the same bits).
+fn bias_relu(y: &mut [f32], bias: &[f32], units: usize) {
+    #[inline(always)]
+    fn rows(y: &mut [f32], bias: &[f32], units: usize) {
+        for row in y.chunks_exact_mut(units) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                let s = *v + b;
+                let keep = s > 0.0 || s.is_nan();
+                *v = f32::from_bits(s.to_bits() & 0u32.wrapping_sub(u32::from(keep)));
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn wide(y: &mut [f32], bias: &[f32], units: usize) {
+            rows(y, bias, units)
+        }
+        if crate::kernels::avx2_available() {
+            // SAFETY: the CPU has AVX2 (checked at run time just above).
+            unsafe { wide(y, bias, units) };
+            return;
+        }
+    }
+    rows(y, bias, units)
 }
 
 /// The fused pass after a layer's matrix product: adds `bias` to every row
@@ -605,5 +642,45 @@ pub(crate) fn add_bias_activate(
         Some(z) => finish(y, Some(z)),
         None if parallel => y.par_chunks_mut(chunk).for_each(|yc| finish(yc, None)),
         None => finish(y, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fused_bias_and_relu_give_the_bits_of_the_select() {
+        let specials = [
+            0.0,
+            -0.0,
+            1.5,
+            -1.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE / 4.0,
+            -f32::MIN_POSITIVE / 4.0,
+            3.0e38,
+        ];
+        let units = 13;
+        let bias: Vec<f32> = (0..units)
+            .map(|j| specials[j % specials.len()] * 0.5)
+            .collect();
+        let y0: Vec<f32> = (0..units * 7)
+            .map(|i| specials[(i * 7) % specials.len()] - (i % 5) as f32 * 0.25)
+            .collect();
+        let mut y = y0.clone();
+        bias_activate_block(&mut y, None, &bias, Activation::Relu, units);
+        for (i, (&got, &x)) in y.iter().zip(&y0).enumerate() {
+            let s = x + bias[i % units];
+            let want = if s > 0.0 || s.is_nan() { s } else { 0.0 };
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "value {i}: {x} + {}",
+                bias[i % units]
+            );
+        }
     }
 }

@@ -513,6 +513,9 @@ macro_rules! pool_layer {
             fn is_sample_local(&self) -> bool {
                 true
             }
+            fn selects_max(&self) -> bool {
+                self.0.kind == PoolKind::Max
+            }
             fn backward(
                 &self,
                 x: ArrayView2<f32>,
