@@ -43,8 +43,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    add_bias_activate, bias_activate_block, expect_grads, expect_shape, BackwardContext, Buffers,
-    ForwardContext, Layer, NextLayer, NextLayerGrad, ParamView,
+    add_bias_activate, backward_in_turn, bias_activate_block, expect_grads, expect_shape,
+    BackwardContext, Buffers, ForwardContext, Layer, NextLayer, NextLayerGrad, ParamView,
 };
 use crate::activations::{Activation, IntoActivation};
 use crate::error::{Error, Result};
@@ -850,36 +850,28 @@ impl Conv {
         self.backward_from(x, y, aux, up, dx, grads, ctx);
     }
 
-    /// `next`'s backward, then this layer's; with long patches, or short
-    /// ones and no input gradient (a first convolution), each tile's output
-    /// gradient is made from `next` in the lane's buffer when the tile
-    /// needs it, and `dy` is not used.
+    /// Whether [`Conv::backward_after`] fuses `next` into the pass: with
+    /// long patches, or short ones and no input gradient (a first
+    /// convolution). The other cases run the two layers in turn.
+    fn fuses_backward(&self, has_dx: bool) -> bool {
+        !(self.identity_patches() || (self.keeps_patches() && has_dx))
+    }
+
+    /// `next`'s backward, then this layer's, each tile's output gradient
+    /// made from `next` in the lane's buffer when the tile needs it (`dy`
+    /// is not used). Only where [`Conv::fuses_backward`].
     #[allow(clippy::too_many_arguments)]
     fn backward_after(
         &self,
         x: ArrayView2<f32>,
         y: ArrayView2<f32>,
         aux: ArrayView2<f32>,
-        mut dy: ArrayViewMut2<f32>,
         dx: Option<ArrayViewMut2<f32>>,
         grads: &mut [Vec<f32>],
         ctx: &mut BackwardContext<'_>,
         next: NextLayerGrad<'_>,
     ) {
         let n = x.nrows();
-        if self.identity_patches() || (self.keeps_patches() && dx.is_some()) {
-            next.layer.backward(
-                y,
-                next.y,
-                next.aux,
-                next.dy,
-                Some(dy.view_mut()),
-                &mut [],
-                &mut BackwardContext::new(false),
-            );
-            self.backward(x, y, aux, dy, dx, grads, ctx);
-            return;
-        }
         expect_shape(self.class(), "y", y.shape(), &[n, self.out_width()]);
         // A ReLU before max pooling: its gradient is applied to the
         // pooling's output gradient, and this layer's output is not read.
@@ -1426,7 +1418,11 @@ macro_rules! forward_layer {
                 ctx: &mut BackwardContext<'_>,
                 next: NextLayerGrad<'_>,
             ) {
-                self.0.backward_after(x, y, aux, dy, dx, grads, ctx, next)
+                if self.0.fuses_backward(dx.is_some()) {
+                    self.0.backward_after(x, y, aux, dx, grads, ctx, next)
+                } else {
+                    backward_in_turn(self, x, y, aux, dy, dx, grads, ctx, next)
+                }
             }
             fn params(&self) -> Vec<ParamView<'_>> {
                 self.0.params()

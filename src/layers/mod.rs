@@ -201,6 +201,43 @@ pub struct NextLayerGrad<'a> {
 /// [`Layer::backward_after`] done in turn: `next.layer`'s backward into
 /// `dy`, then `layer`'s backward. The trait's default, and what a layer that
 /// fuses only some cases calls for the others.
+///
+/// ```
+/// use horn::prelude::*;
+/// use horn::layers::{backward_in_turn, BackwardContext, ForwardContext, Layer, NextLayerGrad};
+/// use horn::Shape;
+/// use ndarray::Array2;
+/// use rand::SeedableRng;
+///
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+/// let (mut conv, mut pool) = (Conv1D::new(2, 3, Tanh), MaxPooling1D::new(2));
+/// let input = Shape::new(&[6, 1]);
+/// let conv_out = conv.build(&input, &mut rng)?;
+/// let pool_out = pool.build(&conv_out, &mut rng)?;
+/// let x = Array2::from_shape_fn((2, 6), |(i, j)| (i + j) as f32 * 0.1);
+/// let (cb, pb) = (conv.buffers(&input, true), pool.buffers(&conv_out, true));
+/// let mut scratch = vec![0.0; cb.scratch_len(2)];
+/// let (mut conv_aux, mut pool_aux) = (Array2::zeros((2, cb.aux)), Array2::zeros((2, pb.aux)));
+/// let mut y = Array2::zeros((2, conv_out.size()));
+/// let mut pooled = Array2::zeros((2, pool_out.size()));
+/// let mut ctx = ForwardContext::new(true, &mut rng);
+/// ctx.scratch = &mut scratch;
+/// conv.forward(x.view(), y.view_mut(), conv_aux.view_mut(), &mut ctx);
+/// let mut rng2 = rand::rngs::StdRng::seed_from_u64(0);
+/// pool.forward(y.view(), pooled.view_mut(), pool_aux.view_mut(), &mut ForwardContext::new(true, &mut rng2));
+///
+/// let mut pool_dy = Array2::from_elem(pooled.dim(), 1.0);
+/// let mut dy = Array2::zeros(y.dim());
+/// let mut grads = vec![vec![0.0; 6], vec![0.0; 2]];
+/// let mut ctx = BackwardContext::new(false);
+/// ctx.scratch = &mut scratch;
+/// let next = NextLayerGrad { layer: &pool, y: pooled.view(), aux: pool_aux.view(), dy: pool_dy.view_mut() };
+/// backward_in_turn(&conv, x.view(), y.view(), conv_aux.view(), dy.view_mut(), None, &mut grads, &mut ctx, next);
+/// // Each pooled output sent its gradient to one of its two cells, which the
+/// // convolution then scaled by tanh's derivative (in place).
+/// assert_eq!(dy.iter().filter(|&&d| d != 0.0).count(), pooled.len());
+/// # Ok::<(), horn::Error>(())
+/// ```
 #[allow(clippy::too_many_arguments)]
 pub fn backward_in_turn<L: Layer + ?Sized>(
     layer: &L,
