@@ -319,10 +319,9 @@ pub(crate) fn gemm_patch_rows<F: Fn(usize) -> usize>(
     #[cfg(target_arch = "x86_64")]
     {
         if !c.is_empty() && k > 0 {
-            // SAFETY: a `PackedB` exists only where `pack_b` found AVX2 and
-            // FMA; `c` is rows x n with unit column stride and `packed` is
-            // k x n (asserted above); the kernel checks every row's reach
-            // inside `x` before reading.
+            // SAFETY: a `PackedB` exists only where `pack_b` found AVX2 and FMA;
+            // `c` is rows x n with unit column stride, `packed` k x n (asserted
+            // above); the kernel checks every row's reach inside `x` first.
             unsafe { avx2::gemm_patch_rows(a, packed.values, packed.n, c) };
         }
     }
