@@ -453,3 +453,54 @@ fn optimizers_with_and_without_norm_clipping_agree_across_ranks() {
         }
     }
 }
+
+#[test]
+fn a_first_layer_split_by_columns_keeps_the_bits_of_one_rank() {
+    // Inputs wider than the batch: each rank computes its columns of the
+    // first Dense layer for every row and exchanges outputs and their
+    // gradients instead of the kernel. One rank (no split) is the reference.
+    // Uneven blocks of units (25 over 4 ranks), a pre-activation the
+    // gradient reads (elu), a layer after it that is fused, rules with 0, 1
+    // and 2 state planes, clipping by value and weight decay, a partial last
+    // batch, and the mid-run gathers of a resumed run.
+    let (x, y) = common::blobs(150, 40, 4);
+    let optimizers: Vec<Optimizer> = vec![
+        Optimizer::from(Sgd::default()),
+        Optimizer::from(RmsProp::default()).with_clipvalue(0.05),
+        Optimizer::from(AdamW::default()),
+    ];
+    for opt in optimizers {
+        for act in [Relu, Elu(1.0)] {
+            let run = |n: usize| {
+                on_ranks(n, |comm| {
+                    let mut m = Sequential::new()
+                        .seed(3)
+                        .input(40)
+                        .dense(25, act)
+                        .add(Dense::new(8, Tanh).kernel_regularizer(Regularizer::l2(1e-3)))
+                        .dropout(0.2)
+                        .dense(3, Softmax);
+                    m.compile(
+                        opt.clone(),
+                        CategoricalCrossentropy::default(),
+                        &[Metric::Accuracy],
+                    )
+                    .unwrap();
+                    let dp = DataParallel::new(comm)
+                        .unwrap()
+                        .chunks(4)
+                        .verify_weights(true);
+                    let h = m.fit(&x, &y, options(3, Some(dp))).unwrap();
+                    (h, bits(&m.get_weights().unwrap()))
+                })
+            };
+            let one = run(1);
+            for (ranks, runs) in [(2, run(2)), (4, run(4))] {
+                for (r, (h, w)) in runs.iter().enumerate() {
+                    assert_eq!(*w, one[0].1, "{opt:?} {act:?}: {ranks} ranks, rank {r}");
+                    assert_eq!(*h, one[0].0, "{opt:?} {act:?}: {ranks} ranks, rank {r}");
+                }
+            }
+        }
+    }
+}

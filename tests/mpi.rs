@@ -14,12 +14,14 @@ use std::process::Command;
 use horn::distribute::{local_group, DataParallel, Mpi};
 use horn::prelude::*;
 
+/// Inputs wider than the batch (30 against 22 rows): on several ranks the
+/// first layer is split by columns (the wide model below is not).
 fn model() -> Sequential {
     let mut m = Sequential::new()
         .seed(5)
-        .input(6)
-        .add(Dense::new(16, Relu).kernel_regularizer(Regularizer::l2(1e-3)))
-        .dense(3, Softmax);
+        .input(30)
+        .dense(16, Relu)
+        .add(Dense::new(3, Softmax).kernel_regularizer(Regularizer::l2(1e-3)));
     m.compile(
         Adam::default(),
         CategoricalCrossentropy::default(),
@@ -84,7 +86,7 @@ fn mpi_child() {
     let (x, y) = if wide {
         common::blobs(1200, 64, 9)
     } else {
-        common::blobs(150, 6, 9)
+        common::blobs(150, 30, 9)
     };
     let mut dp = mpi.data_parallel().unwrap().verify_weights(true);
     if let Some(ms) = env("HORN_MPI_TIMEOUT_MS") {
@@ -211,7 +213,7 @@ fn one_two_and_four_processes_give_identical_weights_and_history() {
         }
     }
     // The same run with threads as ranks, in this process.
-    let (x, y) = common::blobs(150, 6, 9);
+    let (x, y) = common::blobs(150, 30, 9);
     let dp = DataParallel::new(local_group(1).remove(0))
         .unwrap()
         .chunks(4);
@@ -235,7 +237,7 @@ fn two_processes_match_one_plain_process_to_rounding() {
         read(dir.path(), "weights-0.bin"),
         read(dir.path(), "weights-1.bin")
     );
-    let (x, y) = common::blobs(150, 6, 9);
+    let (x, y) = common::blobs(150, 30, 9);
     let mut m = model();
     let h = m.fit(&x, &y, options(3, 0, None)).unwrap();
     let got = String::from_utf8(read(dir.path(), "history-0.csv")).unwrap();

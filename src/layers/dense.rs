@@ -1,7 +1,9 @@
 //! `Dense`: `y = activation(x K + b)`, with the bias add and the activation fused
 //! into one pass over the output.
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
+use std::ops::Range;
+
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rand::rngs::StdRng;
 
 use super::{
@@ -113,6 +115,67 @@ impl Dense {
     pub fn bias(&self) -> &[f32] {
         &self.bias
     }
+
+    /// Columns `cols` of the forward pass: `y = activation(x K[:, cols] +
+    /// b[cols])` for the rows of `x` (`rows x input_dim`), with `y` (and the
+    /// pre-activation `z`, when given) contiguous, `rows x cols.len()`.
+    ///
+    /// Each output column is its own dot products (summed over the inputs in
+    /// one fixed order whatever block of columns or rows it is computed in)
+    /// and its own elementwise steps, so any split of the columns gives the
+    /// bits of the whole layer: a data-parallel `fit` splits a first `Dense`
+    /// layer's columns across ranks this way. A row-wise activation
+    /// (softmax) needs every column (`cols = 0..units`).
+    pub(crate) fn forward_columns(
+        &self,
+        cols: Range<usize>,
+        x: ArrayView2<f32>,
+        mut y: ArrayViewMut2<f32>,
+        z: Option<&mut [f32]>,
+    ) {
+        let w = cols.len();
+        gemm(x, self.kernel.slice(s![.., cols.clone()]), y.view_mut());
+        let bias = if self.bias.is_empty() {
+            &[][..]
+        } else {
+            &self.bias[cols]
+        };
+        add_bias_activate(values_mut(y), z, bias, self.activation, w, ROWS_PER_TASK);
+    }
+
+    /// The kernel and bias gradients of a block of columns (all of them, or
+    /// one rank's share as [`Dense::forward_columns`] made it): `dy` (the
+    /// output gradient, turned into the pre-activation gradient in place
+    /// unless `dy_is_preactivation`), then `gk = x^T dz` (`input_dim x w`,
+    /// any row stride) and `gb` the column sums of `dz` in row order.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn weight_grads(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        z: &[f32],
+        mut dy: ArrayViewMut2<f32>,
+        dy_is_preactivation: bool,
+        gk: ArrayViewMut2<f32>,
+        gb: Option<&mut [f32]>,
+    ) {
+        let w = dy.ncols();
+        if !dy_is_preactivation {
+            self.activation
+                .backward(z, values(y), values_mut(dy.view_mut()), w);
+        }
+        let dz = dy.view();
+        // dK = x^T dz: split over the kernel's rows, each summing the batch in order.
+        gemm(x.t(), dz, gk);
+        if let Some(gb) = gb {
+            gb.fill(0.0);
+            for row in dz.axis_iter(Axis(0)) {
+                for (g, &d) in gb.iter_mut().zip(row.iter()) {
+                    *g += d;
+                }
+            }
+        }
+    }
 }
 
 /// The kernel is only ever created by `build` (a fresh standard-layout array) and
@@ -129,6 +192,10 @@ impl Layer for Dense {
 
     fn class_name(&self) -> &str {
         "Dense"
+    }
+
+    fn as_dense(&self) -> Option<&Dense> {
+        Some(self)
     }
 
     fn build(&mut self, input: &Shape, rng: &mut StdRng) -> Result<Shape> {
@@ -188,7 +255,7 @@ impl Layer for Dense {
     ) {
         // On a higher-rank input Dense applies to the last axis: each row of
         // `steps x features` values is `steps` rows of `features`.
-        let (x, mut y, aux) = (
+        let (x, y, aux) = (
             last_axis_rows("x", x, self.kernel.nrows()),
             last_axis_rows_mut("y", y, self.units),
             last_axis_rows_mut("aux", aux, self.units),
@@ -199,17 +266,9 @@ impl Layer for Dense {
         if aux.ncols() > 0 {
             expect_shape("Dense", "aux", aux.shape(), &[rows, units]);
         }
-        gemm(x, self.kernel.view(), y.view_mut());
         let keep_z = aux.ncols() == units;
         let z = keep_z.then(|| values_mut(aux));
-        add_bias_activate(
-            values_mut(y),
-            z,
-            &self.bias,
-            self.activation,
-            units,
-            ROWS_PER_TASK,
-        );
+        self.forward_columns(0..units, x, y, z);
     }
 
     fn backward(
@@ -242,26 +301,14 @@ impl Layer for Dense {
         }
         let n_params = if self.use_bias { 2 } else { 1 };
         expect_grads("Dense", grads, &[self.kernel.len(), units][..n_params]);
-        if !dy_is_preactivation {
-            let z = aux.to_slice().unwrap_or(&[]);
-            self.activation
-                .backward(z, values(y), values_mut(dy.view_mut()), units);
-        }
-        let dz = dy.view();
-        // dK = x^T dz: split over the kernel's rows, each summing the batch in order.
+        let z = aux.to_slice().unwrap_or(&[]);
+        let (gk, gb) = grads.split_at_mut(1);
         // (`expect_grads` above checked grads[0]'s length, so the view fits.)
-        gemm(x.t(), dz, matrix_mut(&mut grads[0], x.ncols(), units));
-        if self.use_bias {
-            let gb = &mut grads[1];
-            gb.fill(0.0);
-            for row in dz.axis_iter(Axis(0)) {
-                for (g, &d) in gb.iter_mut().zip(row.iter()) {
-                    *g += d;
-                }
-            }
-        }
+        let gk = matrix_mut(&mut gk[0], x.ncols(), units);
+        let gb = gb.first_mut().map(Vec::as_mut_slice);
+        self.weight_grads(x, y, z, dy.view_mut(), dy_is_preactivation, gk, gb);
         if let Some(dx) = dx {
-            gemm(dz, self.kernel.t(), dx);
+            gemm(dy.view(), self.kernel.t(), dx);
         }
     }
 

@@ -461,6 +461,21 @@ pub trait Layer: Send + Sync + fmt::Debug {
         false
     }
 
+    /// This layer as a [`Dense`] layer, or `None` (the default). A
+    /// data-parallel `fit` splits a first `Dense` layer's columns across its
+    /// ranks ([`crate::distribute`]); other layers, and layers defined
+    /// outside horn, keep the default.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// use horn::layers::Layer;
+    /// assert!(Dense::new(4, Relu).as_dense().is_some());
+    /// assert!(Dropout::new(0.5).as_dense().is_none());
+    /// ```
+    fn as_dense(&self) -> Option<&Dense> {
+        None
+    }
+
     /// Whether each output is the largest value of its window of inputs,
     /// copied, and backward sends its gradient to that input alone (max
     /// pooling). A ReLU before such a layer commutes with it (`max(relu(a),

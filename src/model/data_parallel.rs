@@ -16,6 +16,7 @@ use ndarray::{s, Array2, ArrayView2};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use super::column_split::ColumnSplit;
 use super::fit::{stream_seed, FitOptions, ParallelData, StepContext};
 use super::history::Logs;
 use super::infer::{gather_rows, MIN_BLOCK};
@@ -23,6 +24,7 @@ use super::workspace::{view, view_mut, Workspace};
 use super::{Compiled, Sequential};
 use crate::distribute::{hash_f32s, hash_words, DataParallel, RankGuard, Topology, TreeSum};
 use crate::error::{Error, Result};
+use crate::layers::Layer;
 use crate::metrics::MetricState;
 
 /// The buffers of one rank's data-parallel `fit`.
@@ -44,6 +46,9 @@ pub(crate) struct ParallelRun {
     /// (the optimizer is elementwise), and those segments.
     sharded: bool,
     segments: Vec<std::ops::Range<usize>>,
+    /// The first layer split by columns across the ranks, when it pays
+    /// ([`ColumnSplit`]): its gradients are then not parts of the message.
+    split: Option<ColumnSplit>,
     /// The whole batch's targets, weights and outputs, for the metrics.
     targets: Vec<f32>,
     weights: Vec<f32>,
@@ -55,6 +60,7 @@ impl ParallelRun {
     /// workspace is `ws`.
     pub fn new(
         dp: DataParallel,
+        layers: &[Box<dyn Layer>],
         ws: &Workspace,
         bs: usize,
         out_w: usize,
@@ -62,9 +68,16 @@ impl ParallelRun {
     ) -> Result<Self> {
         let topo = dp.topology()?;
         let rows_len = bs * (1 + out_w);
+        let sharded = elementwise_optimizer && topo.size > 1;
+        let split = if sharded {
+            ColumnSplit::new(layers, ws, topo, bs)
+        } else {
+            None
+        };
         let parts: Vec<usize> = ws
             .param_grads
             .iter()
+            .skip(split.is_some() as usize)
             .flatten()
             .chain(&ws.state)
             .map(Vec::len)
@@ -76,8 +89,9 @@ impl ParallelRun {
             tree: TreeSum::new(if per_rank > 1 { &parts } else { &[] }, per_rank),
             recv: vec![0.0; parts.iter().copied().max().unwrap_or(0)],
             rows: vec![0.0; rows_len],
-            sharded: elementwise_optimizer && topo.size > 1,
-            segments: Vec::with_capacity(parts.len()),
+            sharded,
+            segments: Vec::with_capacity(parts.len() + 2),
+            split,
             targets: vec![0.0; bs * ws.target_cols],
             weights: vec![0.0; bs],
             outputs: vec![0.0; bs * out_w],
@@ -117,12 +131,14 @@ pub(crate) fn verbose(o: &FitOptions) -> u8 {
     }
 }
 
-/// Swaps the workspace's gradient tensors and batch statistics with the
-/// first parts of `parts` (same lengths, same order).
-fn swap_parts(ws: &mut Workspace, parts: &mut [Vec<f32>]) {
+/// Swaps the workspace's gradient tensors (those of the layers after the
+/// first `skip`) and batch statistics with the first parts of `parts` (same
+/// lengths, same order).
+fn swap_parts(ws: &mut Workspace, parts: &mut [Vec<f32>], skip: usize) {
     for (w, p) in ws
         .param_grads
         .iter_mut()
+        .skip(skip)
         .flatten()
         .chain(ws.state.iter_mut())
         .zip(parts.iter_mut())
@@ -212,6 +228,7 @@ impl Sequential {
             .is_some_and(|c| c.optimizer.is_elementwise());
         Ok(Some(ParallelRun::new(
             dp.clone(),
+            &self.layers,
             ws,
             d.bs,
             d.out_dim,
@@ -271,6 +288,18 @@ impl Sequential {
         // waits outside it and never holds a worker another rank needs.
         let layers = &self.layers;
         let positions = self.output_positions();
+        // With the first layer split by columns, its part of the forward pass
+        // for every row, then the whole output of this rank's rows.
+        let split_dense = match (&mut run.split, layers.first().and_then(|l| l.as_dense())) {
+            (Some(split), Some(dense)) => {
+                rayon::scope(|_| split.forward(dense, c.x, c.rows, topo.rank));
+                split.exchange_outputs(&run.dp, &topo, nb)?;
+                Some(dense)
+            }
+            _ => None,
+        };
+        let first = split_dense.is_some() as usize;
+        let mut split = run.split.as_mut().filter(|_| first == 1);
         rayon::scope(|_| {
             for chunk in topo.my_chunks() {
                 let (lo, hi) = topo.chunk_rows(nb, chunk);
@@ -289,20 +318,27 @@ impl Sequential {
                     match leaf {
                         Some(i) => run.tree.leaf_mut(i).iter_mut().for_each(|p| p.fill(0.0)),
                         None => {
-                            for p in ws.param_grads.iter_mut().flatten().chain(&mut ws.state) {
+                            let grads = ws.param_grads.iter_mut().skip(first).flatten();
+                            for p in grads.chain(&mut ws.state) {
                                 p.fill(0.0);
                             }
                         }
                     }
                 } else {
                     let rows = &c.rows[lo..hi];
-                    gather_rows(c.x, rows, ws.input_mut(m));
+                    match &split {
+                        Some(split) => {
+                            let out = &mut ws.acts[1];
+                            split.chunk_output(&topo, nb, lo, hi, out);
+                        }
+                        None => gather_rows(c.x, rows, ws.input_mut(m)),
+                    }
                     gather_rows(c.y, rows, &mut ws.targets[..m * tc]);
                     for (k, &r) in rows.iter().enumerate() {
                         ws.sample_weights[k] = c.weights.map_or(1.0, |w| w[r]);
                     }
                     let mut rng = StdRng::seed_from_u64(chunk_seed(c.seed, chunk, topo.chunks));
-                    ws.forward(layers, m, true, &mut rng);
+                    ws.forward_from(layers, first, m, true, &mut rng);
                     let mut grad = std::mem::take(&mut ws.grad_a);
                     let mut losses = std::mem::take(&mut ws.losses);
                     {
@@ -332,9 +368,12 @@ impl Sequential {
                     }
                     ws.grad_a = grad;
                     ws.losses = losses;
-                    ws.backward(layers, m, c.fused);
+                    ws.backward_until(layers, first, m, c.fused);
+                    if let Some(split) = split.as_mut() {
+                        split.keep_chunk_grad(&topo, nb, lo, hi, &ws.grad_a);
+                    }
                     if let Some(i) = leaf {
-                        swap_parts(ws, run.tree.leaf_mut(i));
+                        swap_parts(ws, run.tree.leaf_mut(i), first);
                     }
                 }
                 if let Some(i) = leaf {
@@ -345,15 +384,23 @@ impl Sequential {
         if per_rank > 1 {
             let root = run.tree.root();
             let parts = run.tree.leaf_mut(root);
-            swap_parts(ws, parts);
+            swap_parts(ws, parts, first);
             if let Some(r) = parts.last_mut() {
                 std::mem::swap(r, &mut run.rows);
             }
         }
-        // Every part summed across ranks, in place; with a sharded update,
-        // each rank sums only its segment of each gradient tensor.
         run.segments.clear();
-        for p in ws.param_grads.iter_mut().flatten() {
+        if let (Some(split), Some(dense)) = (run.split.as_mut(), split_dense) {
+            // The split layer's gradients: its columns, from every row.
+            split.exchange_grads(&run.dp, &topo, nb)?;
+            rayon::scope(|_| split.weight_grads(dense, &topo, nb, &mut ws.param_grads[0]));
+            let mine = split.columns(topo.rank);
+            run.segments
+                .extend(ws.param_grads[0].iter().map(|_| mine.clone()));
+        }
+        // Every other part summed across ranks, in place; with a sharded
+        // update, each rank sums only its segment of each gradient tensor.
+        for p in ws.param_grads.iter_mut().skip(first).flatten() {
             if run.sharded {
                 run.segments.push(run.dp.reduce_scatter(p, &mut run.recv)?);
             } else {
@@ -426,15 +473,21 @@ impl Sequential {
         let opt = &mut compiled.optimizer;
         let mut idx = 0;
         let mut gathered = Ok(());
+        // The split first layer: its columns of each row (the kernel) or of
+        // its one row (the bias), never gathered during the epoch.
+        let split_units = run.split.as_ref().map(ColumnSplit::units);
         for (l, layer) in self.layers.iter_mut().enumerate() {
             let (grads, flags) = (&mut ws.param_grads[l], &ws.trainable[l]);
             let (mut j, mut k) = (0, 0);
+            let split = split_units.filter(|_| l == 0);
             layer.visit_params_mut(&mut |p| {
                 if flags.get(k).copied().unwrap_or(false) {
-                    if let Some(seg) = run.segments.get(idx) {
+                    if let (Some(seg), Some(units)) = (run.segments.get(idx), split) {
+                        opt.update_columns(idx, p, &mut grads[j], units, seg.clone());
+                    } else if let Some(seg) = run.segments.get(idx) {
                         opt.update_range(idx, p, &mut grads[j], seg.clone());
                     }
-                    if gathered.is_ok() {
+                    if gathered.is_ok() && split.is_none() {
                         gathered = run.dp.allgather(p);
                     }
                     idx += 1;
@@ -454,10 +507,25 @@ impl Sequential {
     }
 
     /// After sharded steps, gathers the optimizer's state so that every rank
-    /// holds all of it (before a checkpoint is written, and when `fit` ends).
-    pub(super) fn parallel_sync_optimizer(&mut self, run: &ParallelRun) -> Result<()> {
+    /// holds all of it (before a checkpoint is written, and when `fit` ends),
+    /// and the columns of a split first layer.
+    pub(super) fn parallel_sync_optimizer(&mut self, run: &mut ParallelRun) -> Result<()> {
         if !run.sharded {
             return Ok(());
+        }
+        // The split layer's tensors come first in the optimizer's order.
+        let mut split_tensors = 0;
+        if let Some(split) = run.split.as_mut() {
+            let mut gathered = Ok(());
+            if let Some(layer) = self.layers.first_mut() {
+                layer.visit_params_mut(&mut |p| {
+                    split_tensors += 1;
+                    if gathered.is_ok() {
+                        gathered = split.gather_columns(&run.dp, run.topo.rank, p);
+                    }
+                });
+            }
+            gathered?;
         }
         let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
         for i in 0..run.segments.len() {
@@ -467,7 +535,10 @@ impl Sequential {
             }
             let n = slots.len() / planes;
             for plane in slots.chunks_exact_mut(n.max(1)) {
-                run.dp.allgather(plane)?;
+                match run.split.as_mut().filter(|_| i < split_tensors) {
+                    Some(split) => split.gather_columns(&run.dp, run.topo.rank, plane)?,
+                    None => run.dp.allgather(plane)?,
+                }
             }
         }
         Ok(())

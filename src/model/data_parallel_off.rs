@@ -56,7 +56,7 @@ impl Sequential {
         match *run {}
     }
 
-    pub(super) fn parallel_sync_optimizer(&mut self, run: &ParallelRun) -> Result<()> {
+    pub(super) fn parallel_sync_optimizer(&mut self, run: &mut ParallelRun) -> Result<()> {
         match *run {}
     }
 

@@ -499,7 +499,7 @@ impl Sequential {
                     }
                 };
                 if !batch_loss.is_finite() {
-                    if let Some(run) = parallel.as_ref() {
+                    if let Some(run) = parallel.as_mut() {
                         // Every rank stops at this step: leave whole state.
                         self.parallel_sync_optimizer(run)?;
                     }
@@ -533,9 +533,9 @@ impl Sequential {
                     break;
                 }
             }
-            if let Some(run) = parallel.as_ref() {
-                // Whole optimizer state on every rank before validation,
-                // callbacks (checkpoints) and the end of `fit`.
+            if let Some(run) = parallel.as_mut() {
+                // Whole weights and optimizer state on every rank before
+                // validation, callbacks (checkpoints) and the end of `fit`.
                 self.parallel_sync_optimizer(run)?;
             }
             if seen == 0 {

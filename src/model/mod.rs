@@ -9,6 +9,8 @@
 //! - `validate.rs`: argument checks with Keras-style messages.
 //! - `history.rs`, `progress.rs`, `summary.rs`: what the user sees.
 
+#[cfg(feature = "distribute")]
+mod column_split;
 mod compile;
 #[cfg(feature = "distribute")]
 mod data_parallel;

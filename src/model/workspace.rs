@@ -182,8 +182,21 @@ impl Workspace {
         training: bool,
         rng: &mut StdRng,
     ) {
+        self.forward_from(layers, 0, n, training, rng);
+    }
+
+    /// Runs layers `start..` forward on the first `n` rows of `acts[start]`
+    /// (layer `start - 1`'s output, filled by the caller when `start > 0`).
+    pub fn forward_from(
+        &mut self,
+        layers: &[Box<dyn Layer>],
+        start: usize,
+        n: usize,
+        training: bool,
+        rng: &mut StdRng,
+    ) {
         let ms = self.mask_steps;
-        let mut i = 0;
+        let mut i = start;
         while i < layers.len() {
             let layer = &layers[i];
             let (before, after) = self.acts.split_at_mut(i + 1);
@@ -237,12 +250,25 @@ impl Workspace {
     /// every layer, filling `param_grads`. A sample-local layer after a
     /// layer goes back fused with it ([`Layer::backward_after`]).
     pub fn backward(&mut self, layers: &[Box<dyn Layer>], n: usize, fused: bool) {
+        self.backward_until(layers, 0, n, fused);
+    }
+
+    /// [`Workspace::backward`] through layers `stop..` only: with `stop > 0`
+    /// it ends with `grad_a` holding the gradient of layer `stop - 1`'s
+    /// output, and fills no gradient of the layers before `stop`.
+    pub fn backward_until(
+        &mut self,
+        layers: &[Box<dyn Layer>],
+        stop: usize,
+        n: usize,
+        fused: bool,
+    ) {
         let last = layers.len() - 1;
         let mut j = last + 1;
-        while j > 0 {
+        while j > stop {
             // Layer `i`, or the pair `i`, `i + 1` fused.
             let mut i = j - 1;
-            let pair = i > 0 && self.fuse_next[i - 1] && !(fused && i == last);
+            let pair = i > stop && self.fuse_next[i - 1] && !(fused && i == last);
             if pair {
                 i -= 1;
             }

@@ -984,6 +984,41 @@ impl Optimizer {
         self.clipnorm.is_none() && self.global_clipnorm.is_none()
     }
 
+    /// What an elementwise update of part of tensor `i` (`n` elements)
+    /// needs, and the tensor's state planes (empty where the rule has fewer
+    /// slots).
+    ///
+    /// # Panics
+    /// When the state was not built for the tensor (an internal invariant:
+    /// `build` runs before any step).
+    fn elementwise_step(&mut self, i: usize, n: usize) -> (ElementwiseStep, [&mut [f32]; 3]) {
+        let clip = match (self.clipnorm, self.global_clipnorm, self.clipvalue) {
+            (None, None, Some(c)) => Some(c),
+            _ => None,
+        };
+        let scalars = self.scalars();
+        let decay = self
+            .weight_decay
+            .filter(|&wd| wd > 0.0)
+            .map(|wd| wd * scalars.lr);
+        let k = self.rule.slots();
+        assert!(
+            self.slots.get(i).is_some_and(|s| s.len() == n * k),
+            "optimizer state not built for weight tensor {i} (an internal invariant: `build` runs before any step)"
+        );
+        // Planar slots: plane j holds slot j of every element, so each loop
+        // walks plain slices and vectorizes.
+        let (s0, rest) = self.slots[i].split_at_mut(if k >= 1 { n } else { 0 });
+        let (s1, s2) = rest.split_at_mut(if k >= 2 { n } else { 0 });
+        let step = ElementwiseStep {
+            clip,
+            decay,
+            rule: self.rule,
+            scalars,
+        };
+        (step, [s0, s1, s2])
+    }
+
     /// [`Optimizer::update_tensor`] on the elements `range` of tensor `i`
     /// alone (`p` and `g` are the whole tensor), without norm clipping: each
     /// element gets exactly the arithmetic of the whole-tensor update.
@@ -996,60 +1031,66 @@ impl Optimizer {
     ) {
         let n = p.len();
         let (p, g) = (&mut p[range.clone()], &mut g[range.clone()]);
-        if let (None, None, Some(c)) = (self.clipnorm, self.global_clipnorm, self.clipvalue) {
-            g.iter_mut().for_each(|v| *v = v.clamp(-c, c));
-        }
-        let s = self.scalars();
-        // 2. decoupled weight decay
-        if let Some(wd) = self.weight_decay {
-            if wd > 0.0 {
-                let f = wd * s.lr;
-                p.iter_mut().for_each(|w| *w -= *w * f);
-            }
-        }
+        let (step, [s0, s1, s2]) = self.elementwise_step(i, n);
+        step.clip_and_decay(p, g);
         // 3. the rule's update, on the state `build` made for this tensor
-        let k = self.rule.slots();
+        let (rule, s) = (step.rule, step.scalars);
+        let planes = [
+            row_part(s0, range.clone()),
+            row_part(s1, range.clone()),
+            row_part(s2, range),
+        ];
+        par_tasks(CHUNK, p, g, planes, |pc, gc, planes| {
+            update_chunk_fast(rule, s, pc, gc, planes)
+        });
+    }
+
+    /// [`Optimizer::update_range`] on columns `cols` of every row of tensor
+    /// `i`, a row-major matrix of rows of `row_len` values (a `Dense` kernel
+    /// whose columns are split across data-parallel ranks): each element gets
+    /// exactly the arithmetic of the whole-tensor update.
+    ///
+    /// # Panics
+    /// When `cols` does not fit in a row, or `p`, `g` and the state differ in
+    /// length (internal invariants of the data-parallel step).
+    #[cfg_attr(not(feature = "distribute"), allow(dead_code))]
+    pub(crate) fn update_columns(
+        &mut self,
+        i: usize,
+        p: &mut [f32],
+        g: &mut [f32],
+        row_len: usize,
+        cols: std::ops::Range<usize>,
+    ) {
+        let n = p.len();
         assert!(
-            self.slots.get(i).is_some_and(|s| s.len() == n * k),
-            "optimizer state not built for weight tensor {i} (an internal invariant: `build` runs before any step)"
+            row_len > 0
+                && n % row_len == 0
+                && g.len() == n
+                && cols.start <= cols.end
+                && cols.end <= row_len,
+            "update_columns: columns {cols:?} of rows of {row_len} in a tensor of {n} values \
+             (an internal invariant of the data-parallel step)"
         );
-        let rule = self.rule;
-        // Planar slots: plane j holds slot j of every element, so each loop below
-        // walks plain slices and vectorizes.
-        let (s0, rest) = self.slots[i].split_at_mut(if k >= 1 { n } else { 0 });
-        let (s1, s2) = rest.split_at_mut(if k >= 2 { n } else { 0 });
-        fn plane(s: &mut [f32], r: std::ops::Range<usize>) -> &mut [f32] {
-            if s.is_empty() {
-                s
-            } else {
-                &mut s[r]
+        let (step, [s0, s1, s2]) = self.elementwise_step(i, n);
+        let (rule, s) = (step.rule, step.scalars);
+        // Tasks of whole rows, about CHUNK updated values each.
+        let task = row_len * (CHUNK / cols.len().max(1)).max(1);
+        let body = |pc: &mut [f32], gc: &mut [f32], planes: [&mut [f32]; 3]| {
+            let [a, b, c] = planes;
+            for r in 0..pc.len() / row_len {
+                let at = r * row_len + cols.start..r * row_len + cols.end;
+                let (pr, gr) = (&mut pc[at.clone()], &mut gc[at.clone()]);
+                step.clip_and_decay(pr, gr);
+                let planes = [
+                    row_part(&mut *a, at.clone()),
+                    row_part(&mut *b, at.clone()),
+                    row_part(&mut *c, at),
+                ];
+                update_chunk_fast(rule, s, pr, gr, planes);
             }
-        }
-        let (s0, s1, s2) = (
-            plane(s0, range.clone()),
-            plane(s1, range.clone()),
-            plane(s2, range),
-        );
-        let parts = p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
-        match k {
-            0 => parts.for_each(|(pc, gc)| {
-                update_chunk_fast(rule, s, pc, gc, [&mut [], &mut [], &mut []])
-            }),
-            1 => parts
-                .zip(s0.par_chunks_mut(CHUNK))
-                .for_each(|((pc, gc), a)| {
-                    update_chunk_fast(rule, s, pc, gc, [a, &mut [], &mut []])
-                }),
-            2 => parts
-                .zip(s0.par_chunks_mut(CHUNK))
-                .zip(s1.par_chunks_mut(CHUNK))
-                .for_each(|(((pc, gc), a), b)| update_chunk_fast(rule, s, pc, gc, [a, b, &mut []])),
-            _ => parts
-                .zip(s0.par_chunks_mut(CHUNK))
-                .zip(s1.par_chunks_mut(CHUNK))
-                .zip(s2.par_chunks_mut(CHUNK))
-                .for_each(|((((pc, gc), a), b), c)| update_chunk_fast(rule, s, pc, gc, [a, b, c])),
-        }
+        };
+        par_tasks(task, p, g, [s0, s1, s2], body);
     }
 
     /// The state of tensor `i` as `planes` planes of one value per element.
@@ -1070,6 +1111,69 @@ impl Optimizer {
             self.u_product = self.scalars().u_prod_t as f64;
         }
         self.iterations = self.iterations.saturating_add(1);
+    }
+}
+
+/// An elementwise update's settings for one step.
+#[derive(Clone, Copy)]
+struct ElementwiseStep {
+    /// Clipping by value (when no norm clipping applies).
+    clip: Option<f32>,
+    /// The decoupled weight decay's factor, `weight_decay * lr`.
+    decay: Option<f32>,
+    rule: Rule,
+    scalars: StepScalars,
+}
+
+impl ElementwiseStep {
+    /// Steps 1 and 2 of an update: the gradient clipped by value, then the
+    /// weights' decoupled decay.
+    fn clip_and_decay(&self, p: &mut [f32], g: &mut [f32]) {
+        if let Some(c) = self.clip {
+            g.iter_mut().for_each(|v| *v = v.clamp(-c, c));
+        }
+        if let Some(f) = self.decay {
+            p.iter_mut().for_each(|w| *w -= *w * f);
+        }
+    }
+}
+
+/// Runs `body` on matching tasks of `task` elements of a tensor `p`, its
+/// gradient `g` and its state `planes` (an empty plane where the rule has no
+/// such slot), in parallel.
+fn par_tasks(
+    task: usize,
+    p: &mut [f32],
+    g: &mut [f32],
+    planes: [&mut [f32]; 3],
+    body: impl Fn(&mut [f32], &mut [f32], [&mut [f32]; 3]) + Sync + Send,
+) {
+    let [s0, s1, s2] = planes;
+    let parts = p.par_chunks_mut(task).zip(g.par_chunks_mut(task));
+    match (s0.is_empty(), s1.is_empty(), s2.is_empty()) {
+        (true, _, _) => parts.for_each(|(pc, gc)| body(pc, gc, [&mut [], &mut [], &mut []])),
+        (false, true, _) => parts
+            .zip(s0.par_chunks_mut(task))
+            .for_each(|((pc, gc), a)| body(pc, gc, [a, &mut [], &mut []])),
+        (false, false, true) => parts
+            .zip(s0.par_chunks_mut(task))
+            .zip(s1.par_chunks_mut(task))
+            .for_each(|(((pc, gc), a), b)| body(pc, gc, [a, b, &mut []])),
+        (false, false, false) => parts
+            .zip(s0.par_chunks_mut(task))
+            .zip(s1.par_chunks_mut(task))
+            .zip(s2.par_chunks_mut(task))
+            .for_each(|((((pc, gc), a), b), c)| body(pc, gc, [a, b, c])),
+    }
+}
+
+/// Elements `at` of a state plane, or the plane itself when the rule has no
+/// such slot (empty).
+fn row_part(s: &mut [f32], at: std::ops::Range<usize>) -> &mut [f32] {
+    if s.is_empty() {
+        s
+    } else {
+        &mut s[at]
     }
 }
 
