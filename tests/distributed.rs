@@ -504,3 +504,42 @@ fn a_first_layer_split_by_columns_keeps_the_bits_of_one_rank() {
         }
     }
 }
+
+#[test]
+fn a_split_first_layer_handles_a_last_batch_smaller_than_the_chunk_count() {
+    // 111 rows in batches of 22: the last batch has one row, so three of its
+    // four chunks are empty, and with four ranks three ranks own no row of
+    // it. Those ranks still compute their columns of that row and exchange.
+    let (x, y) = common::blobs(111, 40, 8);
+    let run = |n: usize| {
+        on_ranks(n, |comm| {
+            let mut m = Sequential::new()
+                .seed(9)
+                .input(40)
+                .dense(12, Gelu { approximate: false })
+                .dense(3, Softmax);
+            m.compile(
+                RmsProp::default(),
+                CategoricalCrossentropy::default(),
+                &[Metric::Accuracy],
+            )
+            .unwrap();
+            let dp = DataParallel::new(comm).unwrap().chunks(4);
+            let o = FitOptions {
+                epochs: 2,
+                batch_size: 22,
+                verbose: 0,
+                seed: Some(2),
+                distribution: Some(dp),
+                ..Default::default()
+            };
+            let h = m.fit(&x, &y, o).unwrap();
+            (h, bits(&m.get_weights().unwrap()))
+        })
+    };
+    let one = run(1);
+    for (r, (h, w)) in run(4).iter().enumerate() {
+        assert_eq!(*w, one[0].1, "rank {r}");
+        assert_eq!(*h, one[0].0, "rank {r}");
+    }
+}
