@@ -47,8 +47,10 @@ pub(crate) struct ParallelRun {
     sharded: bool,
     segments: Vec<std::ops::Range<usize>>,
     /// The first layer split by columns across the ranks, when it pays
-    /// ([`ColumnSplit`]): its gradients are then not parts of the message.
+    /// ([`ColumnSplit`]): its gradients are then not parts of the message,
+    /// and the other parts travel packed in `packed` as one allreduce.
     split: Option<ColumnSplit>,
+    packed: Vec<f32>,
     /// The whole batch's targets, weights and outputs, for the metrics.
     targets: Vec<f32>,
     weights: Vec<f32>,
@@ -84,10 +86,16 @@ impl ParallelRun {
             .chain([rows_len])
             .collect();
         let per_rank = topo.chunks / topo.size;
+        let packed_len = if split.is_some() {
+            parts.iter().sum()
+        } else {
+            0
+        };
         Ok(ParallelRun {
             // One chunk per rank needs no tree.
             tree: TreeSum::new(if per_rank > 1 { &parts } else { &[] }, per_rank),
-            recv: vec![0.0; parts.iter().copied().max().unwrap_or(0)],
+            recv: vec![0.0; parts.iter().copied().max().unwrap_or(0).max(packed_len)],
+            packed: vec![0.0; packed_len],
             rows: vec![0.0; rows_len],
             sharded,
             segments: Vec::with_capacity(parts.len() + 2),
@@ -398,20 +406,51 @@ impl Sequential {
             run.segments
                 .extend(ws.param_grads[0].iter().map(|_| mine.clone()));
         }
-        // Every other part summed across ranks, in place; with a sharded
-        // update, each rank sums only its segment of each gradient tensor.
-        for p in ws.param_grads.iter_mut().skip(first).flatten() {
-            if run.sharded {
-                run.segments.push(run.dp.reduce_scatter(p, &mut run.recv)?);
-            } else {
+        if run.split.is_some() {
+            // The split layer's kernel was most of the message: the rest is
+            // small, so it goes as one allreduce (one exchange per level of
+            // the tree instead of one per part, fewer points where a rank
+            // waits for another) and every rank updates all of it.
+            let mut at = 0;
+            for p in ws.param_grads.iter().skip(first).flatten().chain(&ws.state) {
+                run.packed[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+            run.packed[at..at + nb * row_w].copy_from_slice(&run.rows[..nb * row_w]);
+            let len = at + nb * row_w;
+            run.dp.allreduce(&mut run.packed[..len], &mut run.recv)?;
+            let mut at = 0;
+            for p in ws
+                .param_grads
+                .iter_mut()
+                .skip(first)
+                .flatten()
+                .chain(&mut ws.state)
+            {
+                let n = p.len();
+                p.copy_from_slice(&run.packed[at..at + n]);
+                at += n;
+            }
+            run.rows[..nb * row_w].copy_from_slice(&run.packed[at..len]);
+            for p in ws.param_grads.iter().skip(first).flatten() {
+                run.segments.push(0..p.len());
+            }
+        } else {
+            // Every part summed across ranks, in place; with a sharded
+            // update, each rank sums only its segment of each gradient tensor.
+            for p in ws.param_grads.iter_mut().flatten() {
+                if run.sharded {
+                    run.segments.push(run.dp.reduce_scatter(p, &mut run.recv)?);
+                } else {
+                    run.dp.allreduce(p, &mut run.recv)?;
+                }
+            }
+            for p in ws.state.iter_mut() {
                 run.dp.allreduce(p, &mut run.recv)?;
             }
+            run.dp
+                .allreduce(&mut run.rows[..nb * row_w], &mut run.recv)?;
         }
-        for p in ws.state.iter_mut() {
-            run.dp.allreduce(p, &mut run.recv)?;
-        }
-        run.dp
-            .allreduce(&mut run.rows[..nb * row_w], &mut run.recv)?;
         let total = &run.rows[..nb * row_w];
 
         // The loss and metrics of the whole batch, in row order.
@@ -487,7 +526,9 @@ impl Sequential {
                     } else if let Some(seg) = run.segments.get(idx) {
                         opt.update_range(idx, p, &mut grads[j], seg.clone());
                     }
-                    if gathered.is_ok() && split.is_none() {
+                    // With a split first layer every rank updates all of
+                    // the other tensors (replicated), so nothing to gather.
+                    if gathered.is_ok() && split_units.is_none() {
                         gathered = run.dp.allgather(p);
                     }
                     idx += 1;
