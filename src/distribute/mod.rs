@@ -74,8 +74,10 @@
 //!   kernel, which then never crosses the wire during an epoch; it is
 //!   gathered at the epoch's end. The same bits as without the split (each
 //!   output column is its own dot products); the details are in
-//!   `src/model/column_split.rs`. It needs an elementwise optimizer and no
-//!   regularizer on that layer, and applies from two ranks on.
+//!   `src/model/column_split.rs`. The other parts are then small: they
+//!   travel as one allreduce per step and every rank updates them whole. It
+//!   needs an elementwise optimizer and no regularizer on that layer, and
+//!   applies from two ranks on.
 //!
 //! **Cost.** Per step, each rank sends and receives about `2 (P - 1) / P`
 //! times the weights' size and runs the optimizer on `1 / P` of the weights;

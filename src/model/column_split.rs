@@ -18,7 +18,9 @@
 //!    dy[every row, cols[r]]
 //! 4. the kernel and bias gradients of its columns, chunk by chunk, summed
 //!    over the same binary tree of chunks as every other gradient; the
-//!    optimizer updates its columns. Nothing is gathered per step.
+//!    optimizer updates its columns. Nothing is gathered per step (the
+//!    other, small, tensors go as one allreduce and every rank updates them
+//!    whole).
 //! ```
 //!
 //! At the end of each epoch (and whenever `fit` stops) the columns, and the
