@@ -3,14 +3,18 @@
 //! the output over threads itself), then horn's parallel split on all threads.
 //! The last three rows use real MNIST images (81% zeros), where horn's packing
 //! skips the zero steps: their figures are dense-equivalent GFLOP/s (the dense
-//! product's flops over the time taken).
+//! product's flops over the time taken). The `rows:` and `cols:` rows are one
+//! of two data-parallel ranks' share of the first layer's products (half the
+//! batch's rows, or all rows and half the columns): a product half the size
+//! runs at lower GFLOP/s (packing and stores do not halve), which is what
+//! keeps two processes below twice one process's speed.
 //!
 //! `cargo bench --bench gemm_shapes`
 
 use std::time::Instant;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
 fn gemm_crate(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
     let (m, k) = a.dim();
@@ -67,7 +71,8 @@ fn main() {
         .expect("MNIST ships in data/mnist")
         .test
         .flat_scaled();
-    let mx = mnist.slice(ndarray::s![..128, ..]);
+    let mx = mnist.slice(s![..128, ..]);
+    let mx_half = mnist.slice(s![..64, ..]);
     // The MNIST convnet's products at batch 128: patches of the second
     // convolution (121 positions x 288) and of the first (676 x 9).
     let p2 = Array2::<f32>::from_shape_fn((15488, 288), |(i, j)| ((i * 3 + j) % 17) as f32 * 0.01);
@@ -92,6 +97,20 @@ fn main() {
         ("MNIST X[128x784] @ W1", mx, w1.view()),
         ("MNIST X^T[784x128] @ dH", mx.t(), dh.view()),
         ("MNIST X[10000x784] @ W1", mnist.view(), w1.view()),
+        // One of two data-parallel ranks: half the rows (each rank its rows),
+        // or all rows and half the columns (the first layer split by columns).
+        ("rows: MNIST X[64x784] @ W1", mx_half, w1.view()),
+        ("cols: MNIST X @ W1[784x256]", mx, w1.slice(s![.., ..256])),
+        (
+            "rows: MNIST X^T[784x64] @ dH",
+            mx_half.t(),
+            dh.slice(s![..64, ..]),
+        ),
+        (
+            "cols: X^T[784x64] @ dH[64x256]",
+            mx_half.t(),
+            dh.slice(s![..64, ..256]),
+        ),
     ];
     let pool = rayon::ThreadPoolBuilder::new()
         .build()
