@@ -543,3 +543,74 @@ fn a_split_first_layer_handles_a_last_batch_smaller_than_the_chunk_count() {
         assert_eq!(*h, one[0].0, "rank {r}");
     }
 }
+
+#[test]
+fn a_first_layer_that_cannot_be_split_trains_as_before() {
+    // Inputs wider than the batch, but the first layer has a regularizer
+    // (whose penalty needs the whole kernel every step), or a softmax (which
+    // needs every column), or the batch is as wide as the inputs: the ranks
+    // then sum the kernel's gradient as for any layer. Same bits as one rank.
+    let (x, y) = common::blobs(120, 40, 6);
+    type Build = fn() -> Sequential;
+    let builds: [(Build, usize); 3] = [
+        (
+            || {
+                Sequential::new()
+                    .seed(4)
+                    .input(40)
+                    .add(Dense::new(12, Relu).kernel_regularizer(Regularizer::l1_l2(1e-3, 1e-3)))
+                    .dense(3, Softmax)
+            },
+            16,
+        ),
+        (
+            || {
+                Sequential::new()
+                    .seed(4)
+                    .input(40)
+                    .dense(12, Softmax)
+                    .dense(3, Softmax)
+            },
+            16,
+        ),
+        (
+            || {
+                Sequential::new()
+                    .seed(4)
+                    .input(40)
+                    .dense(12, Relu)
+                    .dense(3, Softmax)
+            },
+            40,
+        ),
+    ];
+    for (i, (build, batch_size)) in builds.into_iter().enumerate() {
+        let run = |n: usize| {
+            on_ranks(n, |comm| {
+                let mut m = build();
+                m.compile(
+                    Adam::default(),
+                    CategoricalCrossentropy::default(),
+                    &[Metric::Accuracy],
+                )
+                .unwrap();
+                let dp = DataParallel::new(comm).unwrap().chunks(2);
+                let o = FitOptions {
+                    epochs: 2,
+                    batch_size,
+                    verbose: 0,
+                    seed: Some(3),
+                    distribution: Some(dp),
+                    ..Default::default()
+                };
+                let h = m.fit(&x, &y, o).unwrap();
+                (h, bits(&m.get_weights().unwrap()))
+            })
+        };
+        let one = run(1);
+        for (r, (h, w)) in run(2).iter().enumerate() {
+            assert_eq!(*w, one[0].1, "model {i}, rank {r}");
+            assert_eq!(*h, one[0].0, "model {i}, rank {r}");
+        }
+    }
+}
