@@ -1,9 +1,7 @@
 //! `Dense`: `y = activation(x K + b)`, with the bias add and the activation fused
 //! into one pass over the output.
 
-use std::ops::Range;
-
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rand::rngs::StdRng;
 
 use super::{
@@ -116,35 +114,34 @@ impl Dense {
         &self.bias
     }
 
-    /// Columns `cols` of the forward pass: `y = activation(x K[:, cols] +
-    /// b[cols])` for the rows of `x` (`rows x input_dim`), with `y` (and the
-    /// pre-activation `z`, when given) contiguous, `rows x cols.len()`.
+    /// The forward pass through a block of the layer's columns: `y =
+    /// activation(x kernel + bias)` for the rows of `x` (`rows x input_dim`),
+    /// with `kernel` some columns of the layer's kernel (`input_dim x w`, any
+    /// row stride), `bias` the same columns of the bias (empty without one),
+    /// and `y` (and the pre-activation `z`, when given) contiguous, `rows x
+    /// w`.
     ///
     /// Each output column is its own dot products (summed over the inputs in
     /// one fixed order whatever block of columns or rows it is computed in)
     /// and its own elementwise steps, so any split of the columns gives the
     /// bits of the whole layer: a data-parallel `fit` splits a first `Dense`
     /// layer's columns across ranks this way. A row-wise activation
-    /// (softmax) needs every column (`cols = 0..units`).
-    pub(crate) fn forward_columns(
+    /// (softmax) needs every column.
+    pub(crate) fn forward_block(
         &self,
-        cols: Range<usize>,
+        kernel: ArrayView2<f32>,
+        bias: &[f32],
         x: ArrayView2<f32>,
         mut y: ArrayViewMut2<f32>,
         z: Option<&mut [f32]>,
     ) {
-        let w = cols.len();
-        gemm(x, self.kernel.slice(s![.., cols.clone()]), y.view_mut());
-        let bias = if self.bias.is_empty() {
-            &[][..]
-        } else {
-            &self.bias[cols]
-        };
+        let w = kernel.ncols();
+        gemm(x, kernel, y.view_mut());
         add_bias_activate(values_mut(y), z, bias, self.activation, w, ROWS_PER_TASK);
     }
 
     /// The kernel and bias gradients of a block of columns (all of them, or
-    /// one rank's share as [`Dense::forward_columns`] made it): `dy` (the
+    /// one rank's share as [`Dense::forward_block`] made it): `dy` (the
     /// output gradient, turned into the pre-activation gradient in place
     /// unless `dy_is_preactivation`), then `gk = x^T dz` (`input_dim x w`,
     /// any row stride) and `gb` the column sums of `dz` in row order.
@@ -268,7 +265,7 @@ impl Layer for Dense {
         }
         let keep_z = aux.ncols() == units;
         let z = keep_z.then(|| values_mut(aux));
-        self.forward_columns(0..units, x, y, z);
+        self.forward_block(self.kernel.view(), &self.bias, x, y, z);
     }
 
     fn backward(

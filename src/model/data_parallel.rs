@@ -514,21 +514,22 @@ impl Sequential {
         let mut gathered = Ok(());
         // The split first layer: its columns of each row (the kernel) or of
         // its one row (the bias), never gathered during the epoch.
-        let split_units = run.split.as_ref().map(ColumnSplit::units);
+        let (rank, split_any) = (run.topo.rank, run.split.is_some());
         for (l, layer) in self.layers.iter_mut().enumerate() {
             let (grads, flags) = (&mut ws.param_grads[l], &ws.trainable[l]);
             let (mut j, mut k) = (0, 0);
-            let split = split_units.filter(|_| l == 0);
+            let mut split = run.split.as_mut().filter(|_| l == 0);
             layer.visit_params_mut(&mut |p| {
                 if flags.get(k).copied().unwrap_or(false) {
-                    if let (Some(seg), Some(units)) = (run.segments.get(idx), split) {
-                        opt.update_columns(idx, p, &mut grads[j], units, seg.clone());
-                    } else if let Some(seg) = run.segments.get(idx) {
-                        opt.update_range(idx, p, &mut grads[j], seg.clone());
+                    match (run.segments.get(idx), split.as_mut()) {
+                        // The split kernel: this rank's columns, kept apart.
+                        (Some(_), Some(split)) if j == 0 => split.update_kernel(opt, idx, rank),
+                        (Some(seg), _) => opt.update_range(idx, p, &mut grads[j], seg.clone()),
+                        (None, _) => {}
                     }
                     // With a split first layer every rank updates all of
                     // the other tensors (replicated), so nothing to gather.
-                    if gathered.is_ok() && split_units.is_none() {
+                    if gathered.is_ok() && !split_any {
                         gathered = run.dp.allgather(p);
                     }
                     idx += 1;
@@ -554,32 +555,40 @@ impl Sequential {
         if !run.sharded {
             return Ok(());
         }
-        // The split layer's tensors come first in the optimizer's order.
+        // The split layer's tensors come first in the optimizer's order:
+        // its kernel, then its bias, with their state.
+        let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
         let mut split_tensors = 0;
-        if let Some(split) = run.split.as_mut() {
+        if let (Some(split), Some(layer)) = (run.split.as_mut(), self.layers.first_mut()) {
+            let (dp, rank) = (&run.dp, run.topo.rank);
+            let opt = &mut compiled.optimizer;
             let mut gathered = Ok(());
-            if let Some(layer) = self.layers.first_mut() {
-                layer.visit_params_mut(&mut |p| {
-                    split_tensors += 1;
-                    if gathered.is_ok() {
-                        gathered = split.gather_columns(&run.dp, run.topo.rank, p);
-                    }
-                });
-            }
+            layer.visit_params_mut(&mut |p| {
+                let (slots, _) = opt.slot_planes_mut(split_tensors);
+                if gathered.is_ok() {
+                    gathered = if split_tensors == 0 {
+                        split.gather_kernel(dp, rank, p, slots)
+                    } else {
+                        split.gather_columns(dp, rank, p).and_then(|()| {
+                            for plane in slots.chunks_exact_mut(p.len().max(1)) {
+                                split.gather_columns(dp, rank, plane)?;
+                            }
+                            Ok(())
+                        })
+                    };
+                }
+                split_tensors += 1;
+            });
             gathered?;
         }
-        let compiled = self.compiled.as_mut().ok_or(Error::NotCompiled("fit"))?;
-        for i in 0..run.segments.len() {
+        for i in split_tensors..run.segments.len() {
             let (slots, planes) = compiled.optimizer.slot_planes_mut(i);
             if planes == 0 {
                 continue;
             }
             let n = slots.len() / planes;
             for plane in slots.chunks_exact_mut(n.max(1)) {
-                match run.split.as_mut().filter(|_| i < split_tensors) {
-                    Some(split) => split.gather_columns(&run.dp, run.topo.rank, plane)?,
-                    None => run.dp.allgather(plane)?,
-                }
+                run.dp.allgather(plane)?;
             }
         }
         Ok(())
