@@ -97,6 +97,10 @@ pub(crate) struct ColumnSplit {
     blocked: bool,
     /// Whole tensors gathered at epoch ends, in blocks of columns.
     stage: Vec<f32>,
+    /// Staging for the gradients' exchange when it carries the step's other
+    /// sums ([`ColumnSplit::carrying`]).
+    send: Vec<f32>,
+    recv: Vec<f32>,
 }
 
 /// Rows `[lo, hi)` of the batch that rank `q`'s chunks cover.
@@ -168,6 +172,8 @@ impl ColumnSplit {
             grad: vec![0.0; inputs * w],
             fresh: false,
             blocked: false,
+            send: Vec::new(),
+            recv: Vec::new(),
             stage: vec![0.0; inputs * units],
             cols,
         })
@@ -216,7 +222,7 @@ impl ColumnSplit {
         nb: usize,
     ) -> Result<()> {
         let blocks = Blocks::new(&self.cols, topo, nb);
-        blocks.exchange(dp, &mut self.y, &mut self.theirs_y, true)
+        blocks.exchange(dp, &mut self.y, &mut self.theirs_y, true, None)
     }
 
     /// The layer's whole output for rows `lo..hi` of the batch (one of this
@@ -256,11 +262,33 @@ impl ColumnSplit {
         }
     }
 
+    /// Room for [`ColumnSplit::exchange_grads`] to carry `len` summed
+    /// values.
+    pub fn carrying(mut self, len: usize) -> Self {
+        let most = self.theirs_dy.len().max(self.dy.len()) + len;
+        self.send = vec![0.0; most];
+        self.recv = vec![0.0; most];
+        self
+    }
+
     /// Step part 3: each other rank gets its columns of this rank's rows'
-    /// gradients, and this rank its columns of every row's.
-    pub fn exchange_grads(&mut self, dp: &DataParallel, topo: &Topology, nb: usize) -> Result<()> {
+    /// gradients, and this rank its columns of every row's; `sum` is summed
+    /// over all ranks on the way, as [`DataParallel::allreduce`] sums (the
+    /// partner `rank ^ 2^k` at level `k` is this exchange's round `2^k`).
+    pub fn exchange_grads(
+        &mut self,
+        dp: &DataParallel,
+        topo: &Topology,
+        nb: usize,
+        sum: &mut [f32],
+    ) -> Result<()> {
         let blocks = Blocks::new(&self.cols, topo, nb);
-        blocks.exchange(dp, &mut self.dy, &mut self.theirs_dy, false)
+        let carried = Carried {
+            values: sum,
+            send: &mut self.send,
+            recv: &mut self.recv,
+        };
+        blocks.exchange(dp, &mut self.dy, &mut self.theirs_dy, false, Some(carried))
     }
 
     /// Step part 4: this rank's columns of the kernel gradient (kept here)
@@ -455,12 +483,16 @@ impl<'a> Blocks<'a> {
     /// columns of `q`'s rows (in `own`) against `q`'s columns of this rank's
     /// rows (`q`'s block of `theirs`); `send_own` sends the former and
     /// receives the latter (outputs), otherwise the reverse (gradients).
+    /// Rounds `2^k` (partner `rank ^ 2^k`) also carry `carried`'s values and
+    /// add the partner's: the recursive doubling of
+    /// [`DataParallel::allreduce`], level by level in the same order.
     fn exchange(
         &self,
         dp: &DataParallel,
         own: &mut [f32],
         theirs: &mut [f32],
         send_own: bool,
+        mut carried: Option<Carried<'_>>,
     ) -> Result<()> {
         let r = self.topo.rank;
         let w = self.cols[r].len();
@@ -470,14 +502,35 @@ impl<'a> Blocks<'a> {
             let at = self.mine * self.cols[q].start;
             let block = &mut theirs[at..at + self.mine * self.cols[q].len()];
             let rows = &mut own[qlo * w..qhi * w];
-            if send_own {
-                dp.exchange(q, rows, block)?;
+            let (out, into) = if send_own {
+                (rows, block)
             } else {
-                dp.exchange(q, block, rows)?;
+                (block, rows)
+            };
+            match carried.as_mut().filter(|_| k.is_power_of_two()) {
+                None => dp.exchange(q, out, into)?,
+                Some(c) => {
+                    let (a, b, v) = (out.len(), into.len(), c.values.len());
+                    c.send[..a].copy_from_slice(out);
+                    c.send[a..a + v].copy_from_slice(c.values);
+                    dp.exchange(q, &c.send[..a + v], &mut c.recv[..b + v])?;
+                    into.copy_from_slice(&c.recv[..b]);
+                    // `mine + theirs` here equals `theirs + mine` there.
+                    for (x, y) in c.values.iter_mut().zip(&c.recv[b..b + v]) {
+                        *x += *y;
+                    }
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Values summed over the ranks on the way of an exchange, and its staging.
+struct Carried<'a> {
+    values: &'a mut [f32],
+    send: &'a mut [f32],
+    recv: &'a mut [f32],
 }
 
 /// The per-row buffers [`tree_grads`] reads.

@@ -86,15 +86,16 @@ impl ParallelRun {
             .chain([rows_len])
             .collect();
         let per_rank = topo.chunks / topo.size;
-        let packed_len = if split.is_some() {
+        let packed_len: usize = if split.is_some() {
             parts.iter().sum()
         } else {
             0
         };
+        let split = split.map(|s| s.carrying(packed_len));
         Ok(ParallelRun {
             // One chunk per rank needs no tree.
             tree: TreeSum::new(if per_rank > 1 { &parts } else { &[] }, per_rank),
-            recv: vec![0.0; parts.iter().copied().max().unwrap_or(0).max(packed_len)],
+            recv: vec![0.0; parts.iter().copied().max().unwrap_or(0)],
             packed: vec![0.0; packed_len],
             rows: vec![0.0; rows_len],
             sharded,
@@ -399,18 +400,11 @@ impl Sequential {
         }
         run.segments.clear();
         if let (Some(split), Some(dense)) = (run.split.as_mut(), split_dense) {
-            // The split layer's gradients: its columns, from every row.
-            split.exchange_grads(&run.dp, &topo, nb)?;
-            rayon::scope(|_| split.weight_grads(dense, &topo, nb, &mut ws.param_grads[0]));
-            let mine = split.columns(topo.rank);
-            run.segments
-                .extend(ws.param_grads[0].iter().map(|_| mine.clone()));
-        }
-        if run.split.is_some() {
             // The split layer's kernel was most of the message: the rest is
-            // small, so it goes as one allreduce (one exchange per level of
-            // the tree instead of one per part, fewer points where a rank
-            // waits for another) and every rank updates all of it.
+            // small, so it goes as one allreduce, carried by the exchange of
+            // the split layer's output gradients (the same sums over the
+            // same tree, fewer points where a rank waits for another), and
+            // every rank updates all of it.
             let mut at = 0;
             for p in ws.param_grads.iter().skip(first).flatten().chain(&ws.state) {
                 run.packed[at..at + p.len()].copy_from_slice(p);
@@ -418,7 +412,7 @@ impl Sequential {
             }
             run.packed[at..at + nb * row_w].copy_from_slice(&run.rows[..nb * row_w]);
             let len = at + nb * row_w;
-            run.dp.allreduce(&mut run.packed[..len], &mut run.recv)?;
+            split.exchange_grads(&run.dp, &topo, nb, &mut run.packed[..len])?;
             let mut at = 0;
             for p in ws
                 .param_grads
@@ -432,6 +426,11 @@ impl Sequential {
                 at += n;
             }
             run.rows[..nb * row_w].copy_from_slice(&run.packed[at..len]);
+            // The split layer's gradients: its columns, from every row.
+            rayon::scope(|_| split.weight_grads(dense, &topo, nb, &mut ws.param_grads[0]));
+            let mine = split.columns(topo.rank);
+            run.segments
+                .extend(ws.param_grads[0].iter().map(|_| mine.clone()));
             for p in ws.param_grads.iter().skip(first).flatten() {
                 run.segments.push(0..p.len());
             }
