@@ -80,7 +80,7 @@ pub fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
         if avx2::usable(&c) {
             // SAFETY: `usable` checked AVX2, FMA and the unit column stride of
             // `c`; `check_shapes` checked that `b` is `k x n` and `c` is `m x n`.
-            unsafe { avx2::gemm(a, b, c, parallel) };
+            unsafe { avx2::gemm(a, b, c, parallel, false) };
             return;
         }
     }
@@ -142,11 +142,48 @@ pub fn gemm_serial(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<
         if avx2::usable(&c) {
             // SAFETY: `usable` checked AVX2, FMA and the unit column stride of
             // `c`; `check_shapes` checked that the shapes agree.
-            unsafe { avx2::gemm(a, b, c, false) };
+            unsafe { avx2::gemm(a, b, c, false, false) };
             return;
         }
     }
     general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+}
+
+/// `C += A B` with exactly the bits of `C + P`, `P` being what [`gemm`]
+/// gives for `A B`, when that can be done in one pass: horn's own kernel
+/// sums each element of `P` in one `KC` slice when `k` is short enough, and
+/// adds that sum to `C`. Returns `false`, changing nothing, where it cannot
+/// (a long `k`, the portable path, an empty `k`); the caller then computes
+/// `P` apart and adds it. (A split layer's chunk tree adds a chunk's
+/// gradient to its neighbour's this way, without a pass over a buffer.)
+///
+/// # Panics
+/// When the shapes do not agree, as [`gemm`].
+#[track_caller]
+#[cfg_attr(not(feature = "distribute"), allow(dead_code))]
+pub(crate) fn gemm_add_exact(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    c: ArrayViewMut2<f32>,
+) -> bool {
+    check_shapes("gemm_add_exact", &a, &b, &c);
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if m == 0 || n == 0 {
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if k > 0 && avx2::usable(&c) && avx2::slice_depth(k) >= k {
+            let parallel = m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_FLOPS;
+            // SAFETY: `usable` checked AVX2, FMA and the unit column stride of
+            // `c`; `check_shapes` checked that `b` is `k x n` and `c` is `m x n`.
+            unsafe { avx2::gemm(a, b, c, parallel, true) };
+            return true;
+        }
+    }
+    let _ = (k, c);
+    false
 }
 
 /// Blocks of `k` a tall product ([`gemm_tall_k`]) is split into.
@@ -536,7 +573,7 @@ mod avx2 {
         let ldc = c.strides()[0];
         let out = SharedPtr(c.as_mut_ptr());
         // SAFETY: this function's contract is row_block's, for rows 0..m.
-        unsafe { row_block(a, n, packed, n.next_multiple_of(NR), out, ldc, 0, m) };
+        unsafe { row_block(a, n, packed, n.next_multiple_of(NR), out, ldc, 0, m, false) };
     }
 
     /// A pointer shared by tasks that write disjoint parts of one buffer.
@@ -564,19 +601,21 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2 and FMA, `c` must have a column stride of 1
     /// (see [`usable`]), `b` must be `k x n` and `c` `m x n` for an `m x k`
-    /// `a`, and none of them may be empty.
+    /// `a`, and none of them may be empty. With `add`, `C += A B`: every
+    /// slice's sum is added to `C`, the first one too.
     pub unsafe fn gemm(
         a: ArrayView2<f32>,
         b: ArrayView2<f32>,
         mut c: ArrayViewMut2<f32>,
         parallel: bool,
+        add: bool,
     ) {
         let (m, k) = a.dim();
         let n = b.ncols();
         if m <= FEW_ROWS && b.strides()[1] == 1 {
             // SAFETY: this function's own contract (AVX2/FMA, agreeing,
             // non-empty shapes), and `b` has the unit column stride it reads.
-            unsafe { few_rows(a, b, c) };
+            unsafe { few_rows(a, b, c, add) };
             return;
         }
         let n_pad = n.next_multiple_of(NR);
@@ -599,7 +638,7 @@ mod avx2 {
                 let (p0, p1) = (t * panels / tasks, (t + 1) * panels / tasks);
                 // SAFETY: AVX2/FMA were checked by the caller; the task writes
                 // only columns p0*NR..p1*NR (clipped to n) of `c`.
-                unsafe { col_block(a, b, out, ldc, p0, p1) };
+                unsafe { col_block(a, b, out, ldc, p0, p1, add) };
             });
             return;
         }
@@ -648,7 +687,7 @@ mod avx2 {
                 if r0 < r1 {
                     // SAFETY: AVX2/FMA were checked by the caller; the task writes
                     // only rows r0..r1 of `c`.
-                    unsafe { row_block(a, n, packed_b, n_pad, out, ldc, r0, r1) };
+                    unsafe { row_block(a, n, packed_b, n_pad, out, ldc, r0, r1, add) };
                 }
             };
             if tasks > 1 {
@@ -757,7 +796,12 @@ mod avx2 {
     /// `C += acc`, so a row gets the same bits whatever the batch it is
     /// predicted in.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn few_rows(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>) {
+    unsafe fn few_rows(
+        a: ArrayView2<f32>,
+        b: ArrayView2<f32>,
+        mut c: ArrayViewMut2<f32>,
+        add: bool,
+    ) {
         let (m, k) = a.dim();
         let n = b.ncols();
         let (ars, acs) = (a.strides()[0], a.strides()[1]);
@@ -796,9 +840,9 @@ mod avx2 {
                     // below k.
                     unsafe {
                         if wide {
-                            few_rows_block::<8>(vals, steps, bp, brs, crow, pc == 0, j0)
+                            few_rows_block::<8>(vals, steps, bp, brs, crow, pc == 0 && !add, j0)
                         } else {
-                            few_rows_block::<1>(vals, steps, bp, brs, crow, pc == 0, j0)
+                            few_rows_block::<1>(vals, steps, bp, brs, crow, pc == 0 && !add, j0)
                         }
                     };
                     j0 += if wide { 64 } else { 8 };
@@ -812,7 +856,7 @@ mod avx2 {
                     // SAFETY: j < n: inside row i of `c`.
                     unsafe {
                         let out = crow.add(j);
-                        *out = if pc == 0 { acc } else { *out + acc };
+                        *out = if pc == 0 && !add { acc } else { *out + acc };
                     }
                 }
             }
@@ -877,6 +921,7 @@ mod avx2 {
         ldc: isize,
         r0: usize,
         r1: usize,
+        add: bool,
     ) {
         // SAFETY: the caller guarantees AVX2/FMA, agreeing shapes, `packed_b` holding all of `B` packed (k x n_pad) and exclusive access to rows r0..r1 of `C` (m x n at `out`, row stride `ldc`).
         unsafe {
@@ -899,7 +944,18 @@ mod avx2 {
                             let mc = MC.min(r1 - ic);
                             if !in_place {
                                 let rows = (a, ic, mc, pc, kc);
-                                packed_rows(rows, apack, aidx, 0..panels, bpanel, n, out, ldc);
+                                let first = pc == 0 && !add;
+                                packed_rows(
+                                    rows,
+                                    apack,
+                                    aidx,
+                                    0..panels,
+                                    bpanel,
+                                    n,
+                                    out,
+                                    ldc,
+                                    first,
+                                );
                                 continue;
                             }
                             // SAFETY (pointer use below): indices stay inside `a`
@@ -917,7 +973,8 @@ mod avx2 {
                                     let ctile =
                                         out.get().offset((ic + ir) as isize * ldc + j0 as isize);
                                     let acc = kernel(kc, rows, 1, bpanel(jr));
-                                    store_tile(acc, ctile, ldc, mr, NR.min(n - j0), pc == 0);
+                                    let first = pc == 0 && !add;
+                                    store_tile(acc, ctile, ldc, mr, NR.min(n - j0), first);
                                 }
                             }
                         }
@@ -941,6 +998,7 @@ mod avx2 {
         ldc: isize,
         p0: usize,
         p1: usize,
+        add: bool,
     ) {
         // SAFETY: the caller guarantees AVX2/FMA, agreeing shapes and exclusive access to columns p0*NR..min(p1*NR, n) of `C` (m x n at `out`, row stride `ldc`).
         unsafe {
@@ -973,7 +1031,8 @@ mod avx2 {
                             let bpanel = |jr: usize| bslice.as_ptr().add((jr - p0) * NR * kc);
                             for ic in (0..m).step_by(MC) {
                                 let rows = (a, ic, MC.min(m - ic), pc, kc);
-                                packed_rows(rows, apack, aidx, p0..p1, bpanel, n, out, ldc);
+                                let first = pc == 0 && !add;
+                                packed_rows(rows, apack, aidx, p0..p1, bpanel, n, out, ldc, first);
                             }
                         }
                     })
@@ -997,6 +1056,7 @@ mod avx2 {
         n: usize,
         out: SharedPtr,
         ldc: isize,
+        first: bool,
     ) {
         // SAFETY: the caller guarantees that rows ic..ic+mc and steps pc..pc+kc lie inside `a`, that `bpanel(jr)` points at a packed panel of kc x NR values for every jr in `panels`, and that those rows and panels' columns of `C` are its own to write.
         unsafe {
@@ -1023,7 +1083,7 @@ mod avx2 {
                 for ir in (0..mc).step_by(MR) {
                     let ctile = out.get().offset((ic + ir) as isize * ldc + j0 as isize);
                     let acc = packed_tile(apack, aidx, counts[ir / MR], ir, kc, b);
-                    store_tile(acc, ctile, ldc, MR.min(mc - ir), NR.min(n - j0), pc == 0);
+                    store_tile(acc, ctile, ldc, MR.min(mc - ir), NR.min(n - j0), first);
                 }
             }
         }
@@ -1300,6 +1360,67 @@ mod avx2 {
 mod tests {
     use super::*;
     use ndarray::Array2;
+
+    /// `gemm_add_exact` gives the bits of `C + gemm(A, B)` on every path of
+    /// the kernel (a few rows, rows read in place, packed rows, column tasks,
+    /// strided operands, a block of columns of a wider `C`), and refuses
+    /// where one pass cannot (a long `k`, an empty one).
+    #[test]
+    fn an_exact_add_gives_the_bits_of_c_plus_the_product() {
+        let shapes = [
+            (3, 40, 70),
+            (37, 64, 48),
+            (130, 64, 256),
+            (20, 300, 600),
+            (784, 64, 256),
+        ];
+        for (m, k, n) in shapes {
+            let a = Array2::from_shape_fn((m, k), |(i, j)| {
+                if (i * 7 + j * 3) % 5 == 0 {
+                    0.0
+                } else {
+                    ((i * 31 + j * 17) % 23) as f32 / 7.0 - 1.5
+                }
+            });
+            let at = Array2::from_shape_fn((k, m), |(j, i)| a[[i, j]]);
+            let b =
+                Array2::from_shape_fn((k, n), |(i, j)| ((i * 13 + j * 5) % 19) as f32 / 9.0 - 1.0);
+            let c0 =
+                Array2::from_shape_fn((m, n + 8), |(i, j)| ((i + 3 * j) % 11) as f32 / 3.0 - 1.7);
+            for a in [a.view(), at.t()] {
+                let mut p = Array2::zeros((m, n));
+                gemm(a, b.view(), p.view_mut());
+                let mut c = c0.clone();
+                let done = gemm_add_exact(a, b.view(), c.slice_mut(s![.., 4..4 + n]));
+                if !done {
+                    // Refused: nothing written (the portable path, for one).
+                    assert_eq!(c, c0);
+                    continue;
+                }
+                for i in 0..m {
+                    for j in 0..n + 8 {
+                        let want = if (4..4 + n).contains(&j) {
+                            c0[[i, j]] + p[[i, j - 4]]
+                        } else {
+                            c0[[i, j]]
+                        };
+                        assert_eq!(
+                            c[[i, j]].to_bits(),
+                            want.to_bits(),
+                            "{m}x{k}x{n} at {i},{j}"
+                        );
+                    }
+                }
+            }
+        }
+        let (a, b) = (Array2::<f32>::ones((8, 900)), Array2::<f32>::ones((900, 8)));
+        let mut c = Array2::<f32>::zeros((8, 8));
+        assert!(
+            !gemm_add_exact(a.view(), b.view(), c.view_mut()),
+            "k = 900 needs three slices"
+        );
+        assert_eq!(c, Array2::<f32>::zeros((8, 8)));
+    }
 
     fn naive(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
         let mut c = Array2::zeros((a.nrows(), b.ncols()));

@@ -156,21 +156,39 @@ impl Dense {
         gk: ArrayViewMut2<f32>,
         gb: Option<&mut [f32]>,
     ) {
-        let w = dy.ncols();
         if !dy_is_preactivation {
-            self.activation
-                .backward(z, values(y), values_mut(dy.view_mut()), w);
+            self.preactivation_grad(y, z, dy.view_mut());
         }
         let dz = dy.view();
         // dK = x^T dz: split over the kernel's rows, each summing the batch in order.
         gemm(x.t(), dz, gk);
         if let Some(gb) = gb {
-            gb.fill(0.0);
-            for row in dz.axis_iter(Axis(0)) {
-                for (g, &d) in gb.iter_mut().zip(row.iter()) {
-                    *g += d;
-                }
-            }
+            column_sums(dz, gb);
+        }
+    }
+
+    /// The output gradient `dy` of a block of columns (`rows x w`, as
+    /// [`Dense::forward_block`] made `y` and `z`) turned into the
+    /// pre-activation gradient, in place.
+    pub(crate) fn preactivation_grad(
+        &self,
+        y: ArrayView2<f32>,
+        z: &[f32],
+        mut dy: ArrayViewMut2<f32>,
+    ) {
+        let w = dy.ncols();
+        self.activation
+            .backward(z, values(y), values_mut(dy.view_mut()), w);
+    }
+}
+
+/// `sums` = the column sums of `dz`, each over the rows in order (a bias
+/// gradient).
+pub(crate) fn column_sums(dz: ArrayView2<f32>, sums: &mut [f32]) {
+    sums.fill(0.0);
+    for row in dz.axis_iter(Axis(0)) {
+        for (g, &d) in sums.iter_mut().zip(row.iter()) {
+            *g += d;
         }
     }
 }

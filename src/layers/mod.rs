@@ -23,6 +23,8 @@ mod time_distributed;
 
 pub use activation::ActivationLayer;
 pub use conv::{Conv1D, Conv2D, ConvConfig, IntoWindow, Padding};
+#[cfg(feature = "distribute")]
+pub(crate) use dense::column_sums;
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;

@@ -52,13 +52,14 @@
 
 use std::ops::Range;
 
-use ndarray::{s, ArrayViewMut2};
+use ndarray::{s, ArrayView2, ArrayViewMut2};
 
 use super::infer::gather_rows;
 use super::workspace::{view, view_mut, Workspace};
 use crate::distribute::{DataParallel, Topology};
 use crate::error::Result;
-use crate::layers::{Dense, Layer};
+use crate::kernels::{gemm, gemm_add_exact};
+use crate::layers::{column_sums, Dense, Layer};
 use crate::optimizers::Optimizer;
 
 /// The buffers of the split, allocated once per `fit`.
@@ -543,10 +544,39 @@ struct Rows<'a> {
     dy: &'a mut [f32],
 }
 
+impl Rows<'_> {
+    /// Rows `lo..hi`: inputs, outputs, pre-activation values (empty when
+    /// not kept) and output gradients.
+    #[allow(clippy::type_complexity)]
+    fn chunk(
+        &mut self,
+        (lo, hi): (usize, usize),
+    ) -> (
+        ArrayView2<'_, f32>,
+        ArrayView2<'_, f32>,
+        &[f32],
+        ArrayViewMut2<'_, f32>,
+    ) {
+        let (m, inputs, w) = (hi - lo, self.inputs, self.w);
+        let z = if self.z.is_empty() {
+            &[][..]
+        } else {
+            &self.z[lo * w..hi * w]
+        };
+        (
+            view(&self.x[lo * inputs..], m, inputs),
+            view(&self.y[lo * w..], m, w),
+            z,
+            view_mut(&mut self.dy[lo * w..], m, w),
+        )
+    }
+}
+
 /// The gradients of chunks `chunks` summed over their perfect binary tree
-/// (left half into `gk`/`gb`, right half into the first temp, then added):
-/// the tree [`crate::distribute::TreeSum`] and the exchanges across ranks
-/// sum every other gradient over.
+/// (left half into `gk`/`gb`, right half into the first temp, then added; a
+/// right half of one chunk is added by the product itself where the kernel
+/// can, [`gemm_add_exact`]): the tree [`crate::distribute::TreeSum`] and the
+/// exchanges across ranks sum every other gradient over.
 #[allow(clippy::too_many_arguments)]
 fn tree_grads(
     dense: &Dense,
@@ -564,22 +594,8 @@ fn tree_grads(
         "a chunk tree deeper than its buffers (an internal invariant: one per level)"
     );
     let Some((temp, deeper)) = temps.split_first_mut().filter(|_| chunks.len() > 1) else {
-        let (lo, hi) = topo.chunk_rows(nb, chunks.start);
-        let m = hi - lo;
-        let z = if rows.z.is_empty() {
-            &[][..]
-        } else {
-            &rows.z[lo * w..hi * w]
-        };
-        dense.weight_grads(
-            view(&rows.x[lo * inputs..], m, inputs),
-            view(&rows.y[lo * w..], m, w),
-            z,
-            view_mut(&mut rows.dy[lo * w..], m, w),
-            false,
-            gk,
-            gb,
-        );
+        let (x, y, z, dy) = rows.chunk(topo.chunk_rows(nb, chunks.start));
+        dense.weight_grads(x, y, z, dy, false, gk, gb);
         return;
     };
     let mid = chunks.start + chunks.len() / 2;
@@ -595,28 +611,44 @@ fn tree_grads(
     );
     let (tk, tb) = temp.split_at_mut(inputs * w);
     let mut tk = view_mut(tk, inputs, w);
-    let has_bias = gb.is_some();
-    tree_grads(
-        dense,
-        rows,
-        topo,
-        nb,
-        mid..chunks.end,
-        deeper,
-        tk.view_mut(),
-        has_bias.then_some(&mut tb[..]),
-    );
+    let tb = &mut tb[..w];
+    let added = if chunks.end - mid == 1 {
+        let (x, y, z, mut dz) = rows.chunk(topo.chunk_rows(nb, mid));
+        dense.preactivation_grad(y, z, dz.view_mut());
+        if let Some(gb) = gb.as_deref_mut() {
+            column_sums(dz.view(), tb);
+            gb.iter_mut().zip(tb.iter()).for_each(|(a, &b)| *a += b);
+        }
+        if gemm_add_exact(x.t(), dz.view(), gk.view_mut()) {
+            return;
+        }
+        gemm(x.t(), dz.view(), tk.view_mut());
+        true
+    } else {
+        false
+    };
+    if !added {
+        let has_bias = gb.is_some();
+        tree_grads(
+            dense,
+            rows,
+            topo,
+            nb,
+            mid..chunks.end,
+            deeper,
+            tk.view_mut(),
+            has_bias.then_some(&mut tb[..]),
+        );
+        if let Some(gb) = gb {
+            gb.iter_mut().zip(tb.iter()).for_each(|(a, &b)| *a += b);
+        }
+    }
     // Row by row: each row of `gk` is contiguous even where `gk` is a block
     // of columns of a wider tensor (a whole-view zip would walk indices).
     for (mut g, t) in gk.rows_mut().into_iter().zip(tk.rows()) {
         match (g.as_slice_mut(), t.to_slice()) {
             (Some(g), Some(t)) => g.iter_mut().zip(t).for_each(|(a, &b)| *a += b),
             (_, _) => g.zip_mut_with(&t, |a, &b| *a += b),
-        }
-    }
-    if let Some(gb) = gb {
-        for (a, &b) in gb.iter_mut().zip(tb.iter()) {
-            *a += b;
         }
     }
 }
