@@ -454,52 +454,77 @@ fn optimizers_with_and_without_norm_clipping_agree_across_ranks() {
     }
 }
 
+/// Each rank's History and weight bits after fitting `build()`, compiled
+/// with `opt` (categorical cross-entropy, accuracy), on `n` ranks that cut
+/// each batch into `chunks` and compare their weights after every epoch.
+fn fit_ranks(
+    n: usize,
+    chunks: usize,
+    build: impl Fn() -> Sequential + Sync,
+    opt: &Optimizer,
+    (x, y): (&Array2<f32>, &Array2<f32>),
+    o: &FitOptions,
+) -> Vec<(History, Vec<u32>)> {
+    on_ranks(n, |comm| {
+        let mut m = build();
+        m.compile(
+            opt.clone(),
+            CategoricalCrossentropy::default(),
+            &[Metric::Accuracy],
+        )
+        .unwrap();
+        let dp = DataParallel::new(comm)
+            .unwrap()
+            .chunks(chunks)
+            .verify_weights(true);
+        let o = FitOptions {
+            distribution: Some(dp),
+            ..o.clone()
+        };
+        let h = m.fit(x, y, o).unwrap();
+        (h, bits(&m.get_weights().unwrap()))
+    })
+}
+
+/// Fails unless every rank of `runs` got `one`'s History and weights.
+fn assert_as_one_rank(one: &(History, Vec<u32>), runs: &[(History, Vec<u32>)], what: &str) {
+    for (r, (h, w)) in runs.iter().enumerate() {
+        assert_eq!(*w, one.1, "{what}: {} ranks, rank {r}", runs.len());
+        assert_eq!(*h, one.0, "{what}: {} ranks, rank {r}", runs.len());
+    }
+}
+
 #[test]
 fn a_first_layer_split_by_columns_keeps_the_bits_of_one_rank() {
     // Inputs wider than the batch: each rank computes its columns of the
     // first Dense layer for every row and exchanges outputs and their
     // gradients instead of the kernel. One rank (no split) is the reference.
     // Uneven blocks of units (25 over 4 ranks), a pre-activation the
-    // gradient reads (elu), a layer after it that is fused, rules with 0, 1
-    // and 2 state planes, clipping by value and weight decay, a partial last
-    // batch, and the mid-run gathers of a resumed run.
+    // gradient reads (elu), rules with 0, 1 and 2 state planes, clipping by
+    // value and weight decay, a partial last batch, and the gathers at each
+    // epoch's end (validation runs on the gathered layer).
     let (x, y) = common::blobs(150, 40, 4);
     let optimizers: Vec<Optimizer> = vec![
         Optimizer::from(Sgd::default()),
         Optimizer::from(RmsProp::default()).with_clipvalue(0.05),
         Optimizer::from(AdamW::default()),
     ];
-    for opt in optimizers {
+    for opt in &optimizers {
         for act in [Relu, Elu(1.0)] {
-            let run = |n: usize| {
-                on_ranks(n, |comm| {
-                    let mut m = Sequential::new()
-                        .seed(3)
-                        .input(40)
-                        .dense(25, act)
-                        .add(Dense::new(8, Tanh).kernel_regularizer(Regularizer::l2(1e-3)))
-                        .dropout(0.2)
-                        .dense(3, Softmax);
-                    m.compile(
-                        opt.clone(),
-                        CategoricalCrossentropy::default(),
-                        &[Metric::Accuracy],
-                    )
-                    .unwrap();
-                    let dp = DataParallel::new(comm)
-                        .unwrap()
-                        .chunks(4)
-                        .verify_weights(true);
-                    let h = m.fit(&x, &y, options(3, Some(dp))).unwrap();
-                    (h, bits(&m.get_weights().unwrap()))
-                })
+            let build = || {
+                Sequential::new()
+                    .seed(3)
+                    .input(40)
+                    .dense(25, act)
+                    .add(Dense::new(8, Tanh).kernel_regularizer(Regularizer::l2(1e-3)))
+                    .dropout(0.2)
+                    .dense(3, Softmax)
             };
+            let o = options(3, None);
+            let run = |n| fit_ranks(n, 4, build, opt, (&x, &y), &o);
             let one = run(1);
-            for (ranks, runs) in [(2, run(2)), (4, run(4))] {
-                for (r, (h, w)) in runs.iter().enumerate() {
-                    assert_eq!(*w, one[0].1, "{opt:?} {act:?}: {ranks} ranks, rank {r}");
-                    assert_eq!(*h, one[0].0, "{opt:?} {act:?}: {ranks} ranks, rank {r}");
-                }
+            for n in [2, 4] {
+                assert_as_one_rank(&one[0], &run(n), &format!("{opt:?} {act:?}"));
             }
         }
     }
@@ -511,37 +536,23 @@ fn a_split_first_layer_handles_a_last_batch_smaller_than_the_chunk_count() {
     // four chunks are empty, and with four ranks three ranks own no row of
     // it. Those ranks still compute their columns of that row and exchange.
     let (x, y) = common::blobs(111, 40, 8);
-    let run = |n: usize| {
-        on_ranks(n, |comm| {
-            let mut m = Sequential::new()
-                .seed(9)
-                .input(40)
-                .dense(12, Gelu { approximate: false })
-                .dense(3, Softmax);
-            m.compile(
-                RmsProp::default(),
-                CategoricalCrossentropy::default(),
-                &[Metric::Accuracy],
-            )
-            .unwrap();
-            let dp = DataParallel::new(comm).unwrap().chunks(4);
-            let o = FitOptions {
-                epochs: 2,
-                batch_size: 22,
-                verbose: 0,
-                seed: Some(2),
-                distribution: Some(dp),
-                ..Default::default()
-            };
-            let h = m.fit(&x, &y, o).unwrap();
-            (h, bits(&m.get_weights().unwrap()))
-        })
+    let build = || {
+        Sequential::new()
+            .seed(9)
+            .input(40)
+            .dense(12, Gelu { approximate: false })
+            .dense(3, Softmax)
     };
-    let one = run(1);
-    for (r, (h, w)) in run(4).iter().enumerate() {
-        assert_eq!(*w, one[0].1, "rank {r}");
-        assert_eq!(*h, one[0].0, "rank {r}");
-    }
+    let o = FitOptions {
+        epochs: 2,
+        batch_size: 22,
+        verbose: 0,
+        seed: Some(2),
+        ..Default::default()
+    };
+    let opt = Optimizer::from(RmsProp::default());
+    let one = fit_ranks(1, 4, build, &opt, (&x, &y), &o);
+    assert_as_one_rank(&one[0], &fit_ranks(4, 4, build, &opt, (&x, &y), &o), "gelu");
 }
 
 #[test]
@@ -584,33 +595,20 @@ fn a_first_layer_that_cannot_be_split_trains_as_before() {
             40,
         ),
     ];
+    let opt = Optimizer::from(Adam::default());
     for (i, (build, batch_size)) in builds.into_iter().enumerate() {
-        let run = |n: usize| {
-            on_ranks(n, |comm| {
-                let mut m = build();
-                m.compile(
-                    Adam::default(),
-                    CategoricalCrossentropy::default(),
-                    &[Metric::Accuracy],
-                )
-                .unwrap();
-                let dp = DataParallel::new(comm).unwrap().chunks(2);
-                let o = FitOptions {
-                    epochs: 2,
-                    batch_size,
-                    verbose: 0,
-                    seed: Some(3),
-                    distribution: Some(dp),
-                    ..Default::default()
-                };
-                let h = m.fit(&x, &y, o).unwrap();
-                (h, bits(&m.get_weights().unwrap()))
-            })
+        let o = FitOptions {
+            epochs: 2,
+            batch_size,
+            verbose: 0,
+            seed: Some(3),
+            ..Default::default()
         };
-        let one = run(1);
-        for (r, (h, w)) in run(2).iter().enumerate() {
-            assert_eq!(*w, one[0].1, "model {i}, rank {r}");
-            assert_eq!(*h, one[0].0, "model {i}, rank {r}");
-        }
+        let one = fit_ranks(1, 2, build, &opt, (&x, &y), &o);
+        assert_as_one_rank(
+            &one[0],
+            &fit_ranks(2, 2, build, &opt, (&x, &y), &o),
+            &format!("model {i}"),
+        );
     }
 }
