@@ -48,7 +48,8 @@ pub(crate) struct ParallelRun {
     segments: Vec<std::ops::Range<usize>>,
     /// The first layer split by columns across the ranks, when it pays
     /// ([`ColumnSplit`]): its gradients are then not parts of the message,
-    /// and the other parts travel packed in `packed` as one allreduce.
+    /// and the other parts travel packed in `packed`, summed on the way of
+    /// the split layer's gradient exchange.
     split: Option<ColumnSplit>,
     packed: Vec<f32>,
     /// The whole batch's targets, weights and outputs, for the metrics.
