@@ -220,6 +220,7 @@ impl Sequential {
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<History> {
         self.compiled().ok_or(Error::NotCompiled("fit"))?;
+        self.frozen().check_fit()?;
         let x_in = x.into_input();
         let y_in = y.into_input();
         let x = x_in.view();

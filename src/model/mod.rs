@@ -86,6 +86,8 @@ pub struct Sequential {
     /// Layers per snake_case class name, for numbering (`dense`, `dense_1`)
     /// in constant time however many layers a model (or a file) has.
     name_counts: std::collections::HashMap<String, usize>,
+    /// The names in `names`, to refuse a duplicate in constant time.
+    taken: std::collections::HashSet<String>,
     /// Output shape of each built layer (`shapes.len()` layers are built).
     shapes: Vec<Shape>,
     seed: u64,
@@ -94,6 +96,73 @@ pub struct Sequential {
     compiled: Option<Compiled>,
     /// The History of the last `fit`, kept when it fails too (Keras' `model.history`).
     last_history: Option<History>,
+    /// Layers a Keras file froze, which `fit` refuses to train.
+    frozen: Frozen,
+}
+
+/// The layers of a model read from a Keras file that Keras would train
+/// differently: frozen ones (`trainable: false`: their weights never move,
+/// a BatchNormalization runs in inference mode) and ones called with
+/// `training=False`. horn cannot train either as Keras does yet, so `fit`
+/// refuses such a model and horn's own format (which cannot record them)
+/// refuses to save it; `predict` and `evaluate` are unaffected, and
+/// `save_keras` writes them back as they were.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Frozen {
+    /// Layers with `trainable: false` that have weights.
+    pub layers: Vec<String>,
+    /// Layers called with `training=False`.
+    pub inference_calls: Vec<String>,
+}
+
+impl Frozen {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.layers.is_empty() && self.inference_calls.is_empty()
+    }
+
+    /// The error `fit` returns for a frozen model.
+    pub(crate) fn check_fit(&self) -> Result<()> {
+        self.refuse("fit", "a model whose layers all train")
+    }
+
+    /// The error saving in horn's own format returns for a frozen model.
+    pub(crate) fn check_save(&self) -> Result<()> {
+        self.refuse(
+            "save",
+            "a model without frozen layers (horn's own format cannot record them yet; \
+             `save_keras` keeps them)",
+        )
+    }
+
+    /// An error for `what` when any layer is frozen: `expected` says what
+    /// would work.
+    fn refuse(&self, what: &str, expected: &str) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let list = |names: &[String]| {
+            let mut s: Vec<String> = names.iter().take(5).map(|n| format!("`{n}`")).collect();
+            if names.len() > 5 {
+                s.push(format!("{} more", names.len() - 5));
+            }
+            s.join(", ")
+        };
+        let mut parts = Vec::new();
+        if !self.layers.is_empty() {
+            parts.push(format!("{} frozen (trainable: false)", list(&self.layers)));
+        }
+        if !self.inference_calls.is_empty() {
+            parts.push(format!(
+                "{} called with training=False",
+                list(&self.inference_calls)
+            ));
+        }
+        Err(Error::arg(
+            what,
+            format!("{expected} (horn cannot train frozen layers yet; predict and evaluate work)"),
+            format!("a Keras model with layers {}", parts.join(" and layers ")),
+        ))
+    }
 }
 
 impl Default for Sequential {
@@ -131,12 +200,14 @@ impl Sequential {
             layers: Vec::new(),
             names: Vec::new(),
             name_counts: Default::default(),
+            taken: Default::default(),
             shapes: Vec::new(),
             seed,
             rng: StdRng::seed_from_u64(seed),
             pending: None,
             compiled: None,
             last_history: None,
+            frozen: Frozen::default(),
         }
     }
 
@@ -328,6 +399,7 @@ impl Sequential {
             .name_counts
             .entry(snake_case(layer.class_name()))
             .or_insert(0) += 1;
+        self.taken.insert(name.clone());
         self.names.push(name);
         self.layers.push(layer);
         self.compiled = None;
@@ -361,7 +433,7 @@ impl Sequential {
                 "a built layer follows one that is not built".into(),
             ));
         }
-        if name.is_empty() || self.names.iter().any(|n| n == name) {
+        if name.is_empty() || !self.taken.insert(name.to_string()) {
             return Err(Error::arg("layer name", "a unique, non-empty name", name));
         }
         *self
@@ -643,6 +715,16 @@ impl Sequential {
     /// The layers, moved out (turning a model into another kind).
     pub(crate) fn into_layers(self) -> Vec<Box<dyn Layer>> {
         self.layers
+    }
+
+    /// The layers a Keras file froze (see [`Frozen`]).
+    pub(crate) fn frozen(&self) -> &Frozen {
+        &self.frozen
+    }
+
+    #[cfg_attr(not(feature = "keras"), allow(dead_code))]
+    pub(crate) fn set_frozen(&mut self, frozen: Frozen) {
+        self.frozen = frozen;
     }
 
     pub(crate) fn default_seed(&self) -> u64 {

@@ -111,7 +111,7 @@ pub(super) type LoadLayer<'a> = dyn FnMut(usize, &LayerConfig, &Shape, &str) -> 
     + 'a;
 
 /// The most layers, nodes or inputs a functional model file may list.
-const MAX_ENTRIES: usize = 1 << 16;
+const MAX_ENTRIES: usize = super::MAX_LAYERS;
 
 impl Model {
     fn weight_tensors(&self) -> Vec<Tensor<'_>> {
@@ -169,6 +169,7 @@ impl Model {
     }
 
     fn encode_model(&self, path: &Path) -> Result<Vec<u8>> {
+        self.frozen.check_save()?;
         let mut layers = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             let body = match &l.kind {
@@ -371,8 +372,9 @@ pub(super) fn build_model(
         shapes.push(Shape::new(&i.shape));
         inputs.push((i.name.clone(), Shape::new(&i.shape)));
     }
-    // Each layer is built (from the file's tensors) at its first call.
-    let mut built: Vec<Option<(LayerKind, Vec<Shape>)>> =
+    // Each layer is built (from the file's tensors) at its first call,
+    // which fixes its input shapes and output shape.
+    let mut built: Vec<Option<(LayerKind, Vec<Shape>, Shape)>> =
         (0..entry.layers.len()).map(|_| None).collect();
     let mut nodes = Vec::with_capacity(entry.nodes.len());
     for (k, node) in entry.nodes.iter().enumerate() {
@@ -391,7 +393,7 @@ pub(super) fn build_model(
         }
         let in_shapes: Vec<Shape> = node.inputs.iter().map(|&i| shapes[i].clone()).collect();
         let out = match &mut built[node.layer] {
-            Some((kind, first)) => {
+            Some((kind, first, first_out)) => {
                 if first != &in_shapes {
                     return Err(bad(format!(
                         "shared layer `{}` is called on two shapes",
@@ -402,11 +404,8 @@ pub(super) fn build_model(
                     LayerKind::Merge(m) => {
                         m.output_shape(&in_shapes).map_err(|e| bad(e.to_string()))?
                     }
-                    LayerKind::Layer(_) => {
-                        // Same input shape as its first call: the same output.
-                        let first_node = nodes.iter().position(|n: &Node| n.layer == node.layer);
-                        first_node.map_or_else(Shape::default, |f| shapes[n_in + f].clone())
-                    }
+                    // Same input shape as its first call: the same output.
+                    LayerKind::Layer(_) => first_out.clone(),
                 }
             }
             slot @ None => {
@@ -426,7 +425,7 @@ pub(super) fn build_model(
                             )));
                         }
                         let (layer, out) = load_layer(node.layer, config, &in_shapes[0], &le.name)?;
-                        *slot = Some((LayerKind::Layer(layer), in_shapes));
+                        *slot = Some((LayerKind::Layer(layer), in_shapes, out.clone()));
                         out
                     }
                     LayerBody::Merge(m) => {
@@ -438,7 +437,7 @@ pub(super) fn build_model(
                             )));
                         }
                         let out = m.output_shape(&in_shapes).map_err(|e| bad(e.to_string()))?;
-                        *slot = Some((LayerKind::Merge(*m), in_shapes));
+                        *slot = Some((LayerKind::Merge(*m), in_shapes, out.clone()));
                         out
                     }
                 }
@@ -453,7 +452,7 @@ pub(super) fn build_model(
     }
     let mut layers = Vec::with_capacity(entry.layers.len());
     for (le, b) in entry.layers.iter().zip(built) {
-        let (kind, _) = b.ok_or_else(|| bad(format!("layer `{}` is never called", le.name)))?;
+        let (kind, _, _) = b.ok_or_else(|| bad(format!("layer `{}` is never called", le.name)))?;
         layers.push(ModelLayer {
             name: le.name.clone(),
             kind,
@@ -476,5 +475,6 @@ pub(super) fn build_model(
         outputs: entry.outputs.clone(),
         compiled: None,
         last_history: None,
+        frozen: Default::default(),
     })
 }

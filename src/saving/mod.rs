@@ -68,6 +68,17 @@ pub use keras::{load_keras, load_keras_bytes, KerasModel};
 /// (2: optimizer state named by weight; 1: numbered, still read).
 pub const FORMAT_VERSION: u32 = 2;
 
+/// The most layers a model file may list, and the most calls (nodes) and
+/// inputs a functional model may have: horn's own files and Keras' (a
+/// `.keras` file also stops at 64 MiB of `config.json`, about 150,000
+/// layers). Loading is O(n log n) in them; a file over the limit is an
+/// error that says so.
+///
+/// ```
+/// assert_eq!(horn::saving::MAX_LAYERS, 1 << 20);
+/// ```
+pub const MAX_LAYERS: usize = 1 << 20;
+
 /// Fetches a layer's weight: `(index, name, shape)` to its values.
 pub(crate) type FetchWeight<'a> = dyn FnMut(usize, &str, &[usize]) -> Result<Vec<f32>> + 'a;
 
@@ -791,6 +802,7 @@ impl Sequential {
     /// The model file's bytes; `path` names it in errors.
     fn encode_model(&self, path: &Path) -> Result<Vec<u8>> {
         self.ensure_built()?;
+        self.frozen().check_save()?;
         let mut layers = Vec::new();
         for (l, name) in self.layers().iter().zip(self.layer_names()) {
             let config = l.config().ok_or_else(|| {

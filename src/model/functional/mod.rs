@@ -107,6 +107,8 @@ pub struct Model {
     pub(crate) outputs: Vec<usize>,
     pub(crate) compiled: Option<train::ModelCompiled>,
     pub(crate) last_history: Option<crate::History>,
+    /// Layers a Keras file froze, which `fit` refuses to train.
+    pub(crate) frozen: crate::model::Frozen,
 }
 
 impl fmt::Debug for Model {
@@ -269,6 +271,7 @@ impl Model {
             outputs: outputs.iter().map(|t| tensor_map[t.index]).collect(),
             compiled: None,
             last_history: None,
+            frozen: Default::default(),
         })
     }
 
@@ -291,6 +294,7 @@ impl Model {
         let name = seq.model_name().to_string();
         let seed = seq.default_seed();
         let names = seq.layer_names().to_vec();
+        let frozen = seq.frozen().clone();
         let layers: Vec<ModelLayer> = seq
             .into_layers()
             .into_iter()
@@ -320,6 +324,7 @@ impl Model {
             outputs: vec![n],
             compiled: None,
             last_history: None,
+            frozen,
         };
         if let Some(c) = compiled {
             let output = model.output_names()[0].to_string();

@@ -682,6 +682,7 @@ impl Model {
             .as_ref()
             .ok_or(Error::NotCompiled("fit"))?
             .clone();
+        self.frozen.check_fit()?;
         validate::check_batch_size(o.batch_size)?;
         if o.validation_data.is_some() {
             return Err(Error::arg(

@@ -2,7 +2,9 @@
 //!
 //! Only three entries matter: `config.json`, `metadata.json` and
 //! `model.weights.h5`. Each is read into memory through a reader that stops
-//! at its declared size and at a hard limit, so a lying header or a
+//! at its declared size and at a hard limit, and memory is reserved only
+//! for what the archive can hold (a stored entry's bytes are in the file, a
+//! compressed one expands at most 100:1), so a lying header or a
 //! decompression bomb ends in an error, not in an allocation the archive
 //! does not justify. Entry names that climb out of the archive (`../x`,
 //! absolute paths) are refused even though nothing is written to disk: a
@@ -69,14 +71,37 @@ impl KerasArchive {
                     "`{name}` declares {declared} bytes, more than the {limit} horn reads"
                 )));
             }
-            if declared > stored.saturating_mul(MAX_RATIO).max(1 << 20) {
-                return Err(bad(format!(
-                    "`{name}` would expand from {stored} to {declared} bytes (a decompression bomb?)"
-                )));
+            // What the archive can hold: a stored entry's bytes are in the
+            // file, a compressed one expands at most MAX_RATIO times (and
+            // its compressed bytes are in the file too). A zip64 header can
+            // declare anything, so the allocation never trusts it alone.
+            let file = bytes.len() as u64;
+            let room = match entry.compression() {
+                zip::CompressionMethod::Stored => file,
+                _ => stored.min(file).saturating_mul(MAX_RATIO).max(1 << 20),
+            };
+            if declared > room {
+                return Err(bad(
+                    if entry.compression() == zip::CompressionMethod::Stored {
+                        format!(
+                        "`{name}` declares {declared} bytes, more than the {file}-byte archive holds"
+                    )
+                    } else {
+                        format!(
+                        "`{name}` would expand from {stored} to {declared} bytes (a decompression bomb?)"
+                    )
+                    },
+                ));
             }
-            // The declared size bounds the allocation; reading one byte more
-            // than declared shows a header that lies.
-            let mut data = Vec::with_capacity(declared as usize);
+            // The bound above caps the allocation, which may still fail
+            // (an error, not an abort); reading one byte more than declared
+            // shows a header that lies.
+            let mut data = Vec::new();
+            data.try_reserve_exact(declared as usize).map_err(|_| {
+                bad(format!(
+                    "`{name}` needs {declared} bytes of memory, which are not available"
+                ))
+            })?;
             (&mut entry)
                 .take(declared + 1)
                 .read_to_end(&mut data)

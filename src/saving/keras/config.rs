@@ -26,6 +26,10 @@ pub(crate) struct KerasLayer {
     pub name: String,
     pub body: Body,
     pub h5_key: String,
+    /// `trainable: false` on the layer, a layer it wraps, or the model.
+    pub frozen: bool,
+    /// Called with `training=False` (inference mode, also in `fit`).
+    pub inference_calls: bool,
 }
 
 #[derive(Debug)]
@@ -471,6 +475,14 @@ pub(crate) fn layer_config(class: &str, layer: &str, v: &Value) -> Result<Body> 
                     return Err(bad(layer, "backward_layer", "a layer unlike the forward one"));
                 }
             }
+            if c.v.get("merge_mode") == Some(&Value::Null) {
+                return Err(bad(
+                    layer,
+                    "merge_mode",
+                    "None (two outputs, one per direction; horn's Bidirectional merges them: \
+                     concat, sum, mul or ave)",
+                ));
+            }
             let mode = c.str_or("merge_mode", "concat")?;
             LayerConfig::Bidirectional(BidirectionalConfig {
                 layer_class: inner_class.to_string(),
@@ -526,7 +538,7 @@ pub(crate) fn layer_config(class: &str, layer: &str, v: &Value) -> Result<Body> 
 }
 
 /// `[null, 28, 28, 1]` as a per-sample shape.
-fn batch_shape(v: &Value, layer: &str) -> Result<Vec<usize>> {
+pub(crate) fn batch_shape(v: &Value, layer: &str) -> Result<Vec<usize>> {
     let a = v.as_array().ok_or_else(|| bad(layer, "batch_shape", v))?;
     if a.len() < 2 || a.len() > 9 {
         return Err(bad(layer, "batch_shape", v));
@@ -571,16 +583,18 @@ fn entry(l: &Value) -> Result<(&str, &str, &Value)> {
         .or(l.get("name"))
         .and_then(Value::as_str)
         .ok_or_else(|| Error::arg(format!("Keras layer of class {class}"), "a name", "none"))?;
-    let module = l
-        .get("module")
-        .and_then(Value::as_str)
-        .unwrap_or("keras.layers");
+    // Keras 2 files name no module; Keras 3 names `keras.layers`.
+    let module = l.get("module").and_then(Value::as_str);
     let registered = l.get("registered_name").and_then(Value::as_str);
-    if !module.starts_with("keras") || registered.is_some_and(|r| r.contains('>')) {
+    if !module.unwrap_or("keras").starts_with("keras")
+        || registered.is_some_and(|r| r.contains('>'))
+    {
+        let from = module.map_or_else(|| "with no module".to_string(), |m| format!("from `{m}`"));
+        let reg = registered.map_or_else(String::new, |r| format!(", registered as `{r}`"));
         return Err(Error::arg(
             format!("class of Keras layer `{name}`"),
             "a built-in Keras layer (custom objects cannot be loaded without their code)",
-            format!("{class} from `{module}`"),
+            format!("{class} {from}{reg}"),
         ));
     }
     Ok((class, name, config))
@@ -600,6 +614,99 @@ impl H5Names {
         *n += 1;
         key
     }
+}
+
+/// Whether a layer's config freezes its weights (`trainable: false`), or
+/// those of a layer it wraps (Bidirectional, TimeDistributed).
+fn frozen(config: &Value) -> bool {
+    let no = |v: Option<&Value>| v.and_then(|v| v.get("trainable")) == Some(&Value::Bool(false));
+    no(Some(config))
+        || no(config.get("layer").and_then(|l| l.get("config")))
+        || no(config.get("backward_layer").and_then(|l| l.get("config")))
+}
+
+/// Whether a keyword argument's value holds no value at all (`null`, or
+/// lists of `null`, as Keras writes `mask=None` for each input).
+fn is_nothing(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.iter().all(is_nothing),
+        _ => false,
+    }
+}
+
+/// Whether a keyword argument's value refers to a tensor: a
+/// `__keras_tensor__` (Keras 3) or a `[layer, node, tensor]` triple
+/// (Keras 2), at any depth.
+fn holds_tensor(v: &Value, keras2: bool, depth: usize) -> bool {
+    if depth > 8 {
+        return true;
+    }
+    match v {
+        Value::Object(o) => {
+            o.get("class_name").and_then(Value::as_str) == Some("__keras_tensor__")
+                || o.values().any(|x| holds_tensor(x, keras2, depth + 1))
+        }
+        Value::Array(a) => {
+            (keras2 && history(v).is_some()) || a.iter().any(|x| holds_tensor(x, keras2, depth + 1))
+        }
+        _ => false,
+    }
+}
+
+/// Checks the keyword arguments of one call of layer `layer` (Keras 3's
+/// `kwargs`, or the fourth entry of a Keras 2 inbound item) and says whether
+/// the call runs in inference mode (`training=False`). horn implements no
+/// keyword argument that takes a tensor (`initial_state`, an explicit
+/// `mask`, attention's `key` or `attention_mask`), so each is refused by
+/// name rather than dropped, which would compute something else;
+/// `training=True` is refused too (Keras would predict with dropout and
+/// batch statistics on). Unset arguments (`mask=None`) are what Keras
+/// writes for most calls.
+fn call_kwargs(kwargs: &Value, layer: &str, keras2: bool) -> Result<bool> {
+    let what = |key: &str| format!("keyword argument `{key}` of a call of Keras layer `{layer}`");
+    let map = match kwargs {
+        Value::Null => return Ok(false),
+        Value::Object(m) => m,
+        other => {
+            return Err(Error::arg(
+                what("kwargs"),
+                "a dict of keyword arguments",
+                other,
+            ))
+        }
+    };
+    let mut inference = false;
+    for (key, v) in map {
+        if holds_tensor(v, keras2, 0) {
+            return Err(Error::arg(
+                what(key),
+                "no tensor (horn does not implement tensor keyword arguments such as \
+                 `initial_state` or an explicit `mask` yet)",
+                "a tensor",
+            ));
+        }
+        match (key.as_str(), v) {
+            (_, v) if is_nothing(v) => {}
+            ("training", Value::Bool(false)) => inference = true,
+            ("training", Value::Bool(true)) => {
+                return Err(Error::arg(
+                    what(key),
+                    "False or None (with True Keras keeps dropout and batch statistics on in \
+                     `predict`, which horn does not implement)",
+                    v,
+                ))
+            }
+            _ => {
+                return Err(Error::arg(
+                    what(key),
+                    "None, or `training` (the only keyword arguments horn implements)",
+                    v,
+                ))
+            }
+        }
+    }
+    Ok(inference)
 }
 
 /// `["layer", node, tensor]`.
@@ -660,14 +767,16 @@ pub(crate) fn architecture(root: &Value) -> Result<Architecture> {
         .get("layers")
         .and_then(Value::as_array)
         .ok_or_else(|| Error::arg("config.json", "a model with a `layers` list", class))?;
-    if layers.len() > 1 << 16 {
+    if layers.len() > crate::saving::MAX_LAYERS {
         return Err(Error::arg(
             "config.json",
-            "at most 65536 layers",
+            format!("at most {} layers", crate::saving::MAX_LAYERS),
             layers.len(),
         ));
     }
     let mut names = H5Names::default();
+    // `model.trainable = False` freezes every layer.
+    let model_frozen = config.get("trainable") == Some(&Value::Bool(false));
     match class {
         "Sequential" => {
             let mut input_shape = None;
@@ -683,6 +792,8 @@ pub(crate) fn architecture(root: &Value) -> Result<Architecture> {
                     name: lname.to_string(),
                     body: layer_config(lclass, lname, lcfg)?,
                     h5_key: names.next(lclass),
+                    frozen: model_frozen || frozen(lcfg),
+                    inference_calls: false,
                 });
             }
             // Keras 2 put the input shape on the first layer.
@@ -726,11 +837,13 @@ pub(crate) fn architecture(root: &Value) -> Result<Architecture> {
                     continue;
                 }
                 let index = out.len();
-                out.push(KerasLayer {
+                let mut layer = KerasLayer {
                     name: lname.to_string(),
                     body: layer_config(lclass, lname, lcfg)?,
                     h5_key: key,
-                });
+                    frozen: model_frozen || frozen(lcfg),
+                    inference_calls: false,
+                };
                 let inbound = l.get("inbound_nodes").and_then(Value::as_array).ok_or_else(|| {
                     Error::arg(format!("inbound_nodes of Keras layer `{lname}`"), "a list", "none")
                 })?;
@@ -740,16 +853,23 @@ pub(crate) fn architecture(root: &Value) -> Result<Architecture> {
                         // Keras 2: `[["layer", node, tensor, {kwargs}], ...]`.
                         Value::Array(items) => {
                             for item in items {
-                                let a = item.as_array().filter(|a| a.len() >= 3);
+                                let a = item.as_array().filter(|a| (3..=4).contains(&a.len()));
                                 let h = a.and_then(|a| {
                                     Some((a[0].as_str()?.to_string(), a[1].as_u64()? as usize, a[2].as_u64()? as usize))
                                 });
                                 ins.push(h.ok_or_else(|| {
                                     Error::arg(format!("inbound_nodes of Keras layer `{lname}`"), "[layer, node, tensor] entries", item)
                                 })?);
+                                if let Some(kwargs) = a.and_then(|a| a.get(3)) {
+                                    layer.inference_calls |= call_kwargs(kwargs, lname, true)?;
+                                }
                             }
                         }
-                        _ => node_inputs(node.get("args").unwrap_or(&Value::Null), &mut ins, 0)?,
+                        _ => {
+                            node_inputs(node.get("args").unwrap_or(&Value::Null), &mut ins, 0)?;
+                            let kwargs = node.get("kwargs").unwrap_or(&Value::Null);
+                            layer.inference_calls |= call_kwargs(kwargs, lname, false)?;
+                        }
                     }
                     if ins.is_empty() {
                         return Err(Error::arg(
@@ -760,6 +880,7 @@ pub(crate) fn architecture(root: &Value) -> Result<Architecture> {
                     }
                     nodes.push(KerasNode { layer: index, inputs: ins });
                 }
+                out.push(layer);
             }
             let list = |key: &str| -> Result<Vec<(String, usize, usize)>> {
                 let v = config.get(key).unwrap_or(&Value::Null);
@@ -773,11 +894,14 @@ pub(crate) fn architecture(root: &Value) -> Result<Architecture> {
             };
             let input_refs = list("input_layers")?;
             // The model's inputs in the order Keras lists them.
+            let mut by_name = std::collections::HashMap::with_capacity(inputs.len());
+            for (i, (m, _)) in inputs.iter().enumerate() {
+                by_name.entry(m.as_str()).or_insert(i);
+            }
             let mut ordered = Vec::with_capacity(input_refs.len());
             for (n, _, _) in &input_refs {
-                let i = inputs
-                    .iter()
-                    .position(|(m, _)| m == n)
+                let &i = by_name
+                    .get(n.as_str())
                     .ok_or_else(|| Error::arg("input_layers", "names of InputLayers", n))?;
                 ordered.push(inputs[i].clone());
             }

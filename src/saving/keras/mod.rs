@@ -45,7 +45,8 @@ use crate::error::{Error, Result};
 use crate::files::read_file;
 use crate::losses::Loss;
 use crate::metrics::Metric;
-use crate::model::{Model, ModelCompile, Sequential};
+use crate::model::functional::graph::LayerKind;
+use crate::model::{Frozen, Model, ModelCompile, Sequential};
 use crate::optimizers::{
     Adadelta, Adagrad, Adam, AdamW, Adamax, Lion, Nadam, Optimizer, RmsProp, Sgd,
 };
@@ -82,7 +83,16 @@ impl KerasModel {
 
 /// Loads a Keras 3 `.keras` file (Keras `keras.saving.load_model`): the
 /// architecture, the weights and, when the file has them, the compile
-/// settings and optimizer state.
+/// settings and optimizer state. A model saved without `compile()`
+/// (`compile_config` empty or absent) loads for inference.
+///
+/// A file may list at most [`MAX_LAYERS`](crate::saving::MAX_LAYERS)
+/// layers (and calls); loading takes O(n log n) time in them. Layers the
+/// file freezes (`trainable: false`, or called with `training=False`) load
+/// and predict, but `fit` refuses the model: horn cannot train frozen
+/// layers yet. Keyword arguments of calls that take tensors
+/// (`initial_state=`, an explicit `mask=`) and `Bidirectional(merge_mode=None)`
+/// are refused by name, not dropped.
 ///
 /// ```no_run
 /// use horn::saving::{load_keras, KerasModel};
@@ -242,15 +252,18 @@ impl Weights<'_> {
                 format!("{got:?}"),
             ));
         }
-        let n: usize = shape.iter().product();
         // Keras stores weights uncompressed: more values than the file
-        // holds bytes is a lie, refused before allocating.
-        if n.saturating_mul(4) > self.size {
-            return Err(bad(format!(
-                "claims {n} values in a {}-byte file",
-                self.size
-            )));
-        }
+        // holds bytes is a lie, refused before allocating (a count that
+        // overflows is one too).
+        let n = match element_count(shape) {
+            Some(n) if n.saturating_mul(4) <= self.size => n,
+            _ => {
+                return Err(bad(format!(
+                    "claims {shape:?} values in a {}-byte file",
+                    self.size
+                )))
+            }
+        };
         let mut v = vec![0.0f32; n];
         ds.read_into(&mut v)
             .map_err(|e| bad(format!("cannot be read as float32 ({e})")))?;
@@ -286,6 +299,12 @@ impl Weights<'_> {
             .ok()
             .and_then(|a| a.iter().next().copied())
     }
+}
+
+/// The number of values of a shape read from a file, `None` when it
+/// overflows (a crafted file's dimensions can).
+fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 /// An HDF5 file's bytes, opened with reads capped at their size.
@@ -361,7 +380,11 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
         )
     };
     let arch = config::architecture(&root).map_err(in_file)?;
-    let compile = root.get("compile_config").filter(|v| !v.is_null());
+    // Keras 3 writes `{}` (older versions `null`, or nothing) for a model
+    // saved without `compile()`: not compiled, loaded for inference.
+    let compile = root
+        .get("compile_config")
+        .filter(|v| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()));
     match arch {
         Architecture::Sequential {
             name,
@@ -385,6 +408,20 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
                 shape = out;
             }
             model.ensure_built().map_err(in_file)?;
+            let frozen = Frozen {
+                layers: layers
+                    .iter()
+                    .zip(model.layers())
+                    .filter(|(l, b)| l.frozen && !b.params().is_empty())
+                    .map(|(l, _)| l.name.clone())
+                    .collect(),
+                inference_calls: Vec::new(),
+            };
+            // Keras keeps optimizer slots for trainable weights only, which
+            // horn's layout does not skip: with frozen layers (which `fit`
+            // refuses) the optimizer starts fresh.
+            let restore = frozen.layers.is_empty();
+            model.set_frozen(frozen);
             if let Some(c) = compile {
                 let (optimizer, losses, _, metrics) =
                     compile_settings(c, &["output".to_string()]).map_err(in_file)?;
@@ -402,7 +439,7 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
                     .compile_with(optimizer, loss, options)
                     .map_err(in_file)?;
                 let vars = model.weight_sizes();
-                if let Some(c) = model.compiled_mut() {
+                if let Some(c) = model.compiled_mut().filter(|_| restore) {
                     restore_optimizer(&mut c.optimizer, &weights, &vars)?;
                 }
             }
@@ -415,71 +452,8 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
             nodes,
             outputs,
         } => {
-            // Keras names tensors by (layer, call, output); horn numbers
-            // them inputs first, then one per call in order.
-            let n_in = inputs.len();
-            let mut calls: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
-            let mut entry_nodes = Vec::with_capacity(nodes.len());
-            let mut done = vec![false; nodes.len()];
-            let tensor_of = |name: &str, call: usize, calls: &Vec<Vec<usize>>| -> Option<usize> {
-                if let Some(i) = inputs.iter().position(|(n, _)| n == name) {
-                    return (call == 0).then_some(i);
-                }
-                let l = layers.iter().position(|l| l.name == name)?;
-                calls[l].get(call).map(|&k| n_in + k)
-            };
-            // Calls in an order where every input exists (Keras lists layers,
-            // not calls, in a valid order; shared layers interleave).
-            let mut progress = true;
-            while progress {
-                progress = false;
-                for (k, node) in nodes.iter().enumerate() {
-                    if done[k] {
-                        continue;
-                    }
-                    let ins: Option<Vec<usize>> = node
-                        .inputs
-                        .iter()
-                        .map(|(n, c, t)| {
-                            if *t == 0 {
-                                tensor_of(n, *c, &calls)
-                            } else {
-                                None
-                            }
-                        })
-                        .collect();
-                    if let Some(ins) = ins {
-                        calls[node.layer].push(entry_nodes.len());
-                        entry_nodes.push(NodeEntry {
-                            layer: node.layer,
-                            inputs: ins,
-                        });
-                        done[k] = true;
-                        progress = true;
-                    }
-                }
-            }
-            if let Some(k) = done.iter().position(|d| !d) {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "layer `{}` is called on tensors that no layer makes (a cycle, or a multi-output layer horn does not have)",
-                        layers[nodes[k].layer].name
-                    ),
-                ));
-            }
-            let outputs: Vec<usize> = outputs
-                .iter()
-                .map(|(n, c, t)| {
-                    (*t == 0)
-                        .then(|| tensor_of(n, *c, &calls))
-                        .flatten()
-                        .ok_or_else(|| {
-                            Error::format(path, format!("output `{n}` is not made by any layer"))
-                        })
-                })
-                .collect::<Result<_>>()?;
-            let counts: Vec<usize> = calls.iter().map(Vec::len).collect();
+            let (entry_nodes, outputs) = order_calls(&inputs, &layers, &nodes, &outputs)
+                .map_err(|e| Error::format(path, e))?;
             let entry = FunctionalEntry::graph(
                 name,
                 inputs
@@ -502,18 +476,28 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
                 entry_nodes,
                 outputs,
             );
-            if let Some(l) = counts.iter().position(|&c| c == 0) {
-                return Err(Error::format(
-                    path,
-                    format!("layer `{}` is never called", layers[l].name),
-                ));
-            }
             let mut model = build_model(&entry, path, &mut |l, config, input, name| {
                 let n = config.weight_count(input)?;
                 config.load_with(input, name, path, &mut |i, _, s| {
                     weights.var(config, &layers[l].h5_key, name, i, n, s)
                 })
             })?;
+            model.frozen = Frozen {
+                layers: layers
+                    .iter()
+                    .zip(&model.layers)
+                    .filter(|(l, m)| match &m.kind {
+                        LayerKind::Layer(b) => l.frozen && !b.params().is_empty(),
+                        LayerKind::Merge(_) => false,
+                    })
+                    .map(|(l, _)| l.name.clone())
+                    .collect(),
+                inference_calls: layers
+                    .iter()
+                    .filter(|l| l.inference_calls)
+                    .map(|l| l.name.clone())
+                    .collect(),
+            };
             if let Some(c) = compile {
                 let names: Vec<String> =
                     model.output_names().iter().map(|s| s.to_string()).collect();
@@ -536,13 +520,151 @@ fn decode(bytes: &[u8], path: &Path) -> Result<KerasModel> {
                 }
                 model.compile(optimizer, options).map_err(in_file)?;
                 let vars = model.weight_sizes();
-                if let Some(c) = model.compiled.as_mut() {
+                let restore = model.frozen.layers.is_empty();
+                if let Some(c) = model.compiled.as_mut().filter(|_| restore) {
                     restore_optimizer(&mut c.optimizer, &weights, &vars)?;
                 }
             }
             Ok(KerasModel::Functional(Box::new(model)))
         }
     }
+}
+
+/// What a Keras tensor reference names: a model input or a call (a node
+/// of the file, in its order).
+#[derive(Clone, Copy)]
+enum Made {
+    Input(usize),
+    Call(usize),
+}
+
+/// Orders the calls of a functional Keras model so that every call comes
+/// after the calls that make its inputs, and numbers the tensors as horn
+/// does (inputs first, then one per call in that order); returns the
+/// calls and the model's output tensors. An error names the layer whose
+/// call cannot be placed.
+///
+/// Keras names a tensor `(layer, call, output)`, a layer's calls numbered
+/// in the order its `inbound_nodes` list them, and lists layers, not calls,
+/// in a valid order (a shared layer's calls interleave with others). The
+/// order is a topological sort (Kahn's, taking the earliest listed call
+/// that is ready, so a file in order keeps its order), with a layer's calls
+/// kept in their own order as Keras keeps them: O(n log n) in the number
+/// of calls and references, with names looked up in hash maps.
+fn order_calls(
+    inputs: &[(String, Vec<usize>)],
+    layers: &[config::KerasLayer],
+    nodes: &[config::KerasNode],
+    outputs: &[(String, usize, usize)],
+) -> std::result::Result<(Vec<NodeEntry>, Vec<usize>), String> {
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
+    let mut input_index: HashMap<&str, usize> = HashMap::with_capacity(inputs.len());
+    for (i, (n, _)) in inputs.iter().enumerate() {
+        input_index.entry(n.as_str()).or_insert(i);
+    }
+    let mut layer_index: HashMap<&str, usize> = HashMap::with_capacity(layers.len());
+    for (l, layer) in layers.iter().enumerate() {
+        layer_index.entry(layer.name.as_str()).or_insert(l);
+    }
+    // Call j of layer l is node calls[l][j].
+    let mut calls: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
+    for (k, node) in nodes.iter().enumerate() {
+        calls[node.layer].push(k);
+    }
+    if let Some(l) = calls.iter().position(Vec::is_empty) {
+        return Err(format!("layer `{}` is never called", layers[l].name));
+    }
+    let resolve = |(name, call, t): &(String, usize, usize)| -> Option<Made> {
+        if *t != 0 {
+            return None;
+        }
+        if let Some(&i) = input_index.get(name.as_str()) {
+            return (*call == 0).then_some(Made::Input(i));
+        }
+        let &l = layer_index.get(name.as_str())?;
+        calls[l].get(*call).map(|&k| Made::Call(k))
+    };
+    let mut made: Vec<Vec<Made>> = Vec::with_capacity(nodes.len());
+    let mut waiting = vec![0usize; nodes.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    let mut position = vec![0usize; nodes.len()];
+    for l in &calls {
+        for (j, &k) in l.iter().enumerate() {
+            position[k] = j;
+        }
+    }
+    for (k, node) in nodes.iter().enumerate() {
+        let ins = node
+            .inputs
+            .iter()
+            .map(|r| {
+                resolve(r).ok_or_else(|| {
+                    format!(
+                        "layer `{}` is called on tensor {:?} of `{}`, which no layer makes (a multi-output layer horn does not have?)",
+                        layers[node.layer].name, [r.1, r.2], r.0
+                    )
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut deps: Vec<usize> = ins
+            .iter()
+            .filter_map(|m| match m {
+                Made::Call(d) => Some(*d),
+                Made::Input(_) => None,
+            })
+            .collect();
+        // A layer's calls run in their listed order.
+        if position[k] > 0 {
+            deps.push(calls[node.layer][position[k] - 1]);
+        }
+        waiting[k] = deps.len();
+        for d in deps {
+            dependents[d].push(k);
+        }
+        made.push(ins);
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..nodes.len())
+        .filter(|&k| waiting[k] == 0)
+        .map(Reverse)
+        .collect();
+    let n_in = inputs.len();
+    let mut tensor = vec![usize::MAX; nodes.len()];
+    let mut entry_nodes = Vec::with_capacity(nodes.len());
+    while let Some(Reverse(k)) = ready.pop() {
+        tensor[k] = n_in + entry_nodes.len();
+        let inputs = made[k]
+            .iter()
+            .map(|m| match *m {
+                Made::Input(i) => i,
+                Made::Call(d) => tensor[d],
+            })
+            .collect();
+        entry_nodes.push(NodeEntry {
+            layer: nodes[k].layer,
+            inputs,
+        });
+        for &d in &dependents[k] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.push(Reverse(d));
+            }
+        }
+    }
+    if let Some(k) = waiting.iter().position(|&w| w > 0) {
+        return Err(format!(
+            "layer `{}` is called on tensors that depend on its own output (a cycle)",
+            layers[nodes[k].layer].name
+        ));
+    }
+    let outputs = outputs
+        .iter()
+        .map(|r| match resolve(r) {
+            Some(Made::Call(k)) => Ok(tensor[k]),
+            _ => Err(format!("output `{}` is not made by any layer", r.0)),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((entry_nodes, outputs))
 }
 
 /// One metric of an output: its key, the metric, and whether it is one of
@@ -894,7 +1016,7 @@ fn restore_optimizer(opt: &mut Optimizer, w: &Weights<'_>, vars: &[(String, usiz
                     return Ok(());
                 };
                 let shape: Vec<usize> = ds.shape().iter().map(|&d| d as usize).collect();
-                if shape.iter().product::<usize>() != *len {
+                if element_count(&shape) != Some(*len) {
                     fresh(opt);
                     return Ok(());
                 }

@@ -250,6 +250,52 @@ pub(crate) fn layer_json(config: &LayerConfig, name: &str) -> Result<(String, Va
     Ok((class, v))
 }
 
+/// The Keras class and config of a layer, checked by the reader: what
+/// horn writes it must read back (and Keras with it), so a value the
+/// reader refuses (a stride over 2^20) is an error here, not a file that
+/// cannot be opened.
+fn readable_layer(config: &LayerConfig, name: &str) -> Result<(String, Value)> {
+    let (class, v) = layer_json(config, name)?;
+    read_back(&class, name, &v)?;
+    Ok((class, v))
+}
+
+/// Refuses a layer config the reader would refuse.
+fn read_back(class: &str, name: &str, config: &Value) -> Result<()> {
+    super::config::layer_config(class, name, config)
+        .map(|_| ())
+        .map_err(|e| {
+            keras_error(
+                format!("layer `{name}`"),
+                format!("{e} (horn does not write what it cannot read back)"),
+            )
+        })
+}
+
+/// Refuses more layers (or calls) than the reader takes.
+fn readable_count(layers: usize, calls: usize) -> Result<()> {
+    let max = crate::saving::MAX_LAYERS;
+    if layers.max(calls) > max {
+        return Err(keras_error(
+            "model",
+            format!("{layers} layers and {calls} calls (horn reads at most {max} of each)"),
+        ));
+    }
+    Ok(())
+}
+
+/// `[null, d1, ...]` of an input, checked as the reader checks it.
+fn readable_input(name: &str, shape: &Shape) -> Result<Value> {
+    let v = batch_shape(shape);
+    super::config::batch_shape(&v, name).map_err(|e| {
+        keras_error(
+            format!("input `{name}`"),
+            format!("{e} (horn does not write what it cannot read back)"),
+        )
+    })?;
+    Ok(v)
+}
+
 fn merge_json(op: &MergeOp, name: &str) -> Value {
     let mut v = json!({"name": name, "trainable": true, "dtype": "float32"});
     match op {
@@ -278,11 +324,11 @@ fn wrap(class: &str, config: Value, build_input: Option<&Shape>) -> Value {
     v
 }
 
-fn input_layer(name: &str, shape: &Shape) -> Value {
-    json!({"module": "keras.layers", "class_name": "InputLayer",
-           "config": {"batch_shape": batch_shape(shape), "dtype": "float32", "sparse": false,
+fn input_layer(name: &str, shape: &Shape) -> Result<Value> {
+    Ok(json!({"module": "keras.layers", "class_name": "InputLayer",
+           "config": {"batch_shape": readable_input(name, shape)?, "dtype": "float32", "sparse": false,
                       "ragged": false, "name": name, "optional": false},
-           "registered_name": null})
+           "registered_name": null}))
 }
 
 fn keras_tensor(shape: &Shape, layer: &str, node: usize) -> Value {
@@ -382,6 +428,30 @@ fn metric_json(key: &str, m: &Metric) -> Value {
     }
 }
 
+/// The layers a model read from a Keras file froze, written back as Keras
+/// wrote them (`trainable: false`, calls with `training=False`).
+struct FrozenNames<'a> {
+    trainable: std::collections::HashSet<&'a str>,
+    inference: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> FrozenNames<'a> {
+    fn of(f: &'a crate::model::Frozen) -> Self {
+        let set = |v: &'a [String]| v.iter().map(String::as_str).collect();
+        FrozenNames {
+            trainable: set(&f.layers),
+            inference: set(&f.inference_calls),
+        }
+    }
+
+    /// Marks layer `name`'s config as frozen if it is.
+    fn mark(&self, name: &str, config: &mut Value) {
+        if self.trainable.contains(name) {
+            config["trainable"] = Value::Bool(false);
+        }
+    }
+}
+
 /// What a `.keras` file needs from a model, whichever kind it is.
 pub(crate) struct Exported<'a> {
     pub config: Value,
@@ -470,17 +540,20 @@ impl<'a> Exported<'a> {
     /// A Sequential model's file contents.
     pub fn sequential(m: &'a crate::Sequential) -> Result<Self> {
         m.ensure_built()?;
+        readable_count(m.layers().len(), 0)?;
         let input = m.get_input_shape().cloned().unwrap_or_default();
-        let mut layers = vec![input_layer("input_layer", &input)];
+        let mut layers = vec![input_layer("input_layer", &input)?];
         let mut datasets = Vec::new();
         let mut keys = H5Names::default();
         let shapes = m.all_shapes();
         let mut trainable_shapes = Vec::new();
+        let frozen = FrozenNames::of(m.frozen());
         for (i, (l, name)) in m.layers().iter().zip(m.layer_names()).enumerate() {
             let config = l
                 .config()
                 .ok_or_else(|| keras_error(format!("layer `{name}`"), "a custom layer"))?;
-            let (class, cfg) = layer_json(&config, name)?;
+            let (class, mut cfg) = readable_layer(&config, name)?;
+            frozen.mark(name, &mut cfg);
             layers.push(wrap(&class, cfg, Some(&shapes[i])));
             layer_datasets(&config, l.as_ref(), &keys.next(&class), &mut datasets);
             trainable_shapes.extend(
@@ -530,12 +603,14 @@ impl<'a> Exported<'a> {
     /// A functional model's file contents.
     pub fn functional(m: &'a crate::Model) -> Result<Self> {
         use crate::model::functional::graph::LayerKind;
+        readable_count(m.layers.len() + m.inputs.len(), m.nodes.len())?;
         let n_in = m.inputs.len();
+        // Each layer's calls, in order (Keras numbers them so).
         let mut call_index = vec![0usize; m.nodes.len()];
-        let mut calls = vec![0usize; m.layers.len()];
+        let mut calls: Vec<Vec<&crate::model::functional::Node>> = vec![Vec::new(); m.layers.len()];
         for (k, node) in m.nodes.iter().enumerate() {
-            call_index[k] = calls[node.layer];
-            calls[node.layer] += 1;
+            call_index[k] = calls[node.layer].len();
+            calls[node.layer].push(node);
         }
         let tensor = |t: usize| -> Value {
             if t < n_in {
@@ -560,7 +635,7 @@ impl<'a> Exported<'a> {
         let mut layers: Vec<Value> = Vec::new();
         let mut keys = H5Names::default();
         for (name, shape) in &m.inputs {
-            let mut v = input_layer(name, shape);
+            let mut v = input_layer(name, shape)?;
             v["name"] = Value::from(name.as_str());
             v["inbound_nodes"] = json!([]);
             keys.next("InputLayer");
@@ -568,17 +643,22 @@ impl<'a> Exported<'a> {
         }
         let mut datasets = Vec::new();
         let mut trainable_shapes = Vec::new();
+        let frozen = FrozenNames::of(&m.frozen);
         for (l, layer) in m.layers.iter().enumerate() {
-            let nodes: Vec<&crate::model::functional::Node> =
-                m.nodes.iter().filter(|n| n.layer == l).collect();
+            let nodes = &calls[l];
             let first_in = nodes.first().map(|n| &m.shapes[n.inputs[0]]);
             let inbound: Vec<Value> = nodes
                 .iter()
                 .map(|n| {
                     let args: Vec<Value> = n.inputs.iter().map(|&t| tensor(t)).collect();
+                    let kwargs = if frozen.inference.contains(layer.name.as_str()) {
+                        json!({"training": false})
+                    } else {
+                        json!({})
+                    };
                     match &layer.kind {
-                        LayerKind::Merge(_) => json!({"args": [args], "kwargs": {}}),
-                        LayerKind::Layer(_) => json!({"args": args, "kwargs": {}}),
+                        LayerKind::Merge(_) => json!({"args": [args], "kwargs": kwargs}),
+                        LayerKind::Layer(_) => json!({"args": args, "kwargs": kwargs}),
                     }
                 })
                 .collect();
@@ -587,7 +667,8 @@ impl<'a> Exported<'a> {
                     let config = b.config().ok_or_else(|| {
                         keras_error(format!("layer `{}`", layer.name), "a custom layer")
                     })?;
-                    let (class, cfg) = layer_json(&config, &layer.name)?;
+                    let (class, mut cfg) = readable_layer(&config, &layer.name)?;
+                    frozen.mark(&layer.name, &mut cfg);
                     layer_datasets(&config, b.as_ref(), &keys.next(&class), &mut datasets);
                     trainable_shapes.extend(
                         b.params()
@@ -599,7 +680,9 @@ impl<'a> Exported<'a> {
                 }
                 LayerKind::Merge(op) => {
                     keys.next(op.class_name());
-                    wrap(op.class_name(), merge_json(op, &layer.name), None)
+                    let v = merge_json(op, &layer.name);
+                    read_back(op.class_name(), &layer.name, &v)?;
+                    wrap(op.class_name(), v, None)
                 }
             };
             v["name"] = Value::from(layer.name.as_str());
