@@ -13,6 +13,7 @@
 
 use std::error::Error;
 use std::path::Path;
+use std::process::ExitCode;
 
 use horn::datasets::npy;
 use horn::saving::load_keras;
@@ -52,8 +53,26 @@ fn read_input(path: &str) -> Result<ArrayD<f32>, Box<dyn Error>> {
     }
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
+/// An error as the line the example prints: its `Display` form (horn's
+/// errors say what was wrong and what was expected), never the `Debug`
+/// dump `fn main() -> Result` would print.
+pub fn error_line(e: &dyn Error) -> String {
+    format!("error: {e}")
+}
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", error_line(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The example with its arguments (without the program's name).
+pub fn run(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn Error>> {
+    let mut args = args.into_iter();
     let model_path = args
         .next()
         .ok_or("usage: keras_run MODEL.keras INPUT.npy|csv [INPUT2 ...] [--out predictions.csv]")?;

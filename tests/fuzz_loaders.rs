@@ -225,3 +225,100 @@ fn csv_tables_survive_mutation() {
     }
     println!("CSV tables: {n} mutants, {loaded} loaded");
 }
+
+/// Uses a model loaded from a `.keras` file the way a user would: one
+/// prediction when its inputs and outputs are small, its summary, and a
+/// save, which must load back (what horn writes, horn reads).
+#[cfg(feature = "keras")]
+fn exercise_keras(m: horn::saving::KerasModel) {
+    let _ = m.summary();
+    let model = m.into_model();
+    let size = |s: &horn::Shape| s.dims().iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let small = |shapes: &[&horn::Shape]| shapes.iter().all(|s| size(s).is_some_and(|n| n <= 4096));
+    if small(&model.input_shapes()) && small(&model.output_shapes()) {
+        let x: Vec<ndarray::ArrayD<f32>> = model
+            .input_shapes()
+            .iter()
+            .map(|s| {
+                let mut shape = vec![1];
+                shape.extend_from_slice(s.dims());
+                ndarray::ArrayD::ones(ndarray::IxDyn(&shape))
+            })
+            .collect();
+        let _ = model.predict(x.iter().collect::<Vec<_>>());
+    }
+    if let Ok(bytes) = model.to_keras_bytes() {
+        if let Err(e) = horn::saving::load_keras_bytes(&bytes) {
+            panic!("horn wrote a .keras file it cannot read: {e}");
+        }
+    }
+}
+
+#[cfg(feature = "keras")]
+#[test]
+fn keras_files_survive_mutation() {
+    use horn::saving::load_keras_bytes;
+    let fixture = |name: &str| {
+        std::fs::read(format!(
+            "{}/tests/fixtures/keras-files/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    // Keras' own files (functional with a shared layer and merges; text;
+    // signals) and horn's.
+    let mut seeds: Vec<Vec<u8>> = ["functional.keras", "sequences.keras", "signals.keras"]
+        .iter()
+        .map(|n| fixture(n))
+        .collect();
+    let mut horn = Sequential::new()
+        .seed(6)
+        .input(5)
+        .dense(6, Relu)
+        .batch_normalization()
+        .dropout(0.25)
+        .dense(4, Softmax);
+    horn.compile("adam", "categorical_crossentropy", &["accuracy"])
+        .unwrap();
+    let (x, y) = common::blobs(20, 5, 3);
+    let y = ndarray::concatenate![ndarray::Axis(1), y, ndarray::Array2::zeros((20, 1))];
+    horn.fit(&x, &y, common::quiet(1)).unwrap();
+    seeds.push(horn.to_keras_bytes().unwrap());
+    let seeds: Vec<Vec<(String, Vec<u8>)>> = seeds.iter().map(|s| common::unzip(s)).collect();
+    let mut rng = StdRng::seed_from_u64(5);
+    // A `.keras` load costs more than the other formats': a quarter of
+    // the iterations.
+    let (mut loaded, n) = (0, iterations() / 4);
+    for i in 0..n {
+        let parts = &seeds[i % seeds.len()];
+        // Mutate one entry (the config's bytes or numbers, or the weights),
+        // inside a valid archive; now and then the archive itself.
+        let which = rng.random_range(0..parts.len());
+        let how = rng.random_range(0..3);
+        let entries: Vec<(String, Vec<u8>)> = parts
+            .iter()
+            .enumerate()
+            .map(|(k, (name, data))| {
+                let data = if k != which {
+                    data.clone()
+                } else if how == 0 && name == "config.json" {
+                    mutate_numbers(&String::from_utf8_lossy(data), &mut rng).into_bytes()
+                } else {
+                    mutate(data, &mut rng)
+                };
+                (name.clone(), data)
+            })
+            .collect();
+        let refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
+        let mut input = common::archive(&refs);
+        if i % 8 == 7 {
+            input = mutate(&input, &mut rng);
+        }
+        if let Ok(m) = load_keras_bytes(&input) {
+            exercise_keras(m);
+            loaded += 1;
+        }
+    }
+    println!("keras files: {n} mutants, {loaded} loaded");
+    assert!(loaded > 0, "no mutant loaded: the mutations are too coarse");
+}

@@ -4,41 +4,13 @@
 //! computes something else.
 #![cfg(feature = "keras")]
 
-use std::io::{Read, Write};
+mod common;
 
+use common::{archive, unzip};
 use horn::prelude::*;
-use horn::saving::{load_keras_bytes, KerasModel};
-use ndarray::{Array2, ArrayD, IxDyn};
+use horn::saving::load_keras_bytes;
+use ndarray::{Array2, ArrayD, Dimension, IxDyn};
 use serde_json::{json, Value};
-
-/// The entries of a `.keras` archive.
-fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
-    (0..z.len())
-        .map(|i| {
-            let mut f = z.by_index(i).unwrap();
-            let mut v = Vec::new();
-            f.read_to_end(&mut v).unwrap();
-            (f.name().to_string(), v)
-        })
-        .collect()
-}
-
-/// A `.keras` archive of `entries`, stored uncompressed as Keras does.
-fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    {
-        let mut zip = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        for (name, data) in entries {
-            zip.start_file(*name, opts).unwrap();
-            zip.write_all(data).unwrap();
-        }
-        zip.finish().unwrap();
-    }
-    buf.into_inner()
-}
 
 /// `bytes` (a `.keras` file) with its `config.json` edited by `edit`.
 fn edit_config(bytes: &[u8], mut edit: impl FnMut(&mut Value)) -> Vec<u8> {
@@ -304,4 +276,416 @@ fn dimensions_whose_product_overflows_are_errors() {
         e.contains("layers/conv2d/vars/0") && e.contains("claims"),
         "{e}"
     );
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/keras-files/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// The entry of layer `name` in a parsed `config.json`.
+fn layer<'a>(config: &'a mut Value, name: &str) -> &'a mut Value {
+    config["config"]["layers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|l| l["config"]["name"] == name)
+        .unwrap_or_else(|| panic!("no layer `{name}`"))
+}
+
+/// Three samples for each of a model's inputs.
+fn samples(model: &Model) -> Vec<ArrayD<f32>> {
+    model
+        .input_shapes()
+        .iter()
+        .map(|s| {
+            let mut shape = vec![3];
+            shape.extend_from_slice(s.dims());
+            ArrayD::from_shape_fn(IxDyn(&shape), |i| {
+                ((i.as_array_view().sum() * 7 % 11) as f32) / 11.0 - 0.4
+            })
+        })
+        .collect()
+}
+
+fn predict(model: &Model) -> Vec<ArrayD<f32>> {
+    let x = samples(model);
+    model.predict(x.iter().collect::<Vec<_>>()).unwrap()
+}
+
+/// A Keras tensor reference in a node's arguments.
+fn keras_tensor(layer: &str) -> Value {
+    json!({"class_name": "__keras_tensor__",
+           "config": {"shape": [null, 3], "dtype": "float32", "keras_history": [layer, 0, 0]}})
+}
+
+#[test]
+fn uncompiled_keras_models_load_for_inference() {
+    // Keras 3.15 writes `{}` for a model saved without compile(); older
+    // versions `null` or nothing.
+    let good = fixture("functional.keras");
+    let want = predict(&load_keras_bytes(&good).unwrap().into_model());
+    let edits: [fn(&mut Value); 3] = [
+        |c| c["compile_config"] = json!({}),
+        |c| c["compile_config"] = Value::Null,
+        |c| {
+            c.as_object_mut().unwrap().remove("compile_config");
+        },
+    ];
+    for edit in edits {
+        let model = load_keras_bytes(&edit_config(&good, edit))
+            .unwrap()
+            .into_model();
+        assert!(model.optimizer().is_none());
+        assert_eq!(predict(&model), want);
+        let x = samples(&model);
+        let e = model.evaluate(x.iter().collect::<Vec<_>>(), [&want[0], &want[1]]);
+        assert!(e.unwrap_err().to_string().contains("compiled"));
+    }
+    let seq = Sequential::load_keras_bytes(&edit_config(&fixture("sequences.keras"), |c| {
+        c["compile_config"] = json!({})
+    }))
+    .unwrap();
+    assert!(seq.optimizer().is_none());
+    assert_eq!(
+        seq.predict(&Array2::<f32>::ones((2, 7))).unwrap().nrows(),
+        2
+    );
+}
+
+#[test]
+fn tensor_keyword_arguments_are_refused_by_name() {
+    // The case: `LSTM(4)(x, initial_state=[h0, c0])`, which would
+    // otherwise predict as if the state were zero.
+    let mut g = Graph::with_seed(1);
+    let x = g.input("x", &[5, 3]);
+    let h = g.call(LSTM::new(4), x);
+    let o = g.call(Dense::new(1, Linear), h);
+    let model = Model::new(g, [x], [o]).unwrap();
+    let bytes = model.to_keras_bytes().unwrap();
+    let add_state = |c: &mut Value| {
+        for name in ["h0", "c0"] {
+            let mut input = layer(c, "x").clone();
+            input["name"] = json!(name);
+            input["config"]["name"] = json!(name);
+            input["config"]["batch_shape"] = json!([null, 4]);
+            c["config"]["layers"]
+                .as_array_mut()
+                .unwrap()
+                .insert(0, input);
+            c["config"]["input_layers"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!([name, 0, 0]));
+        }
+    };
+    // Without the keyword argument the two extra inputs are just unused...
+    let unused = load_keras_bytes(&edit_config(&bytes, add_state)).unwrap();
+    assert_eq!(unused.into_model().input_names(), ["x", "h0", "c0"]);
+    // ... with it, the state would be dropped: an error names it.
+    let with_state = edit_config(&bytes, |c| {
+        add_state(c);
+        layer(c, "lstm")["inbound_nodes"][0]["kwargs"] =
+            json!({"initial_state": [keras_tensor("h0"), keras_tensor("c0")]});
+    });
+    let e = err(&with_state);
+    assert!(e.contains("initial_state") && e.contains("`lstm`"), "{e}");
+
+    let good = fixture("functional.keras");
+    let want = predict(&load_keras_bytes(&good).unwrap().into_model());
+    let with_kwargs = |kwargs: Value| {
+        edit_config(&good, |c| {
+            layer(c, "pa")["inbound_nodes"][0]["kwargs"] = kwargs.clone();
+        })
+    };
+    // An explicit mask, in a list or a dict: refused by name.
+    for kwargs in [
+        json!({"mask": keras_tensor("b")}),
+        json!({"mask": [null, keras_tensor("b")]}),
+        json!({"mask": {"nested": keras_tensor("b")}}),
+    ] {
+        let e = err(&with_kwargs(kwargs));
+        assert!(e.contains("`mask`") && e.contains("`pa`"), "{e}");
+    }
+    // Keras 2's form: `[layer, node, tensor, {kwargs}]`, a tensor as a
+    // `[layer, node, tensor]` triple.
+    let keras2 = edit_config(&good, |c| {
+        layer(c, "pa")["inbound_nodes"] = json!([[["concat", 0, 0, {"mask": ["b", 0, 0]}]]]);
+    });
+    let e = err(&keras2);
+    assert!(e.contains("`mask`") && e.contains("`pa`"), "{e}");
+    // ... and without tensors it loads as before.
+    let keras2 = edit_config(&good, |c| {
+        layer(c, "pa")["inbound_nodes"] = json!([[["concat", 0, 0, {}]]]);
+    });
+    assert_eq!(
+        predict(&load_keras_bytes(&keras2).unwrap().into_model()),
+        want
+    );
+    // What Keras writes for plain calls loads: unset masks, training=None.
+    for kwargs in [
+        json!({}),
+        json!({"mask": null}),
+        json!({"mask": [null, null], "training": null}),
+    ] {
+        let model = load_keras_bytes(&with_kwargs(kwargs)).unwrap().into_model();
+        assert_eq!(predict(&model), want);
+    }
+    // training=True would keep dropout on in Keras' predict: refused.
+    let e = err(&with_kwargs(json!({"training": true})));
+    assert!(e.contains("`training`") && e.contains("`pa`"), "{e}");
+    // An argument horn does not know, with a value: refused, not dropped.
+    let e = err(&with_kwargs(json!({"use_causal_mask": true})));
+    assert!(e.contains("`use_causal_mask`"), "{e}");
+}
+
+#[test]
+fn bidirectional_without_a_merge_is_refused() {
+    let good = fixture("sequences.keras");
+    let e = err(&edit_config(&good, |c| {
+        layer(c, "bidirectional")["config"]["merge_mode"] = Value::Null;
+    }));
+    assert!(
+        e.contains("merge_mode") && e.contains("`bidirectional`"),
+        "{e}"
+    );
+    // Absent, Keras' default: concat, as before.
+    let absent = edit_config(&good, |c| {
+        layer(c, "bidirectional")["config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("merge_mode");
+    });
+    let x = Array2::<f32>::ones((2, 7));
+    assert_eq!(
+        Sequential::load_keras_bytes(&absent)
+            .unwrap()
+            .predict(&x)
+            .unwrap(),
+        Sequential::load_keras_bytes(&good)
+            .unwrap()
+            .predict(&x)
+            .unwrap()
+    );
+}
+
+#[test]
+fn custom_layer_errors_name_the_module_given() {
+    let good = fixture("functional.keras");
+    let e = err(&edit_config(&good, |c| {
+        let l = layer(c, "pa");
+        l["module"] = Value::Null;
+        l["class_name"] = json!("Fancy");
+        l["registered_name"] = json!("my_package>Fancy");
+    }));
+    assert!(
+        e.contains("Fancy with no module, registered as `my_package>Fancy`")
+            && !e.contains("keras.layers"),
+        "{e}"
+    );
+    let e = err(&edit_config(&good, |c| {
+        layer(c, "pa")["module"] = json!("my_package.layers");
+    }));
+    assert!(e.contains("Dense from `my_package.layers`"), "{e}");
+}
+
+#[test]
+fn save_keras_refuses_what_load_keras_refuses() {
+    // horn builds a stride over 2^20 (one output step), but its reader,
+    // like Keras' files in practice, stops at 2^20: the writer refuses it.
+    let m = Sequential::new()
+        .seed(1)
+        .input_shape(&[6, 2])
+        .add(Conv1D::new(3, 1, Linear).strides((1 << 20) + 1));
+    let e = m.to_keras_bytes().unwrap_err().to_string();
+    assert!(
+        e.contains("strides") && e.contains("`conv1d`") && e.contains("read back"),
+        "{e}"
+    );
+    let m = Sequential::new()
+        .seed(1)
+        .input_shape(&[6, 2])
+        .add(Conv1D::new(3, 1, Linear).dilation_rate((1 << 20) + 1));
+    let e = m.to_keras_bytes().unwrap_err().to_string();
+    assert!(e.contains("dilation_rate"), "{e}");
+    // In a functional model too.
+    let mut g = Graph::with_seed(1);
+    let x = g.input("x", &[6, 2]);
+    let o = g.call(Conv1D::new(3, 1, Linear).strides((1 << 20) + 1), x);
+    let e = Model::new(g, [x], [o])
+        .unwrap()
+        .to_keras_bytes()
+        .unwrap_err();
+    assert!(e.to_string().contains("strides"), "{e}");
+    // The largest stride the reader takes is written and read back.
+    let m = Sequential::new()
+        .seed(1)
+        .input_shape(&[6, 2])
+        .add(Conv1D::new(3, 1, Linear).strides(1 << 20));
+    let back = Sequential::load_keras_bytes(&m.to_keras_bytes().unwrap()).unwrap();
+    let x = ArrayD::<f32>::ones(IxDyn(&[2, 6, 2]));
+    assert_eq!(back.predict_nd(&x).unwrap(), m.predict_nd(&x).unwrap());
+}
+
+fn quiet() -> FitOptions {
+    FitOptions {
+        epochs: 1,
+        verbose: 0,
+        ..Default::default()
+    }
+}
+
+/// `fit`'s result for a functional model on its own predictions.
+fn fit_model(model: &mut Model) -> horn::Result<History> {
+    let x = samples(model);
+    let y = predict(model);
+    model.fit(
+        x.iter().collect::<Vec<_>>(),
+        y.iter().collect::<Vec<_>>(),
+        quiet(),
+    )
+}
+
+#[test]
+fn frozen_keras_layers_predict_but_do_not_train() {
+    // A functional model whose Dense `pa` is frozen: it loads and predicts
+    // as before, but horn cannot train it as Keras would (with `pa` fixed).
+    let good = fixture("functional.keras");
+    let want = predict(&load_keras_bytes(&good).unwrap().into_model());
+    let frozen = edit_config(&good, |c| {
+        layer(c, "pa")["config"]["trainable"] = json!(false)
+    });
+    let mut model = load_keras_bytes(&frozen).unwrap().into_model();
+    assert_eq!(predict(&model), want);
+    let before = model.get_weights().unwrap();
+    let e = fit_model(&mut model).unwrap_err().to_string();
+    assert!(
+        e.contains("`pa` frozen") && e.contains("cannot train"),
+        "{e}"
+    );
+    assert_eq!(model.get_weights().unwrap(), before, "nothing moved");
+    // horn's own format cannot record the freeze: refused, not dropped.
+    let e = model.to_bytes().unwrap_err().to_string();
+    assert!(e.contains("`pa`") && e.contains("save_keras"), "{e}");
+    // `.keras` keeps it.
+    let again = model.to_keras_bytes().unwrap();
+    let config: Value = serde_json::from_slice(
+        &unzip(&again)
+            .into_iter()
+            .find(|(n, _)| n == "config.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let mut config = config;
+    assert_eq!(
+        layer(&mut config, "pa")["config"]["trainable"],
+        json!(false)
+    );
+    assert_eq!(layer(&mut config, "pb")["config"]["trainable"], json!(true));
+    let mut back = load_keras_bytes(&again).unwrap().into_model();
+    assert!(fit_model(&mut back).is_err());
+    // The unfrozen file still trains.
+    assert!(fit_model(&mut load_keras_bytes(&good).unwrap().into_model()).is_ok());
+
+    // A frozen BatchNormalization in a Sequential model (Keras runs it in
+    // inference mode during fit, which horn cannot yet).
+    let mut seq = Sequential::new()
+        .seed(3)
+        .input(4)
+        .dense(3, Relu)
+        .batch_normalization()
+        .dropout(0.5)
+        .dense(2, Softmax);
+    seq.compile("sgd", "categorical_crossentropy", &[] as &[Metric])
+        .unwrap();
+    let bytes = seq.to_keras_bytes().unwrap();
+    let x = Array2::<f32>::from_shape_fn((8, 4), |(i, j)| (i * 3 + j) as f32 / 10.0);
+    let y = Array2::<f32>::from_shape_fn((8, 2), |(i, j)| ((i + j) % 2) as f32);
+    let mut bn = Sequential::load_keras_bytes(&edit_config(&bytes, |c| {
+        layer(c, "batch_normalization")["config"]["trainable"] = json!(false)
+    }))
+    .unwrap();
+    assert_eq!(bn.predict(&x).unwrap(), seq.predict(&x).unwrap());
+    let e = bn.fit(&x, &y, quiet()).unwrap_err().to_string();
+    assert!(e.contains("`batch_normalization` frozen"), "{e}");
+    assert!(bn
+        .to_bytes()
+        .unwrap_err()
+        .to_string()
+        .contains("batch_normalization"));
+    assert!(bn.evaluate(&x, &y).is_ok(), "evaluate is unaffected");
+    // A frozen layer without weights changes nothing in Keras: it trains.
+    let mut dropout = Sequential::load_keras_bytes(&edit_config(&bytes, |c| {
+        layer(c, "dropout")["config"]["trainable"] = json!(false)
+    }))
+    .unwrap();
+    assert!(dropout.fit(&x, &y, quiet()).is_ok());
+    // `model.trainable = False` freezes every layer with weights.
+    let mut all = Sequential::load_keras_bytes(&edit_config(&bytes, |c| {
+        c["config"]["trainable"] = json!(false)
+    }))
+    .unwrap();
+    let e = all.fit(&x, &y, quiet()).unwrap_err().to_string();
+    assert!(
+        e.contains("`dense`, `batch_normalization`, `dense_1` frozen") && !e.contains("dropout"),
+        "{e}"
+    );
+    // A wrapped layer frozen inside its wrapper.
+    let text = fixture("sequences.keras");
+    let mut inner = Sequential::load_keras_bytes(&edit_config(&text, |c| {
+        layer(c, "bidirectional")["config"]["layer"]["config"]["trainable"] = json!(false)
+    }))
+    .unwrap();
+    let ids = Array2::<f32>::ones((2, 7));
+    let e = inner.fit(&ids, &inner.predict(&ids).unwrap(), quiet());
+    assert!(e
+        .unwrap_err()
+        .to_string()
+        .contains("`bidirectional` frozen"));
+
+    // A call with training=False (inference mode, also in fit): predicts,
+    // does not train, and is written back as it was.
+    let inference = edit_config(&good, |c| {
+        layer(c, "pa")["inbound_nodes"][0]["kwargs"] = json!({"training": false});
+    });
+    let mut model = load_keras_bytes(&inference).unwrap().into_model();
+    assert_eq!(predict(&model), want);
+    let e = fit_model(&mut model).unwrap_err().to_string();
+    assert!(e.contains("`pa` called with training=False"), "{e}");
+    let mut back = load_keras_bytes(&model.to_keras_bytes().unwrap())
+        .unwrap()
+        .into_model();
+    assert!(fit_model(&mut back)
+        .unwrap_err()
+        .to_string()
+        .contains("training=False"));
+}
+
+#[allow(dead_code)]
+#[path = "../examples/keras_run.rs"]
+mod keras_run;
+
+#[test]
+fn keras_run_reports_errors_as_sentences() {
+    let dir = std::env::temp_dir().join(format!("horn-keras-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("not-a-model.keras");
+    std::fs::write(&path, b"hello").unwrap();
+    let e = keras_run::run([path.display().to_string()]).unwrap_err();
+    let line = keras_run::error_line(e.as_ref());
+    assert!(
+        line.starts_with("error: cannot read") && line.contains("zip archive"),
+        "{line}"
+    );
+    assert!(!line.contains("Format {"), "{line}");
+    let e = keras_run::run(Vec::<String>::new()).unwrap_err();
+    assert!(keras_run::error_line(e.as_ref()).contains("usage"));
+    // A good file runs: the summary, no inputs.
+    let model = dir.join("model.keras");
+    std::fs::write(&model, fixture("functional.keras")).unwrap();
+    assert!(keras_run::run([model.display().to_string()]).is_ok());
 }

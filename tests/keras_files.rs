@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::fixture_array as arr;
+use common::{archive, fixture_array as arr, unzip};
 use horn::prelude::*;
 use horn::saving::{load_keras, load_keras_bytes, KerasModel};
 use ndarray::{Array2, ArrayD};
@@ -239,36 +239,6 @@ fn a_keras_signal_model_predicts_as_keras() {
     // came from the file too.
     let names = model.layer_names();
     assert!(names.contains(&"batch_normalization".to_string()));
-}
-
-/// A `.keras` archive with its entries replaced (stored, no compression).
-fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    use std::io::Write;
-    let mut buf = std::io::Cursor::new(Vec::new());
-    {
-        let mut zip = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        for (name, data) in entries {
-            zip.start_file(*name, opts).unwrap();
-            zip.write_all(data).unwrap();
-        }
-        zip.finish().unwrap();
-    }
-    buf.into_inner()
-}
-
-fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    use std::io::Read;
-    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
-    (0..z.len())
-        .map(|i| {
-            let mut f = z.by_index(i).unwrap();
-            let mut v = Vec::new();
-            f.read_to_end(&mut v).unwrap();
-            (f.name().to_string(), v)
-        })
-        .collect()
 }
 
 #[test]

@@ -75,3 +75,37 @@ pub fn fixture_array(v: &serde_json::Value) -> ndarray::ArrayD<f32> {
         .collect();
     ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data).unwrap()
 }
+
+/// The entries of a zip archive (a `.keras` file), in order.
+#[cfg(feature = "keras")]
+pub fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).unwrap();
+            (f.name().to_string(), v)
+        })
+        .collect()
+}
+
+/// A zip archive (a `.keras` file) of `entries`, stored uncompressed as
+/// Keras stores them.
+#[cfg(feature = "keras")]
+pub fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, data) in entries {
+            zip.start_file(*name, opts).unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    buf.into_inner()
+}
