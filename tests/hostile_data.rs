@@ -2,8 +2,9 @@
 //! optimizers answer with an error, never a panic, a hang, runaway memory or
 //! a silently wrong value.
 
+use horn::prelude::*;
 use horn::preprocessing::{OneHotEncoder, StandardScaler, Table};
-use ndarray::array;
+use ndarray::{array, Array2, ArrayD, IxDyn};
 
 #[test]
 fn one_hot_inverse_transform_refuses_a_column_past_the_categories() {
@@ -72,4 +73,153 @@ fn select_rows_refuses_an_index_past_the_last_row() {
     let picked = t.select_rows(&[1, 1]).unwrap();
     assert_eq!(picked.numeric("a").unwrap(), vec![2.0, 2.0]);
     assert_eq!(picked.categorical("b").unwrap(), vec!["y", "y"]);
+}
+
+// ---- optimizers (issue 29, item 13) ----
+
+fn quiet(epochs: usize) -> FitOptions {
+    FitOptions {
+        epochs,
+        batch_size: 4,
+        verbose: 0,
+        shuffle: false,
+        ..Default::default()
+    }
+}
+
+fn small_model() -> Sequential {
+    Sequential::new()
+        .seed(3)
+        .input(2)
+        .dense(4, Relu)
+        .dense(1, Linear)
+}
+
+#[test]
+fn epsilon_zero_is_refused_at_compile_for_every_optimizer_that_divides_by_it() {
+    macro_rules! with {
+        ($t:ident { $($f:ident: $v:expr),* }) => {
+            (stringify!($t $($f = $v)*), Optimizer::from($t { $($f: $v,)* ..Default::default() }))
+        };
+    }
+    let zero = [
+        with!(Adam { epsilon: 0.0 }),
+        with!(AdamW { epsilon: 0.0 }),
+        with!(Adagrad { epsilon: 0.0 }),
+        with!(Adadelta { epsilon: 0.0 }),
+        with!(Adamax { epsilon: 0.0 }),
+        with!(Nadam { epsilon: 0.0 }),
+        with!(RmsProp { epsilon: 0.0 }),
+        with!(RmsProp { epsilon: -1e-7 }),
+        with!(Adam { epsilon: f32::NAN }),
+        with!(Adam {
+            epsilon: 0.0,
+            amsgrad: true
+        }),
+    ];
+    for (what, opt) in zero {
+        let mut m = small_model();
+        let err = m
+            .compile(opt, "mse", &[] as &[Metric])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`epsilon`") && err.contains("positive"),
+            "{what}: {err}"
+        );
+    }
+    // The functional API checks the same.
+    let mut g = Graph::with_seed(0);
+    let a = g.input("a", &[2]);
+    let d = g.call(Dense::new(1, Linear), a);
+    let mut fm = Model::new(g, [a], [d]).unwrap();
+    let err = fm
+        .compile(
+            with!(Adam { epsilon: 0.0 }).1,
+            ModelCompile::new().loss("mse"),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`epsilon`"), "functional: {err}");
+    // A bias correction that divides by 1 - beta^t: beta = 1 is refused.
+    for (what, opt) in [
+        with!(Adam { beta_1: 1.0 }),
+        with!(Adamax { beta_1: 1.0 }),
+        with!(Nadam { beta_2: 1.0 }),
+    ] {
+        let err = small_model()
+            .compile(opt, "mse", &[] as &[Metric])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[0, 1)") && err.contains("=1"),
+            "{what}: {err}"
+        );
+    }
+    // The defaults and a tiny positive epsilon still compile.
+    for (what, opt) in [
+        with!(Adam {}),
+        with!(Adam { epsilon: 1e-10 }),
+        with!(Adagrad {}),
+        with!(Lion {}),
+    ] {
+        let compiled = small_model().compile(opt, "mse", &[] as &[Metric]);
+        assert!(compiled.is_ok(), "{what}: {compiled:?}");
+    }
+}
+/// Input 1 -> Dense(1, relu), target -10, plain SGD with lr 1e38: the first
+/// step sends kernel and bias to -inf, the ReLU then outputs 0, so every loss
+/// stays finite (100) while the weights are infinite.
+fn blown_up_but_finite_loss() -> (Array2<f32>, Array2<f32>, Optimizer) {
+    let x = Array2::from_elem((4, 1), 1.0f32);
+    let y = Array2::from_elem((4, 1), -10.0f32);
+    let opt = Sgd {
+        learning_rate: 1e38,
+        ..Default::default()
+    }
+    .into();
+    (x, y, opt)
+}
+
+fn one_and_zero() -> [ArrayD<f32>; 2] {
+    [
+        ArrayD::from_elem(IxDyn(&[1, 1]), 1.0),
+        ArrayD::zeros(IxDyn(&[1])),
+    ]
+}
+
+#[test]
+fn weights_that_become_infinite_under_a_finite_loss_stop_fit() {
+    let (x, y, opt) = blown_up_but_finite_loss();
+    let mut m = Sequential::new().input(1).dense(1, Relu);
+    m.compile(opt.clone(), "mse", &[] as &[Metric]).unwrap();
+    m.set_weights(&one_and_zero()).unwrap();
+    match m.fit(&x, &y, quiet(3)).unwrap_err() {
+        Error::DivergedWeights {
+            epoch,
+            weight,
+            value,
+            history,
+            ..
+        } => {
+            assert_eq!(epoch, 1);
+            assert_eq!(weight, "dense/kernel");
+            assert!(value.is_infinite(), "{value}");
+            assert_eq!(history.len(), 0);
+        }
+        e => panic!("expected DivergedWeights, got {e}"),
+    }
+    // The same through the functional API.
+    let mut g = Graph::with_seed(0);
+    let a = g.input("a", &[1]);
+    let d = g.call_named("d", Dense::new(1, Relu), a);
+    let mut fm = Model::new(g, [a], [d]).unwrap();
+    fm.compile(opt, ModelCompile::new().loss("mse")).unwrap();
+    fm.set_weights(&one_and_zero()).unwrap();
+    let err = fm.fit(&x, &y, quiet(3)).unwrap_err();
+    assert!(
+        matches!(&err, Error::DivergedWeights { epoch: 1, weight, .. } if weight == "d/kernel"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("loss stayed finite"), "{err}");
 }
