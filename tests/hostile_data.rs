@@ -2,6 +2,8 @@
 //! optimizers answer with an error, never a panic, a hang, runaway memory or
 //! a silently wrong value.
 
+mod common;
+
 use horn::prelude::*;
 use horn::preprocessing::{OneHotEncoder, StandardScaler, Table};
 use ndarray::{array, Array2, ArrayD, IxDyn};
@@ -222,4 +224,70 @@ fn weights_that_become_infinite_under_a_finite_loss_stop_fit() {
         "{err}"
     );
     assert!(err.to_string().contains("loss stayed finite"), "{err}");
+}
+
+// ---- IDX (MNIST) files (issue 29, item 5) ----
+
+use common::{gzip, idx_images as idx3};
+use horn::datasets::mnist;
+
+#[test]
+fn idx_gzip_that_announces_far_more_than_it_can_hold_is_refused_before_inflating() {
+    // 50 MB of zeros, announced truthfully, deflates over 200:1 (at the fast
+    // level): beyond the 100:1 a real IDX file needs (MNIST's inflate 2-5x).
+    let n = 50 << 20;
+    let bomb = gzip(&idx3(n / 784, 28, 28, n as usize));
+    assert!(bomb.len() * 200 < n as usize, "{} bytes", bomb.len());
+    let t = std::time::Instant::now();
+    let err = mnist::parse_images(&bomb).unwrap_err().to_string();
+    assert!(err.contains("decompression bomb"), "{err}");
+    // Refused from the header alone: nothing close to 50 MB was inflated.
+    assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
+    // The same from a file, and for labels.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("train-images-idx3-ubyte.gz");
+    std::fs::write(&p, &bomb).unwrap();
+    let err = mnist::read_images(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("decompression bomb") && err.contains("train-images"),
+        "{err}"
+    );
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&(n).to_be_bytes());
+    labels.resize(8 + n as usize, 0);
+    let err = mnist::parse_labels(&gzip(&labels)).unwrap_err().to_string();
+    assert!(err.contains("decompression bomb"), "{err}");
+
+    // A header announcing 4 GB over a 50-byte gzip: refused at once.
+    let huge = gzip(&idx3(1 << 16, 1 << 8, 1 << 8, 16));
+    let t = std::time::Instant::now();
+    let err = mnist::parse_images(&huge).unwrap_err().to_string();
+    assert!(
+        err.contains("4294967296 bytes") && err.contains("bomb"),
+        "{err}"
+    );
+    assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
+}
+
+#[test]
+fn idx_gzip_whose_body_inflates_past_its_header_stops_at_the_header_size() {
+    // The header announces 10 images (7,840 bytes); the stream inflates to
+    // 50 MB. Reading stops one byte past the announced size.
+    let bomb = gzip(&idx3(10, 28, 28, 50 << 20));
+    let t = std::time::Instant::now();
+    let err = mnist::parse_images(&bomb).unwrap_err().to_string();
+    assert!(err.contains("more data than the header announces"), "{err}");
+    assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
+    // A short body is refused too.
+    let short = gzip(&idx3(10, 28, 28, 7839));
+    let err = mnist::parse_images(&short).unwrap_err().to_string();
+    assert!(err.contains("7839 payload bytes, fewer than"), "{err}");
+    // A real, small file still loads: 3 images of zeros (under 1 MiB, so
+    // the ratio does not apply) and 2 of varied pixels.
+    let x = mnist::parse_images(&gzip(&idx3(3, 28, 28, 3 * 784))).unwrap();
+    assert_eq!(x.dim(), (3, 28, 28));
+    let mut varied = idx3(2, 28, 28, 0);
+    varied.extend((0..2 * 784).map(|i| (i * 37 % 256) as u8));
+    let x = mnist::parse_images(&gzip(&varied)).unwrap();
+    assert_eq!(x[[1, 27, 27]], ((2 * 784 - 1) * 37 % 256) as u8);
 }
