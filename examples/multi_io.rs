@@ -44,7 +44,7 @@ pub fn run_with(
     let species_enc = OneHotEncoder::fit(&species);
     let labels = species_enc.indices(&species)?;
     let (train, test) = stratified_split(&labels, 0.25, seed)?;
-    let (tr, te) = (table.select_rows(&train), table.select_rows(&test));
+    let (tr, te) = (table.select_rows(&train)?, table.select_rows(&test)?);
 
     // Inputs: each recipe learns from the training rows only.
     let numbers = Recipe::new().normalize(&MEASUREMENTS).prep(&tr)?;

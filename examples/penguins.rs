@@ -33,10 +33,10 @@ pub fn run(epochs: usize, seed: u64, verbose: u8) -> Result<f32, Box<dyn std::er
     let recipe = Recipe::new()
         .normalize(&NUMERIC)
         .dummy(&["island", "sex"])
-        .prep(&table.select_rows(&train))?;
-    let baked = recipe.bake(&table.select_rows(&train))?;
+        .prep(&table.select_rows(&train)?)?;
+    let baked = recipe.bake(&table.select_rows(&train)?)?;
     let x_train = baked.x;
-    let x_test = recipe.bake(&table.select_rows(&test))?.x;
+    let x_test = recipe.bake(&table.select_rows(&test)?)?.x;
     let y_all = species_enc.transform(&species)?;
     let (y_train, y_test) = (y_all.select(Axis(0), &train), y_all.select(Axis(0), &test));
 
@@ -82,7 +82,7 @@ pub fn run(epochs: usize, seed: u64, verbose: u8) -> Result<f32, Box<dyn std::er
             "Test loss: {:.4} - test accuracy: {:.4}",
             scores["loss"], scores["accuracy"]
         );
-        let pred = species_enc.inverse_transform(model.predict(&x_test)?.view());
+        let pred = species_enc.inverse_transform(model.predict(&x_test)?.view())?;
         println!("First test predictions: {:?}", &pred[..5.min(pred.len())]);
     }
     Ok(scores["accuracy"])

@@ -162,12 +162,24 @@ pub mod mnist {
         ))
     }
 
+    /// Largest expansion of a gzipped IDX file over its size on disk, as the
+    /// `.keras` reader allows. The real MNIST files inflate 2 to 5 times;
+    /// deflate reaches about 1000:1 on zeros, which is what a bomb uses.
+    /// Below [`MIN_CAP`] bytes of payload the ratio is not applied.
+    const MAX_GZIP_RATIO: u64 = 100;
+
+    /// Payload size every gzipped IDX file may announce whatever its size
+    /// (1 MiB): tiny files of zeros are not refused by the ratio.
+    const MIN_CAP: u64 = 1 << 20;
+
     /// Reads an IDX file (gzipped or plain): the magic number, `dims` sizes,
     /// then exactly the payload the header announces. Sizes are multiplied with
-    /// overflow checks, and no more than the announced payload (plus one byte,
-    /// to detect trailing data) is ever read: a gzip bomb or a device such as
-    /// `/dev/zero` fails after at most that much, and memory grows only with
-    /// data that is really there.
+    /// overflow checks; a gzipped file may announce at most
+    /// [`MAX_GZIP_RATIO`] times its own size (or [`MIN_CAP`]), which is
+    /// checked before anything past the header is inflated; and no more than
+    /// the announced payload (plus one byte, to detect trailing data) is ever
+    /// read: a gzip bomb or a device such as `/dev/zero` fails after at most
+    /// that much.
     fn read_idx(path: &Path, magic: u32, dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
         let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
@@ -234,6 +246,15 @@ pub mod mnist {
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .filter(|&n| n < isize::MAX as usize)
             .ok_or_else(|| Error::format(path, format!("the header's sizes {shape:?} overflow")))?;
+        if gz && expected as u64 > len.saturating_mul(MAX_GZIP_RATIO).max(MIN_CAP) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the header announces {shape:?} ({expected} bytes) from {len} gzipped bytes, \
+                     more than {MAX_GZIP_RATIO} times the file (a decompression bomb?)"
+                ),
+            ));
+        }
         if !gz && len != (header.len() + expected) as u64 {
             return Err(Error::format(
                 path,
@@ -244,7 +265,16 @@ pub mod mnist {
                 ),
             ));
         }
+        // Bounded by the file's size (times the ratio) now, so reserved at
+        // once; fallibly, so that a large announced size is an error.
         let mut payload = Vec::new();
+        // One byte more than announced, for the trailing-data probe below.
+        payload.try_reserve_exact(expected + 1).map_err(|_| {
+            Error::format(
+                path,
+                format!("cannot allocate {expected} bytes for the payload {shape:?}"),
+            )
+        })?;
         reader
             .take(expected as u64 + 1)
             .read_to_end(&mut payload)
@@ -278,12 +308,15 @@ pub mod mnist {
     }
 
     /// Reads an IDX3 image file (magic 0x00000803) into `(n, rows, cols)`.
+    /// A gzipped file may announce at most 100 times its own size (or 1 MiB),
+    /// as the `.keras` reader allows: more is refused before it is inflated.
     pub fn read_images(path: impl AsRef<Path>) -> Result<Array3<u8>> {
         let path = path.as_ref();
         images(read_idx(path, 0x0000_0803, 3)?, path)
     }
 
-    /// Reads an IDX1 label file (magic 0x00000801).
+    /// Reads an IDX1 label file (magic 0x00000801), with the limits of
+    /// [`read_images`].
     pub fn read_labels(path: impl AsRef<Path>) -> Result<Array1<u8>> {
         let path = path.as_ref();
         labels(read_idx(path, 0x0000_0801, 1)?, path)

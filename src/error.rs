@@ -83,6 +83,23 @@ pub enum Error {
         /// The history up to the last complete epoch.
         history: Box<crate::History>,
     },
+    /// Training left a weight NaN or infinite while every batch loss stayed
+    /// finite (a ReLU turns a `-inf` pre-activation into 0, so the loss can
+    /// miss it). `fit` checks the weights at the end of each epoch, after the
+    /// per-batch loss check; the model keeps the bad values.
+    #[error("training diverged: weight `{weight}` became {value} (at flat index {index}) during epoch {epoch}, although the loss stayed finite; lower the learning rate or check the optimizer's settings and the data")]
+    DivergedWeights {
+        /// 1-based epoch at whose end the weight was seen.
+        epoch: usize,
+        /// The weight's Keras name (`dense/kernel`).
+        weight: String,
+        /// Row-major index of the first bad element.
+        index: usize,
+        /// The value itself (NaN or inf).
+        value: f32,
+        /// The history up to the last complete epoch.
+        history: Box<crate::History>,
+    },
     /// An I/O error while reading or writing a file.
     #[error("I/O error on {path}: {source}")]
     Io {

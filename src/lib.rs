@@ -238,7 +238,12 @@
 //! ## Differences from Keras, on purpose
 //! - Layer names are numbered per model (`dense`, `dense_1`), not per session.
 //! - A NaN or infinite training loss stops `fit` with [`Error::Diverged`]
-//!   (Keras' `TerminateOnNaN` behaviour) instead of training on garbage.
+//!   (Keras' `TerminateOnNaN` behaviour) instead of training on garbage, and
+//!   a weight left NaN or infinite at an epoch's end with
+//!   [`Error::DivergedWeights`].
+//! - Optimizer arguments Keras accepts but then divides by zero with are
+//!   refused: `epsilon = 0`, and `beta_1` or `beta_2 = 1` for Adam, AdamW,
+//!   Adamax and Nadam.
 //! - Progress lines use the Keras 2 ASCII format, which reads well in logs.
 //! - `class_weight` and `sample_weight` together multiply (as in Keras 2);
 //!   Keras 3 refuses the combination.

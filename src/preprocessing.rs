@@ -250,15 +250,34 @@ impl Table {
         let keep: Vec<usize> = (0..self.nrows())
             .filter(|&i| self.columns.iter().all(|c| !c.is_missing(i)))
             .collect();
-        self.select_rows(&keep)
-    }
-
-    /// The given rows, in that order.
-    pub fn select_rows(&self, rows: &[usize]) -> Table {
         Table {
             names: self.names.clone(),
-            columns: self.columns.iter().map(|c| c.select(rows)).collect(),
+            columns: self.columns.iter().map(|c| c.select(&keep)).collect(),
         }
+    }
+
+    /// The given rows, in that order (a row may repeat). An index past the
+    /// last row is an error, not a panic.
+    ///
+    /// ```
+    /// use horn::preprocessing::Table;
+    /// let t = Table::from_csv_str("a\n1\n2\n3\n").unwrap();
+    /// assert_eq!(t.select_rows(&[2, 0]).unwrap().numeric("a").unwrap(), vec![3.0, 1.0]);
+    /// assert!(t.select_rows(&[3]).is_err());
+    /// ```
+    pub fn select_rows(&self, rows: &[usize]) -> Result<Table> {
+        let n = self.nrows();
+        if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
+            return Err(Error::arg(
+                "rows",
+                format!("row indices below the table's {n} rows"),
+                bad,
+            ));
+        }
+        Ok(Table {
+            names: self.names.clone(),
+            columns: self.columns.iter().map(|c| c.select(rows)).collect(),
+        })
     }
 
     /// A numeric column with no missing values.
@@ -433,12 +452,49 @@ impl StandardScaler {
         let mut mean = Array1::zeros(x.ncols());
         let mut std = Array1::zeros(x.ncols());
         for (j, col) in x.axis_iter(Axis(1)).enumerate() {
+            // In f64 a sum of f32 values cannot overflow, and a mean of f32
+            // values fits back into f32; the standard deviation may not (up to
+            // sqrt(2) times the largest value).
             let m = col.iter().map(|&v| v as f64).sum::<f64>() / n;
             let var = col.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (n - 1.0);
+            let s = var.sqrt() as f32;
+            if !s.is_finite() {
+                return Err(Error::Data(format!(
+                    "the standard deviation of column {j} is {:e}, beyond the largest f32 \
+                     ({:e}); rescale that column first",
+                    var.sqrt(),
+                    f32::MAX
+                )));
+            }
             mean[j] = m as f32;
-            std[j] = if var > 0.0 { var.sqrt() as f32 } else { 1.0 };
+            // A spread below f32's resolution (0 after rounding) is a constant column.
+            std[j] = if s > 0.0 { s } else { 1.0 };
         }
         Ok(StandardScaler { mean, std })
+    }
+
+    /// `f(x, mean, std)` per column, in f64 so that no intermediate overflows;
+    /// a result beyond f32's range is an error rather than an infinity.
+    fn map(
+        &self,
+        x: ArrayView2<f32>,
+        what: &str,
+        f: impl Fn(f64, f64, f64) -> f64,
+    ) -> Result<Array2<f32>> {
+        self.check(x)?;
+        let mut out = Array2::zeros(x.raw_dim());
+        for ((i, j), &v) in x.indexed_iter() {
+            let r = f(v as f64, self.mean[j] as f64, self.std[j] as f64) as f32;
+            if !r.is_finite() {
+                return Err(Error::Data(format!(
+                    "StandardScaler::{what}: row {i}, column {j} ({v:e}) maps to {r}, \
+                     outside f32's range (mean {:e}, std {:e})",
+                    self.mean[j], self.std[j]
+                )));
+            }
+            out[[i, j]] = r;
+        }
+        Ok(out)
     }
 
     fn check(&self, x: ArrayView2<f32>) -> Result<()> {
@@ -452,16 +508,14 @@ impl StandardScaler {
         Ok(())
     }
 
-    /// `(x - mean) / std`.
+    /// `(x - mean) / std`. A value whose result is not a finite f32 is an error.
     pub fn transform(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
-        self.check(x)?;
-        Ok((&x - &self.mean) / &self.std)
+        self.map(x, "transform", |v, m, s| (v - m) / s)
     }
 
-    /// `z * std + mean`.
+    /// `z * std + mean`. A value whose result is not a finite f32 is an error.
     pub fn inverse_transform(&self, z: ArrayView2<f32>) -> Result<Array2<f32>> {
-        self.check(z)?;
-        Ok(&z * &self.std + &self.mean)
+        self.map(z, "inverse_transform", |v, m, s| v * s + m)
     }
 }
 
@@ -475,7 +529,7 @@ impl StandardScaler {
 /// let m = enc.transform(&["b"]).unwrap();
 /// assert_eq!(m.row(0).to_vec(), vec![0.0, 1.0]);
 /// assert!(enc.transform(&["c"]).is_err());
-/// assert_eq!(enc.inverse_transform(m.view()), vec!["b"]);
+/// assert_eq!(enc.inverse_transform(m.view()).unwrap(), vec!["b"]);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct OneHotEncoder {
@@ -519,14 +573,43 @@ impl OneHotEncoder {
         to_categorical(&self.indices(values)?, Some(self.categories.len().max(1)))
     }
 
-    /// The category of each row's largest entry.
-    pub fn inverse_transform(&self, rows: ArrayView2<f32>) -> Vec<String> {
-        rows.axis_iter(Axis(0))
+    /// The category of each row's largest entry. `rows` must have one column
+    /// per category (a wider row would point past the known categories) and
+    /// hold no NaN (which has no largest entry).
+    ///
+    /// ```
+    /// use horn::preprocessing::OneHotEncoder;
+    /// use ndarray::array;
+    /// let enc = OneHotEncoder::fit(&["a", "b"]);
+    /// assert_eq!(enc.inverse_transform(array![[0.2f32, 0.8]].view()).unwrap(), ["b"]);
+    /// assert!(enc.inverse_transform(array![[0.1f32, 0.2, 0.7]].view()).is_err());
+    /// ```
+    pub fn inverse_transform(&self, rows: ArrayView2<f32>) -> Result<Vec<String>> {
+        if self.categories.is_empty() {
+            return Err(Error::Data(
+                "OneHotEncoder::inverse_transform: the encoder was fitted on no values, \
+                 so it has no category to return"
+                    .into(),
+            ));
+        }
+        if rows.ncols() != self.categories.len() {
+            return Err(Error::shape(
+                "OneHotEncoder::inverse_transform",
+                format!("{} columns, one per category", self.categories.len()),
+                format!("{} columns", rows.ncols()),
+            ));
+        }
+        crate::model::validate::check_finite(rows, "rows")?;
+        Ok(rows
+            .axis_iter(Axis(0))
             .map(|r| {
-                let i = crate::metrics::argmax(r.to_slice().unwrap_or(&r.to_vec()));
-                self.categories.get(i).cloned().unwrap_or_default()
+                let best = r
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (i, &v)| if v > r[b] { i } else { b });
+                self.categories[best].clone()
             })
-            .collect()
+            .collect())
     }
 }
 

@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::io::Write;
+use common::{gzip, idx_images};
+
 use std::path::PathBuf;
 
 use horn::datasets::mnist;
@@ -306,21 +307,6 @@ fn saving_spares_neighbours_keeps_links_and_permissions() {
         let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
     }
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
-
-fn idx_images(n: u32, r: u32, c: u32, payload: usize) -> Vec<u8> {
-    let mut b = vec![0, 0, 8, 3];
-    for d in [n, r, c] {
-        b.extend_from_slice(&d.to_be_bytes());
-    }
-    b.resize(16 + payload, 0);
-    b
 }
 
 #[test]

@@ -253,7 +253,7 @@ fn a_recipe_learns_on_training_rows_and_bakes_any_rows() {
     let t =
         Table::from_csv_str("mass,island,sex\n1,Dream,m\n3,Biscoe,f\n5,Dream,f\n100,Torgersen,m\n")
             .unwrap();
-    let train = t.select_rows(&[0, 1, 2]);
+    let train = t.select_rows(&[0, 1, 2]).unwrap();
     let prepped = Recipe::new()
         .normalize(&["mass"])
         .dummy(&["island", "sex"])

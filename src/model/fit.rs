@@ -543,6 +543,11 @@ impl Sequential {
                 // Cancelled before its first batch: nothing to record.
                 break;
             }
+            // After the sync above every rank holds the same weights, so every
+            // rank stops here alike.
+            let named = self.names.iter().map(String::as_str);
+            let layers = named.zip(self.layers.iter().map(|l| l.as_ref()));
+            super::weights::check_finite_at_epoch_end(layers, epoch, history, plan.verbose > 0)?;
             if early != Some(EarlyEnd::Cancel) {
                 if let Some(v) = &plan.val {
                     let c = self.compiled().ok_or(Error::NotCompiled("fit"))?;

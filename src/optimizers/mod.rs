@@ -64,7 +64,8 @@ pub struct RmsProp {
     pub rho: f32,
     /// Momentum (default 0).
     pub momentum: f32,
-    /// Fuzz factor (default 1e-7).
+    /// Fuzz factor, positive (default 1e-7). Keras accepts 0, but then a
+    /// weight whose gradient is 0 divides 0 by 0 and becomes NaN: refused.
     pub epsilon: f32,
     /// Normalise by the gradient's variance instead of its second moment (default false).
     pub centered: bool,
@@ -90,11 +91,12 @@ impl Default for RmsProp {
 pub struct Adam {
     /// Step size (default 0.001).
     pub learning_rate: f32,
-    /// First-moment decay (default 0.9).
+    /// First-moment decay, in [0, 1) (default 0.9).
     pub beta_1: f32,
-    /// Second-moment decay (default 0.999).
+    /// Second-moment decay, in [0, 1) (default 0.999).
     pub beta_2: f32,
-    /// Fuzz factor (default 1e-7).
+    /// Fuzz factor, positive (default 1e-7). Keras accepts 0, but then a
+    /// weight whose gradient is 0 divides 0 by 0 and becomes NaN: refused.
     pub epsilon: f32,
     /// Use AMSGrad (default false).
     pub amsgrad: bool,
@@ -120,11 +122,12 @@ pub struct AdamW {
     pub learning_rate: f32,
     /// Decoupled weight decay (default 0.004).
     pub weight_decay: f32,
-    /// First-moment decay (default 0.9).
+    /// First-moment decay, in [0, 1) (default 0.9).
     pub beta_1: f32,
-    /// Second-moment decay (default 0.999).
+    /// Second-moment decay, in [0, 1) (default 0.999).
     pub beta_2: f32,
-    /// Fuzz factor (default 1e-7).
+    /// Fuzz factor, positive (default 1e-7). Keras accepts 0, but then a
+    /// weight whose gradient is 0 divides 0 by 0 and becomes NaN: refused.
     pub epsilon: f32,
     /// Use AMSGrad (default false).
     pub amsgrad: bool,
@@ -151,7 +154,8 @@ pub struct Adagrad {
     pub learning_rate: f32,
     /// Starting accumulator (default 0.1).
     pub initial_accumulator_value: f32,
-    /// Fuzz factor (default 1e-7).
+    /// Fuzz factor, positive (default 1e-7). Keras accepts 0, but then a
+    /// weight whose gradient is 0 divides 0 by 0 and becomes NaN: refused.
     pub epsilon: f32,
 }
 
@@ -173,7 +177,8 @@ pub struct Adadelta {
     pub learning_rate: f32,
     /// Decay (default 0.95).
     pub rho: f32,
-    /// Fuzz factor (default 1e-7).
+    /// Fuzz factor, positive (default 1e-7). Keras accepts 0, but then a
+    /// weight whose gradient is 0 divides 0 by 0 and becomes NaN: refused.
     pub epsilon: f32,
 }
 
@@ -193,11 +198,12 @@ impl Default for Adadelta {
 pub struct Adamax {
     /// Step size (default 0.001).
     pub learning_rate: f32,
-    /// First-moment decay (default 0.9).
+    /// First-moment decay, in [0, 1) (default 0.9).
     pub beta_1: f32,
-    /// Infinity-norm decay (default 0.999).
+    /// Infinity-norm decay, in [0, 1) (default 0.999).
     pub beta_2: f32,
-    /// Fuzz factor (default 1e-7).
+    /// Fuzz factor, positive (default 1e-7). Keras accepts 0, but then a
+    /// weight whose gradient is 0 divides 0 by 0 and becomes NaN: refused.
     pub epsilon: f32,
 }
 
@@ -218,11 +224,12 @@ impl Default for Adamax {
 pub struct Nadam {
     /// Step size (default 0.001).
     pub learning_rate: f32,
-    /// First-moment decay (default 0.9).
+    /// First-moment decay, in [0, 1) (default 0.9).
     pub beta_1: f32,
-    /// Second-moment decay (default 0.999).
+    /// Second-moment decay, in [0, 1) (default 0.999).
     pub beta_2: f32,
-    /// Fuzz factor (default 1e-7).
+    /// Fuzz factor, positive (default 1e-7). Keras accepts 0, but then a
+    /// weight whose gradient is 0 divides 0 by 0 and becomes NaN: refused.
     pub epsilon: f32,
 }
 
@@ -689,6 +696,32 @@ impl Optimizer {
                 Err(Error::arg(name, "a number in [0, 1]", v))
             }
         };
+        // The Adam family's bias corrections divide by `1 - beta^t`: 1 is a
+        // division by zero (Keras accepts it and trains to NaN).
+        let decay = |name: &str, v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::arg(
+                    name,
+                    "a number in [0, 1) (the bias correction divides by 1 - beta^t)",
+                    v,
+                ))
+            }
+        };
+        // Every epsilon guards a division (or the square root under one) whose
+        // other terms can all be 0: 0 (accepted by Keras) gives 0/0 = NaN.
+        let fuzz = |v: f32| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::arg(
+                    "epsilon",
+                    "a finite, positive number (it keeps a division by a zero moment from giving NaN)",
+                    v,
+                ))
+            }
+        };
         nonneg("learning_rate", self.learning_rate)?;
         if let Some(s) = &self.schedule {
             s.validate()?;
@@ -733,7 +766,7 @@ impl Optimizer {
             } => {
                 unit("rho", rho)?;
                 unit("momentum", momentum)?;
-                nonneg("epsilon", epsilon)
+                fuzz(epsilon)
             }
             Rule::Adam {
                 beta_1,
@@ -751,20 +784,20 @@ impl Optimizer {
                 beta_2,
                 epsilon,
             } => {
-                unit("beta_1", beta_1)?;
-                unit("beta_2", beta_2)?;
-                nonneg("epsilon", epsilon)
+                decay("beta_1", beta_1)?;
+                decay("beta_2", beta_2)?;
+                fuzz(epsilon)
             }
             Rule::Adagrad {
                 initial_accumulator_value,
                 epsilon,
             } => {
                 nonneg("initial_accumulator_value", initial_accumulator_value)?;
-                nonneg("epsilon", epsilon)
+                fuzz(epsilon)
             }
             Rule::Adadelta { rho, epsilon } => {
                 unit("rho", rho)?;
-                nonneg("epsilon", epsilon)
+                fuzz(epsilon)
             }
             Rule::Lion { beta_1, beta_2 } => {
                 unit("beta_1", beta_1)?;

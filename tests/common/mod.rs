@@ -109,3 +109,21 @@ pub fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
     }
     buf.into_inner()
 }
+
+/// `bytes` gzipped (fast level), as an IDX file on disk may be.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// An IDX3 image header announcing `(n, r, c)`, then `payload` zero bytes.
+pub fn idx_images(n: u32, r: u32, c: u32, payload: usize) -> Vec<u8> {
+    let mut b = vec![0, 0, 8, 3];
+    for d in [n, r, c] {
+        b.extend_from_slice(&d.to_be_bytes());
+    }
+    b.resize(16 + payload, 0);
+    b
+}

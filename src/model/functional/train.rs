@@ -931,6 +931,12 @@ impl Model {
                 // Cancelled before its first batch: nothing to record.
                 break;
             }
+            crate::model::weights::check_finite_at_epoch_end(
+                self.weighted_layers(),
+                epoch,
+                history,
+                o.verbose > 0,
+            )?;
             if early != Some(true) {
                 if let Some((vx, vy, vw)) = &plan.val {
                     let vl = self.evaluate_rows(c, vx, vy, *vw, "val_");
