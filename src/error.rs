@@ -125,6 +125,30 @@ pub enum Error {
     /// A bad value in tabular data (unparsable number, unseen category, ...).
     #[error("data error: {0}")]
     Data(String),
+    /// A buffer whose size comes from a model or from data is larger than
+    /// horn's memory limit ([`crate::memory::memory_limit`]) or than the
+    /// system could allocate: `predict` on a model whose one sample's output
+    /// is 16 GiB, `fit` with a batch too large for the model.
+    ///
+    /// ```
+    /// use horn::prelude::*;
+    /// let model = Sequential::new().seed(1).input(1).dense(1 << 20, Linear);
+    /// let err = model.predict(&ndarray::Array2::<f32>::zeros((3000, 1))).unwrap_err();
+    /// // 3000 rows of 2^20 predictions: 11.7 GiB.
+    /// assert!(err.to_string().starts_with("predict needs 11.7 GiB for the predictions"), "{err}");
+    /// ```
+    #[error("{context} needs {} for {what}, {}; use a smaller batch or a smaller model", crate::memory::human_bytes(*.bytes), oom_reason(*.bytes, *.limit))]
+    OutOfMemory {
+        /// The call that needed the memory (`predict`, `fit`, ...).
+        context: String,
+        /// The buffer, with its rows and values per row.
+        what: String,
+        /// The bytes it needed with the buffers of the same pass before it
+        /// (`u64::MAX` when that does not fit in 64 bits).
+        bytes: u64,
+        /// The memory limit in force, in bytes.
+        limit: u64,
+    },
     /// Data-parallel training could not go on: ranks that disagree (other
     /// data, other weights, other options), a rank that left or did not
     /// answer within the timeout, a communicator of an unusable size.
@@ -172,6 +196,19 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// Why an [`Error::OutOfMemory`] refused `bytes`.
+fn oom_reason(bytes: u64, limit: u64) -> String {
+    if bytes > limit {
+        format!(
+            "more than horn's memory limit of {} (the environment variable {} sets it, in bytes)",
+            crate::memory::human_bytes(limit),
+            crate::memory::MEMORY_LIMIT_VAR
+        )
+    } else {
+        "and the system could not allocate it".into()
     }
 }
 

@@ -173,11 +173,17 @@ impl Initializer {
     /// Draws a tensor of the given shape.
     ///
     /// Fails, instead of aborting, when the tensor cannot be allocated (a
-    /// `Dense(10^12)`): the size is computed with overflow checks and the
-    /// memory reserved before anything is drawn.
+    /// `Dense(10^12)`): the size is computed with overflow checks, checked
+    /// against [`crate::memory::memory_limit`] and the memory reserved
+    /// before anything is drawn.
     pub fn sample(&self, shape: &[usize], rng: &mut StdRng) -> Result<ArrayD<f32>> {
         self.validate()?;
         let n = checked_len(shape)?;
+        // Within horn's memory limit (a reservation that overcommit grants
+        // would kill the process when the values are drawn).
+        crate::memory::Budget::new("building the model")?.check(n, 4, || {
+            format!("a weight tensor of shape {shape:?} ({n} values)")
+        })?;
         let mut reserve = Vec::<f32>::new();
         reserve.try_reserve_exact(n).map_err(|_| {
             Error::arg(

@@ -261,6 +261,7 @@ pub mod initializers;
 pub mod kernels;
 pub mod layers;
 pub mod losses;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod optimizers;

@@ -462,16 +462,27 @@ pub(crate) struct TreeSum {
 }
 
 impl TreeSum {
-    /// Room for a tree of `leaves` leaves whose parts have the lengths `parts`.
-    pub fn new(parts: &[usize], leaves: usize) -> Self {
+    /// Room for a tree of `leaves` leaves whose parts have the lengths
+    /// `parts`, taken from `budget`.
+    pub fn new(
+        parts: &[usize],
+        leaves: usize,
+        budget: &mut crate::memory::Budget,
+    ) -> crate::Result<Self> {
         let n = leaves.max(1).trailing_zeros() as usize + 1;
-        TreeSum {
-            bufs: (0..n)
-                .map(|_| parts.iter().map(|&l| vec![0.0; l]).collect())
-                .collect(),
+        let mut bufs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut leaf = Vec::with_capacity(parts.len());
+            for &l in parts {
+                leaf.push(budget.values(l, 0.0, || "the chunk tree's sums".into())?);
+            }
+            bufs.push(leaf);
+        }
+        Ok(TreeSum {
+            bufs,
             free: (0..n).rev().collect(),
             stack: Vec::with_capacity(n),
-        }
+        })
     }
 
     /// Starts a new tree: every leaf free again.
@@ -580,7 +591,8 @@ mod tests {
     #[test]
     fn tree_sum_is_the_perfect_binary_tree() {
         let leaves = [1.0e8f32, 1.0, -1.0e8, 3.0, 0.5, 7.0, -2.0, 1.0e-3];
-        let mut t = TreeSum::new(&[1], leaves.len());
+        let mut budget = crate::memory::Budget::new("test").unwrap();
+        let mut t = TreeSum::new(&[1], leaves.len(), &mut budget).unwrap();
         for &v in &leaves {
             let i = t.next_leaf();
             t.leaf_mut(i)[0][0] = v;

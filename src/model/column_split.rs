@@ -60,6 +60,7 @@ use crate::distribute::{DataParallel, Topology};
 use crate::error::Result;
 use crate::kernels::{gemm, gemm_add_exact};
 use crate::layers::{column_sums, Dense, Layer};
+use crate::memory::Budget;
 use crate::optimizers::Optimizer;
 
 /// The buffers of the split, allocated once per `fit`.
@@ -136,8 +137,11 @@ impl ColumnSplit {
         ws: &Workspace,
         topo: Topology,
         bs: usize,
-    ) -> Option<Self> {
-        let dense = layers.first()?.as_dense()?;
+        budget: &mut Budget,
+    ) -> Result<Option<Self>> {
+        let Some(dense) = layers.first().and_then(|l| l.as_dense()) else {
+            return Ok(None);
+        };
         let (inputs, units) = (dense.kernel.nrows(), dense.units);
         let p = topo.size;
         let applies = p > 1
@@ -152,32 +156,37 @@ impl ColumnSplit {
             && units >= p
             && bs < inputs;
         if !applies {
-            return None;
+            return Ok(None);
         }
         let cols: Vec<Range<usize>> = (0..p).map(|q| q * units / p..(q + 1) * units / p).collect();
         let w = cols[topo.rank].len();
         let has_z = dense.activation.backward_needs_input();
         let levels = topo.chunks.trailing_zeros() as usize;
-        Some(ColumnSplit {
+        let mut rows = |r: usize, c: usize, what: &'static str| {
+            budget.rows(r, c, 0.0, || format!("the split layer's {what}"))
+        };
+        Ok(Some(ColumnSplit {
             inputs,
             units,
             has_z,
-            x: vec![0.0; bs * inputs],
-            y: vec![0.0; bs * w],
-            z: if has_z { vec![0.0; bs * w] } else { Vec::new() },
-            dy: vec![0.0; bs * w],
-            theirs_y: vec![0.0; bs * units],
-            theirs_dy: vec![0.0; bs * units],
-            temps: (0..levels).map(|_| vec![0.0; inputs * w + w]).collect(),
-            kernel: vec![0.0; inputs * w],
-            grad: vec![0.0; inputs * w],
+            x: rows(bs, inputs, "inputs")?,
+            y: rows(bs, w, "outputs")?,
+            z: rows(if has_z { bs } else { 0 }, w, "pre-activations")?,
+            dy: rows(bs, w, "gradients")?,
+            theirs_y: rows(bs, units, "outputs")?,
+            theirs_dy: rows(bs, units, "gradients")?,
+            temps: (0..levels)
+                .map(|_| rows(inputs + 1, w, "sums"))
+                .collect::<Result<_>>()?,
+            kernel: rows(inputs, w, "kernel")?,
+            grad: rows(inputs, w, "kernel gradient")?,
             fresh: false,
             blocked: false,
             send: Vec::new(),
             recv: Vec::new(),
-            stage: vec![0.0; inputs * units],
+            stage: rows(inputs, units, "kernel")?,
             cols,
-        })
+        }))
     }
 
     /// Step part 1: the batch's rows `rows` of `x` through this rank's
@@ -265,11 +274,11 @@ impl ColumnSplit {
 
     /// Room for [`ColumnSplit::exchange_grads`] to carry `len` summed
     /// values.
-    pub fn carrying(mut self, len: usize) -> Self {
-        let most = self.theirs_dy.len().max(self.dy.len()) + len;
-        self.send = vec![0.0; most];
-        self.recv = vec![0.0; most];
-        self
+    pub fn carrying(mut self, len: usize, budget: &mut Budget) -> Result<Self> {
+        let most = self.theirs_dy.len().max(self.dy.len()).saturating_add(len);
+        self.send = budget.values(most, 0.0, || "the split layer's exchange".into())?;
+        self.recv = budget.values(most, 0.0, || "the split layer's exchange".into())?;
+        Ok(self)
     }
 
     /// Step part 3: each other rank gets its columns of this rank's rows'

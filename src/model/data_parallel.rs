@@ -19,12 +19,13 @@ use rand::SeedableRng;
 use super::column_split::ColumnSplit;
 use super::fit::{stream_seed, FitOptions, ParallelData, StepContext};
 use super::history::Logs;
-use super::infer::{gather_rows, MIN_BLOCK};
+use super::infer::{eval_context, gather_rows, zeros_rows, MIN_BLOCK};
 use super::workspace::{view, view_mut, Workspace};
 use super::{Compiled, Sequential};
 use crate::distribute::{hash_f32s, hash_words, DataParallel, RankGuard, Topology, TreeSum};
 use crate::error::{Error, Result};
 use crate::layers::Layer;
+use crate::memory::Budget;
 use crate::metrics::MetricState;
 
 /// The buffers of one rank's data-parallel `fit`.
@@ -70,13 +71,15 @@ impl ParallelRun {
         elementwise_optimizer: bool,
     ) -> Result<Self> {
         let topo = dp.topology()?;
-        let rows_len = bs * (1 + out_w);
+        let mut budget = Budget::new("fit")?;
+        let row_w = out_w.saturating_add(1);
         let sharded = elementwise_optimizer && topo.size > 1;
         let split = if sharded {
-            ColumnSplit::new(layers, ws, topo, bs)
+            ColumnSplit::new(layers, ws, topo, bs, &mut budget)?
         } else {
             None
         };
+        let rows = budget.rows(bs, row_w, 0.0, || "each row's loss and output".into())?;
         let parts: Vec<usize> = ws
             .param_grads
             .iter()
@@ -84,27 +87,35 @@ impl ParallelRun {
             .flatten()
             .chain(&ws.state)
             .map(Vec::len)
-            .chain([rows_len])
+            .chain([rows.len()])
             .collect();
         let per_rank = topo.chunks / topo.size;
         let packed_len: usize = if split.is_some() {
-            parts.iter().sum()
+            parts.iter().fold(0, |a, &b| a.saturating_add(b))
         } else {
             0
         };
-        let split = split.map(|s| s.carrying(packed_len));
+        let split = match split {
+            Some(s) => Some(s.carrying(packed_len, &mut budget)?),
+            None => None,
+        };
+        let most = parts.iter().copied().max().unwrap_or(0);
         Ok(ParallelRun {
             // One chunk per rank needs no tree.
-            tree: TreeSum::new(if per_rank > 1 { &parts } else { &[] }, per_rank),
-            recv: vec![0.0; parts.iter().copied().max().unwrap_or(0)],
-            packed: vec![0.0; packed_len],
-            rows: vec![0.0; rows_len],
+            tree: TreeSum::new(
+                if per_rank > 1 { &parts } else { &[] },
+                per_rank,
+                &mut budget,
+            )?,
+            recv: budget.values(most, 0.0, || "the exchange's buffer".into())?,
+            packed: budget.values(packed_len, 0.0, || "the packed exchange".into())?,
+            rows,
             sharded,
             segments: Vec::with_capacity(parts.len() + 2),
             split,
-            targets: vec![0.0; bs * ws.target_cols],
-            weights: vec![0.0; bs],
-            outputs: vec![0.0; bs * out_w],
+            targets: budget.rows(bs, ws.target_cols, 0.0, || "the targets".into())?,
+            weights: budget.rows(bs, 1, 0.0, || "the sample weights".into())?,
+            outputs: budget.rows(bs, out_w, 0.0, || "the outputs".into())?,
             dp,
             topo,
         })
@@ -613,9 +624,13 @@ impl Sequential {
         let row_w = 1 + out_w;
         let (lo, hi) = topo.my_rows(n);
         let block = n.min(self.rows_per_block(batch_size.max(MIN_BLOCK))).max(1);
-        let mut rows = vec![0.0f32; n * row_w];
+        let context = eval_context(prefix);
+        let mut budget = Budget::new(context)?;
+        let mut rows = budget.rows(n, row_w, 0.0, || "each row's loss and output".into())?;
+        let mut recv = budget.rows(n, row_w, 0.0, || "the exchange's buffer".into())?;
+        let mut outputs = budget.rows(block, out_w, 0.0, || "the outputs".into())?;
         let mut losses = vec![0.0f32; block];
-        self.forward_blocks(x.slice(s![lo..hi, ..]), block, |start, nb, ws| {
+        self.forward_blocks(x.slice(s![lo..hi, ..]), block, context, |start, nb, ws| {
             let at = lo + start;
             self.inference_losses(c, ws, y.slice(s![at..at + nb, ..]), &mut losses[..nb]);
             let out = ws.output(nb);
@@ -628,8 +643,7 @@ impl Sequential {
                     *d = *v;
                 }
             }
-        });
-        let mut recv = vec![0.0f32; rows.len()];
+        })?;
         dp.allreduce(&mut rows, &mut recv)?;
 
         // Folded as one process folds its blocks.
@@ -638,7 +652,6 @@ impl Sequential {
             .iter()
             .map(|e| MetricState::new(e.resolved).per_position(self.output_positions()))
             .collect();
-        let mut outputs = vec![0.0f32; block * out_w];
         let mut total = 0.0f64;
         for start in (0..n).step_by(block) {
             let nb = block.min(n - start);
@@ -677,9 +690,10 @@ impl Sequential {
         let n = x.nrows();
         let (lo, hi) = topo.my_rows(n);
         let mine = self.predict_view(x.slice(s![lo..hi, ..]))?;
-        let mut out = Array2::<f32>::zeros((n, self.output_dim()));
+        let mut out = zeros_rows("predict", n, self.output_dim(), "the predictions")?;
         out.slice_mut(s![lo..hi, ..]).assign(&mine);
-        let mut recv = vec![0.0f32; out.len()];
+        let mut recv =
+            Budget::new("predict")?.values(out.len(), 0.0, || "the exchange's buffer".into())?;
         let buf = out
             .as_slice_mut()
             .ok_or_else(|| Error::Distributed("predictions are not contiguous".into()))?;

@@ -370,7 +370,15 @@ impl Sequential {
         };
         // A data-parallel rank's workspace holds one chunk of a batch.
         let cap = data_parallel::workspace_rows(o, bs)?;
-        let mut ws = Workspace::new(self.layers(), &self.all_shapes(), cap, true, y.ncols());
+        let mut ws = Workspace::new(
+            self.layers(),
+            self.layer_names(),
+            &self.all_shapes(),
+            cap,
+            true,
+            y.ncols(),
+            "fit",
+        )?;
         let mut parallel = self.parallel_start(
             o,
             &ws,
@@ -553,7 +561,7 @@ impl Sequential {
                     let c = self.compiled().ok_or(Error::NotCompiled("fit"))?;
                     let vl = match parallel.as_ref() {
                         Some(run) => self.parallel_validate(c, v.x, v.y, v.weights, val_bs, run)?,
-                        None => self.evaluate_unchecked(c, v.x, v.y, v.weights, val_bs, "val_"),
+                        None => self.evaluate_unchecked(c, v.x, v.y, v.weights, val_bs, "val_")?,
                     };
                     for (k, v) in vl.iter() {
                         logs.insert(k, v);

@@ -29,6 +29,49 @@ const PREDICT_BLOCK: usize = 2048;
 /// (about 200 for the MNIST convnet), which keeps `predict`'s memory small
 /// and its buffers in cache. A dense model's blocks keep their 2048 rows.
 const BLOCK_VALUES: usize = 1 << 23;
+/// Blocks keep at least 32 rows (fewer rows cost more than their buffers
+/// save) while those stay within this many values (128 MiB); a model whose
+/// rows are larger runs as many rows as fit, at least one.
+const LARGE_BLOCK_VALUES: usize = 4 * BLOCK_VALUES;
+
+/// Rows per inference block for rows whose buffers hold `per_row` values:
+/// at most `rows`, within [`BLOCK_VALUES`] but at least 32 rows while those
+/// fit in [`LARGE_BLOCK_VALUES`], and at least one.
+pub(crate) fn block_rows(rows: usize, per_row: usize) -> usize {
+    let per_row = per_row.max(1);
+    let floor = 32.min(LARGE_BLOCK_VALUES / per_row);
+    rows.min((BLOCK_VALUES / per_row).max(floor)).max(1)
+}
+
+/// A workspace for `block` rows from `make`, or for half as many when that
+/// cannot be allocated, down to one row (whose error is returned), with its
+/// rows: rows are independent in inference, so smaller blocks give the same
+/// results.
+pub(crate) fn workspace_halving<W>(
+    block: usize,
+    mut make: impl FnMut(usize) -> Result<W>,
+) -> Result<(W, usize)> {
+    let mut rows = block.max(1);
+    loop {
+        match make(rows) {
+            Err(Error::OutOfMemory { .. }) if rows > 1 => rows /= 2,
+            other => return other.map(|w| (w, rows)),
+        }
+    }
+}
+
+/// An `(n, width)` array of zeros, allocated fallibly against the memory
+/// limit (a result whose size comes from the model and the data).
+pub(crate) fn zeros_rows(
+    context: &'static str,
+    n: usize,
+    width: usize,
+    what: &str,
+) -> Result<Array2<f32>> {
+    let v = crate::memory::Budget::new(context)?.rows(n, width, 0.0, || what.to_string())?;
+    Array2::from_shape_vec((n, width), v)
+        .map_err(|e| Error::shape(context, format!("({n}, {width})"), e.to_string()))
+}
 
 /// Options of [`Sequential::evaluate_with`] (Keras `evaluate` arguments).
 #[derive(Debug, Clone, PartialEq)]
@@ -96,20 +139,33 @@ pub(crate) fn gather_rows(x: ArrayView2<f32>, rows: &[usize], dst: &mut [f32]) {
 }
 
 impl Sequential {
-    /// Runs the model forward over `x` in blocks of `block` rows, calling
-    /// `each(start, rows, workspace)` after each block. Inference draws no random
-    /// numbers, so the stream handed to the layers is a fixed dummy.
+    /// Runs the model forward over `x` in blocks of at most `block` rows,
+    /// calling `each(start, rows, workspace)` after each block. Inference
+    /// draws no random numbers, so the stream handed to the layers is a fixed
+    /// dummy. When the buffers of `block` rows cannot be allocated the blocks
+    /// are halved, down to one row (whose failure is the error).
     pub(crate) fn forward_blocks(
         &self,
         x: ArrayView2<f32>,
         block: usize,
+        context: &'static str,
         mut each: impl FnMut(usize, usize, &Workspace) + Send,
-    ) {
+    ) -> Result<()> {
         let n = x.nrows();
         let input_dim = self.input_dim().unwrap_or(0);
         let shapes = self.all_shapes();
-        let mut run = || {
-            let mut ws = Workspace::new(self.layers(), &shapes, block, false, 0);
+        let mut run = || -> Result<()> {
+            let (mut ws, block) = workspace_halving(block, |rows| {
+                Workspace::new(
+                    self.layers(),
+                    self.layer_names(),
+                    &shapes,
+                    rows,
+                    false,
+                    0,
+                    context,
+                )
+            })?;
             let mut rng = StdRng::seed_from_u64(0);
             for start in (0..n).step_by(block.max(1)) {
                 let nb = block.min(n - start);
@@ -120,15 +176,16 @@ impl Sequential {
                 ws.forward(self.layers(), nb, false, &mut rng);
                 each(start, nb, &ws);
             }
+            Ok(())
         };
         // A large input runs inside the pool, so that the parallel products
         // hand work between workers instead of waking this thread each time;
         // a few rows stay on the calling thread (entering the pool would cost
         // more than their whole forward pass).
-        if n * input_dim >= 1 << 16 {
-            rayon::scope(|_| run());
+        if n.saturating_mul(input_dim) >= 1 << 16 {
+            rayon::scope(|_| run())
         } else {
-            run();
+            run()
         }
     }
 
@@ -218,33 +275,32 @@ impl Sequential {
     pub(crate) fn predict_view(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
         self.check_x(x, "x")?;
         let n = x.nrows();
-        let mut out = Array2::<f32>::zeros((n, self.output_dim()));
+        let mut out = zeros_rows("predict", n, self.output_dim(), "the predictions")?;
         self.forward_blocks(
             x,
             n.min(self.rows_per_block(PREDICT_BLOCK)),
+            "predict",
             |start, nb, ws| {
                 out.slice_mut(ndarray::s![start..start + nb, ..])
                     .assign(&ws.output(nb));
             },
-        );
+        )?;
         Ok(out)
     }
 
-    /// At most `rows` rows, fewer when the buffers of a row are large, so that
-    /// an inference block stays within [`BLOCK_VALUES`] (at least 32 rows).
+    /// At most `rows` rows, fewer when the buffers of a row are large (see
+    /// [`block_rows`]).
     pub(crate) fn rows_per_block(&self, rows: usize) -> usize {
         let shapes = self.all_shapes();
-        let per_row: usize = shapes.iter().map(|s| s.size()).sum::<usize>()
-            + self
-                .layers()
-                .iter()
-                .zip(&shapes)
-                .map(|(l, s)| {
-                    let b = l.buffers(s, false);
-                    b.aux + b.scratch_per_row
-                })
-                .sum::<usize>();
-        rows.min((BLOCK_VALUES / per_row.max(1)).max(32))
+        let per_row = shapes
+            .iter()
+            .map(|s| s.size())
+            .chain(self.layers().iter().zip(&shapes).map(|(l, s)| {
+                let b = l.buffers(s, false);
+                b.aux.saturating_add(b.scratch_per_row)
+            }))
+            .fold(0usize, usize::saturating_add);
+        block_rows(rows, per_row)
     }
 
     /// The predicted class of every row (Keras: `predict(x) |> k_argmax()`): the
@@ -302,7 +358,7 @@ impl Sequential {
         if let Some(dp) = &options.distribution {
             return self.evaluate_parallel(c, x, y, weights, options.batch_size, "", dp);
         }
-        Ok(self.evaluate_unchecked(c, x, y, weights, options.batch_size, ""))
+        self.evaluate_unchecked(c, x, y, weights, options.batch_size, "")
     }
 
     /// Each row's loss for the block of outputs in `ws` (from the logits
@@ -340,7 +396,7 @@ impl Sequential {
         weights: Option<&[f32]>,
         batch_size: usize,
         prefix: &str,
-    ) -> Logs {
+    ) -> Result<Logs> {
         let n = x.nrows();
         let block = n.min(self.rows_per_block(batch_size.max(MIN_BLOCK)));
         let mut states: Vec<MetricState> = c
@@ -350,7 +406,7 @@ impl Sequential {
             .collect();
         let mut losses = vec![0.0f32; block];
         let mut total = 0.0f64;
-        self.forward_blocks(x, block, |start, nb, ws| {
+        self.forward_blocks(x, block, eval_context(prefix), |start, nb, ws| {
             let yb = y.slice(ndarray::s![start..start + nb, ..]);
             self.inference_losses(c, ws, yb, &mut losses[..nb]);
             let yb = yb.as_standard_layout();
@@ -362,13 +418,23 @@ impl Sequential {
                 let w = if e.weighted { wb } else { None };
                 s.update(yb.view(), ws.output(nb), w);
             }
-        });
+        })?;
         let mut logs = Logs::default();
         let loss = (total / n as f64) as f32 + self.regularization_penalty();
         logs.insert(format!("{prefix}loss"), loss);
         for (e, s) in c.entries.iter().zip(&states) {
             logs.insert(format!("{prefix}{}", e.key), s.result());
         }
-        logs
+        Ok(logs)
+    }
+}
+
+/// The call an evaluation with key prefix `prefix` belongs to, for errors:
+/// `fit`'s validation (`val_`) or `evaluate`.
+pub(crate) fn eval_context(prefix: &str) -> &'static str {
+    if prefix.is_empty() {
+        "evaluate"
+    } else {
+        "fit (validation)"
     }
 }

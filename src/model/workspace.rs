@@ -10,7 +10,9 @@ use ndarray::ArrayView2;
 
 use rand::rngs::StdRng;
 
+use crate::error::Result;
 use crate::layers::{BackwardContext, Buffers, ForwardContext, Layer, NextLayer, NextLayerGrad};
+use crate::memory::Budget;
 use crate::shape::Shape;
 
 pub(crate) struct Workspace {
@@ -56,16 +58,40 @@ pub(crate) struct Workspace {
 // most `cap` rows, so the views always fit.
 pub(crate) use crate::kernels::{matrix as view, matrix_mut as view_mut};
 
+/// The scratch all layers share: as long as the longest one needs for
+/// `cap` rows (`name(i)` is layer `i`'s name, for the error).
+pub(crate) fn shared_scratch<'a, N: AsRef<str> + 'a>(
+    budget: &mut Budget,
+    needs: &[Buffers],
+    cap: usize,
+    name: impl Fn(usize) -> Option<&'a N>,
+) -> Result<Vec<f32>> {
+    let (len, widest) = needs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.scratch_len(cap), i))
+        .max()
+        .unwrap_or((0, 0));
+    budget.values(len, 0.0, || match name(widest) {
+        Some(n) => format!("the scratch of layer `{}`", n.as_ref()),
+        None => "the scratch".into(),
+    })
+}
+
 impl Workspace {
     /// Buffers for `cap` rows through `layers` (`shapes[0]` the input shape,
-    /// `shapes[i + 1]` layer `i`'s output); `training` adds the gradient buffers.
+    /// `shapes[i + 1]` layer `i`'s output, `names[i]` layer `i`'s name);
+    /// `training` adds the gradient buffers. Every buffer is taken from one
+    /// [`Budget`] for `context`, so a model too large for memory is an error.
     pub fn new(
         layers: &[Box<dyn Layer>],
+        names: &[String],
         shapes: &[Shape],
         cap: usize,
         training: bool,
         target_cols: usize,
-    ) -> Self {
+        context: &'static str,
+    ) -> Result<Self> {
         let widths: Vec<usize> = shapes.iter().map(Shape::size).collect();
         let needs: Vec<Buffers> = layers
             .iter()
@@ -105,61 +131,74 @@ impl Workspace {
             .map(|i| widths[i + 1])
             .max()
             .unwrap_or(0);
-        let acts = widths.iter().map(|&w| vec![0.0; cap * w]).collect();
-        let aux = aux_widths.iter().map(|&w| vec![0.0; cap * w]).collect();
-        let state = needs.iter().map(|b| vec![0.0; b.state]).collect();
-        let scratch_len = needs.iter().map(|b| b.scratch_len(cap)).max().unwrap_or(0);
+        let name = |i: usize| names.get(i).map_or("?", String::as_str);
+        let mut budget = Budget::new(context)?;
+        let mut acts = Vec::with_capacity(widths.len());
+        for (i, &w) in widths.iter().enumerate() {
+            acts.push(budget.rows(cap, w, 0.0, || match i {
+                0 => "the model's input".to_string(),
+                _ => format!("the output of layer `{}`", name(i - 1)),
+            })?);
+        }
+        let mut aux = Vec::with_capacity(layers.len());
+        for (i, &w) in aux_widths.iter().enumerate() {
+            aux.push(budget.rows(cap, w, 0.0, || {
+                format!("the values layer `{}` keeps", name(i))
+            })?);
+        }
+        let mut state = Vec::with_capacity(layers.len());
+        for (i, b) in needs.iter().enumerate() {
+            state
+                .push(budget.values(b.state, 0.0, || format!("the state of layer `{}`", name(i)))?);
+        }
+        let scratch = shared_scratch(&mut budget, &needs, cap, |i| names.get(i))?;
         let max_w = widths.iter().copied().max().unwrap_or(0);
         let trainable: Vec<Vec<bool>> = layers
             .iter()
             .map(|l| l.params().iter().map(|p| p.trainable).collect())
             .collect();
-        let (grad_a, grad_b, grad_c, param_grads) = if training {
-            (
-                vec![0.0; cap * max_w],
-                vec![0.0; cap * max_w],
-                vec![0.0; cap * fused_width],
-                layers
-                    .iter()
-                    .map(|l| {
-                        l.params()
-                            .iter()
-                            .filter(|p| p.trainable)
-                            .map(|p| vec![0.0; p.values.len()])
-                            .collect()
-                    })
-                    .collect(),
-            )
-        } else {
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new())
+        let rows = |budget: &mut Budget, w: usize, what: &str| {
+            let n = if training { cap } else { 0 };
+            budget.rows(n, w, 0.0, || what.to_string())
         };
-        Workspace {
+        let grad_a = rows(&mut budget, max_w, "the gradients")?;
+        let grad_b = rows(&mut budget, max_w, "the gradients")?;
+        let grad_c = rows(&mut budget, fused_width, "the gradients")?;
+        let mut param_grads = Vec::new();
+        if training {
+            for (i, l) in layers.iter().enumerate() {
+                let mut grads = Vec::new();
+                for p in l.params().iter().filter(|p| p.trainable) {
+                    grads.push(budget.values(p.values.len(), 0.0, || {
+                        format!("the gradient of `{}/{}`", name(i), p.name)
+                    })?);
+                }
+                param_grads.push(grads);
+            }
+        }
+        Ok(Workspace {
             widths,
             aux_widths,
             acts,
             aux,
             state,
-            scratch: vec![0.0; scratch_len],
+            scratch,
             grad_a,
             grad_b,
             grad_c,
             fuse_next,
             param_grads,
             trainable,
-            targets: if training {
-                vec![0.0; cap * target_cols]
-            } else {
-                Vec::new()
-            },
+            targets: rows(&mut budget, target_cols, "the targets")?,
             target_cols,
-            sample_weights: if training { vec![0.0; cap] } else { Vec::new() },
-            losses: vec![0.0; cap],
+            sample_weights: rows(&mut budget, 1, "the sample weights")?,
+            losses: budget.rows(cap, 1, 0.0, || "the losses".into())?,
             mask_from,
             mask_steps,
             mask_reaches,
-            mask: vec![0.0; cap * mask_steps],
+            mask: budget.rows(cap, mask_steps, 0.0, || "the mask".into())?,
             regularize: true,
-        }
+        })
     }
 
     /// The first `n` rows of the input buffer, to gather a batch into.

@@ -13,8 +13,11 @@ use rand::rngs::StdRng;
 
 use super::graph::{LayerKind, MAX_MERGE_INPUTS};
 use super::Model;
+use crate::error::Result;
 use crate::kernels::{matrix as view, matrix_mut as view_mut};
 use crate::layers::{BackwardContext, Buffers, ForwardContext};
+use crate::memory::Budget;
+use crate::model::workspace::shared_scratch;
 use crate::shape::Shape;
 
 pub(crate) struct GraphWorkspace {
@@ -53,8 +56,16 @@ pub(crate) struct GraphWorkspace {
 
 impl GraphWorkspace {
     /// Buffers for `cap` rows; `training` adds the gradients and targets
-    /// (`target_cols` per output).
-    pub fn new(model: &Model, cap: usize, training: bool, target_cols: &[usize]) -> Self {
+    /// (`target_cols` per output). Every buffer is taken from one
+    /// [`Budget`] for `context`, so a model too large for memory is an
+    /// error.
+    pub fn new(
+        model: &Model,
+        cap: usize,
+        training: bool,
+        target_cols: &[usize],
+        context: &'static str,
+    ) -> Result<Self> {
         let widths: Vec<usize> = model.shapes.iter().map(Shape::size).collect();
         let n_in = model.inputs.len();
         let in_shapes: Vec<Vec<Shape>> = model
@@ -111,6 +122,17 @@ impl GraphWorkspace {
             }
             c
         };
+        let grad_buffers = |budget: &mut Budget, ml: &super::ModelLayer| -> Result<Vec<Vec<f32>>> {
+            let mut out = Vec::new();
+            if let LayerKind::Layer(l) = &ml.kind {
+                for p in l.params().iter().filter(|p| p.trainable) {
+                    out.push(budget.values(p.values.len(), 0.0, || {
+                        format!("the gradient of `{}/{}`", ml.name, p.name)
+                    })?);
+                }
+            }
+            Ok(out)
+        };
         let trainable: Vec<Vec<bool>> = model
             .layers
             .iter()
@@ -119,77 +141,92 @@ impl GraphWorkspace {
                 LayerKind::Merge(_) => Vec::new(),
             })
             .collect();
-        let grad_buffers = |l: &super::ModelLayer| -> Vec<Vec<f32>> {
-            match &l.kind {
-                LayerKind::Layer(l) => l
-                    .params()
-                    .iter()
-                    .filter(|p| p.trainable)
-                    .map(|p| vec![0.0; p.values.len()])
-                    .collect(),
-                LayerKind::Merge(_) => Vec::new(),
-            }
+        // What each tensor is, for errors: an input or a layer's output.
+        let mut producer: Vec<Option<usize>> = vec![None; widths.len()];
+        for (k, node) in model.nodes.iter().enumerate() {
+            producer[node.output] = Some(k);
+        }
+        let layer_name = |k: usize| model.layers[model.nodes[k].layer].name.as_str();
+        let tensor_name = |t: usize| match producer[t] {
+            Some(k) => format!("the output of layer `{}`", layer_name(k)),
+            None => format!("input {t} of the model"),
         };
+        let mut budget = Budget::new(context)?;
+        let rows_if = |budget: &mut Budget, on: bool, w: usize, what: &dyn Fn() -> String| {
+            budget.rows(if on { cap } else { 0 }, w, 0.0, what)
+        };
+        let mut acts = Vec::with_capacity(widths.len());
+        for (t, &w) in widths.iter().enumerate() {
+            acts.push(budget.rows(cap, w, 0.0, || tensor_name(t))?);
+        }
+        let mut aux = Vec::with_capacity(needs.len());
+        let mut state = Vec::with_capacity(needs.len());
+        for (k, b) in needs.iter().enumerate() {
+            aux.push(budget.rows(cap, b.aux, 0.0, || {
+                format!("the values layer `{}` keeps", layer_name(k))
+            })?);
+            state.push(budget.values(b.state, 0.0, || {
+                format!("the state of layer `{}`", layer_name(k))
+            })?);
+        }
+        let scratch = shared_scratch(&mut budget, &needs, cap, |k| {
+            model.nodes.get(k).map(|n| &model.layers[n.layer].name)
+        })?;
+        let mut masks = Vec::with_capacity(mask_steps.len());
+        for &steps in &mask_steps {
+            masks.push(budget.rows(cap, steps, 0.0, || "a mask".into())?);
+        }
+        let mut grads = Vec::new();
+        if training {
+            for (t, &w) in widths.iter().enumerate() {
+                grads.push(rows_if(&mut budget, t >= n_in, w, &|| {
+                    format!("the gradient of {}", tensor_name(t))
+                })?);
+            }
+        }
         let max_w = widths.iter().copied().max().unwrap_or(0);
-        GraphWorkspace {
-            acts: widths.iter().map(|&w| vec![0.0; cap * w]).collect(),
+        let tmp = rows_if(&mut budget, training, max_w, &|| "the gradients".into())?;
+        let mut param_grads = Vec::new();
+        let mut extra_grads = Vec::new();
+        if training {
+            for (ml, &calls) in model.layers.iter().zip(&layer_calls) {
+                param_grads.push(grad_buffers(&mut budget, ml)?);
+                extra_grads.push(if calls > 1 {
+                    grad_buffers(&mut budget, ml)?
+                } else {
+                    Vec::new()
+                });
+            }
+        }
+        let mut targets = Vec::with_capacity(target_cols.len());
+        for &c in target_cols {
+            targets.push(rows_if(&mut budget, training, c, &|| "the targets".into())?);
+        }
+        Ok(GraphWorkspace {
+            acts,
             aux_widths: needs.iter().map(|b| b.aux).collect(),
-            aux: needs.iter().map(|b| vec![0.0; cap * b.aux]).collect(),
-            state: needs.iter().map(|b| vec![0.0; b.state]).collect(),
-            scratch: vec![0.0; needs.iter().map(|b| b.scratch_len(cap)).max().unwrap_or(0)],
+            aux,
+            state,
+            scratch,
             in_shapes,
-            masks: mask_steps.iter().map(|&s| vec![0.0; cap * s]).collect(),
+            masks,
             mask_steps,
             node_mask,
             tensor_mask,
-            grads: if training {
-                widths
-                    .iter()
-                    .enumerate()
-                    .map(|(t, &w)| {
-                        if t < n_in {
-                            Vec::new()
-                        } else {
-                            vec![0.0; cap * w]
-                        }
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            grads,
             written: vec![false; widths.len()],
-            tmp: if training {
-                vec![0.0; cap * max_w]
-            } else {
-                Vec::new()
-            },
-            param_grads: if training {
-                model.layers.iter().map(grad_buffers).collect()
-            } else {
-                Vec::new()
-            },
-            extra_grads: if training {
-                model
-                    .layers
-                    .iter()
-                    .zip(&layer_calls)
-                    .map(|(l, &c)| if c > 1 { grad_buffers(l) } else { Vec::new() })
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            tmp,
+            param_grads,
+            extra_grads,
             layer_seen: vec![false; model.layers.len()],
             trainable,
             fused_node: vec![false; model.nodes.len()],
-            targets: target_cols
-                .iter()
-                .map(|&c| vec![0.0; if training { cap * c } else { 0 }])
-                .collect(),
+            targets,
             target_cols: target_cols.to_vec(),
-            sample_weights: vec![0.0; cap],
-            losses: vec![0.0; cap],
+            sample_weights: budget.rows(cap, 1, 0.0, || "the sample weights".into())?,
+            losses: budget.rows(cap, 1, 0.0, || "the losses".into())?,
             widths,
-        }
+        })
     }
 
     /// The first `n` rows of tensor `t`.

@@ -28,15 +28,13 @@ use crate::losses::{IntoLoss, Loss};
 use crate::metrics::{IntoMetric, Metric, MetricState};
 use crate::model::compile::{unique_keys, MetricEntry};
 use crate::model::fit::{check_sample_weight, stream_seed};
-use crate::model::infer::{copy_block, gather_rows};
+use crate::model::infer::{
+    block_rows, copy_block, eval_context, gather_rows, workspace_halving, zeros_rows,
+};
 use crate::model::progress::Progress;
 use crate::model::validate;
 use crate::model::{FitOptions, History, HistoryParams, IntoInput, Logs};
 use crate::optimizers::{IntoOptimizer, Optimizer};
-
-/// The most f32 values one inference block's buffers may hold (as
-/// `Sequential`'s `predict`).
-const BLOCK_VALUES: usize = 1 << 23;
 
 /// Which outputs a loss, weight or metric of [`ModelCompile`] is for.
 #[derive(Debug, Clone)]
@@ -762,7 +760,7 @@ impl Model {
             verbose: o.verbose,
         };
         let cols: Vec<usize> = ys.iter().map(|y| y.ncols()).collect();
-        let mut ws = GraphWorkspace::new(self, bs, true, &cols);
+        let mut ws = GraphWorkspace::new(self, bs, true, &cols, "fit")?;
         for oc in &c.outputs {
             if let Some(k) = oc.fused_node {
                 ws.fused_node[k] = true;
@@ -939,7 +937,7 @@ impl Model {
             )?;
             if early != Some(true) {
                 if let Some((vx, vy, vw)) = &plan.val {
-                    let vl = self.evaluate_rows(c, vx, vy, *vw, "val_");
+                    let vl = self.evaluate_rows(c, vx, vy, *vw, "val_")?;
                     for (k, v) in vl.iter() {
                         logs.insert(k, v);
                     }
@@ -1070,24 +1068,39 @@ impl Model {
     }
 
     /// Rows per inference block: at most 2048, fewer when a row's buffers
-    /// are large.
+    /// are large (as `Sequential`'s, [`block_rows`]).
     fn rows_per_block(&self) -> usize {
-        let per_row: usize = self.shapes.iter().map(|s| s.size()).sum::<usize>().max(1);
-        2048.min((BLOCK_VALUES / per_row).max(32))
+        let per_row = self
+            .shapes
+            .iter()
+            .map(|s| s.size())
+            .chain(self.nodes.iter().map(|n| match &self.layers[n.layer].kind {
+                LayerKind::Layer(l) => {
+                    let b = l.buffers(&self.shapes[n.inputs[0]], false);
+                    b.aux.saturating_add(b.scratch_per_row)
+                }
+                LayerKind::Merge(_) => 0,
+            }))
+            .fold(0usize, usize::saturating_add);
+        block_rows(2048, per_row)
     }
 
     /// Runs the model forward over the rows of `xs` in blocks, calling
-    /// `each(start, rows, workspace)` after each.
+    /// `each(start, rows, workspace)` after each; the blocks are halved
+    /// when their buffers cannot be allocated (see `Sequential`'s).
     fn forward_blocks(
         &self,
         xs: &[ArrayView2<f32>],
+        context: &'static str,
         mut each: impl FnMut(usize, usize, &GraphWorkspace) + Send,
-    ) {
+    ) -> Result<()> {
         let n = xs[0].nrows();
         let block = n.min(self.rows_per_block()).max(1);
-        let width: usize = xs.iter().map(|x| x.ncols()).sum();
-        let mut run = || {
-            let mut ws = GraphWorkspace::new(self, block, false, &[]);
+        let width = xs.iter().fold(0usize, |a, x| a.saturating_add(x.ncols()));
+        let mut run = || -> Result<()> {
+            let (mut ws, block) = workspace_halving(block, |rows| {
+                GraphWorkspace::new(self, rows, false, &[], context)
+            })?;
             let mut rng = StdRng::seed_from_u64(0);
             for start in (0..n).step_by(block) {
                 let nb = block.min(n - start);
@@ -1101,11 +1114,12 @@ impl Model {
                 ws.forward(self, nb, false, &mut rng);
                 each(start, nb, &ws);
             }
+            Ok(())
         };
-        if n * width >= 1 << 16 {
-            rayon::scope(|_| run());
+        if n.saturating_mul(width) >= 1 << 16 {
+            rayon::scope(|_| run())
         } else {
-            run();
+            run()
         }
     }
 
@@ -1119,14 +1133,14 @@ impl Model {
         let mut outs: Vec<Array2<f32>> = self
             .outputs
             .iter()
-            .map(|&t| Array2::zeros((n, self.shapes[t].size())))
-            .collect();
-        self.forward_blocks(&xv, |start, nb, ws| {
+            .map(|&t| zeros_rows("predict", n, self.shapes[t].size(), "the predictions"))
+            .collect::<Result<_>>()?;
+        self.forward_blocks(&xv, "predict", |start, nb, ws| {
             for (out, &t) in outs.iter_mut().zip(&self.outputs) {
                 out.slice_mut(ndarray::s![start..start + nb, ..])
                     .assign(&ws.tensor(t, nb));
             }
-        });
+        })?;
         outs.into_iter()
             .zip(&self.outputs)
             .map(|(a, &t)| {
@@ -1152,7 +1166,7 @@ impl Model {
         let ys = self.target_rows(c, &y_in, xs[0].nrows(), "y")?;
         let xv: Vec<ArrayView2<f32>> = xs.iter().map(|a| a.view()).collect();
         let yv: Vec<ArrayView2<f32>> = ys.iter().map(|a| a.view()).collect();
-        Ok(self.evaluate_rows(c, &xv, &yv, None, ""))
+        self.evaluate_rows(c, &xv, &yv, None, "")
     }
 
     /// `evaluate` on checked rows.
@@ -1163,7 +1177,7 @@ impl Model {
         ys: &[ArrayView2<f32>],
         weights: Option<&[f32]>,
         prefix: &str,
-    ) -> Logs {
+    ) -> Result<Logs> {
         let n = xs[0].nrows();
         let mut states: Vec<Vec<MetricState>> = c
             .outputs
@@ -1177,7 +1191,7 @@ impl Model {
             .collect();
         let mut totals = vec![0.0f64; c.outputs.len()];
         let mut losses = vec![0.0f32; n.min(self.rows_per_block()).max(1)];
-        self.forward_blocks(xs, |start, nb, ws| {
+        self.forward_blocks(xs, eval_context(prefix), |start, nb, ws| {
             let wb = weights.map(|w| &w[start..start + nb]);
             for (o, oc) in c.outputs.iter().enumerate() {
                 let t = self.outputs[o];
@@ -1203,7 +1217,7 @@ impl Model {
                     );
                 }
             }
-        });
+        })?;
         let mut logs = Logs::default();
         let total: f64 = c
             .outputs
@@ -1223,6 +1237,6 @@ impl Model {
                 logs.insert(format!("{prefix}{}", e.key), s.result());
             }
         }
-        logs
+        Ok(logs)
     }
 }
