@@ -48,7 +48,7 @@ fn main() {
     }
     let mut m = Sequential::new().seed(1).input(4);
     for _ in 0..n {
-        m = m.add(ActivationLayer::new(Relu.into()));
+        m = m.add(ActivationLayer::new(Relu));
     }
     let m = m.dense(2, Linear);
     let start = Instant::now();

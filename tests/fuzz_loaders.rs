@@ -226,33 +226,9 @@ fn csv_tables_survive_mutation() {
     println!("CSV tables: {n} mutants, {loaded} loaded");
 }
 
-/// Uses a model loaded from a `.keras` file the way a user would: one
-/// prediction when its inputs and outputs are small, its summary, and a
-/// save, which must load back (what horn writes, horn reads).
 #[cfg(feature = "keras")]
-fn exercise_keras(m: horn::saving::KerasModel) {
-    let _ = m.summary();
-    let model = m.into_model();
-    let size = |s: &horn::Shape| s.dims().iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    let small = |shapes: &[&horn::Shape]| shapes.iter().all(|s| size(s).is_some_and(|n| n <= 4096));
-    if small(&model.input_shapes()) && small(&model.output_shapes()) {
-        let x: Vec<ndarray::ArrayD<f32>> = model
-            .input_shapes()
-            .iter()
-            .map(|s| {
-                let mut shape = vec![1];
-                shape.extend_from_slice(s.dims());
-                ndarray::ArrayD::ones(ndarray::IxDyn(&shape))
-            })
-            .collect();
-        let _ = model.predict(x.iter().collect::<Vec<_>>());
-    }
-    if let Ok(bytes) = model.to_keras_bytes() {
-        if let Err(e) = horn::saving::load_keras_bytes(&bytes) {
-            panic!("horn wrote a .keras file it cannot read: {e}");
-        }
-    }
-}
+#[path = "common/keras_use.rs"]
+mod keras_use;
 
 #[cfg(feature = "keras")]
 #[test]
@@ -315,7 +291,7 @@ fn keras_files_survive_mutation() {
             input = mutate(&input, &mut rng);
         }
         if let Ok(m) = load_keras_bytes(&input) {
-            exercise_keras(m);
+            keras_use::exercise(m);
             loaded += 1;
         }
     }

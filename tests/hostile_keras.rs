@@ -350,10 +350,7 @@ fn uncompiled_keras_models_load_for_inference() {
     }))
     .unwrap();
     assert!(seq.optimizer().is_none());
-    assert_eq!(
-        seq.predict(&Array2::<f32>::ones((2, 7))).unwrap().nrows(),
-        2
-    );
+    assert_eq!(seq.predict(Array2::<f32>::ones((2, 7))).unwrap().nrows(), 2);
 }
 
 #[test]
@@ -641,7 +638,7 @@ fn frozen_keras_layers_predict_but_do_not_train() {
     }))
     .unwrap();
     let ids = Array2::<f32>::ones((2, 7));
-    let e = inner.fit(&ids, &inner.predict(&ids).unwrap(), quiet());
+    let e = inner.fit(&ids, inner.predict(&ids).unwrap(), quiet());
     assert!(e
         .unwrap_err()
         .to_string()

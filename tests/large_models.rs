@@ -65,7 +65,7 @@ fn a_layer_shared_by_20k_calls_loads_and_predicts() {
 fn horn_files_of_20k_layers_round_trip() {
     let mut m = Sequential::new().seed(1).input(4);
     for _ in 0..N {
-        m = m.add(ActivationLayer::new(Relu.into()));
+        m = m.add(ActivationLayer::new(Relu));
     }
     let m = m.dense(2, Linear);
     let back = Sequential::from_bytes(&m.to_bytes().unwrap()).unwrap();

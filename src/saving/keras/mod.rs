@@ -7,8 +7,9 @@
 //! 2. translates the architecture, Sequential or Functional, into horn's
 //!    layers (`config.rs`): every key a layer's result depends on is read,
 //!    and anything horn does not implement (a layer class, a custom object,
-//!    `return_state`, constraints, a dtype other than float32) is an error
-//!    that names the layer and the key;
+//!    `return_state`, constraints, a dtype other than float32, a call's
+//!    tensor keyword argument such as `initial_state=`) is an error that
+//!    names the layer and the key;
 //! 3. builds every layer from its weights in the HDF5 file, found where
 //!    Keras puts them (`layers/{class}_{n}/vars/{i}`, recurrent cells under
 //!    `cell/`, Bidirectional under `forward_layer/` and `backward_layer/`),
