@@ -594,3 +594,77 @@ fn a_first_layer_that_cannot_be_split_trains_as_before() {
         );
     }
 }
+
+/// A communicator of one rank that reports `first` as its size on the first
+/// call and `later` on every other: sizes are read once, when the group is
+/// made.
+#[derive(Debug)]
+struct ShiftingSize {
+    first: usize,
+    later: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl horn::distribute::Communicator for ShiftingSize {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n == 0 {
+            self.first
+        } else {
+            self.later
+        }
+    }
+    fn exchange(&self, _: usize, _: &[f32], _: &mut [f32], _: Duration) -> horn::Result<()> {
+        Err(Error::Distributed(
+            "this test communicator exchanges nothing".into(),
+        ))
+    }
+}
+
+fn shifting(first: usize, later: usize) -> ShiftingSize {
+    ShiftingSize {
+        first,
+        later,
+        calls: Default::default(),
+    }
+}
+
+#[test]
+fn huge_groups_and_chunk_counts_are_refused_before_anything_is_sized_by_them() {
+    use horn::distribute::{MAX_CHUNKS, MAX_RANKS};
+    // A communicator claiming 2^40 ranks (a power of two, rank 0 below it).
+    for size in [1usize << 40, MAX_RANKS * 2] {
+        let err = DataParallel::new(shifting(size, size)).unwrap_err();
+        assert!(err.to_string().contains("up to 65536"), "{err}");
+    }
+    // One that grows after the check: the group keeps the size it checked,
+    // so agreeing on the data sizes nothing by 2^40 (it aborted before).
+    let dp = DataParallel::new(shifting(1, 1 << 40)).unwrap();
+    assert_eq!(dp.size(), 1);
+    let (x, y) = data();
+    model().fit(&x, &y, options(1, Some(dp))).unwrap();
+    // 2^40 chunks would spin for hours inside one step (no exchange, so no
+    // timeout); refused when fit starts, as any count past MAX_CHUNKS.
+    for chunks in [1usize << 40, MAX_CHUNKS * 2] {
+        let t = std::time::Instant::now();
+        let errs = on_ranks(2, |comm| {
+            let dp = DataParallel::new(comm).unwrap().chunks(chunks);
+            model()
+                .fit(&x, &y, options(1, Some(dp)))
+                .unwrap_err()
+                .to_string()
+        });
+        for e in &errs {
+            assert!(
+                e.contains("DataParallel::chunks") && e.contains("at most 65536"),
+                "{e}"
+            );
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+}
