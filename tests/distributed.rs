@@ -383,17 +383,22 @@ fn only_rank_0_writes_files() {
 fn bad_groups_and_chunk_counts_are_refused() {
     let err = DataParallel::new(local_group(3).remove(0)).unwrap_err();
     assert!(err.to_string().contains("power of two"), "{err}");
-    let (x, y) = data();
     for chunks in [3, 1] {
-        let errs = on_ranks(2, |comm| {
-            let dp = DataParallel::new(comm).unwrap().chunks(chunks);
-            model()
-                .fit(&x, &y, options(1, Some(dp)))
-                .unwrap_err()
-                .to_string()
-        });
+        let errs = chunk_errors(chunks);
         assert!(errs[0].contains("DataParallel::chunks"), "{}", errs[0]);
     }
+}
+
+/// Each rank's error from `fit` on 2 ranks cutting batches into `chunks`.
+fn chunk_errors(chunks: usize) -> Vec<String> {
+    let (x, y) = data();
+    on_ranks(2, |comm| {
+        let dp = DataParallel::new(comm).unwrap().chunks(chunks);
+        model()
+            .fit(&x, &y, options(1, Some(dp)))
+            .unwrap_err()
+            .to_string()
+    })
 }
 
 #[test]
@@ -652,14 +657,7 @@ fn huge_groups_and_chunk_counts_are_refused_before_anything_is_sized_by_them() {
     // timeout); refused when fit starts, as any count past MAX_CHUNKS.
     for chunks in [1usize << 40, MAX_CHUNKS * 2] {
         let t = std::time::Instant::now();
-        let errs = on_ranks(2, |comm| {
-            let dp = DataParallel::new(comm).unwrap().chunks(chunks);
-            model()
-                .fit(&x, &y, options(1, Some(dp)))
-                .unwrap_err()
-                .to_string()
-        });
-        for e in &errs {
+        for e in &chunk_errors(chunks) {
             assert!(
                 e.contains("DataParallel::chunks") && e.contains("at most 65536"),
                 "{e}"
