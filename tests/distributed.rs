@@ -201,6 +201,55 @@ fn distributed_evaluate_and_predict_equal_one_process() {
 }
 
 #[test]
+fn distributed_predict_and_evaluate_refuse_ranks_with_other_data_or_weights() {
+    let (x, y) = data();
+    let m = model();
+    // Rank 1's x differs in one row (which rank 1 forwards), in its row
+    // count, or rank 1's model in one weight.
+    let mut x_row = x.clone();
+    x_row[[140, 2]] += 1.0;
+    let x_short = x.slice(ndarray::s![..149, ..]).to_owned();
+    let mut other = model();
+    let mut w = other.get_weights().unwrap();
+    w[0][[0, 0]] += 0.5;
+    other.set_weights(&w).unwrap();
+    let cases: [(&str, &Array2<f32>, &Sequential); 3] = [
+        ("one row", &x_row, &m),
+        ("row count", &x_short, &m),
+        ("one weight", &x, &other),
+    ];
+    for (what, x1, m1) in cases {
+        let errs = on_ranks(2, |comm| {
+            let rank = comm.rank_of();
+            let (xr, mr) = if rank == 1 { (x1, m1) } else { (&x, &m) };
+            let dp = DataParallel::new(comm).unwrap();
+            mr.predict_distributed(xr, &dp).unwrap_err().to_string()
+        });
+        for e in &errs {
+            assert!(
+                e.contains("rank(s) [1]") && e.contains("inputs `x`"),
+                "{what}: {e}"
+            );
+        }
+    }
+    // evaluate: other targets on rank 1.
+    let mut y1 = y.clone();
+    y1[[3, 0]] = 1.0 - y1[[3, 0]];
+    let errs = on_ranks(2, |comm| {
+        let rank = comm.rank_of();
+        let yr = if rank == 1 { &y1 } else { &y };
+        let o = EvaluateOptions {
+            distribution: Some(DataParallel::new(comm).unwrap()),
+            ..Default::default()
+        };
+        m.evaluate_with(&x, yr, o).unwrap_err().to_string()
+    });
+    for e in &errs {
+        assert!(e.contains("rank(s) [1]") && e.contains("`y`"), "{e}");
+    }
+}
+
+#[test]
 fn ranks_with_different_data_refuse_to_start() {
     let (x, y) = data();
     let mut x2 = x.clone();
