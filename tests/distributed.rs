@@ -201,6 +201,55 @@ fn distributed_evaluate_and_predict_equal_one_process() {
 }
 
 #[test]
+fn distributed_predict_and_evaluate_refuse_ranks_with_other_data_or_weights() {
+    let (x, y) = data();
+    let m = model();
+    // Rank 1's x differs in one row (which rank 1 forwards), in its row
+    // count, or rank 1's model in one weight.
+    let mut x_row = x.clone();
+    x_row[[140, 2]] += 1.0;
+    let x_short = x.slice(ndarray::s![..149, ..]).to_owned();
+    let mut other = model();
+    let mut w = other.get_weights().unwrap();
+    w[0][[0, 0]] += 0.5;
+    other.set_weights(&w).unwrap();
+    let cases: [(&str, &Array2<f32>, &Sequential); 3] = [
+        ("one row", &x_row, &m),
+        ("row count", &x_short, &m),
+        ("one weight", &x, &other),
+    ];
+    for (what, x1, m1) in cases {
+        let errs = on_ranks(2, |comm| {
+            let rank = comm.rank_of();
+            let (xr, mr) = if rank == 1 { (x1, m1) } else { (&x, &m) };
+            let dp = DataParallel::new(comm).unwrap();
+            mr.predict_distributed(xr, &dp).unwrap_err().to_string()
+        });
+        for e in &errs {
+            assert!(
+                e.contains("rank(s) [1]") && e.contains("inputs `x`"),
+                "{what}: {e}"
+            );
+        }
+    }
+    // evaluate: other targets on rank 1.
+    let mut y1 = y.clone();
+    y1[[3, 0]] = 1.0 - y1[[3, 0]];
+    let errs = on_ranks(2, |comm| {
+        let rank = comm.rank_of();
+        let yr = if rank == 1 { &y1 } else { &y };
+        let o = EvaluateOptions {
+            distribution: Some(DataParallel::new(comm).unwrap()),
+            ..Default::default()
+        };
+        m.evaluate_with(&x, yr, o).unwrap_err().to_string()
+    });
+    for e in &errs {
+        assert!(e.contains("rank(s) [1]") && e.contains("`y`"), "{e}");
+    }
+}
+
+#[test]
 fn ranks_with_different_data_refuse_to_start() {
     let (x, y) = data();
     let mut x2 = x.clone();
@@ -383,17 +432,22 @@ fn only_rank_0_writes_files() {
 fn bad_groups_and_chunk_counts_are_refused() {
     let err = DataParallel::new(local_group(3).remove(0)).unwrap_err();
     assert!(err.to_string().contains("power of two"), "{err}");
-    let (x, y) = data();
     for chunks in [3, 1] {
-        let errs = on_ranks(2, |comm| {
-            let dp = DataParallel::new(comm).unwrap().chunks(chunks);
-            model()
-                .fit(&x, &y, options(1, Some(dp)))
-                .unwrap_err()
-                .to_string()
-        });
+        let errs = chunk_errors(chunks);
         assert!(errs[0].contains("DataParallel::chunks"), "{}", errs[0]);
     }
+}
+
+/// Each rank's error from `fit` on 2 ranks cutting batches into `chunks`.
+fn chunk_errors(chunks: usize) -> Vec<String> {
+    let (x, y) = data();
+    on_ranks(2, |comm| {
+        let dp = DataParallel::new(comm).unwrap().chunks(chunks);
+        model()
+            .fit(&x, &y, options(1, Some(dp)))
+            .unwrap_err()
+            .to_string()
+    })
 }
 
 #[test]
@@ -592,5 +646,72 @@ fn a_first_layer_that_cannot_be_split_trains_as_before() {
             &fit_ranks(2, 2, build, &opt, (&x, &y), &o),
             &format!("model {i}"),
         );
+    }
+}
+
+/// A communicator of one rank that reports `first` as its size on the first
+/// call and `later` on every other: sizes are read once, when the group is
+/// made.
+#[derive(Debug)]
+struct ShiftingSize {
+    first: usize,
+    later: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl horn::distribute::Communicator for ShiftingSize {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n == 0 {
+            self.first
+        } else {
+            self.later
+        }
+    }
+    fn exchange(&self, _: usize, _: &[f32], _: &mut [f32], _: Duration) -> horn::Result<()> {
+        Err(Error::Distributed(
+            "this test communicator exchanges nothing".into(),
+        ))
+    }
+}
+
+fn shifting(first: usize, later: usize) -> ShiftingSize {
+    ShiftingSize {
+        first,
+        later,
+        calls: Default::default(),
+    }
+}
+
+#[test]
+fn huge_groups_and_chunk_counts_are_refused_before_anything_is_sized_by_them() {
+    use horn::distribute::{MAX_CHUNKS, MAX_RANKS};
+    // A communicator claiming 2^40 ranks (a power of two, rank 0 below it).
+    for size in [1usize << 40, MAX_RANKS * 2] {
+        let err = DataParallel::new(shifting(size, size)).unwrap_err();
+        assert!(err.to_string().contains("up to 65536"), "{err}");
+    }
+    // One that grows after the check: the group keeps the size it checked,
+    // so agreeing on the data sizes nothing by 2^40 (it aborted before).
+    let dp = DataParallel::new(shifting(1, 1 << 40)).unwrap();
+    assert_eq!(dp.size(), 1);
+    let (x, y) = data();
+    model().fit(&x, &y, options(1, Some(dp))).unwrap();
+    // 2^40 chunks would spin for hours inside one step (no exchange, so no
+    // timeout); refused when fit starts, as any count past MAX_CHUNKS.
+    for chunks in [1usize << 40, MAX_CHUNKS * 2] {
+        let t = std::time::Instant::now();
+        for e in &chunk_errors(chunks) {
+            assert!(
+                e.contains("DataParallel::chunks") && e.contains("at most 65536"),
+                "{e}"
+            );
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 }

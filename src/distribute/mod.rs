@@ -185,6 +185,10 @@ pub trait Communicator: Send + Sync + fmt::Debug {
 #[derive(Clone)]
 pub struct DataParallel {
     comm: Arc<dyn Communicator>,
+    /// `comm`'s rank and size, read once and checked at construction, so
+    /// that a communicator cannot change them later.
+    rank: usize,
+    size: usize,
     chunks: Option<usize>,
     timeout: Duration,
     verify: bool,
@@ -193,8 +197,8 @@ pub struct DataParallel {
 impl fmt::Debug for DataParallel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DataParallel")
-            .field("rank", &self.comm.rank())
-            .field("size", &self.comm.size())
+            .field("rank", &self.rank)
+            .field("size", &self.size)
             .field("chunks", &self.chunks)
             .field("timeout", &self.timeout)
             .field("verify_weights", &self.verify)
@@ -217,9 +221,27 @@ impl PartialEq for DataParallel {
 /// for long.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The most ranks a [`DataParallel`] group may have (65,536). Agreeing on
+/// data allocates a few values per rank, and a [`Communicator`] may report
+/// any size: a larger one is refused before anything is sized by it.
+///
+/// ```
+/// assert_eq!(horn::distribute::MAX_RANKS, 1 << 16);
+/// ```
+pub const MAX_RANKS: usize = 1 << 16;
+
+/// The most chunks [`DataParallel::chunks`] accepts (65,536, as many as
+/// [`MAX_RANKS`]): every step walks all of them, so a count such as `1 << 40`
+/// would spin for hours without ever reaching an exchange that could time out.
+///
+/// ```
+/// assert_eq!(horn::distribute::MAX_CHUNKS, horn::distribute::MAX_RANKS);
+/// ```
+pub const MAX_CHUNKS: usize = 1 << 16;
+
 impl DataParallel {
     /// Data parallelism over `comm`'s ranks. Fails unless the number of ranks
-    /// is a power of two and the rank is below it.
+    /// is a power of two, at most [`MAX_RANKS`], and the rank is below it.
     pub fn new(comm: impl Communicator + 'static) -> Result<Self> {
         Self::from_arc(Arc::new(comm))
     }
@@ -227,14 +249,16 @@ impl DataParallel {
     /// [`DataParallel::new`] for a communicator already shared.
     pub fn from_arc(comm: Arc<dyn Communicator>) -> Result<Self> {
         let (rank, size) = (comm.rank(), comm.size());
-        if !size.is_power_of_two() || rank >= size {
+        if !size.is_power_of_two() || rank >= size || size > MAX_RANKS {
             return Err(Error::Distributed(format!(
-                "the number of ranks must be a power of two (1, 2, 4, ...) and the rank below it; \
-                 got rank {rank} of {size}"
+                "the number of ranks must be a power of two (1, 2, 4, ...) up to {MAX_RANKS}, \
+                 and the rank below it; got rank {rank} of {size}"
             )));
         }
         Ok(DataParallel {
             comm,
+            rank,
+            size,
             chunks: None,
             timeout: DEFAULT_TIMEOUT,
             verify: cfg!(debug_assertions),
@@ -244,8 +268,11 @@ impl DataParallel {
     /// Cuts every batch into `chunks` pieces whose gradients are summed over a
     /// fixed tree: the same `chunks` gives bit-identical weights on any number
     /// of ranks that divides it. A power of two, at least the number of ranks
-    /// (checked when `fit` starts); the default is the number of ranks. More
-    /// chunks than ranks cost speed (smaller matrix products).
+    /// and at most [`MAX_CHUNKS`] (checked when `fit` starts); the default is
+    /// the number of ranks. More chunks than ranks cost speed (smaller matrix
+    /// products), and chunks beyond the batch size stay empty. The count is
+    /// not checked against the batch size: that would make a count valid on
+    /// `P` ranks invalid on one, where it must give the same weights.
     pub fn chunks(mut self, chunks: usize) -> Self {
         self.chunks = Some(chunks);
         self
@@ -270,12 +297,12 @@ impl DataParallel {
 
     /// This process's rank.
     pub fn rank(&self) -> usize {
-        self.comm.rank()
+        self.rank
     }
 
     /// The number of ranks.
     pub fn size(&self) -> usize {
-        self.comm.size()
+        self.size
     }
 
     /// Whether this is rank 0, the one that prints and writes files.
@@ -295,10 +322,12 @@ impl DataParallel {
     pub(crate) fn topology(&self) -> Result<Topology> {
         let size = self.size();
         let chunks = self.chunks.unwrap_or(size);
-        if !chunks.is_power_of_two() || chunks < size {
+        if !chunks.is_power_of_two() || chunks < size || chunks > MAX_CHUNKS {
             return Err(Error::arg(
                 "DataParallel::chunks",
-                format!("a power of two, at least the number of ranks ({size})"),
+                format!(
+                    "a power of two, at least the number of ranks ({size}) and at most {MAX_CHUNKS}"
+                ),
                 chunks,
             ));
         }

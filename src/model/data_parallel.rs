@@ -189,15 +189,38 @@ fn hash_rows(h: u64, x: ArrayView2<f32>) -> u64 {
     }
 }
 
+/// Hashes each array's shape and values, then the sample weights if any:
+/// what ranks compare before they split work over data each holds a copy of.
+fn hash_data<'a>(
+    mut h: u64,
+    arrays: impl IntoIterator<Item = ArrayView2<'a, f32>>,
+    weights: Option<&[f32]>,
+) -> u64 {
+    for x in arrays {
+        h = hash_words(h, &[x.nrows() as u64, x.ncols() as u64]);
+        h = hash_rows(h, x);
+    }
+    if let Some(w) = weights {
+        h = hash_f32s(h, w);
+    }
+    h
+}
+
 impl Sequential {
-    /// A fingerprint of the weights and the optimizer's state.
-    pub(crate) fn weights_fingerprint(&self) -> u64 {
+    /// A fingerprint of the weights alone (what `predict` depends on).
+    fn params_fingerprint(&self) -> u64 {
         let mut h = 0x5EED;
         for l in self.layers() {
             for p in l.params() {
                 h = hash_f32s(h, p.values);
             }
         }
+        h
+    }
+
+    /// A fingerprint of the weights and the optimizer's state.
+    pub(crate) fn weights_fingerprint(&self) -> u64 {
+        let mut h = self.params_fingerprint();
         if let Some(c) = self.compiled() {
             for (_, v) in c.optimizer.slots() {
                 h = hash_f32s(h, v);
@@ -231,15 +254,12 @@ impl Sequential {
             topo.chunks as u64,
             o.validation_batch_size.unwrap_or(o.batch_size) as u64,
         ];
-        let mut h = hash_words(0, &options);
         let val = d.val.iter().flat_map(|(vx, vy)| [*vx, *vy]);
-        for x in [d.x, d.y].into_iter().chain(val) {
-            h = hash_words(h, &[x.nrows() as u64, x.ncols() as u64]);
-            h = hash_rows(h, x);
-        }
-        if let Some(w) = d.weights {
-            h = hash_f32s(h, w);
-        }
+        let h = hash_data(
+            hash_words(0, &options),
+            [d.x, d.y].into_iter().chain(val),
+            d.weights,
+        );
         dp.agree(
             "data, options, weights or optimizer state",
             hash_words(h, &[self.weights_fingerprint()]),
@@ -606,7 +626,11 @@ impl Sequential {
     }
 
     /// `evaluate` on `(x, y)` with each rank forwarding one contiguous block
-    /// of rows; the same numbers as one process, on every rank.
+    /// of rows; the same numbers as one process, on every rank. Fails on
+    /// every rank unless all hold the same data, options and weights (as
+    /// `fit` does): a rank's block of other data would be summed in silently.
+    /// In `fit`'s validation that costs one pass over the validation rows and
+    /// the weights per epoch, far less than forwarding them.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn evaluate_parallel(
         &self,
@@ -618,6 +642,11 @@ impl Sequential {
         prefix: &str,
         dp: &DataParallel,
     ) -> Result<Logs> {
+        let h = hash_words(0, &[batch_size as u64, weights.is_some() as u64]);
+        dp.agree(
+            "data (`x`, `y`, `sample_weight`), batch size or weights",
+            hash_words(hash_data(h, [x, y], weights), &[self.params_fingerprint()]),
+        )?;
         let topo = dp.topology()?;
         let n = x.nrows();
         let out_w = self.output_dim();
@@ -680,13 +709,19 @@ impl Sequential {
     }
 
     /// `predict` with each rank forwarding one contiguous block of rows;
-    /// every rank returns all predictions.
+    /// every rank returns all predictions. Fails on every rank unless all
+    /// hold the same `x` and weights (as `fit` does): otherwise each would
+    /// return a patchwork of the ranks' rows.
     pub(crate) fn predict_parallel(
         &self,
         x: ArrayView2<f32>,
         dp: &DataParallel,
     ) -> Result<Array2<f32>> {
         let topo = dp.topology()?;
+        dp.agree(
+            "inputs `x` or weights",
+            hash_words(hash_data(0, [x], None), &[self.params_fingerprint()]),
+        )?;
         let n = x.nrows();
         let (lo, hi) = topo.my_rows(n);
         let mine = self.predict_view(x.slice(s![lo..hi, ..]))?;
