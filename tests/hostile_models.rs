@@ -200,3 +200,209 @@ fn big_rows_predict_in_smaller_blocks() {
     assert_eq!(one.row(0), p.row(5));
     assert!(p.iter().all(|v| v.is_finite()) && p.iter().any(|&v| v > 0.0));
 }
+
+/// A safetensors file's JSON header and the data after it.
+fn split_file(bytes: &[u8]) -> (serde_json::Map<String, serde_json::Value>, Vec<u8>) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header, bytes[8 + n..].to_vec())
+}
+
+fn join_file(header: &serde_json::Map<String, serde_json::Value>, data: &[u8]) -> Vec<u8> {
+    let text = serde_json::to_string(header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A horn model file with its architecture (the `model` metadata) changed
+/// by `f` and tensors renamed as `renames` says.
+fn patch_model(
+    bytes: &[u8],
+    renames: &[(&str, &str)],
+    f: impl FnOnce(&mut serde_json::Value),
+) -> Vec<u8> {
+    let (mut header, data) = split_file(bytes);
+    let meta = header["__metadata__"].as_object_mut().unwrap();
+    let mut model: serde_json::Value =
+        serde_json::from_str(meta["model"].as_str().unwrap()).unwrap();
+    f(&mut model);
+    meta.insert("model".into(), model.to_string().into());
+    for (from, to) in renames {
+        let t = header
+            .remove(*from)
+            .unwrap_or_else(|| panic!("no tensor {from}"));
+        header.insert(to.to_string(), t);
+    }
+    join_file(&header, &data)
+}
+
+fn rows(n: usize, shape: &[usize]) -> ndarray::ArrayD<f32> {
+    let mut dims = vec![n];
+    dims.extend_from_slice(shape);
+    let len: usize = dims.iter().product();
+    let v = (0..len)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+        .collect();
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&dims), v).unwrap()
+}
+
+fn bits(a: &ndarray::ArrayD<f32>) -> Vec<u32> {
+    a.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Issue 29 item 10: a Keras model's names (`dense_5`, `conv1d`, ...) are
+/// not the ones horn would give, and the weights are stored under them.
+#[cfg(feature = "keras")]
+#[test]
+fn a_keras_sequential_with_its_own_names_saves_and_loads_back() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keras-files");
+    for file in ["opt_adam_amsgrad.keras", "signals.keras", "sequences.keras"] {
+        let mut model = Sequential::load_keras(format!("{dir}/{file}")).unwrap();
+        let bytes = model.to_bytes().unwrap();
+        let mut copy = Sequential::from_bytes(&bytes)
+            .unwrap_or_else(|e| panic!("{file}: saved, then refused: {e}"));
+        assert_eq!(copy.layer_names(), model.layer_names(), "{file}");
+        let shape = model.get_input_shape().unwrap().dims().to_vec();
+        let x = if file == "sequences.keras" {
+            rows(3, &shape).mapv(|v| (v.abs() * 7.0).floor())
+        } else {
+            rows(3, &shape)
+        };
+        let p = model.predict_nd(&x).unwrap();
+        assert_eq!(bits(&p), bits(&copy.predict_nd(&x).unwrap()), "{file}");
+        // The optimizer state came back too: one more step gives the same
+        // weights.
+        if model.optimizer().is_some() && file == "opt_adam_amsgrad.keras" {
+            let y = ndarray::Array2::<f32>::from_shape_fn((3, model.output_dim()), |(i, j)| {
+                ((i + j) % 2) as f32
+            });
+            let opts = || FitOptions {
+                epochs: 1,
+                verbose: 0,
+                seed: Some(1),
+                shuffle: false,
+                ..Default::default()
+            };
+            model.fit(&x, &y, opts()).unwrap();
+            copy.fit(&x, &y, opts()).unwrap();
+            let (a, b) = (model.get_weights().unwrap(), copy.get_weights().unwrap());
+            assert!(a.iter().zip(&b).all(|(a, b)| bits(a) == bits(b)), "{file}");
+        }
+    }
+}
+
+/// The names are read from the file, with Keras' rules: unique, not
+/// empty, without `/`.
+#[test]
+fn a_horn_file_with_bad_layer_names_is_refused() {
+    let model = Sequential::new()
+        .seed(1)
+        .input(3)
+        .dense(2, Relu)
+        .dense(1, Linear);
+    let bytes = model.to_bytes().unwrap();
+    let renamed = patch_model(
+        &bytes,
+        &[
+            ("dense/kernel", "first/kernel"),
+            ("dense/bias", "first/bias"),
+        ],
+        |m| m["layers"][0]["name"] = "first".into(),
+    );
+    let copy = Sequential::from_bytes(&renamed).unwrap();
+    assert_eq!(copy.layer_names(), ["first", "dense_1"]);
+    for (name, why) in [("dense", "unique"), ("", "non-empty"), ("a/b", "`/`")] {
+        let bad = patch_model(&bytes, &[], |m| m["layers"][1]["name"] = name.into());
+        let err = Sequential::from_bytes(&bad).unwrap_err().to_string();
+        assert!(err.contains(why), "{name:?}: {err}");
+    }
+}
+
+/// Issue 29 item 11: a layer named like an optimizer tensor
+/// (`optimizer/dense`) made a file with two tensors under one key.
+#[test]
+fn layer_names_cannot_collide_with_optimizer_tensors() {
+    let mut g = Graph::with_seed(1);
+    let x = g.input("x", &[3]);
+    let d = g.call_named("optimizer/dense", Dense::new(2, Linear), x);
+    let err = Model::new(g, [x], [d]).unwrap_err().to_string();
+    assert!(
+        err.contains("`/`") && err.contains("optimizer/dense"),
+        "{err}"
+    );
+    let mut g = Graph::with_seed(1);
+    let err = g.input("in/put", &[3]);
+    let _ = err;
+    assert!(g.error().unwrap().to_string().contains("`/`"));
+
+    // A layer named `optimizer` is fine: its weights and the optimizer's
+    // slots keep distinct keys, and the file loads back.
+    let mut g = Graph::with_seed(1);
+    let x = g.input("x", &[3]);
+    let h = g.call_named("optimizer", Dense::new(2, Linear), x);
+    let o = g.call_named("dense", Dense::new(1, Linear), h);
+    let mut model = Model::new(g, [x], [o]).unwrap();
+    model
+        .compile("adam", ModelCompile::new().loss("mse"))
+        .unwrap();
+    let xs = Array2::<f32>::from_shape_fn((4, 3), |(i, j)| (i + j) as f32 / 5.0);
+    let ys = Array2::<f32>::from_shape_fn((4, 1), |(i, _)| i as f32);
+    model
+        .fit(
+            &xs,
+            &ys,
+            FitOptions {
+                epochs: 1,
+                verbose: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let bytes = model.to_bytes().unwrap();
+    let (header, _) = split_file(&bytes);
+    assert!(header.contains_key("optimizer/kernel"));
+    assert!(header.contains_key("optimizer/optimizer/kernel"));
+    assert!(header.contains_key("optimizer/dense/kernel"));
+    let copy = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        copy.predict(&xs).unwrap()[0],
+        model.predict(&xs).unwrap()[0]
+    );
+    // A file that names a layer `optimizer/dense` is refused as Model::new
+    // refuses it.
+    let bad = patch_model(&bytes, &[], |m| {
+        m["layers"][1]["name"] = "optimizer/x".into()
+    });
+    let err = Model::from_bytes(&bad).unwrap_err().to_string();
+    assert!(err.contains("`/`"), "{err}");
+}
+
+/// A save that returns Ok loads back: a layer added after a loaded one
+/// named `dense_1` must not give a file with two `dense_1/kernel`.
+#[test]
+fn a_save_that_succeeds_always_loads_back() {
+    let one = Sequential::new().seed(1).input(3).dense(2, Relu);
+    let bytes = patch_model(
+        &one.to_bytes().unwrap(),
+        &[
+            ("dense/kernel", "dense_1/kernel"),
+            ("dense/bias", "dense_1/bias"),
+        ],
+        |m| m["layers"][0]["name"] = "dense_1".into(),
+    );
+    let model = Sequential::from_bytes(&bytes).unwrap().dense(1, Linear);
+    let x = Array2::<f32>::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as f32);
+    match model.to_bytes() {
+        Ok(saved) => {
+            let copy = Sequential::from_bytes(&saved).unwrap();
+            assert_eq!(copy.layer_names(), model.layer_names());
+            assert_eq!(copy.predict(&x).unwrap(), model.predict(&x).unwrap());
+        }
+        Err(e) => {
+            assert_eq!(model.layer_names(), ["dense_1", "dense_1"]);
+            assert!(e.to_string().contains("two tensors named `dense_1/"), "{e}");
+        }
+    }
+}

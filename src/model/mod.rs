@@ -333,24 +333,27 @@ impl Sequential {
         self.compiled = None;
     }
 
-    /// Appends a layer whose weights already exist (model loading), with its
-    /// output width: nothing is initialised, so a file's architecture costs
-    /// only the tensors it holds. Every earlier layer must be built.
-    pub(crate) fn push_built(&mut self, layer: Box<dyn Layer>, out: Shape) -> Result<()> {
-        if self.shapes.len() != self.layers.len() || self.pending.is_some() {
-            return Err(Error::NotBuilt(
-                "a built layer follows one that is not built".into(),
-            ));
-        }
-        self.push_named(layer);
-        self.shapes.push(out);
-        Ok(())
-    }
-
-    /// [`Sequential::push_built`] under a given name (a Keras file's layer
-    /// names); a name already taken is an error.
+    /// Appends a layer whose weights already exist (model loading) under its
+    /// saved name, with its output shape: nothing is initialised, so a
+    /// file's architecture costs only the tensors it holds. Every earlier
+    /// layer must be built; a name already taken, empty or holding `/` is
+    /// an error.
     #[cfg_attr(not(feature = "keras"), allow(dead_code))]
     pub(crate) fn push_built_named(
+        &mut self,
+        layer: Box<dyn Layer>,
+        out: Shape,
+        name: &str,
+    ) -> Result<()> {
+        if self.names.iter().any(|n| n == name) {
+            return Err(Error::arg("layer name", "a unique, non-empty name", name));
+        }
+        self.push_built_unique(layer, out, name)
+    }
+
+    /// [`Sequential::push_built_named`] for a caller that has checked that
+    /// `name` is not taken yet (in constant time, with a set of the names).
+    pub(crate) fn push_built_unique(
         &mut self,
         layer: Box<dyn Layer>,
         out: Shape,
@@ -361,9 +364,7 @@ impl Sequential {
                 "a built layer follows one that is not built".into(),
             ));
         }
-        if name.is_empty() || self.names.iter().any(|n| n == name) {
-            return Err(Error::arg("layer name", "a unique, non-empty name", name));
-        }
+        check_layer_name(name)?;
         *self
             .name_counts
             .entry(snake_case(layer.class_name()))
@@ -686,6 +687,25 @@ pub(crate) fn snake_case(s: &str) -> String {
         out.extend(ch.to_lowercase());
     }
     out
+}
+
+/// Checks a layer's (or input's) name as Keras does: not empty, and without
+/// `/`, which separates a layer's name from its weights' in model files
+/// (`dense/kernel`, `optimizer/dense/kernel`), so that no two tensors of a
+/// saved model can get the same key.
+pub(crate) fn check_layer_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::arg("name", "a non-empty string", "\"\""));
+    }
+    if name.contains('/') {
+        return Err(Error::arg(
+            "name",
+            "a string without the character `/` (Keras refuses it too: `/` separates a \
+             layer's name from its weights' names in model files)",
+            name,
+        ));
+    }
+    Ok(())
 }
 
 /// Prefixes a layer's build error with the layer's name (shape errors say
