@@ -406,3 +406,254 @@ fn a_save_that_succeeds_always_loads_back() {
         }
     }
 }
+
+/// Every integer of a model entry (and every input dimension) replaced in
+/// turn by hostile values: loading and, when it loads, predicting give an
+/// answer or an error, never a panic ("attempt to multiply with overflow"
+/// in this overflow-checked build).
+fn hostile_integers(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match value {
+        serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => out.push(path.clone()),
+        serde_json::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                path.push(i.to_string());
+                hostile_integers(v, path, out);
+                path.pop();
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                path.push(k.clone());
+                hostile_integers(v, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn at<'a>(v: &'a mut serde_json::Value, path: &[String]) -> &'a mut serde_json::Value {
+    path.iter().fold(v, |v, k| match v {
+        serde_json::Value::Array(a) => &mut a[k.parse::<usize>().unwrap()],
+        other => &mut other[k.as_str()],
+    })
+}
+
+/// Loads `bytes` as whatever kind it is and predicts one row when the input
+/// is small; the error text when loading refused.
+fn load_and_predict(bytes: &[u8], functional: bool) -> Result<(), String> {
+    if functional {
+        let m = Model::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let xs: Vec<ndarray::ArrayD<f32>> = m
+            .input_shapes()
+            .iter()
+            .filter(|s| s.size() < 1 << 16)
+            .map(|s| rows(1, s.dims()))
+            .collect();
+        if xs.len() == m.input_shapes().len() {
+            let _ = m.predict(xs);
+        }
+    } else {
+        let m = Sequential::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let s = m.get_input_shape().unwrap();
+        if s.size() < 1 << 16 {
+            let _ = m.predict_nd(&rows(1, s.dims()));
+        }
+        let _ = m.summary();
+    }
+    Ok(())
+}
+
+#[test]
+fn crafted_sizes_in_horn_files_never_panic() {
+    let seq = [
+        Sequential::new()
+            .seed(1)
+            .input_shape(&[8, 8, 2])
+            .add(Conv2D::new(3, 3, Relu).padding(Padding::Same).strides(2))
+            .max_pooling2d(2)
+            .batch_normalization()
+            .flatten()
+            .dense(4, Softmax),
+        Sequential::new()
+            .seed(1)
+            .input_shape(&[10, 3])
+            .add(
+                Conv1D::new(4, 3, Relu)
+                    .padding(Padding::Causal)
+                    .dilation_rate(2),
+            )
+            .add(AveragePooling1D::new(2))
+            .add(LSTM::new(3).return_sequences(true))
+            .add(TimeDistributed::new(Dense::new(2, Linear)))
+            .add(Reshape::new(&[-1, 2]))
+            .add(GlobalAveragePooling1D::new())
+            .dense(1, Linear),
+        Sequential::new()
+            .seed(1)
+            .input_shape(&[6])
+            .embedding(20, 4)
+            .add(Bidirectional::new(GRU::new(3)))
+            .add(LayerNormalization::new())
+            .dropout(0.5)
+            .dense(2, Sigmoid),
+    ];
+    let mut g = Graph::with_seed(1);
+    let a = g.input("a", &[4, 3]);
+    let b = g.input("b", &[4, 3]);
+    let c = g.call(Concatenate::new().axis(1), [a, b]);
+    let d = g.call(Dot::axes(2, 2), [a, b]);
+    let s = g.call(Add::new(), [a, b]);
+    let f = g.call(Flatten::new(), c);
+    let f2 = g.call(Flatten::new(), d);
+    let f3 = g.call(Flatten::new(), s);
+    let j = g.call(Concatenate::new(), [f, f2, f3]);
+    let o = g.call(Dense::new(2, Linear), j);
+    let functional = Model::new(g, [a, b], [o]).unwrap();
+
+    let mut files: Vec<(Vec<u8>, bool)> =
+        seq.iter().map(|m| (m.to_bytes().unwrap(), false)).collect();
+    files.push((functional.to_bytes().unwrap(), true));
+    let hostile: [u64; 6] = [0, 1 << 32, (1 << 62) + 1, 1 << 63, u64::MAX / 3, u64::MAX];
+    let mut panics = Vec::new();
+    let mut tried = 0;
+    for (bytes, is_functional) in &files {
+        let (header, _) = split_file(bytes);
+        let model: serde_json::Value =
+            serde_json::from_str(header["__metadata__"]["model"].as_str().unwrap()).unwrap();
+        let mut paths = Vec::new();
+        hostile_integers(&model, &mut Vec::new(), &mut paths);
+        for p in paths.iter().filter(|p| p[0] != "seed") {
+            for &h in &hostile {
+                // The input size follows a changed dimension, so that the
+                // shape check passes and the layers see the shape.
+                let patched = patch_model(bytes, &[], |m| {
+                    *at(m, p) = h.into();
+                    if p[0] == "input_shape" {
+                        let dims: Vec<u64> = m["input_shape"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.as_u64().unwrap())
+                            .collect();
+                        if let Some(n) = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)) {
+                            m["input_dim"] = n.into();
+                        }
+                    }
+                });
+                tried += 1;
+                let result =
+                    std::panic::catch_unwind(|| load_and_predict(&patched, *is_functional));
+                if result.is_err() {
+                    panics.push(format!("{}={h}", p.join(".")));
+                }
+            }
+        }
+    }
+    // The tensors' own shapes in the safetensors header.
+    for (bytes, is_functional) in &files {
+        let (header, data) = split_file(bytes);
+        for name in header.keys().filter(|k| *k != "__metadata__") {
+            for shape in [
+                serde_json::json!([1u64 << 32, 1u64 << 32, 2]),
+                serde_json::json!([u64::MAX, 0]),
+                serde_json::json!([0, u64::MAX, u64::MAX]),
+                serde_json::json!([3, u64::MAX / 3 + 1]),
+            ] {
+                let mut h = header.clone();
+                h[name]["shape"] = shape.clone();
+                let patched = join_file(&h, &data);
+                tried += 1;
+                let result =
+                    std::panic::catch_unwind(|| load_and_predict(&patched, *is_functional));
+                match result {
+                    Err(_) => panics.push(format!("tensor {name} shape {shape}")),
+                    Ok(r) => assert!(r.is_err(), "tensor {name} shape {shape} loaded"),
+                }
+            }
+        }
+    }
+    assert!(tried > 200, "{tried}");
+    assert!(panics.is_empty(), "{} panics: {panics:?}", panics.len());
+}
+
+/// Two inputs of 2^63 steps joined along the steps: the joined axis does
+/// not fit in 64 bits ("attempt to add with overflow" before).
+#[test]
+fn a_concatenation_whose_axis_overflows_is_an_error() {
+    let big = 1usize << 63;
+    let mut g = Graph::with_seed(1);
+    let a = g.input("a", &[big, 1]);
+    let b = g.input("b", &[big, 1]);
+    let c = g.call(Concatenate::new().axis(1), [a, b]);
+    let err = Model::new(g, [a, b], [c]).unwrap_err().to_string();
+    assert!(
+        err.contains("Concatenate(axis=1)") && err.contains("2^64"),
+        "{err}"
+    );
+
+    // The same graph from a file.
+    let mut g = Graph::with_seed(1);
+    let a = g.input("a", &[4, 1]);
+    let b = g.input("b", &[4, 1]);
+    let c = g.call(Concatenate::new().axis(1), [a, b]);
+    let bytes = Model::new(g, [a, b], [c]).unwrap().to_bytes().unwrap();
+    let bad = patch_model(&bytes, &[], |m| {
+        for i in 0..2 {
+            m["inputs"][i]["shape"] = serde_json::json!([big, 1]);
+        }
+    });
+    let err = Model::from_bytes(&bad).unwrap_err().to_string();
+    assert!(err.contains("2^64"), "{err}");
+}
+
+/// `compute_fans` on a shape with a zero axis after huge ones (nothing to
+/// allocate, but the product of the others overflows).
+#[test]
+fn fans_of_hostile_shapes_do_not_overflow() {
+    let (fan_in, fan_out) = horn::initializers::compute_fans(&[1 << 40, 1 << 40, 0, 5]);
+    assert_eq!(fan_in, 0.0);
+    assert_eq!(fan_out, 5.0 * 2f32.powi(80));
+    assert_eq!(
+        horn::initializers::compute_fans(&[3, 3, 4, 8]),
+        (36.0, 72.0)
+    );
+}
+
+/// Issue 29: `set_weights` took NaN and inf that loading refuses.
+#[test]
+fn set_weights_refuses_non_finite_values() {
+    let mut model = Sequential::new()
+        .seed(1)
+        .input(3)
+        .dense(2, Relu)
+        .dense(1, Linear);
+    let good = model.get_weights().unwrap();
+    for bad_value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut w = good.clone();
+        w[2][[1, 0]] = bad_value;
+        let err = model.set_weights(&w).unwrap_err();
+        assert!(
+            matches!(err, Error::NonFinite { row: 1, col: 0, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("`dense_1/kernel`"), "{err}");
+        assert_eq!(model.get_weights().unwrap(), good, "nothing changed");
+    }
+    let mut g = Graph::with_seed(1);
+    let x = g.input("x", &[3]);
+    let o = g.call_named("out", Dense::new(2, Linear), x);
+    let mut model = Model::new(g, [x], [o]).unwrap();
+    let mut w = model.get_weights().unwrap();
+    w[1][[1]] = f32::NAN;
+    let err = model.set_weights(&w).unwrap_err();
+    assert!(
+        err.to_string().contains("`out/bias`") && err.to_string().contains("NaN"),
+        "{err}"
+    );
+    let names = model.weight_names();
+    let err = model
+        .set_weights_by_name(names.iter().map(String::as_str).zip(&w))
+        .unwrap_err();
+    assert!(matches!(err, Error::NonFinite { .. }), "{err:?}");
+}

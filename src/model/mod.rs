@@ -616,7 +616,8 @@ impl Sequential {
     }
 
     /// Replaces all weights, in the order of [`Sequential::get_weights`]. Checks
-    /// the count and every shape before changing anything.
+    /// the count, every shape and that every value is finite (as loading a
+    /// file does) before changing anything.
     pub fn set_weights(&mut self, weights: &[ArrayD<f32>]) -> Result<()> {
         self.ensure_built()?;
         let mut layers: Vec<(&str, &mut dyn Layer)> = self
