@@ -657,3 +657,54 @@ fn set_weights_refuses_non_finite_values() {
         .unwrap_err();
     assert!(matches!(err, Error::NonFinite { .. }), "{err:?}");
 }
+
+/// Issue 29: an Embedding fed by another layer predicted NaN for an id out
+/// of range; the first layer's ids were already checked.
+#[test]
+fn an_embedding_after_another_layer_refuses_ids_out_of_range() {
+    let mut model = Sequential::new()
+        .seed(1)
+        .input(4)
+        .add(Reshape::new(&[4]))
+        .embedding(10, 3)
+        .flatten()
+        .dense(1, Linear);
+    let good = ndarray::array![[0.0f32, 1.0, 9.0, 2.0]];
+    assert!(model.predict(&good).unwrap().iter().all(|v| v.is_finite()));
+    for bad in [12.0f32, -1.0, 2.5] {
+        let x = ndarray::array![[0.0f32, 1.0, 2.0, 3.0], [1.0, 2.0, bad, 3.0]];
+        let msg = model.predict(&x).unwrap_err().to_string();
+        assert!(
+            msg.contains("the input of layer `embedding`[1, 2]"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("0..10") && msg.contains(&bad.to_string()),
+            "{msg}"
+        );
+        model.compile("sgd", "mse", Metric::NONE).unwrap();
+        let y = Array2::<f32>::zeros((2, 1));
+        let msg = model.evaluate(&x, &y).unwrap_err().to_string();
+        assert!(msg.contains("layer `embedding`"), "{msg}");
+        let opts = FitOptions {
+            epochs: 1,
+            verbose: 0,
+            ..Default::default()
+        };
+        let msg = model.fit(&x, &y, opts).unwrap_err().to_string();
+        assert!(msg.contains("layer `embedding`"), "{msg}");
+    }
+
+    let mut g = Graph::with_seed(1);
+    let x = g.input("ids", &[4]);
+    let r = g.call(Reshape::new(&[4]), x);
+    let e = g.call_named("vocab", Embedding::new(10, 3), r);
+    let f = g.call(Flatten::new(), e);
+    let model = Model::new(g, [x], [f]).unwrap();
+    assert!(model.predict(&good).is_ok());
+    let msg = model
+        .predict(&ndarray::array![[0.0f32, 10.0, 2.0, 3.0]])
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("the input of layer `vocab`[0, 1]"), "{msg}");
+}
