@@ -708,3 +708,44 @@ fn an_embedding_after_another_layer_refuses_ids_out_of_range() {
         .to_string();
     assert!(msg.contains("the input of layer `vocab`[0, 1]"), "{msg}");
 }
+
+/// Issue 29: a Conv (or pooling) error said "padding valid" whatever the
+/// padding was.
+#[test]
+fn window_errors_name_the_real_padding() {
+    let build_err = |m: Sequential| {
+        let mut m = m;
+        m.compile("sgd", "mse", Metric::NONE)
+            .unwrap_err()
+            .to_string()
+    };
+    let too_large = build_err(Sequential::new().input_shape(&[4, 1]).conv1d(2, 9, Linear));
+    assert!(
+        too_large.contains("padding valid") && too_large.contains("dilated kernel"),
+        "{too_large}"
+    );
+    for padding in [Padding::Same, Padding::Causal] {
+        let conv = Conv1D::new(2, 5, Linear)
+            .padding(padding)
+            .dilation_rate(usize::MAX / 2);
+        let msg = build_err(Sequential::new().input_shape(&[10, 1]).add(conv));
+        let name = if padding == Padding::Same {
+            "same"
+        } else {
+            "causal"
+        };
+        assert!(msg.contains(&format!("padding {name}")), "{msg}");
+        assert!(!msg.contains("valid") && msg.contains("64 bits"), "{msg}");
+    }
+    let conv = Conv2D::new(2, 3, Linear)
+        .padding(Padding::Same)
+        .dilation_rate(usize::MAX / 2);
+    let msg = build_err(Sequential::new().input_shape(&[5, 5, 1]).add(conv));
+    assert!(msg.contains("padding same"), "{msg}");
+    let pool = MaxPooling2D::new(usize::MAX).padding(Padding::Same);
+    let msg = build_err(Sequential::new().input_shape(&[5, 5, 1]).add(pool));
+    assert!(
+        msg.contains("pool_size") && msg.contains("padding same"),
+        "{msg}"
+    );
+}
