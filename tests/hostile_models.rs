@@ -749,3 +749,102 @@ fn window_errors_name_the_real_padding() {
         "{msg}"
     );
 }
+
+/// A folder of this test process's own under the system's temporary one.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("horn-hostile-models-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Issue 29: saves created files 0600 whatever the umask (tempfile's
+/// default); a new file now gets what `File::create` gives one, and an
+/// existing file keeps its own.
+#[cfg(unix)]
+#[test]
+fn saved_files_get_the_permissions_of_file_create() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = scratch_dir("modes");
+    let plain = dir.join("plain");
+    std::fs::File::create(&plain).unwrap();
+    let expected = mode(&plain);
+    let model = Sequential::new().seed(1).input(3).dense(2, Linear);
+    let saved = dir.join("model.safetensors");
+    model.save(&saved).unwrap();
+    assert_eq!(
+        mode(&saved),
+        expected,
+        "{:o} vs {:o}",
+        mode(&saved),
+        expected
+    );
+    let weights = dir.join("weights.safetensors");
+    model.save_weights(&weights).unwrap();
+    assert_eq!(mode(&weights), expected);
+    #[cfg(feature = "keras")]
+    {
+        let keras = dir.join("model.keras");
+        model.save_keras(&keras).unwrap();
+        assert_eq!(mode(&keras), expected);
+    }
+    std::fs::set_permissions(&saved, std::fs::Permissions::from_mode(0o604)).unwrap();
+    model.save(&saved).unwrap();
+    assert_eq!(mode(&saved), 0o604);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 29: a full disk was reported on the temporary file's name. The
+/// file-size limit of `ulimit -f` (EFBIG, with SIGXFSZ ignored) stands for
+/// the full disk: this test runs itself again in a shell with the limit.
+#[cfg(unix)]
+#[test]
+fn write_errors_name_the_target_not_the_temporary_file() {
+    let model = Sequential::new().seed(1).input(100).dense(200, Linear);
+    let no_temp = |msg: &str| !msg.contains(".horn-save-") && !msg.contains(".tmp");
+    if let Ok(dir) = std::env::var("HORN_TEST_FSIZE_CHILD") {
+        let target = std::path::Path::new(&dir).join("big.safetensors");
+        let msg = model.save(&target).unwrap_err().to_string();
+        assert!(
+            msg.contains(&target.display().to_string()) && no_temp(&msg),
+            "{msg}"
+        );
+        assert!(msg.contains("os error 27"), "{msg}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "a temporary file was left"
+        );
+        println!("child checked: {msg}");
+        return;
+    }
+    // A folder that does not exist: the temporary file cannot be made.
+    let dir = scratch_dir("write-errors");
+    let target = dir.join("missing").join("m.safetensors");
+    let msg = model.save(&target).unwrap_err().to_string();
+    assert!(
+        msg.contains(&target.display().to_string()) && no_temp(&msg),
+        "{msg}"
+    );
+
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 16 && exec \"$0\" \"$@\"")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "write_errors_name_the_target_not_the_temporary_file",
+            "--nocapture",
+        ])
+        .env("HORN_TEST_FSIZE_CHILD", &dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("child checked"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
