@@ -174,7 +174,7 @@ fn a_batch_too_large_for_the_limit_is_refused_by_fit_but_predict_splits() {
         "{msg}"
     );
     // The same rows predict block by block.
-    let p = model.predict(&x.slice(ndarray::s![..3000, ..])).unwrap();
+    let p = model.predict(x.slice(ndarray::s![..3000, ..])).unwrap();
     assert_eq!(p.dim(), (3000, 1));
 }
 
@@ -195,7 +195,7 @@ fn big_rows_predict_in_smaller_blocks() {
     assert_eq!(p.dim(), (16, 2048));
     assert!(peak < 300 << 20, "predict took {} MiB at once", peak >> 20);
     let one = model
-        .predict(&x.slice(ndarray::s![5..6, .., ..]).to_owned())
+        .predict(x.slice(ndarray::s![5..6, .., ..]).to_owned())
         .unwrap();
     assert_eq!(one.row(0), p.row(5));
     assert!(p.iter().all(|v| v.is_finite()) && p.iter().any(|&v| v > 0.0));
@@ -248,6 +248,7 @@ fn rows(n: usize, shape: &[usize]) -> ndarray::ArrayD<f32> {
     ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&dims), v).unwrap()
 }
 
+#[cfg(feature = "keras")]
 fn bits(a: &ndarray::ArrayD<f32>) -> Vec<u32> {
     a.iter().map(|v| v.to_bits()).collect()
 }
@@ -457,7 +458,7 @@ fn load_and_predict(bytes: &[u8], functional: bool) -> Result<(), String> {
         let m = Sequential::from_bytes(bytes).map_err(|e| e.to_string())?;
         let s = m.get_input_shape().unwrap();
         if s.size() < 1 << 16 {
-            let _ = m.predict_nd(&rows(1, s.dims()));
+            let _ = m.predict_nd(rows(1, s.dims()));
         }
         let _ = m.summary();
     }
