@@ -49,9 +49,10 @@ fn resolve_target(path: &Path) -> PathBuf {
 }
 
 /// Writes `bytes` to `path` atomically: a uniquely named temporary file in the
-/// same folder (so two saves never share one), flushed to disk, given the
-/// existing file's permissions, then renamed over the target and the folder
-/// synced. On any failure the temporary file is removed and the target is
+/// same folder (so two saves never share one), created with the permissions
+/// `File::create` gives a new file (`0o666` less the umask), flushed to disk,
+/// given the existing file's permissions when there is one, then renamed
+/// over the target and the folder synced. On any failure the temporary file is removed and the target is
 /// untouched.
 ///
 /// A `.keras` or `.h5` name is refused: horn's own files under Keras' names
@@ -78,20 +79,33 @@ pub(crate) fn write_atomic_any(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".horn-save-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(path, without_temp_path(e)))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    // Every error names the file the user asked for, never the temporary
+    // one (a full disk shows up while writing it).
+    let fail = |e: std::io::Error| Error::io(path, without_temp_path(e));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".horn-save-").suffix(".tmp");
+    // A new file gets what `File::create` would give it: 0o666 less the
+    // umask (the kernel applies the umask to the mode `open` is given);
+    // tempfile's own default, 0o600, would hide a model from the group
+    // whatever the umask says.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(&dir).map_err(fail)?;
+    // Through the `File`: the temporary file's own `Write` adds its path
+    // to errors.
+    tmp.as_file_mut().write_all(bytes).map_err(fail)?;
+    // An existing file keeps its permissions.
     if let Ok(old) = std::fs::metadata(&target) {
         tmp.as_file()
             .set_permissions(old.permissions())
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(fail)?;
     }
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(fail)?;
     // On failure `persist` hands the file back, and dropping it deletes it.
-    tmp.persist(&target).map_err(|e| Error::io(path, e.error))?;
+    tmp.persist(&target).map_err(|e| fail(e.error))?;
     // Make the rename itself durable (best effort: not every platform can
     // open a folder).
     if let Ok(d) = std::fs::File::open(&dir) {
@@ -101,7 +115,8 @@ pub(crate) fn write_atomic_any(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The OS error alone: tempfile's errors name the temporary file, which means
-/// nothing to the user (errors name the path they asked to write).
+/// nothing to the user (errors name the path they asked to write). An error
+/// without an OS code keeps its kind.
 fn without_temp_path(e: std::io::Error) -> std::io::Error {
     match e.raw_os_error() {
         Some(code) => std::io::Error::from_raw_os_error(code),

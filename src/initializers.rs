@@ -116,10 +116,12 @@ pub fn compute_fans(shape: &[usize]) -> (f32, f32) {
         [n] => (*n as f32, *n as f32),
         [a, b] => (*a as f32, *b as f32),
         _ => {
-            let receptive: usize = shape[..shape.len() - 2].iter().product();
+            // In f64, exact for every shape that can be allocated, and no
+            // overflow for one that cannot (a zero axis after huge ones).
+            let receptive: f64 = shape[..shape.len() - 2].iter().map(|&d| d as f64).product();
             (
-                (shape[shape.len() - 2] * receptive) as f32,
-                (shape[shape.len() - 1] * receptive) as f32,
+                (shape[shape.len() - 2] as f64 * receptive) as f32,
+                (shape[shape.len() - 1] as f64 * receptive) as f32,
             )
         }
     }

@@ -185,10 +185,7 @@ impl Budget {
         let before = self.used;
         let mut what = Some(what);
         let mut describe = || what.take().map_or_else(String::new, |f| f());
-        let total = match self.check(len, std::mem::size_of::<T>(), &mut describe) {
-            Ok(total) => total,
-            Err(e) => return Err(e),
-        };
+        let total = self.check(len, std::mem::size_of::<T>(), &mut describe)?;
         let mut v = Vec::new();
         if v.try_reserve_exact(len).is_err() {
             self.used = before;

@@ -95,8 +95,10 @@ fn many_layers_load_in_linear_time() {
         let layers = a["layers"].as_array_mut().unwrap();
         let dense = layers.remove(0);
         let mut new = vec![dense];
-        for _ in 0..40_000 {
-            new.push(serde_json::json!({"name": "d", "class_name": "Dropout", "rate": 0.1}));
+        for i in 0..40_000 {
+            new.push(
+                serde_json::json!({"name": format!("d{i}"), "class_name": "Dropout", "rate": 0.1}),
+            );
         }
         new.append(layers);
         *layers = new;
@@ -104,7 +106,8 @@ fn many_layers_load_in_linear_time() {
     let loaded = Sequential::load(&p).unwrap();
     assert_eq!(loaded.layers().len(), 40_002);
     assert_eq!(loaded.layer_names()[40_001], "dense_1");
-    assert_eq!(loaded.layer_names()[40_000], "dropout_39999");
+    // The saved names are kept (the weights are stored under them).
+    assert_eq!(loaded.layer_names()[40_000], "d39999");
 }
 
 #[test]

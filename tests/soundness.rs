@@ -252,7 +252,9 @@ fn relu_propagates_nan_instead_of_hiding_it() {
     Activation::Relu.forward(&[f32::NAN, -1.0, 2.0], &mut y, 3);
     assert!(y[0].is_nan());
     assert_eq!(&y[1..], &[0.0, 2.0]);
-    // A model with a NaN weight predicts NaN, not plausible numbers.
+    // A model whose values overflow to inf predicts NaN, not plausible
+    // numbers (a NaN weight itself is refused by set_weights, as by
+    // loading).
     let mut m = Sequential::new()
         .seed(1)
         .input(3)
@@ -260,6 +262,9 @@ fn relu_propagates_nan_instead_of_hiding_it() {
         .dense(2, Softmax);
     let mut w = m.get_weights().unwrap();
     w[1][[0]] = f32::NAN;
+    assert!(m.set_weights(&w).is_err());
+    w[1][[0]] = 0.0;
+    w[0].fill(3e38);
     m.set_weights(&w).unwrap();
     let p = m.predict(Array2::<f32>::ones((2, 3))).unwrap();
     assert!(p.iter().all(|v| v.is_nan()), "{p}");

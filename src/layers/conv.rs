@@ -92,6 +92,45 @@ impl std::str::FromStr for Padding {
 
 /// One spatial axis of a window: input length, window, stride, dilation and
 /// padding give the output length and the padding before the first cell.
+impl Padding {
+    /// Keras' name of the mode (`valid`, `same`, `causal`).
+    pub(crate) fn keras_name(self) -> &'static str {
+        match self {
+            Padding::Valid => "valid",
+            Padding::Same => "same",
+            Padding::Causal => "causal",
+        }
+    }
+}
+
+/// The error of a window (`what` = `kernel_size` or `pool_size`, of size
+/// `dims`) that [`Axis1::new`] refused on `input`: with `valid` padding it
+/// is larger than the input (`fits` says what the input must hold); with
+/// any padding, its positions would not fit in 64 bits.
+pub(crate) fn window_error(
+    class: &str,
+    what: &str,
+    dims: &[usize],
+    padding: Padding,
+    fits: &str,
+    input: &Shape,
+) -> Error {
+    let expected = match padding {
+        Padding::Valid => format!("at least {fits} on every spatial axis"),
+        Padding::Same | Padding::Causal => {
+            "a window and strides whose positions fit in 64 bits".to_string()
+        }
+    };
+    Error::shape(
+        format!(
+            "{class} input ({what} {dims:?}, padding {})",
+            padding.keras_name()
+        ),
+        expected,
+        input.to_string(),
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Axis1 {
     pub input: usize,
@@ -399,13 +438,14 @@ impl Conv {
                 cols,
                 channels: c,
             }),
-            _ => Err(Error::shape(
-                format!(
-                    "{class} input (kernel_size {:?}, padding valid)",
-                    self.window_dims()
-                ),
-                "at least the dilated kernel's size on every spatial axis",
-                input.to_string(),
+            _ => Err(window_error(
+                class,
+                "kernel_size",
+                &self.window_dims(),
+                // A causal Conv1D's one spatial axis is the causal one.
+                self.padding,
+                "the dilated kernel's size",
+                input,
             )),
         }
     }

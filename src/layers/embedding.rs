@@ -199,9 +199,9 @@ impl Layer for Embedding {
         for (o, &id) in ys.chunks_exact_mut(d).zip(values(x)) {
             match self.row(id) {
                 Some(r) => o.copy_from_slice(&self.embeddings[r * d..(r + 1) * d]),
-                // An id that no model-level check saw (an Embedding fed by
-                // another layer): NaN, so the error shows instead of a
-                // plausible vector.
+                // An id that no check saw (a data-parallel rank's forward,
+                // which does not stop while the others wait): NaN, so the
+                // error shows instead of a plausible vector.
                 None => o.fill(f32::NAN),
             }
         }

@@ -414,7 +414,13 @@ impl MergeOp {
                             list(),
                         ));
                     }
-                    dims[ax] += s.dims()[ax];
+                    dims[ax] = dims[ax].checked_add(s.dims()[ax]).ok_or_else(|| {
+                        Error::shape(
+                            format!("{name}(axis={axis})"),
+                            "inputs whose joined axis has at most 2^64 - 1 values",
+                            list(),
+                        )
+                    })?;
                 }
                 Ok(Shape::new(&dims))
             }

@@ -12,7 +12,7 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
 use rayon::prelude::*;
 
-use super::conv::{check_window, spatial_dims, Axis1, Geometry, IntoWindow, Padding};
+use super::conv::{check_window, spatial_dims, window_error, Axis1, Geometry, IntoWindow, Padding};
 use super::{expect_shape, BackwardContext, Buffers, ForwardContext, Layer};
 use crate::error::{Error, Result};
 use crate::kernels::{values, values_mut};
@@ -81,13 +81,13 @@ impl Pool {
         let rows = Axis1::new(h, self.pool_size[0], sh, 1, self.padding);
         let cols = Axis1::new(w, self.pool_size[1], sw, 1, self.padding);
         let (Some(rows), Some(cols)) = (rows, cols) else {
-            return Err(Error::shape(
-                format!(
-                    "{class} input (pool_size {:?}, padding valid)",
-                    self.window_dims()
-                ),
-                "at least the pool size on every spatial axis",
-                input.to_string(),
+            return Err(window_error(
+                class,
+                "pool_size",
+                &self.window_dims(),
+                self.padding,
+                "the pool size",
+                input,
             ));
         };
         self.geo = Geometry {

@@ -606,7 +606,7 @@ impl Sequential {
         }
         // 2. forward
         let mut rng = StdRng::seed_from_u64(c.seed);
-        ws.forward(&self.layers, nb, true, &mut rng);
+        ws.forward(&self.layers, nb, true, &mut rng)?;
         // 3. loss and its gradient
         let batch_loss = {
             let out_w = self.output_dim();

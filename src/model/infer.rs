@@ -173,7 +173,7 @@ impl Sequential {
                     x.slice(ndarray::s![start..start + nb, ..]),
                     ws.input_mut(nb),
                 );
-                ws.forward(self.layers(), nb, false, &mut rng);
+                ws.forward(self.layers(), nb, false, &mut rng)?;
                 each(start, nb, &ws);
             }
             Ok(())

@@ -383,12 +383,20 @@ impl Sequential {
         self
     }
 
-    /// The name the next layer of this class will get (`dense`, `dense_1`, ...).
+    /// The name the next layer of this class will get (`dense`, `dense_1`,
+    /// ...), skipping names a loaded layer already holds.
     pub(crate) fn next_layer_name(&self, class_name: &str) -> String {
         let base = snake_case(class_name);
-        match self.name_counts.get(&base).copied().unwrap_or(0) {
-            0 => base,
-            count => format!("{base}_{count}"),
+        let mut count = self.name_counts.get(&base).copied().unwrap_or(0);
+        loop {
+            let name = match count {
+                0 => base.clone(),
+                c => format!("{base}_{c}"),
+            };
+            if !self.taken.contains(&name) {
+                return name;
+            }
+            count += 1;
         }
     }
 
@@ -405,23 +413,11 @@ impl Sequential {
         self.compiled = None;
     }
 
-    /// Appends a layer whose weights already exist (model loading), with its
-    /// output width: nothing is initialised, so a file's architecture costs
-    /// only the tensors it holds. Every earlier layer must be built.
-    pub(crate) fn push_built(&mut self, layer: Box<dyn Layer>, out: Shape) -> Result<()> {
-        if self.shapes.len() != self.layers.len() || self.pending.is_some() {
-            return Err(Error::NotBuilt(
-                "a built layer follows one that is not built".into(),
-            ));
-        }
-        self.push_named(layer);
-        self.shapes.push(out);
-        Ok(())
-    }
-
-    /// [`Sequential::push_built`] under a given name (a Keras file's layer
-    /// names); a name already taken is an error.
-    #[cfg_attr(not(feature = "keras"), allow(dead_code))]
+    /// Appends a layer whose weights already exist (model loading) under its
+    /// saved name, with its output shape: nothing is initialised, so a
+    /// file's architecture costs only the tensors it holds. Every earlier
+    /// layer must be built; a name already taken (checked in constant time
+    /// against the set of names), empty or holding `/` is an error.
     pub(crate) fn push_built_named(
         &mut self,
         layer: Box<dyn Layer>,
@@ -433,8 +429,9 @@ impl Sequential {
                 "a built layer follows one that is not built".into(),
             ));
         }
-        if name.is_empty() || !self.taken.insert(name.to_string()) {
-            return Err(Error::arg("layer name", "a unique, non-empty name", name));
+        check_layer_name(name)?;
+        if !self.taken.insert(name.to_string()) {
+            return Err(Error::arg("layer name", "a unique name", name));
         }
         *self
             .name_counts
@@ -687,7 +684,8 @@ impl Sequential {
     }
 
     /// Replaces all weights, in the order of [`Sequential::get_weights`]. Checks
-    /// the count and every shape before changing anything.
+    /// the count, every shape and that every value is finite (as loading a
+    /// file does) before changing anything.
     pub fn set_weights(&mut self, weights: &[ArrayD<f32>]) -> Result<()> {
         self.ensure_built()?;
         let mut layers: Vec<(&str, &mut dyn Layer)> = self
@@ -768,6 +766,25 @@ pub(crate) fn snake_case(s: &str) -> String {
         out.extend(ch.to_lowercase());
     }
     out
+}
+
+/// Checks a layer's (or input's) name as Keras does: not empty, and without
+/// `/`, which separates a layer's name from its weights' in model files
+/// (`dense/kernel`, `optimizer/dense/kernel`), so that no two tensors of a
+/// saved model can get the same key.
+pub(crate) fn check_layer_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::arg("name", "a non-empty string", "\"\""));
+    }
+    if name.contains('/') {
+        return Err(Error::arg(
+            "name",
+            "a string without the character `/` (Keras refuses it too: `/` separates a \
+             layer's name from its weights' names in model files)",
+            name,
+        ));
+    }
+    Ok(())
 }
 
 /// Prefixes a layer's build error with the layer's name (shape errors say

@@ -46,7 +46,8 @@ pub(crate) fn trainable_sizes<'a>(
 }
 
 /// Replaces every weight of `layers` from `weights` (in [`get`]'s order),
-/// after checking the count and every shape; nothing changes on an error.
+/// after checking the count, every shape and that every value is finite;
+/// nothing changes on an error.
 /// `count_note` follows the expected count in the error (what the arrays
 /// are).
 pub(crate) fn set(
@@ -77,6 +78,17 @@ pub(crate) fn set(
                 format!("{shape:?}"),
                 format!("{:?}", w.shape()),
             ));
+        }
+        // Loading refuses NaN and inf; so does this (a model with one
+        // predicts NaN for every row it reaches).
+        if let Some((i, &value)) = w.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            let cols = shape.last().copied().unwrap_or(1).max(1);
+            return Err(Error::NonFinite {
+                name: format!("set_weights: `{name}`"),
+                row: i / cols,
+                col: i % cols,
+                value,
+            });
         }
     }
     let mut it = weights.iter();

@@ -6,6 +6,8 @@
 //! gradient buffers and the parameter gradients. A partial last batch uses the
 //! first rows of the same buffers. Nothing is allocated per batch.
 
+use std::convert::Infallible;
+
 use ndarray::ArrayView2;
 
 use rand::rngs::StdRng;
@@ -16,6 +18,8 @@ use crate::memory::Budget;
 use crate::shape::Shape;
 
 pub(crate) struct Workspace {
+    /// The layers' names, for errors.
+    names: Vec<String>,
     /// `widths[0]` is the input width, `widths[i + 1]` layer `i`'s output width
     /// (values per row: the product of the sample shape).
     pub widths: Vec<usize>,
@@ -177,6 +181,7 @@ impl Workspace {
             }
         }
         Ok(Workspace {
+            names: (0..layers.len()).map(|i| name(i).to_string()).collect(),
             widths,
             aux_widths,
             acts,
@@ -214,18 +219,32 @@ impl Workspace {
     }
 
     /// Runs every layer forward on the first `n` rows of the input buffer.
+    /// The input of every layer after the first (whose input the model
+    /// checks with the data) goes through [`Layer::check_input`] first: an
+    /// Embedding fed by another layer refuses an id out of range instead of
+    /// giving NaN.
     pub fn forward(
         &mut self,
         layers: &[Box<dyn Layer>],
         n: usize,
         training: bool,
         rng: &mut StdRng,
-    ) {
-        self.forward_from(layers, 0, n, training, rng);
+    ) -> Result<()> {
+        self.run_layers(layers, 0, n, training, rng, |ws, i, x| {
+            let layer = &layers[i];
+            if i == 0 || layer.check_input(x, "").is_ok() {
+                return Ok(());
+            }
+            layer.check_input(x, &format!("the input of layer `{}`", ws.names[i]))
+        })
     }
 
     /// Runs layers `start..` forward on the first `n` rows of `acts[start]`
-    /// (layer `start - 1`'s output, filled by the caller when `start > 0`).
+    /// (layer `start - 1`'s output, filled by the caller when `start > 0`),
+    /// without [`Workspace::forward`]'s checks: a data-parallel rank, which
+    /// must not stop while the others wait for it (an Embedding's id out of
+    /// range gives NaN there, which makes the loss NaN on every rank).
+    #[cfg_attr(not(feature = "distribute"), allow(dead_code))]
     pub fn forward_from(
         &mut self,
         layers: &[Box<dyn Layer>],
@@ -234,10 +253,29 @@ impl Workspace {
         training: bool,
         rng: &mut StdRng,
     ) {
+        let unchecked = |_: &Self, _, _: ArrayView2<f32>| Ok::<(), Infallible>(());
+        match self.run_layers(layers, start, n, training, rng, unchecked) {
+            Ok(()) => {}
+            Err(never) => match never {},
+        }
+    }
+
+    /// The loop of both: `check(self, i, x)` sees layer `i`'s input before
+    /// the layer runs.
+    fn run_layers<E>(
+        &mut self,
+        layers: &[Box<dyn Layer>],
+        start: usize,
+        n: usize,
+        training: bool,
+        rng: &mut StdRng,
+        check: impl Fn(&Self, usize, ArrayView2<f32>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         let ms = self.mask_steps;
         let mut i = start;
         while i < layers.len() {
             let layer = &layers[i];
+            check(self, i, view(&self.acts[i], n, self.widths[i]))?;
             let (before, after) = self.acts.split_at_mut(i + 1);
             let x = view(&before[i], n, self.widths[i]);
             if self.mask_from == Some(i) {
@@ -271,6 +309,7 @@ impl Workspace {
             layer.forward(x, y, aux, &mut ctx);
             i += 1;
         }
+        Ok(())
     }
 
     /// The last layer's pre-activation values, when it keeps them.

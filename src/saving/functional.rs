@@ -28,7 +28,7 @@ use crate::losses::Loss;
 use crate::metrics::Metric;
 use crate::model::functional::graph::{LayerKind, MAX_MERGE_INPUTS};
 use crate::model::functional::{ModelLayer, Node};
-use crate::model::{Model, ModelCompile};
+use crate::model::{check_layer_name, Model, ModelCompile};
 use crate::optimizers::Optimizer;
 use crate::shape::Shape;
 
@@ -246,7 +246,7 @@ impl Model {
             "model".to_string(),
             serde_json::to_string(&entry).map_err(|e| Error::format(path, e.to_string()))?,
         );
-        Ok(encode(&mut tensors, meta))
+        encode(&mut tensors, meta)
     }
 
     fn decode(bytes: &[u8], path: &Path) -> Result<Model> {
@@ -328,7 +328,7 @@ impl Model {
     pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
         let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), "horn-weights".to_string());
-        write_atomic(path.as_ref(), &encode(&mut self.weight_tensors(), meta))
+        write_atomic(path.as_ref(), &encode(&mut self.weight_tensors(), meta)?)
     }
 }
 
@@ -363,11 +363,9 @@ pub(super) fn build_model(
         {
             return Err(bad(format!("input `{}` has shape {:?}", i.name, i.shape)));
         }
-        if i.name.is_empty() || !names.insert(i.name.clone()) {
-            return Err(bad(format!(
-                "input name `{}` is empty or used twice",
-                i.name
-            )));
+        check_layer_name(&i.name).map_err(|e| bad(format!("input `{}`: {e}", i.name)))?;
+        if !names.insert(i.name.clone()) {
+            return Err(bad(format!("input name `{}` is used twice", i.name)));
         }
         shapes.push(Shape::new(&i.shape));
         inputs.push((i.name.clone(), Shape::new(&i.shape)));
@@ -409,11 +407,9 @@ pub(super) fn build_model(
                 }
             }
             slot @ None => {
-                if le.name.is_empty() || !names.insert(le.name.clone()) {
-                    return Err(bad(format!(
-                        "layer name `{}` is empty or used twice",
-                        le.name
-                    )));
+                check_layer_name(&le.name).map_err(|e| bad(format!("layer `{}`: {e}", le.name)))?;
+                if !names.insert(le.name.clone()) {
+                    return Err(bad(format!("layer name `{}` is used twice", le.name)));
                 }
                 match &le.body {
                     LayerBody::Layer(config) => {

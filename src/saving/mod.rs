@@ -53,7 +53,7 @@ use crate::layers::{
 };
 use crate::losses::Loss;
 use crate::metrics::Metric;
-use crate::model::Sequential;
+use crate::model::{check_layer_name, Sequential};
 use crate::optimizers::Optimizer;
 use crate::regularizers::Regularizer;
 use crate::shape::Shape;
@@ -246,8 +246,18 @@ struct Tensor<'a> {
 /// Encodes a safetensors file with sorted keys (header and metadata), so the
 /// same model always gives the same bytes. The `safetensors` crate's writer
 /// takes the metadata as a `HashMap`, whose order changes from run to run.
-fn encode(tensors: &mut [Tensor<'_>], meta: BTreeMap<String, String>) -> Vec<u8> {
+///
+/// Two tensors with one key would make a file that no reader accepts (a
+/// JSON header with a duplicate key), so they are an error, never written.
+fn encode(tensors: &mut [Tensor<'_>], meta: BTreeMap<String, String>) -> Result<Vec<u8>> {
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(w) = tensors.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(Error::arg(
+            "layer names",
+            "names that give each weight its own key in the model file",
+            format!("two tensors named `{}`", w[0].name),
+        ));
+    }
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!(meta));
     let mut offset = 0usize;
@@ -273,7 +283,7 @@ fn encode(tensors: &mut [Tensor<'_>], meta: BTreeMap<String, String>) -> Vec<u8>
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
-    out
+    Ok(out)
 }
 
 /// A tensor's values after checking dtype, shape and that every value is finite.
@@ -848,7 +858,7 @@ impl Sequential {
             "model".to_string(),
             serde_json::to_string(&entry).map_err(|e| Error::format(path, e.to_string()))?,
         );
-        Ok(encode(&mut tensors, meta))
+        encode(&mut tensors, meta)
     }
 
     /// Loads a model saved by [`Sequential::save`]: architecture, weights, compile
@@ -929,10 +939,26 @@ impl Sequential {
             .seed(entry.seed)
             .input_shape(&input_shape);
         let mut shape = Shape::new(&input_shape);
+        // The saved names: the weights are stored under them (checked
+        // first, so that a bad name is reported as such).
+        let mut names = std::collections::HashSet::new();
         for l in &entry.layers {
-            let prefix = model.next_layer_name(l.config.class_name());
-            let (layer, out) = l.config.load(&shape, &prefix, &st, path)?;
-            model.push_built(layer, out.clone())?;
+            let bad_name = |why: String| {
+                Error::format(
+                    path,
+                    format!("invalid architecture: layer `{}`: {why}", l.name),
+                )
+            };
+            check_layer_name(&l.name).map_err(|e| bad_name(e.to_string()))?;
+            if !names.insert(l.name.as_str()) {
+                return Err(bad_name(
+                    "the name is used twice; names must be unique".into(),
+                ));
+            }
+            let (layer, out) = l.config.load(&shape, &l.name, &st, path)?;
+            model
+                .push_built_named(layer, out.clone(), &l.name)
+                .map_err(|e| Error::format(path, format!("invalid architecture: {e}")))?;
             shape = out;
         }
         model
@@ -972,7 +998,7 @@ impl Sequential {
         self.ensure_built()?;
         let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), "horn-weights".to_string());
-        write_atomic(path, &encode(&mut self.weight_tensors(), meta))
+        write_atomic(path, &encode(&mut self.weight_tensors(), meta)?)
     }
 
     /// Loads weights by Keras name into this architecture, checking every shape

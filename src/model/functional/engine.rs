@@ -255,7 +255,19 @@ impl GraphWorkspace {
     }
 
     /// Runs every node forward on the first `n` rows of the input tensors.
-    pub fn forward(&mut self, model: &Model, n: usize, training: bool, rng: &mut StdRng) {
+    /// A layer that reads another layer's output (not a model input, which
+    /// is checked with the data) checks it first ([`Layer::check_input`]:
+    /// an Embedding's ids).
+    ///
+    /// [`Layer::check_input`]: crate::layers::Layer::check_input
+    pub fn forward(
+        &mut self,
+        model: &Model,
+        n: usize,
+        training: bool,
+        rng: &mut StdRng,
+    ) -> Result<()> {
+        let n_in = model.inputs.len();
         for (k, node) in model.nodes.iter().enumerate() {
             let out = node.output;
             let (before, after) = self.acts.split_at_mut(out);
@@ -264,6 +276,10 @@ impl GraphWorkspace {
                 LayerKind::Layer(layer) => {
                     let i = node.inputs[0];
                     let x = view(&before[i], n, self.widths[i]);
+                    if i >= n_in && layer.check_input(x, "").is_err() {
+                        let name = &model.layers[node.layer].name;
+                        return layer.check_input(x, &format!("the input of layer `{name}`"));
+                    }
                     if let Some(m) = self.node_mask[k] {
                         let steps = self.mask_steps[m];
                         layer.compute_mask(x, &mut self.masks[m][..n * steps]);
@@ -300,6 +316,7 @@ impl GraphWorkspace {
                 }
             }
         }
+        Ok(())
     }
 
     /// Back-propagates from the output gradients the loss wrote (marked in

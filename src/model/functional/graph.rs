@@ -378,8 +378,8 @@ impl Graph {
 
     /// Reserves a layer name, reporting a name used twice.
     fn claim_name(&mut self, name: &str) {
-        if name.is_empty() {
-            self.fail(Error::arg("layer name", "a non-empty name", "\"\""));
+        if let Err(e) = crate::model::check_layer_name(name) {
+            self.fail(e);
         } else if !self.names.insert(name.to_string()) {
             self.fail(Error::Graph(format!(
                 "two layers (or inputs) are named `{name}`; names must be unique in a model"

@@ -451,7 +451,8 @@ impl Model {
     }
 
     /// Replaces all weights, in the order of [`Model::get_weights`]. Checks
-    /// the count and every shape before changing anything.
+    /// the count, every shape and that every value is finite (as loading a
+    /// file does) before changing anything.
     pub fn set_weights(&mut self, weights: &[ArrayD<f32>]) -> Result<()> {
         let mut layers: Vec<(&str, &mut dyn crate::layers::Layer)> = self
             .layers

@@ -986,7 +986,7 @@ impl Model {
             ws.sample_weights[k] = weights.map_or(1.0, |w| w[r]);
         }
         let mut rng = StdRng::seed_from_u64(seed);
-        ws.forward(self, nb, true, &mut rng);
+        ws.forward(self, nb, true, &mut rng)?;
         ws.written.iter_mut().for_each(|w| *w = false);
         let inv = 1.0 / nb as f32;
         let mut total = 0.0f64;
@@ -1111,7 +1111,7 @@ impl Model {
                         &mut ws.acts[i][..nb * w],
                     );
                 }
-                ws.forward(self, nb, false, &mut rng);
+                ws.forward(self, nb, false, &mut rng)?;
                 each(start, nb, &ws);
             }
             Ok(())
